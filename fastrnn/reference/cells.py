@@ -1,0 +1,158 @@
+"""One timestep of each recurrent cell, forward and backward, in plain NumPy.
+
+Every cell works on a batch of rows: ``x`` is ``(batch, input_size)``, ``h`` and ``c`` are
+``(batch, hidden_size)``. Weights follow PyTorch's layout, so ``x @ w_ih.T`` is the input
+projection of all gates at once. A cell's ``forward`` returns the new state and a ``cache`` of
+what its ``backward`` needs; ``backward`` takes the gradient of the loss with respect to the new
+state and returns the gradients with respect to the input, the previous state and the four
+parameters ``(w_ih, w_hh, b_ih, b_hh)``.
+
+The code is the specification: it is written to read like the equations, not to be fast.
+"""
+import numpy as np
+
+
+def sigmoid(a):
+    """Logistic function ``1 / (1 + exp(-a))``, written with ``tanh`` so it never overflows."""
+    return 0.5 * np.tanh(0.5 * a) + 0.5
+
+
+def affine(x, w, b):
+    """``x @ w.T + b``, with ``b`` optional (``None`` when the layer has no bias)."""
+    out = x @ w.T
+    if b is not None:
+        out += b
+    return out
+
+
+def _bias_grad(da, b):
+    return None if b is None else da.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------------- vanilla RNN
+
+def rnn_forward(x, h, c, params, nonlinearity):
+    """Vanilla RNN cell: ``h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``, ``act`` tanh or relu.
+
+    ``c`` is unused (the vanilla cell has no cell state) and returned as ``None``.
+    """
+    w_ih, w_hh, b_ih, b_hh = params
+    a = affine(x, w_ih, b_ih) + affine(h, w_hh, b_hh)
+    h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
+    return h_new, None, (x, h, h_new)
+
+
+def rnn_backward(dh_new, dc_new, cache, params, nonlinearity):
+    """Backward of :func:`rnn_forward`: ``da = dh' * act'(a)``, then the chain rule through ``a``."""
+    w_ih, w_hh, b_ih, b_hh = params
+    x, h, h_new = cache
+    if nonlinearity == "tanh":
+        da = dh_new * (1 - h_new**2)      # tanh'(a) = 1 - tanh(a)^2
+    else:
+        da = dh_new * (h_new > 0)         # relu'(a) = 1 where a > 0
+    dx = da @ w_ih
+    dh = da @ w_hh
+    grads = (da.T @ x, da.T @ h, _bias_grad(da, b_ih), _bias_grad(da, b_hh))
+    return dx, dh, None, grads
+
+
+# ------------------------------------------------------------------------------------------ LSTM
+
+def lstm_forward(x, h, c, params):
+    """LSTM cell with PyTorch's gate order ``i, f, g, o``::
+
+        [a_i, a_f, a_g, a_o] = x W_ih^T + b_ih + h W_hh^T + b_hh
+        i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
+        c' = f * c + i * g
+        h' = o * tanh(c')
+    """
+    w_ih, w_hh, b_ih, b_hh = params
+    a_i, a_f, a_g, a_o = np.split(affine(x, w_ih, b_ih) + affine(h, w_hh, b_hh), 4, axis=1)
+    i, f, g, o = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g), sigmoid(a_o)
+    c_new = f * c + i * g
+    tanh_c = np.tanh(c_new)
+    h_new = o * tanh_c
+    return h_new, c_new, (x, h, c, i, f, g, o, tanh_c)
+
+
+def lstm_backward(dh_new, dc_new, cache, params):
+    """Backward of :func:`lstm_forward`.
+
+    The gradient reaching ``c'`` comes from the next step (``dc_new``) and through
+    ``h' = o * tanh(c')``; each gate's pre-activation gradient is its output gradient times
+    the derivative of its activation (``s (1 - s)`` for a sigmoid, ``1 - t^2`` for tanh).
+    """
+    w_ih, w_hh, b_ih, b_hh = params
+    x, h, c, i, f, g, o, tanh_c = cache
+    do = dh_new * tanh_c
+    dc = dc_new + dh_new * o * (1 - tanh_c**2)
+    di, df, dg = dc * g, dc * c, dc * i
+    dc_prev = dc * f
+    da = np.concatenate(
+        [di * i * (1 - i), df * f * (1 - f), dg * (1 - g**2), do * o * (1 - o)], axis=1
+    )
+    dx = da @ w_ih
+    dh = da @ w_hh
+    grads = (da.T @ x, da.T @ h, _bias_grad(da, b_ih), _bias_grad(da, b_hh))
+    return dx, dh, dc_prev, grads
+
+
+# ------------------------------------------------------------------------------------------- GRU
+
+def gru_forward(x, h, c, params):
+    """GRU cell with PyTorch's gate order ``r, z, n`` (the "linear before reset" form)::
+
+        [x_r, x_z, x_n] = x W_ih^T + b_ih        [h_r, h_z, h_n] = h W_hh^T + b_hh
+        r = sigmoid(x_r + h_r)   z = sigmoid(x_z + h_z)
+        n = tanh(x_n + r * h_n)
+        h' = (1 - z) * n + z * h
+    """
+    w_ih, w_hh, b_ih, b_hh = params
+    x_r, x_z, x_n = np.split(affine(x, w_ih, b_ih), 3, axis=1)
+    h_r, h_z, h_n = np.split(affine(h, w_hh, b_hh), 3, axis=1)
+    r = sigmoid(x_r + h_r)
+    z = sigmoid(x_z + h_z)
+    n = np.tanh(x_n + r * h_n)
+    h_new = (1 - z) * n + z * h
+    return h_new, None, (x, h, r, z, n, h_n)
+
+
+def gru_backward(dh_new, dc_new, cache, params):
+    """Backward of :func:`gru_forward`.
+
+    The reset gate multiplies ``h_n`` only, so the recurrent pre-activation gradient of the
+    ``n`` block is ``dn_pre * r`` while the input one is ``dn_pre``.
+    """
+    w_ih, w_hh, b_ih, b_hh = params
+    x, h, r, z, n, h_n = cache
+    dn_pre = dh_new * (1 - z) * (1 - n**2)
+    dz_pre = dh_new * (h - n) * z * (1 - z)
+    dr_pre = dn_pre * h_n * r * (1 - r)
+    da_x = np.concatenate([dr_pre, dz_pre, dn_pre], axis=1)
+    da_h = np.concatenate([dr_pre, dz_pre, dn_pre * r], axis=1)
+    dx = da_x @ w_ih
+    dh = dh_new * z + da_h @ w_hh
+    grads = (da_x.T @ x, da_h.T @ h, _bias_grad(da_x, b_ih), _bias_grad(da_h, b_hh))
+    return dx, dh, None, grads
+
+
+def _rnn_cell(nonlinearity):
+    def forward(x, h, c, params):
+        return rnn_forward(x, h, c, params, nonlinearity)
+
+    def backward(dh_new, dc_new, cache, params):
+        return rnn_backward(dh_new, dc_new, cache, params, nonlinearity)
+
+    return forward, backward
+
+
+#: ``cell name -> (forward, backward)``; the names every part of fastrnn uses for the cells.
+CELLS = {
+    "rnn_tanh": _rnn_cell("tanh"),
+    "rnn_relu": _rnn_cell("relu"),
+    "lstm": (lstm_forward, lstm_backward),
+    "gru": (gru_forward, gru_backward),
+}
+
+#: Number of gate blocks stacked in ``weight_ih`` / ``weight_hh`` for each cell.
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}

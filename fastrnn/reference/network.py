@@ -1,0 +1,270 @@
+"""Unrolling through time and backpropagation through time (BPTT), in plain NumPy.
+
+A network is ``num_layers`` stacked recurrent layers, each run in one direction or in both
+(bidirectional: the two directions' outputs are concatenated, forward first, and feed the next
+layer). Sequences of different lengths share a batch: at timestep ``t`` only the sequences with
+``lengths > t`` are computed, so each sequence's final state is the state at its own last step
+and its outputs after that are zero. The reverse direction of a sequence starts at its own last
+valid step. These are PyTorch's packed-sequence semantics.
+
+BPTT walks the same steps backwards: the gradient of the loss with respect to ``h_t`` is the
+upstream gradient on the output ``y_t`` plus what flows back from ``h_{t+1}``; each weight's
+gradient is summed over every timestep at which the weight was used.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cells import CELLS
+
+
+def parameter_names(layer, direction, bias=True):
+    """PyTorch's names of the parameters of one layer and direction, in PyTorch's order.
+
+    Parameters
+    ----------
+    layer : int
+        Index of the stacked layer, from 0.
+    direction : int
+        0 for the forward direction, 1 for the reverse direction.
+    bias : bool
+        Whether the layer has the two bias vectors.
+
+    Returns
+    -------
+    list of str
+        ``weight_ih_l{layer}``, ``weight_hh_l{layer}`` and, with ``bias``, ``bias_ih_l{layer}``,
+        ``bias_hh_l{layer}``; each with the suffix ``_reverse`` for ``direction == 1``.
+    """
+    suffix = f"_l{layer}" + ("_reverse" if direction else "")
+    kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if bias else ("weight_ih", "weight_hh")
+    return [kind + suffix for kind in kinds]
+
+
+def _cell_params(weights, layer, direction):
+    """``(w_ih, w_hh, b_ih, b_hh)`` of one layer and direction; biases are ``None`` if absent."""
+    w_ih, w_hh, b_ih, b_hh = parameter_names(layer, direction, bias=True)
+    return weights[w_ih], weights[w_hh], weights.get(b_ih), weights.get(b_hh)
+
+
+def unroll(cell, x, params, h0, c0, lengths, reverse=False):
+    """Run one recurrent layer in one direction over a batch of sequences.
+
+    Parameters
+    ----------
+    cell : str
+        ``"rnn_tanh"``, ``"rnn_relu"``, ``"lstm"`` or ``"gru"``.
+    x : ndarray, shape (batch, timesteps, input_size)
+    params : tuple
+        ``(w_ih, w_hh, b_ih, b_hh)``, biases may be ``None``.
+    h0, c0 : ndarray, shape (batch, hidden_size)
+        Initial states (``c0`` is ``None`` unless ``cell == "lstm"``).
+    lengths : ndarray of int, shape (batch,)
+        Valid timesteps of each sequence.
+    reverse : bool
+        Walk from each sequence's last valid step down to step 0.
+
+    Returns
+    -------
+    y : ndarray, shape (batch, timesteps, hidden_size)
+        ``h_t`` at every valid step, 0 elsewhere.
+    h, c : ndarray, shape (batch, hidden_size)
+        Final states (``c`` is ``None`` unless LSTM).
+    steps : list
+        ``(t, active_rows, cell_cache)`` for each computed step, in the order computed.
+    """
+    forward_cell, _ = CELLS[cell]
+    batch, timesteps, _ = x.shape
+    h = h0.copy()
+    c = None if c0 is None else c0.copy()
+    y = np.zeros((batch, timesteps, h.shape[1]), dtype=x.dtype)
+    steps = []
+    for t in (reversed(range(timesteps)) if reverse else range(timesteps)):
+        active = np.flatnonzero(lengths > t)          # sequences that have a step t
+        if active.size == 0:
+            continue
+        h_new, c_new, cache = forward_cell(
+            x[active, t], h[active], None if c is None else c[active], params
+        )
+        h[active] = h_new
+        if c is not None:
+            c[active] = c_new
+        y[active, t] = h_new
+        steps.append((t, active, cache))
+    return y, h, c, steps
+
+
+def unroll_backward(cell, steps, params, x_shape, dy, dh, dc):
+    """BPTT through one layer and direction: the steps of :func:`unroll`, walked backwards.
+
+    Parameters
+    ----------
+    cell : str
+    steps : list
+        As returned by :func:`unroll`.
+    params : tuple
+        ``(w_ih, w_hh, b_ih, b_hh)`` as given to :func:`unroll`.
+    x_shape : tuple
+        Shape of the layer's input.
+    dy : ndarray, shape (batch, timesteps, hidden_size)
+        Gradient of the loss with respect to the layer's outputs.
+    dh, dc : ndarray, shape (batch, hidden_size)
+        Gradient with respect to the final states (``dc`` is ``None`` unless LSTM).
+
+    Returns
+    -------
+    dx : ndarray, shape ``x_shape``
+    dh0, dc0 : ndarray, shape (batch, hidden_size)
+        Gradients with respect to the initial states (``dc0`` is ``None`` unless LSTM).
+    grads : list
+        Gradients of ``(w_ih, w_hh, b_ih, b_hh)`` summed over all timesteps (``None`` for an
+        absent bias).
+    """
+    _, backward_cell = CELLS[cell]
+    dh = dh.copy()
+    dc = None if dc is None else dc.copy()
+    dx = np.zeros(x_shape, dtype=dy.dtype)
+    grads = [None if p is None else np.zeros_like(p) for p in params]
+    for t, active, cache in reversed(steps):
+        dh_t = dh[active] + dy[active, t]             # from the output y_t and from step t+1
+        dx_t, dh_prev, dc_prev, step_grads = backward_cell(
+            dh_t, None if dc is None else dc[active], cache, params
+        )
+        dx[active, t] = dx_t
+        dh[active] = dh_prev
+        if dc is not None:
+            dc[active] = dc_prev
+        for total, g in zip(grads, step_grads):
+            if total is not None:
+                total += g
+    return dx, dh, dc, grads
+
+
+@dataclass
+class ForwardCache:
+    """What :func:`backward` needs from :func:`forward`."""
+
+    cell: str
+    num_layers: int
+    num_directions: int
+    weights: dict
+    layer_inputs: list = field(default_factory=list)   # input of each layer
+    steps: dict = field(default_factory=dict)          # (layer, direction) -> unroll steps
+
+
+def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, bidirectional=False):
+    """Forward pass of a stacked, optionally bidirectional recurrent network.
+
+    Parameters
+    ----------
+    cell : str
+        ``"rnn_tanh"``, ``"rnn_relu"``, ``"lstm"`` or ``"gru"``.
+    x : ndarray, shape (batch, timesteps, input_size)
+        Batch-first input, float32 or float64.
+    weights : dict of str to ndarray
+        Parameters in PyTorch's names and shapes (see :func:`parameter_names`).
+    h0, c0 : ndarray, shape (num_layers * num_directions, batch, hidden_size), optional
+        Initial states, index ``layer * num_directions + direction``; ``None`` means zeros.
+        ``c0`` is for the LSTM only.
+    lengths : ndarray of int, shape (batch,), optional
+        Valid timesteps of each sequence, each in ``1..timesteps``; ``None`` means all.
+    num_layers : int
+    bidirectional : bool
+
+    Returns
+    -------
+    y : ndarray, shape (batch, timesteps, num_directions * hidden_size)
+        Outputs of the last layer; 0 at steps past a sequence's length.
+    h_n, c_n : ndarray, shape (num_layers * num_directions, batch, hidden_size)
+        Final states (``c_n`` is ``None`` unless LSTM).
+    cache : ForwardCache
+        Everything :func:`backward` needs.
+    """
+    batch, timesteps, _ = x.shape
+    num_directions = 2 if bidirectional else 1
+    hidden = weights["weight_hh_l0"].shape[1]
+    state_shape = (num_layers * num_directions, batch, hidden)
+    if lengths is None:
+        lengths = np.full(batch, timesteps)
+    if h0 is None:
+        h0 = np.zeros(state_shape, dtype=x.dtype)
+    if cell == "lstm" and c0 is None:
+        c0 = np.zeros(state_shape, dtype=x.dtype)
+    h_n = np.empty(state_shape, dtype=x.dtype)
+    c_n = np.empty(state_shape, dtype=x.dtype) if cell == "lstm" else None
+
+    cache = ForwardCache(cell, num_layers, num_directions, weights)
+    layer_input = x
+    for layer in range(num_layers):
+        cache.layer_inputs.append(layer_input)
+        outputs = []
+        for direction in range(num_directions):
+            k = layer * num_directions + direction
+            y, h, c, steps = unroll(
+                cell, layer_input, _cell_params(weights, layer, direction),
+                h0[k], None if c_n is None else c0[k], lengths, reverse=direction == 1,
+            )
+            outputs.append(y)
+            h_n[k] = h
+            if c_n is not None:
+                c_n[k] = c
+            cache.steps[layer, direction] = steps
+        layer_input = np.concatenate(outputs, axis=2) if num_directions == 2 else outputs[0]
+    return layer_input, h_n, c_n, cache
+
+
+def backward(cache, dy=None, dh_n=None, dc_n=None):
+    """Backpropagation through time for a :func:`forward` call.
+
+    Parameters
+    ----------
+    cache : ForwardCache
+        From :func:`forward`.
+    dy : ndarray, shape like ``y``, optional
+        Gradient of the loss with respect to the output sequence; ``None`` means zeros.
+    dh_n, dc_n : ndarray, shape like ``h_n`` / ``c_n``, optional
+        Gradients with respect to the final states; ``None`` means zeros.
+
+    Returns
+    -------
+    dx : ndarray, shape like ``x``
+    dh0, dc0 : ndarray, shape like ``h0``
+        Gradients with respect to the initial states (``dc0`` is ``None`` unless LSTM).
+    grads : dict of str to ndarray
+        Gradient of every parameter, keyed like ``weights``.
+    """
+    is_lstm = cache.cell == "lstm"
+    x = cache.layer_inputs[0]
+    dtype = x.dtype
+    hidden = cache.weights["weight_hh_l0"].shape[1]
+    D = cache.num_directions
+    state_shape = (cache.num_layers * D, x.shape[0], hidden)
+    top_shape = (x.shape[0], x.shape[1], D * hidden)
+    d_out = np.zeros(top_shape, dtype) if dy is None else dy
+    dh_n = np.zeros(state_shape, dtype) if dh_n is None else dh_n
+    if is_lstm and dc_n is None:
+        dc_n = np.zeros(state_shape, dtype)
+    dh0 = np.empty(state_shape, dtype)
+    dc0 = np.empty(state_shape, dtype) if is_lstm else None
+
+    grads = {}
+    for layer in reversed(range(cache.num_layers)):
+        layer_input = cache.layer_inputs[layer]
+        d_in = np.zeros(layer_input.shape, dtype)
+        for direction in range(D):
+            k = layer * D + direction
+            params = _cell_params(cache.weights, layer, direction)
+            dx, dh, dc, param_grads = unroll_backward(
+                cache.cell, cache.steps[layer, direction], params, layer_input.shape,
+                d_out[:, :, direction * hidden:(direction + 1) * hidden],
+                dh_n[k], dc_n[k] if is_lstm else None,
+            )
+            d_in += dx
+            dh0[k] = dh
+            if is_lstm:
+                dc0[k] = dc
+            for name, g in zip(parameter_names(layer, direction), param_grads):
+                if g is not None:
+                    grads[name] = g
+        d_out = d_in
+    return d_out, dh0, dc0, grads
