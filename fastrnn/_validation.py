@@ -1,0 +1,119 @@
+"""Checks of user input at the API boundary, with messages that name the argument.
+
+Everything a user passes goes through one of these functions once, before any engine sees it;
+the engines assume valid, C-contiguous arrays of the layer's dtype.
+"""
+import numbers
+
+import numpy as np
+
+#: dtypes a layer can compute in.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype):
+    """Return the NumPy dtype for ``dtype`` ("float32" or "float64"), or raise ValueError."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return resolved
+
+
+def check_positive_int(name, value):
+    """Return ``value`` as an int if it is an integer >= 1, else raise TypeError/ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def check_choice(name, value, choices):
+    """Return ``value`` if it is one of ``choices``, else raise ValueError."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def as_float_array(name, value, dtype, shape):
+    """Convert ``value`` to a C-contiguous array of ``dtype`` with the expected ``shape``.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in error messages.
+    value : array_like
+        Real numbers (bool, integer or floating); complex, object or string data is refused.
+        Floating data is cast to ``dtype`` (float64 input to a float32 layer is rounded).
+    dtype : numpy.dtype
+        float32 or float64.
+    shape : tuple
+        Expected shape; ``None`` entries accept any size.
+
+    Returns
+    -------
+    ndarray
+        C-contiguous, finite, of ``dtype`` and ``shape``; ``value`` itself when it already is.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an array of real numbers.
+    ValueError
+        If its shape differs from ``shape``, it is empty, or it contains NaN or Inf.
+    """
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise TypeError(f"{name} must be an array of real numbers: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must be an array of real numbers (bool, integer or floating), "
+            f"got dtype {arr.dtype}"
+        )
+    if arr.ndim != len(shape):
+        raise ValueError(
+            f"{name} must have {len(shape)} dimensions {_describe(shape)}, got shape {arr.shape}"
+        )
+    if any(want is not None and got != want for got, want in zip(arr.shape, shape)):
+        raise ValueError(f"{name} must have shape {_describe(shape)}, got {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return arr
+
+
+def _describe(shape):
+    return "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+
+
+def as_lengths(lengths, batch, timesteps):
+    """Validate per-sequence lengths: integers of shape ``(batch,)``, each in ``1..timesteps``.
+
+    Returns
+    -------
+    ndarray of int64, or None
+        ``None`` when every sequence has all ``timesteps`` steps (so engines take their
+        equal-length path).
+    """
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {arr.shape}")
+    low, high = arr.min(), arr.max()
+    if low < 1 or high > timesteps:
+        raise ValueError(
+            f"lengths must be in 1..{timesteps} (the number of timesteps), "
+            f"got values from {low} to {high}"
+        )
+    if low == timesteps:
+        return None
+    return np.ascontiguousarray(arr, dtype=np.int64)

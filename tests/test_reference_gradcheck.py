@@ -1,0 +1,90 @@
+"""The reference BPTT against central finite differences, in float64.
+
+The loss is a random linear function of every output (the whole sequence and the final
+states), so each test checks the gradients for an arbitrary upstream gradient.
+"""
+import itertools
+import zlib
+
+import numpy as np
+import pytest
+
+from fastrnn import reference
+from conftest import CELLS, make_layer
+
+B, T, I, H = 3, 5, 2, 3
+EPS = 1e-6
+
+
+def _loss_and_grads(cell, num_layers, bidirectional, lengths, with_state, seed):
+    rng = np.random.default_rng(seed)
+    layer = make_layer(cell, I, H, num_layers=num_layers, bidirectional=bidirectional,
+                       dtype="float64", seed=seed, backend="reference")
+    weights = layer.parameters()
+    D = 2 if bidirectional else 1
+    x = rng.standard_normal((B, T, I))
+    state_shape = (num_layers * D, B, H)
+    h0 = rng.standard_normal(state_shape) if with_state else None
+    c0 = rng.standard_normal(state_shape) if with_state and cell == "lstm" else None
+    wy = rng.standard_normal((B, T, D * H))
+    wh = rng.standard_normal(state_shape)
+    wc = rng.standard_normal(state_shape)
+    kw = dict(num_layers=num_layers, bidirectional=bidirectional)
+
+    def loss():
+        y, h_n, c_n, _ = reference.forward(cell, x, weights, h0, c0, lengths, **kw)
+        total = np.sum(y * wy) + np.sum(h_n * wh)
+        return total + (np.sum(c_n * wc) if c_n is not None else 0.0)
+
+    _, _, _, cache = reference.forward(cell, x, weights, h0, c0, lengths, **kw)
+    dx, dh0, dc0, grads = reference.backward(cache, wy, wh, wc if cell == "lstm" else None)
+    checks = [("x", x, dx)] + [(n, weights[n], grads[n]) for n in weights]
+    if with_state:
+        checks.append(("h0", h0, dh0))
+        if cell == "lstm":
+            checks.append(("c0", c0, dc0))
+    return loss, checks
+
+
+def _numerical_gradient(loss, array):
+    grad = np.zeros_like(array)
+    for idx in np.ndindex(array.shape):
+        saved = array[idx]
+        array[idx] = saved + EPS
+        up = loss()
+        array[idx] = saved - EPS
+        down = loss()
+        array[idx] = saved
+        grad[idx] = (up - down) / (2 * EPS)
+    return grad
+
+
+@pytest.mark.parametrize(
+    "cell, num_layers, bidirectional, variable, with_state",
+    list(itertools.product(CELLS, (1, 2), (False, True), (False, True), (False, True))),
+)
+def test_gradients_match_finite_differences(cell, num_layers, bidirectional, variable,
+                                            with_state):
+    lengths = np.array([T, 2, 4]) if variable else None
+    seed = zlib.crc32(repr((cell, num_layers, bidirectional, variable, with_state)).encode())
+    loss, checks = _loss_and_grads(cell, num_layers, bidirectional, lengths, with_state, seed)
+    for name, array, analytic in checks:
+        numeric = _numerical_gradient(loss, array)
+        scale = max(np.linalg.norm(numeric), np.linalg.norm(analytic), 1e-12)
+        rel = np.linalg.norm(analytic - numeric) / scale
+        assert rel < 1e-6, f"{name}: relative error {rel:.2e}"
+        assert np.linalg.norm(numeric) > 0 or name.startswith("bias"), f"{name}: zero gradient"
+
+
+def test_padding_gets_no_gradient_and_no_output():
+    """Steps past a sequence's length neither produce output nor receive gradient."""
+    lengths = np.array([T, 2, 4])
+    loss, checks = _loss_and_grads("lstm", 2, True, lengths, True, 7)
+    _, x, dx = checks[0]
+    for b, n in enumerate(lengths):
+        assert np.all(dx[b, n:] == 0)
+    layer = make_layer("lstm", I, H, num_layers=2, bidirectional=True, dtype="float64", seed=7,
+                       backend="reference")
+    y, _ = layer(x, lengths=lengths)
+    for b, n in enumerate(lengths):
+        assert np.all(y[b, n:] == 0)
