@@ -1,0 +1,82 @@
+"""Same numbers as PyTorch: forward, packed variable lengths and gradients (skipped without torch)."""
+import numpy as np
+import pytest
+
+import fastrnn
+from conftest import CELLS, make_layer, state_arrays
+
+torch = pytest.importorskip("torch")
+
+
+def torch_module(cell, input_size, hidden_size, **kwargs):
+    if cell.startswith("rnn_"):
+        return torch.nn.RNN(input_size, hidden_size, nonlinearity=cell[4:], batch_first=True,
+                            **kwargs)
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    return cls(input_size, hidden_size, batch_first=True, **kwargs)
+
+
+def run_torch(module, x, state, lengths):
+    """Outputs of a PyTorch module on padded ``x``, packed when ``lengths`` is given."""
+    T = x.shape[1]
+    inp = x
+    if lengths is not None:
+        inp = torch.nn.utils.rnn.pack_padded_sequence(
+            x, torch.as_tensor(lengths), batch_first=True, enforce_sorted=False)
+    out, final = module(inp, state)
+    if lengths is not None:
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
+    return out, final
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("variable", [False, True])
+@pytest.mark.parametrize("backend", fastrnn.layers.BACKENDS)
+def test_forward_and_gradients_match_pytorch(cell, bidirectional, variable, backend):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    module = torch_module(cell, 5, 6, num_layers=2, bidirectional=bidirectional).double()
+    layer = make_layer(cell, 5, 6, num_layers=2, bidirectional=bidirectional, dtype="float64",
+                       backend=backend)
+    layer.load_state_dict({k: v.detach().numpy() for k, v in module.state_dict().items()})
+
+    B, T, D = 4, 7, 2 if bidirectional else 1
+    x = rng.standard_normal((B, T, 5))
+    lengths = np.array([3, 7, 1, 6]) if variable else None
+    h0 = rng.standard_normal((2 * D, B, 6))
+    c0 = rng.standard_normal((2 * D, B, 6))
+    state = (h0, c0) if cell == "lstm" else h0
+
+    x_t = torch.tensor(x, requires_grad=True)
+    state_t = tuple(torch.tensor(s, requires_grad=True) for s in state_arrays(state))
+    out_t, final_t = run_torch(module, x_t, state_t if cell == "lstm" else state_t[0], lengths)
+
+    y, final = layer(x, state, lengths=lengths, training=True)
+    np.testing.assert_allclose(y, out_t.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for a, b in zip(state_arrays(final), state_arrays(final_t)):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+    dy = rng.standard_normal(y.shape)
+    dfinal = [rng.standard_normal(s.shape) for s in state_arrays(final)]
+    loss = (out_t * torch.tensor(dy)).sum() + sum(
+        (s * torch.tensor(d)).sum() for s, d in zip(state_arrays(final_t), dfinal))
+    loss.backward()
+    dx, dstate0 = layer.backward(dy, tuple(dfinal) if cell == "lstm" else dfinal[0])
+    np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-9, atol=1e-12)
+    for a, b in zip(state_arrays(dstate0), state_t):
+        np.testing.assert_allclose(a, b.grad.numpy(), rtol=1e-9, atol=1e-12)
+    for name, p in module.named_parameters():
+        np.testing.assert_allclose(layer.grads[name], p.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_float32_weights_export_back_to_pytorch(cell):
+    layer = make_layer(cell, 3, 4, num_layers=2, seed=0)
+    module = torch_module(cell, 3, 4, num_layers=2)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
+    x = np.random.default_rng(2).standard_normal((2, 5, 3)).astype(np.float32)
+    y, _ = layer(x)
+    with torch.no_grad():
+        out, _ = module(torch.from_numpy(x))
+    np.testing.assert_allclose(y, out.numpy(), rtol=1e-5, atol=1e-6)
