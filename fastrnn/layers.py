@@ -27,7 +27,10 @@ class _Recurrent:
     """Shared machinery of the recurrent layers; use :class:`RNN`, :class:`LSTM` or :class:`GRU`."""
 
     def __init__(self, cell, input_size, hidden_size, num_layers, bias, bidirectional, dtype,
-                 seed, backend):
+                 seed, backend, return_sequences):
+        if not isinstance(return_sequences, (bool, np.bool_)):
+            raise TypeError(f"return_sequences must be True or False, got {return_sequences!r}")
+        self.return_sequences = bool(return_sequences)
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
@@ -174,6 +177,11 @@ class _Recurrent:
         batch, timesteps, _ = x.shape
         lengths = as_lengths(lengths, batch, timesteps)
         h0, c0 = self._check_state("state", state, batch)
+        y, h_n, c_n = self._forward(x, h0, c0, lengths, training)
+        return y, self._pack_state(h_n, c_n)
+
+    def _forward(self, x, h0, c0, lengths, training):
+        """The forward pass on validated arrays: ``(y, h_n, c_n)``."""
         args = (self.cell, x, self._params, h0, c0, lengths)
         shape = dict(num_layers=self.num_layers, bidirectional=self.bidirectional)
         if training or self.backend == "reference":
@@ -183,7 +191,7 @@ class _Recurrent:
             y, h_n, c_n, _ = _compiled_engine().forward(*args, **shape)
             cache = None
         self._cache = cache if training else None
-        return y, self._pack_state(h_n, c_n)
+        return y, h_n, c_n
 
     def backward(self, dy, dstate=None):
         """Backpropagation through time for the last call made with ``training=True``.
@@ -219,9 +227,14 @@ class _Recurrent:
         dh_n, dc_n = self._check_dstate(dstate, batch)
         if dy is None and dh_n is None and dc_n is None:
             raise ValueError("backward() needs dy or dstate; both are None")
-        dx, dh0, dc0, grads = reference.backward(cache, dy, dh_n, dc_n)
-        self.grads = grads
+        dx, dh0, dc0 = self._backward(dy, dh_n, dc_n)
         return dx, self._pack_state(dh0, dc0)
+
+    def _backward(self, dy, dh_n, dc_n):
+        """BPTT on validated arrays: ``(dx, dh0, dc0)``; fills :attr:`grads`."""
+        dx, dh0, dc0, grads = reference.backward(self._cache, dy, dh_n, dc_n)
+        self.grads = grads
+        return dx, dh0, dc0
 
     def _check_dstate(self, dstate, batch):
         if dstate is None:
@@ -262,6 +275,44 @@ class _Recurrent:
         )
         return y[:, 0], self._pack_state(h_n, c_n)
 
+    # ------------------------------------------------------------------ in a model
+
+    def get_config(self):
+        """Constructor arguments as a JSON-able dict (``type(self)(**config)`` rebuilds it)."""
+        config = dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                      num_layers=self.num_layers, bias=self.bias,
+                      bidirectional=self.bidirectional, dtype=self.dtype.name,
+                      backend=self.backend, return_sequences=self.return_sequences)
+        if isinstance(self, RNN):
+            config["nonlinearity"] = self.nonlinearity
+        return config
+
+    def output_shape(self, input_shape):
+        """Shape of the layer's model output for an input of ``input_shape`` (None: any)."""
+        width = self.num_directions * self.hidden_size
+        return (*input_shape[:2], width) if self.return_sequences else (input_shape[0], width)
+
+    def _model_forward(self, x, lengths, training):
+        batch = x.shape[0]
+        h0, c0 = self._check_state("state", None, batch)
+        y, h_n, c_n = self._forward(x, h0, c0, lengths, training)
+        if self.return_sequences:
+            return y
+        # the output at the last valid step: the last layer's final state of each direction
+        return np.concatenate(list(h_n[-self.num_directions:]), axis=1)
+
+    def _model_backward(self, dy):
+        if self.return_sequences:
+            return self._backward(dy, None, None)[0]
+        batch = dy.shape[0]
+        dh_n = np.zeros(self._state_shape(batch), self.dtype)
+        for d in range(self.num_directions):
+            dh_n[-self.num_directions + d] = dy[:, d * self.hidden_size:(d + 1) * self.hidden_size]
+        return self._backward(None, dh_n, None)[0]
+
+    def _model_step(self, x_t, state):
+        return self.step(x_t, state)
+
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if isinstance(self, RNN) else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
@@ -288,6 +339,10 @@ _SIGNATURE_DOC = """
         Seed of the default initialisation (uniform in ``+-1/sqrt(hidden_size)``).
     backend : {"compiled", "reference"}
         The compiled engine or the NumPy reference; the same results to tolerance.
+    return_sequences : bool
+        In a model, pass on the whole output sequence (True) or only the output at each
+        sequence's last valid step (False; for a bidirectional layer the forward direction's
+        last valid step and the reverse direction's step 0, i.e. the final states).
 """
 
 
@@ -298,10 +353,12 @@ class RNN(_Recurrent):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 bidirectional=False, dtype="float32", seed=None, backend="reference"):
+                 bidirectional=False, dtype="float32", seed=None, backend="reference",
+                 return_sequences=True):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__("rnn_" + nonlinearity, input_size, hidden_size, num_layers, bias,
-                         bidirectional, dtype, seed, backend)
+                         bidirectional, dtype, seed, backend,
+                         return_sequences)
 
 
 class LSTM(_Recurrent):
@@ -311,9 +368,11 @@ class LSTM(_Recurrent):
     """ + _SIGNATURE_DOC
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
-                 dtype="float32", seed=None, backend="reference"):
+                 dtype="float32", seed=None, backend="reference",
+                 return_sequences=True):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, bidirectional,
-                         dtype, seed, backend)
+                         dtype, seed, backend,
+                         return_sequences)
 
 
 class GRU(_Recurrent):
@@ -323,6 +382,283 @@ class GRU(_Recurrent):
     """ + _SIGNATURE_DOC
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
-                 dtype="float32", seed=None, backend="reference"):
+                 dtype="float32", seed=None, backend="reference",
+                 return_sequences=True):
         super().__init__("gru", input_size, hidden_size, num_layers, bias, bidirectional,
-                         dtype, seed, backend)
+                         dtype, seed, backend,
+                         return_sequences)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feed-forward layers used around the recurrent ones in a model
+# ---------------------------------------------------------------------------------------------
+
+def _sigmoid(a):
+    return 0.5 * np.tanh(0.5 * a) + 0.5
+
+
+def _softmax(a):
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+#: ``name -> (activation, derivative from the activation's output y and upstream dy)``
+ACTIVATIONS = {
+    None: (lambda a: a, lambda y, dy: dy),
+    "sigmoid": (_sigmoid, lambda y, dy: dy * y * (1 - y)),
+    "tanh": (np.tanh, lambda y, dy: dy * (1 - y * y)),
+    "relu": (lambda a: np.maximum(a, 0), lambda y, dy: dy * (y > 0)),
+    "softmax": (_softmax, lambda y, dy: y * (dy - (dy * y).sum(axis=-1, keepdims=True))),
+}
+
+
+class Dense:
+    """Fully connected layer ``y = act(x W^T + b)``, applied to the last axis.
+
+    Works on a single vector per sequence ``(batch, in_features)`` or on every timestep
+    ``(batch, timesteps, in_features)``. Parameters follow ``torch.nn.Linear``: ``weight``
+    ``(out_features, in_features)`` and ``bias`` ``(out_features,)``, both initialised uniform in
+    ``+-1/sqrt(in_features)``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    activation : {None, "sigmoid", "softmax", "tanh", "relu"}
+    bias : bool
+    dtype : {"float32", "float64"}
+    seed : int, optional
+    """
+
+    def __init__(self, in_features, out_features, activation=None, bias=True, dtype="float32",
+                 seed=None):
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
+        self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        self.bias = bool(bias)
+        self.dtype = check_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.in_features)
+        self._params = {"weight": rng.uniform(-bound, bound, (self.out_features,
+                                                              self.in_features)).astype(self.dtype)}
+        if self.bias:
+            self._params["bias"] = rng.uniform(-bound, bound, self.out_features).astype(self.dtype)
+        self.grads = {}
+        self._cache = None
+
+    def parameters(self):
+        """The live parameter arrays ``weight`` (and ``bias``), by name."""
+        return dict(self._params)
+
+    def linear(self, x):
+        """The pre-activation ``x W^T + b`` (the logits when the activation is dropped)."""
+        out = x @ self._params["weight"].T
+        if self.bias:
+            out += self._params["bias"]
+        return out
+
+    def __call__(self, x, training=False):
+        """Apply the layer to ``x`` of shape ``(..., in_features)``; keep a cache if training.
+
+        Returns
+        -------
+        ndarray, shape ``(..., out_features)``
+        """
+        x = as_float_array("x", x, self.dtype, (None,) * (np.ndim(x) - 1) + (self.in_features,))
+        return self._forward(x, training)
+
+    def _forward(self, x, training):
+        y = ACTIVATIONS[self.activation][0](self.linear(x))
+        self._cache = (x, y) if training else None
+        return y
+
+    def get_config(self):
+        """Constructor arguments as a JSON-able dict."""
+        return dict(in_features=self.in_features, out_features=self.out_features,
+                    activation=self.activation, bias=self.bias, dtype=self.dtype.name)
+
+    def output_shape(self, input_shape):
+        """``input_shape`` with its last entry replaced by ``out_features``."""
+        return (*input_shape[:-1], self.out_features)
+
+    def _model_forward(self, x, lengths, training):
+        return self._forward(x, training)
+
+    def _model_backward(self, dy, through_activation=True):
+        return self.backward(dy, through_activation)
+
+    def _model_step(self, x_t, state):
+        return self._forward(x_t, False), None
+
+    def backward(self, dy, through_activation=True):
+        """Gradient with respect to the input; fills :attr:`grads`.
+
+        Parameters
+        ----------
+        dy : ndarray
+            Gradient with respect to the output, or to the pre-activation when
+            ``through_activation`` is False (as a loss computed from logits gives).
+        """
+        if self._cache is None:
+            raise RuntimeError("backward() needs a call with training=True first")
+        x, y = self._cache
+        da = ACTIVATIONS[self.activation][1](y, dy) if through_activation else dy
+        x2 = x.reshape(-1, self.in_features)
+        da2 = da.reshape(-1, self.out_features)
+        self.grads = {"weight": da2.T @ x2}
+        if self.bias:
+            self.grads["bias"] = da2.sum(axis=0)
+        return da @ self._params["weight"]
+
+    def __repr__(self):
+        return (f"Dense({self.in_features}, {self.out_features}, "
+                f"activation={self.activation!r}, bias={self.bias})")
+
+
+class Embedding:
+    """Lookup table from integer tokens to vectors, as ``torch.nn.Embedding``.
+
+    Parameters
+    ----------
+    num_embeddings : int
+        Vocabulary size; tokens are ``0..num_embeddings-1``.
+    embedding_dim : int
+    padding_idx : int, optional
+        A token whose vector is zero and never trained (the padding token).
+    dtype : {"float32", "float64"}
+    seed : int, optional
+        The weights are initialised from the standard normal distribution.
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype="float32",
+                 seed=None):
+        self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        if padding_idx is not None and not (0 <= padding_idx < self.num_embeddings):
+            raise ValueError(f"padding_idx must be in 0..{self.num_embeddings - 1}, "
+                             f"got {padding_idx}")
+        self.padding_idx = padding_idx
+        self.dtype = check_dtype(dtype)
+        weight = np.random.default_rng(seed).standard_normal(
+            (self.num_embeddings, self.embedding_dim)).astype(self.dtype)
+        if padding_idx is not None:
+            weight[padding_idx] = 0
+        self._params = {"weight": weight}
+        self.grads = {}
+        self._cache = None
+
+    def parameters(self):
+        """The live parameter array ``weight``, by name."""
+        return dict(self._params)
+
+    def check_tokens(self, tokens, name="x"):
+        """``tokens`` as an int64 array, or a clear error for non-integers and out-of-range ids."""
+        arr = np.asarray(tokens)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be integer token ids for an Embedding, "
+                            f"got dtype {arr.dtype}")
+        if arr.size == 0:
+            raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+        if arr.min() < 0 or arr.max() >= self.num_embeddings:
+            raise ValueError(f"{name} must hold token ids in 0..{self.num_embeddings - 1}, "
+                             f"got values from {arr.min()} to {arr.max()}")
+        return arr.astype(np.int64, copy=False)
+
+    def __call__(self, tokens, training=False):
+        """Vectors of ``tokens`` (any integer shape): shape ``tokens.shape + (embedding_dim,)``."""
+        return self._forward(self.check_tokens(tokens), training)
+
+    def _forward(self, tokens, training):
+        self._cache = tokens if training else None
+        return self._params["weight"][tokens]
+
+    def get_config(self):
+        """Constructor arguments as a JSON-able dict."""
+        return dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
+                    padding_idx=self.padding_idx, dtype=self.dtype.name)
+
+    def output_shape(self, input_shape):
+        """``input_shape + (embedding_dim,)``."""
+        return (*input_shape, self.embedding_dim)
+
+    def _model_forward(self, x, lengths, training):
+        return self._forward(x, training)
+
+    def _model_backward(self, dy):
+        return self.backward(dy)
+
+    def _model_step(self, x_t, state):
+        return self._forward(x_t, False), None
+
+    def backward(self, dy):
+        """Fill :attr:`grads` (rows of repeated tokens add up; the padding row stays 0)."""
+        if self._cache is None:
+            raise RuntimeError("backward() needs a call with training=True first")
+        grad = np.zeros_like(self._params["weight"])
+        np.add.at(grad, self._cache.ravel(), dy.reshape(-1, self.embedding_dim))
+        if self.padding_idx is not None:
+            grad[self.padding_idx] = 0
+        self.grads = {"weight": grad}
+        return None
+
+    def __repr__(self):
+        return (f"Embedding({self.num_embeddings}, {self.embedding_dim}, "
+                f"padding_idx={self.padding_idx})")
+
+
+class Dropout:
+    """Inverted dropout: in training, zero each element with probability ``p`` and scale the
+    rest by ``1 / (1 - p)``; outside training, the identity.
+
+    Parameters
+    ----------
+    p : float
+        Probability of dropping an element, in ``[0, 1)``.
+    seed : int, optional
+    """
+
+    def __init__(self, p=0.5, seed=None):
+        if not (0.0 <= p < 1.0):
+            raise ValueError(f"p must be in [0, 1), got {p}")
+        self.p = float(p)
+        self._rng = np.random.default_rng(seed)
+        self._mask = None
+        self.grads = {}
+
+    def parameters(self):
+        """Dropout has no parameters: an empty dict."""
+        return {}
+
+    def __call__(self, x, training=False):
+        """Apply dropout to ``x`` when ``training``; return ``x`` unchanged otherwise."""
+        if not training or self.p == 0.0:
+            self._mask = None
+            return x
+        keep = self._rng.random(np.shape(x)) >= self.p
+        self._mask = keep.astype(np.asarray(x).dtype) / (1.0 - self.p)
+        return x * self._mask
+
+    def backward(self, dy):
+        """Gradient with respect to the input: the same mask applied to ``dy``."""
+        return dy if self._mask is None else dy * self._mask
+
+    def get_config(self):
+        """Constructor arguments as a JSON-able dict."""
+        return dict(p=self.p)
+
+    def output_shape(self, input_shape):
+        """The input shape: dropout keeps shapes."""
+        return tuple(input_shape)
+
+    def _model_forward(self, x, lengths, training):
+        return self(x, training)
+
+    def _model_backward(self, dy):
+        return self.backward(dy)
+
+    def _model_step(self, x_t, state):
+        return x_t, None
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
