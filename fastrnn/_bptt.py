@@ -1,0 +1,628 @@
+"""Compiled backpropagation through time (BPTT) for RNN / LSTM / GRU (private).
+
+:func:`backward` consumes the *workspace* of the compiled training forward
+(``fastrnn._engine.forward(..., training=True)``) and returns what
+:func:`fastrnn.reference.backward` returns: ``(dx, dh0, dc0, grads)``.
+
+Only the ``dh`` (and LSTM ``dc``) recurrence is sequential.  It runs in one Numba kernel per
+layer that walks the timesteps backwards, turns the stored gate activations into the gate
+pre-activation gradients ``dA`` (no forward recomputation) and pushes ``dh`` through
+``W_hh`` with one BLAS call per step on the *active* rows only (rows sorted by length,
+descending, so the active rows of a step are a prefix).  Batch blocks (or, bidirectional, the
+two directions) are independent work items run on the cores with ``prange``; the kernel calls
+scipy's OpenBLAS single-threaded.  Every step's ``dA`` is also stored at its ``(b, t)`` place, so
+the weight gradients and the input gradient of *all* timesteps are a few large GEMMs
+(NumPy's BLAS, multi-threaded)::
+
+    dW_ih = dA^T @ X          dx = dA @ W_ih          db = sum over (b, t) of dA
+    dW_hh = dA_h^T @ H_prev   (the output sequence shifted by one step, see _dw_hh)
+
+Numba is imported lazily, by the first :func:`backward` call, so ``import fastrnn`` and the
+forward pass never pay for it.  All kernels are compiled with ``cache=True``.
+
+Workspace layout consumed
+-------------------------
+A dict, arrays in the caller's batch order, indexed by the real time index ``t`` (``G`` gates:
+1 RNN, 4 LSTM, 3 GRU; ``D`` directions; ``L`` layers)::
+
+    "cell", "num_layers", "num_directions", "hidden_size"
+    "lengths"  int64 (B,), 1..T
+    "x"        (B, T, I) the network input (layer 0's input)                 [*]
+    "h0"       (L*D, B, H) initial hidden state, or None (zeros)              [*]
+    "c0"       (L*D, B, H) initial LSTM cell state, or None (zeros)           [*]
+    "outputs"  list over layers of (B, T, D*H): h_t of (layer, d) in columns d*H:(d+1)*H,
+               zeros at t >= lengths[b]
+    "gates"    list over layers of (D, B, T, G*H) gate activations after the nonlinearity
+               (LSTM i, f, g, o; GRU r, z, n); None for the plain RNN
+    "c"        LSTM: list over layers of (D, B, T, H) cell state after step t
+    "hn"       GRU: list over layers of (D, B, T, H), h_prev W_hn^T + b_hn
+
+This is ``fastrnn._engine``'s documented training workspace, plus the entries marked ``[*]``
+which :func:`backward` also accepts as keyword arguments (``x=``, ``h0=``, ``c0=``).
+``tanh(c_t)`` is not stored: it is ``h_t / o_t`` (exact to rounding; where ``o_t == 0`` every
+term that uses it is multiplied by ``o_t`` and vanishes).  :func:`workspace_from_reference`
+builds the same layout from the NumPy reference forward (for tests).
+
+Clipping helpers :func:`clip_grad_norm` and :func:`clip_grad_value` work on a dict of
+gradients in place, like ``torch.nn.utils.clip_grad_norm_`` / ``clip_grad_value_``.
+"""
+import math
+import os
+import threading
+
+import numpy as np
+
+__all__ = ["backward", "clip_grad_norm", "clip_grad_value", "workspace_from_reference",
+           "warmup"]
+
+_CELLS = {"rnn_tanh": (0, 1), "rnn_relu": (1, 1), "lstm": (2, 4), "gru": (3, 3)}
+
+# ----------------------------------------------------------------------------------------------
+# Lazy Numba: the functions below marked @_jit are plain Python until _compiled() rebinds them
+# (in this module's globals, so kernels find each other) to numba.njit(cache=True) dispatchers.
+# ----------------------------------------------------------------------------------------------
+
+_JIT_SPECS = []          # (name, options) in definition order (callees before callers)
+_jit_lock = threading.Lock()
+_jit_ready = False
+
+
+def _jit(**options):
+    def mark(func):
+        _JIT_SPECS.append((func.__name__, options))
+        return func
+    return mark
+
+
+def _compiled():
+    """Import numba and turn the marked functions into cached njit dispatchers (once)."""
+    global _jit_ready
+    if not _jit_ready:
+        with _jit_lock:
+            if not _jit_ready:
+                import numba
+                g = globals()
+                g["prange"] = numba.prange
+                for name, options in _JIT_SPECS:
+                    g[name] = numba.njit(cache=True, nogil=True, **options)(g[name])
+                _jit_ready = True
+    return globals()
+
+
+# ----------------------------------------------------------------------------------------------
+# Gate derivative math, one row of H units (shared by the kernel; inlined by Numba)
+# ----------------------------------------------------------------------------------------------
+
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}   # no nnan/ninf: keep NaN/Inf honest
+
+
+@_jit(inline="always", fastmath=_FAST)
+def _rnn_row(one, H, relu, dh, dy_row, has_dy, h_row, da_row, da_out):
+    """``da = (dh + dy) * act'(a)`` from the output ``h = act(a)``; writes da twice."""
+    for j in range(H):
+        g = dh[j]
+        if has_dy:
+            g += dy_row[j]
+        hv = h_row[j]
+        if relu:
+            v = g if hv > 0 else (one - one) * g
+        else:
+            v = g * (one - hv * hv)
+        da_row[j] = v
+        da_out[j] = v
+
+
+@_jit(inline="always", fastmath=_FAST)
+def _lstm_row(one, H, dh, dc, dy_row, has_dy, gate_row, h_row, c_prev, has_c_prev,
+              da_row, da_out):
+    """LSTM gates ``i, f, g, o``: pre-activation gradients into da, dc -> dc_prev in place."""
+    for j in range(H):
+        g = dh[j]
+        if has_dy:
+            g += dy_row[j]
+        i = gate_row[j]
+        f = gate_row[H + j]
+        gg = gate_row[2 * H + j]
+        o = gate_row[3 * H + j]
+        tc = h_row[j] / o if o != 0 else (one - one) * o          # tanh(c_t) = h_t / o_t
+        dcj = dc[j] + g * o * (one - tc * tc)
+        cp = c_prev[j] if has_c_prev else (one - one) * o
+        vi = dcj * gg * i * (one - i)
+        vf = dcj * cp * f * (one - f)
+        vg = dcj * i * (one - gg * gg)
+        vo = g * tc * o * (one - o)
+        dc[j] = dcj * f
+        da_row[j] = vi
+        da_row[H + j] = vf
+        da_row[2 * H + j] = vg
+        da_row[3 * H + j] = vo
+        da_out[j] = vi
+        da_out[H + j] = vf
+        da_out[2 * H + j] = vg
+        da_out[3 * H + j] = vo
+
+
+@_jit(inline="always", fastmath=_FAST)
+def _gru_row(one, H, dh, dy_row, has_dy, gate_row, hn_row, h_prev, has_h_prev,
+             dah_row, dax_out, dah_out, dh_direct):
+    """GRU gates ``r, z, n`` (linear before reset).
+
+    Writes the input-side gradient ``[dr, dz, dn]`` to dax_out, the recurrent-side one
+    ``[dr, dz, dn * r]`` to dah_row and dah_out, and ``dh * z`` (the direct path to h_prev)
+    to dh_direct.
+    """
+    for j in range(H):
+        g = dh[j]
+        if has_dy:
+            g += dy_row[j]
+        r = gate_row[j]
+        z = gate_row[H + j]
+        n = gate_row[2 * H + j]
+        hp = h_prev[j] if has_h_prev else (one - one) * n
+        dn = g * (one - z) * (one - n * n)
+        dz = g * (hp - n) * z * (one - z)
+        dr = dn * hn_row[j] * r * (one - r)
+        dnr = dn * r
+        dax_out[j] = dr
+        dax_out[H + j] = dz
+        dax_out[2 * H + j] = dn
+        dah_row[j] = dr
+        dah_row[H + j] = dz
+        dah_row[2 * H + j] = dnr
+        dah_out[j] = dr
+        dah_out[H + j] = dz
+        dah_out[2 * H + j] = dnr
+        dh_direct[j] = g * z
+
+
+# ----------------------------------------------------------------------------------------------
+# The sequential kernel: one layer, all directions, all work items
+# ----------------------------------------------------------------------------------------------
+
+@_jit(parallel=True, fastmath=_FAST)
+def _bptt_layer(one, code, H, items, order, lengths,   # IN  cell code, work items (d, p0, p1)
+                gates, cst, hnw, y,                # IN  workspace of this layer
+                h0, has_h0, c0, has_c0,            # IN  (D, B, H) initial states of the layer
+                dy, has_dy,                        # IN  (B, T, D*H) upstream grad on outputs
+                dhn, dcn,                          # IN  (D, B, H) grads on final states
+                whh,                               # IN  (D, G*H, H) recurrent weights
+                da, dah,                           # OUT (B, T, D*G*H) gate pre-act grads
+                dh0, dc0):                         # OUT (D, B, H)
+    """Backward through the time loop of one layer; see the module docstring."""
+    GH = whh.shape[1]
+    nitems = items.shape[0]
+    for w in prange(nitems):
+        d = items[w, 0]
+        p0 = items[w, 1]
+        p1 = items[w, 2]
+        n = p1 - p0
+        rev = d == 1
+        xo = d * GH                       # column offset of this direction in da / dah
+        ho = d * H                        # column offset in y / dy
+        dhb = np.empty(n * H, dtype=whh.dtype)
+        dcb = np.zeros(n * H, dtype=whh.dtype)
+        ddb = np.empty(n * H, dtype=whh.dtype)
+        dab = np.empty(n * GH, dtype=whh.dtype)
+        lens = np.empty(n, dtype=np.int64)
+        for r in range(n):
+            b = order[p0 + r]
+            lens[r] = lengths[b]
+            for j in range(H):
+                dhb[r * H + j] = dhn[d, b, j]
+            if code == 2:
+                for j in range(H):
+                    dcb[r * H + j] = dcn[d, b, j]
+        tmax = lens[0] if n > 0 else 0
+        wd = whh[d]
+        nact = 0 if not rev else n
+        for s in range(tmax):
+            t = tmax - 1 - s if not rev else s
+            if not rev:
+                while nact < n and lens[nact] > t:
+                    nact += 1
+            else:
+                while nact > 0 and lens[nact - 1] <= t:
+                    nact -= 1
+            for r in range(nact):
+                b = order[p0 + r]
+                L = lens[r]
+                if not rev:
+                    has_prev = t > 0
+                    tp = t - 1
+                else:
+                    has_prev = t < L - 1
+                    tp = t + 1
+                dh = dhb[r * H:(r + 1) * H]
+                dar = dab[r * GH:(r + 1) * GH]
+                dyr = dy[b, t, ho:ho + H] if has_dy else dy[0, 0, ho:ho + H]
+                if code <= 1:
+                    _rnn_row(one, H, code == 1, dh, dyr, has_dy, y[b, t, ho:ho + H], dar,
+                             da[b, t, xo:xo + GH])
+                elif code == 2:
+                    if has_prev:
+                        cp = cst[d, b, tp]
+                        hc = True
+                    else:
+                        cp = c0[d, b]
+                        hc = has_c0
+                    _lstm_row(one, H, dh, dcb[r * H:(r + 1) * H], dyr, has_dy, gates[d, b, t],
+                              y[b, t, ho:ho + H], cp, hc, dar, da[b, t, xo:xo + GH])
+                else:
+                    if has_prev:
+                        hp = y[b, tp, ho:ho + H]
+                        hh = True
+                    else:
+                        hp = h0[d, b]
+                        hh = has_h0
+                    _gru_row(one, H, dh, dyr, has_dy, gates[d, b, t], hnw[d, b, t], hp, hh,
+                             dar, da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH],
+                             ddb[r * H:(r + 1) * H])
+            if nact > 0:
+                out = dhb[:nact * H].reshape(nact, H)
+                np.dot(dab[:nact * GH].reshape(nact, GH), wd, out)
+                if code == 3:
+                    for k in range(nact * H):
+                        dhb[k] += ddb[k]
+        for r in range(n):
+            b = order[p0 + r]
+            for j in range(H):
+                dh0[d, b, j] = dhb[r * H + j]
+            if code == 2:
+                for j in range(H):
+                    dc0[d, b, j] = dcb[r * H + j]
+
+
+def prange(*args):      # replaced by numba.prange inside compiled code (see _compiled)
+    return range(*args)
+
+
+# ----------------------------------------------------------------------------------------------
+# Threads
+# ----------------------------------------------------------------------------------------------
+
+_blas_ctl_lock = threading.Lock()
+_blas_ctl = None
+_blas_ctl_ready = False
+
+
+def _scipy_blas():
+    """threadpoolctl controller of scipy's OpenBLAS (the one Numba's np.dot calls), or None."""
+    global _blas_ctl, _blas_ctl_ready
+    if not _blas_ctl_ready:
+        with _blas_ctl_lock:
+            if not _blas_ctl_ready:
+                try:
+                    from threadpoolctl import ThreadpoolController
+                    import scipy.linalg.cython_blas  # noqa: F401
+                    mine = [c for c in ThreadpoolController().lib_controllers
+                            if "scipy" in os.path.basename(os.path.dirname(c.filepath))
+                            and "numpy" not in c.filepath]
+                    _blas_ctl = mine[0] if mine else None
+                except Exception:
+                    _blas_ctl = None
+                _blas_ctl_ready = True
+    return _blas_ctl
+
+
+def _num_threads():
+    try:
+        from . import _engine
+        return max(1, int(_engine.get_num_threads()))
+    except Exception:
+        return max(1, os.cpu_count() or 1)
+
+
+def _items(D, B, lengths, GH, H, nthreads):
+    """Work items ``(direction, p0, p1)`` over ``order`` (rows sorted by length, descending).
+
+    Rows of a batch block are independent sequences, so items never synchronise.  With two
+    directions and two threads the directions are the items; otherwise the batch is split
+    into interleaved blocks (so that every block gets long and short sequences alike).
+    """
+    srt = np.argsort(-lengths, kind="stable")
+    nb = 1
+    per_dir = max(1, nthreads // D)
+    if per_dir > 1 and B >= 2 * per_dir and B * GH * H >= 32768:
+        nb = per_dir
+    blocks = [srt[i::nb] for i in range(nb)]
+    order = np.ascontiguousarray(np.concatenate(blocks), dtype=np.int64)
+    bounds = np.cumsum([0] + [len(b) for b in blocks])
+    items = np.array([(d, bounds[i], bounds[i + 1]) for d in range(D) for i in range(nb)],
+                     dtype=np.int64).reshape(-1, 3)
+    return order, items
+
+
+# ----------------------------------------------------------------------------------------------
+# Dense parts: weight gradients over all timesteps at once
+# ----------------------------------------------------------------------------------------------
+
+def _dw_hh(dah3, y3, d, D, H, GH, h0d, lengths):
+    """``sum_(b,t) dA_h[b,t]^T h_prev[b,t]`` as one GEMM on the output sequence shifted by one.
+
+    Flattened over ``(b, t)``, ``h_prev`` of row ``(b, t)`` is the output row before it
+    (forward) or after it (reverse), except at the row where a sequence starts, where it is
+    ``h0[b]``.  The shifted GEMM pairs those rows with the neighbouring sequence's output (or
+    with a zero output past a shorter sequence's end); one small GEMM swaps that for ``h0``.
+    """
+    B, T = y3.shape[0], y3.shape[1]
+    da2 = dah3.reshape(B * T, D * GH)[:, d * GH:(d + 1) * GH]
+    y2 = y3.reshape(B * T, D * H)[:, d * H:(d + 1) * H]
+    if d == 0:
+        dw = da2[1:].T @ y2[:-1]
+        first = dah3[:, 0, :GH]                           # rows (b, 0) start the sequences
+        wrong = np.zeros((B, H), dtype=y3.dtype)
+        wrong[1:] = y3[:-1, T - 1, :H]
+    else:
+        dw = da2[:-1].T @ y2[1:]
+        first = dah3[np.arange(B), lengths - 1, d * GH:(d + 1) * GH]
+        wrong = np.zeros((B, H), dtype=y3.dtype)
+        full = np.flatnonzero(lengths[:-1] == T)
+        wrong[full] = y3[full + 1, 0, d * H:(d + 1) * H]
+    corr = -wrong if h0d is None else h0d - wrong
+    dw += first.T @ corr
+    return dw
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry
+# ----------------------------------------------------------------------------------------------
+
+def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None, h0=None,
+             c0=None):
+    """BPTT of a compiled training forward: gradients of inputs, initial states and weights.
+
+    Parameters
+    ----------
+    cell : {"rnn_tanh", "rnn_relu", "lstm", "gru"}
+    weights : dict of str to ndarray
+        The parameters the forward used, PyTorch names and shapes.
+    workspace : dict
+        From ``fastrnn._engine.forward(..., training=True)`` (layout in the module docstring).
+    dy : ndarray (B, T, D*H), optional
+        Gradient on the output sequence; ``None`` means zeros.  Values at ``t >= lengths[b]``
+        are ignored.
+    dh_n, dc_n : ndarray (L*D, B, H), optional
+        Gradients on the final states; ``None`` means zeros (``dc_n`` LSTM only).
+    x, h0, c0 : ndarray, optional
+        The forward's input and initial states, if the workspace does not carry them
+        (``"x"``, ``"h0"``, ``"c0"``); ``h0`` / ``c0`` ``None`` mean zeros.
+
+    Returns
+    -------
+    dx : ndarray (B, T, I)
+    dh0 : ndarray (L*D, B, H)
+    dc0 : ndarray (L*D, B, H) or None (not LSTM)
+    grads : dict of str to ndarray, keyed like ``weights``
+    """
+    code, G = _CELLS[cell]
+    k = _compiled()
+    kernel = k["_bptt_layer"]
+    ws = workspace
+    if x is None:
+        x = ws["x"]
+    if h0 is None:
+        h0 = ws.get("h0")
+    if c0 is None and code == 2:
+        c0 = ws.get("c0")
+    L = int(ws["num_layers"])
+    D = int(ws["num_directions"])
+    H = int(ws["hidden_size"])
+    GH = G * H
+    B, T = x.shape[0], x.shape[1]
+    dtype = x.dtype
+    lengths = np.ascontiguousarray(ws["lengths"], dtype=np.int64)
+    partial = bool((lengths != T).any())
+    alloc = np.zeros if partial else np.empty
+    nthreads = _num_threads()
+    order, items = _items(D, B, lengths, GH, H, nthreads)
+
+    def c_(a):
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    dummy4 = np.zeros((1, 1, 1, 1), dtype=dtype)
+    zero3 = np.zeros((D, 1, 1), dtype=dtype)
+    dh0 = np.empty((L * D, B, H), dtype=dtype)
+    dc0 = np.empty((L * D, B, H), dtype=dtype) if code == 2 else None
+    dhn_all = None if dh_n is None else c_(dh_n)
+    dcn_all = None if (dc_n is None or code != 2) else c_(dc_n)
+    zstate = np.zeros((D, B, H), dtype=dtype)
+    grads = {}
+    dout = None if dy is None else c_(dy)
+    dc0_dummy = np.empty((D, 1, 1), dtype=dtype)
+
+    ctl = _scipy_blas()
+    for layer in reversed(range(L)):
+        sl = slice(layer * D, (layer + 1) * D)
+        inp = x if layer == 0 else ws["outputs"][layer - 1]
+        inp = c_(inp)
+        I_l = inp.shape[2]
+        y3 = ws["outputs"][layer]
+        gates = ws["gates"][layer] if code >= 2 else dummy4
+        cst = ws["c"][layer] if code == 2 else dummy4
+        hnw = ws["hn"][layer] if code == 3 else dummy4
+        sfx = [f"_l{layer}" + ("_reverse" if d else "") for d in range(D)]
+        whh = np.stack([weights["weight_hh" + s] for s in sfx]).astype(dtype, copy=False)
+        whh = np.ascontiguousarray(whh)
+        da = alloc((B, T, D * GH), dtype=dtype)
+        dah = alloc((B, T, D * GH), dtype=dtype) if code == 3 else da
+        h0l = c_(h0[sl]) if h0 is not None else zero3
+        c0l = c_(c0[sl]) if (c0 is not None and code == 2) else zero3
+        dhnl = dhn_all[sl] if dhn_all is not None else zstate
+        dcnl = dcn_all[sl] if dcn_all is not None else zstate
+        dyl = dout if dout is not None else np.zeros((1, 1, D * H), dtype=dtype)
+        dh0l = dh0[sl]
+        dc0l = dc0[sl] if code == 2 else dc0_dummy
+        old = None
+        if ctl is not None and ctl.num_threads != 1:
+            old = ctl.num_threads
+            ctl.set_num_threads(1)
+        try:
+            kernel(dtype.type(1), code, H, items, order, lengths, gates, cst, hnw, y3,
+                   h0l, h0 is not None, c0l, c0 is not None and code == 2,
+                   dyl, dout is not None, dhnl, dcnl, whh, da, dah, dh0l, dc0l)
+        finally:
+            if old is not None:
+                ctl.set_num_threads(old)
+
+        # dense parts: all timesteps at once
+        da2 = da.reshape(B * T, D * GH)
+        x2 = inp.reshape(B * T, I_l)
+        dwih = da2.T @ x2                                         # (D*GH, I)
+        if D == 1:
+            wih = weights["weight_ih" + sfx[0]]
+        else:
+            wih = np.concatenate([weights["weight_ih" + s] for s in sfx], axis=0)
+        dx2 = da2 @ wih.astype(dtype, copy=False)
+        dbx = da2.sum(axis=0) if ("bias_ih" + sfx[0]) in weights else None
+        dbh = None
+        if ("bias_hh" + sfx[0]) in weights:
+            dbh = dbx if code != 3 else dah.reshape(B * T, D * GH).sum(axis=0)
+        for d in range(D):
+            s = sfx[d]
+            grads["weight_ih" + s] = dwih[d * GH:(d + 1) * GH]
+            grads["weight_hh" + s] = _dw_hh(dah, y3, d, D, H, GH,
+                                            None if h0 is None else h0[layer * D + d],
+                                            lengths)
+            if dbx is not None:
+                grads["bias_ih" + s] = dbx[d * GH:(d + 1) * GH].copy()
+            if dbh is not None:
+                grads["bias_hh" + s] = dbh[d * GH:(d + 1) * GH].copy()
+        dout = dx2.reshape(B, T, I_l)
+    return dout, dh0, dc0, grads
+
+
+def warmup():
+    """Compile (or load from Numba's cache) the kernels for float32 and float64 now."""
+    for dtype in (np.float32, np.float64):
+        for cell in ("lstm",):
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((2, 2, 2)).astype(dtype)
+            w = {"weight_ih_l0": np.ones((8, 2), dtype), "weight_hh_l0": np.ones((8, 2), dtype)}
+            from . import reference
+            _, _, _, cache = reference.forward(cell, x, w)
+            backward(cell, w, workspace_from_reference(cache, x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Workspace from the NumPy reference forward (tests, and the reference of the layout)
+# ----------------------------------------------------------------------------------------------
+
+def workspace_from_reference(cache, x, h0=None, c0=None):
+    """Build the workspace layout of the module docstring from a reference forward cache.
+
+    Parameters
+    ----------
+    cache : fastrnn.reference.ForwardCache
+        From ``fastrnn.reference.forward(cell, x, weights, h0, c0, lengths, ...)``.
+    x, h0, c0 : ndarray
+        The same input and initial states (``None`` for zeros).
+    """
+    cell = cache.cell
+    code, G = _CELLS[cell]
+    L, D = cache.num_layers, cache.num_directions
+    H = cache.weights["weight_hh_l0"].shape[1]
+    B, T = x.shape[0], x.shape[1]
+    dtype = x.dtype
+    lengths = np.zeros(B, dtype=np.int64)
+    for t, active, _ in cache.steps[0, 0]:
+        lengths[active] = np.maximum(lengths[active], t + 1)
+    ws = {"cell": cell, "num_layers": L, "num_directions": D, "hidden_size": H,
+          "lengths": lengths, "x": x, "h0": h0, "c0": c0 if code == 2 else None,
+          "outputs": [], "gates": [] if code >= 2 else None,
+          "c": [] if code == 2 else None, "hn": [] if code == 3 else None}
+    for layer in range(L):
+        out = np.zeros((B, T, D * H), dtype=dtype)
+        gates = np.zeros((D, B, T, G * H), dtype=dtype)
+        cs = np.zeros((D, B, T, H), dtype=dtype)
+        hn = np.zeros((D, B, T, H), dtype=dtype)
+        for d in range(D):
+            for t, active, cc in cache.steps[layer, d]:
+                if code <= 1:
+                    _, _, h_new = cc
+                elif code == 2:
+                    _, _, c_prev, i, f, g, o, tanh_c = cc
+                    gates[d, active, t] = np.concatenate([i, f, g, o], axis=1)
+                    h_new = o * tanh_c
+                    # c_t from c' = f c + i g (the reference keeps tanh(c') only)
+                    cs[d, active, t] = f * c_prev + i * g
+                else:
+                    _, h_prev, r, z, n, h_n = cc
+                    gates[d, active, t] = np.concatenate([r, z, n], axis=1)
+                    hn[d, active, t] = h_n
+                    h_new = (1 - z) * n + z * h_prev
+                out[active, t, d * H:(d + 1) * H] = h_new
+        ws["outputs"].append(out)
+        if code >= 2:
+            ws["gates"].append(gates)
+        if code == 2:
+            ws["c"].append(cs)
+        if code == 3:
+            ws["hn"].append(hn)
+    return ws
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradient clipping
+# ----------------------------------------------------------------------------------------------
+
+def clip_grad_norm(grads, max_norm, norm_type=2.0):
+    """Scale all gradients in place so that their global norm is at most ``max_norm``.
+
+    Like ``torch.nn.utils.clip_grad_norm_``: the norm is taken over all gradients together (as
+    if concatenated into one vector); if it exceeds ``max_norm`` every gradient is multiplied
+    by ``max_norm / (norm + 1e-6)``.
+
+    Parameters
+    ----------
+    grads : dict of str to ndarray (or an iterable of ndarrays)
+        Gradients, modified in place.
+    max_norm : float
+        Largest allowed norm (>= 0).
+    norm_type : float
+        Order of the norm (2 by default; ``inf`` for the largest absolute value).
+
+    Returns
+    -------
+    float
+        The total norm of the gradients *before* clipping.
+    """
+    max_norm = float(max_norm)
+    norm_type = float(norm_type)
+    if not max_norm >= 0:
+        raise ValueError(f"clip_grad_norm: max_norm must be >= 0, got {max_norm!r}")
+    if not norm_type > 0:
+        raise ValueError(f"clip_grad_norm: norm_type must be > 0, got {norm_type!r}")
+    arrays = [g for g in (grads.values() if isinstance(grads, dict) else grads) if g is not None]
+    if not arrays:
+        return 0.0
+    if math.isinf(norm_type):
+        total = max(float(np.max(np.abs(g))) if g.size else 0.0 for g in arrays)
+    elif norm_type == 2.0:
+        total = math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in arrays))
+    else:
+        total = sum(float(np.sum(np.abs(g.astype(np.float64)) ** norm_type))
+                    for g in arrays) ** (1.0 / norm_type)
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        for g in arrays:
+            g *= g.dtype.type(coef)
+    return total
+
+
+def clip_grad_value(grads, clip_value):
+    """Clip every gradient element to ``[-clip_value, clip_value]`` in place.
+
+    Like ``torch.nn.utils.clip_grad_value_``.
+
+    Parameters
+    ----------
+    grads : dict of str to ndarray (or an iterable of ndarrays)
+    clip_value : float
+        Positive bound.
+    """
+    clip_value = float(clip_value)
+    if not clip_value >= 0:
+        raise ValueError(f"clip_grad_value: clip_value must be >= 0, got {clip_value!r}")
+    for g in (grads.values() if isinstance(grads, dict) else grads):
+        if g is not None:
+            np.clip(g, -clip_value, clip_value, out=g)
