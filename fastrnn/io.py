@@ -498,9 +498,11 @@ def load_bundle(path):
             names = zf.namelist()
             if len(set(names)) != len(names):
                 _fail(path, "the archive lists a member name twice")
+            # The metadata comes first, so that a foreign file or one from a newer fastrnn
+            # (whose integrity check may differ) gets a message that says so.
+            metadata = _read_metadata(path, zf)
             with _Corrupt(path, "cannot verify the checksum"):
                 checksummed = _verify_checksum(path, fileobj, zf)
-            metadata = _read_metadata(path, zf)
             if not checksummed:
                 _fail(
                     path,

@@ -17,6 +17,7 @@ import fastrnn.io as fio
 from fastrnn.io import FORMAT_VERSION, load_bundle, save_bundle
 
 PREFIX = b"fastrnn-sha256:"
+SLOW_FIXTURE = [HealthCheck.function_scoped_fixture]  # tmp_path is reused on purpose
 
 
 def sample_arrays():
@@ -230,7 +231,10 @@ def test_missing_directory(tmp_path):
 # --------------------------------------------------------------------------- save errors
 
 
-@pytest.mark.parametrize("key", ["", "a/b", "../x", ".hidden", "-x", "a b", "é", "x" * 201, "a\\b"])
+BAD_KEYS = ["", "a/b", "../x", ".hidden", "-x", "a b", "é", "x" * 201, "a\\b"]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
 def test_invalid_keys(tmp_path, key):
     with pytest.raises(ValueError, match="arrays key"):
         save_bundle(tmp_path / "m", {key: np.ones(1)})
@@ -302,7 +306,7 @@ def test_every_flipped_byte_is_detected(tmp_path):
     assert load_bundle(bad)[1] == {"a": [1, 2]}
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=SLOW_FIXTURE)
 @given(st.data())
 def test_random_corruption(tmp_path, data):
     path = tmp_path / "m.npz"
@@ -320,7 +324,7 @@ def test_random_corruption(tmp_path, data):
         load_bundle(bad)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=SLOW_FIXTURE)
 @given(st.binary(max_size=2000))
 def test_garbage_bytes(tmp_path, blob):
     path = tmp_path / "garbage.npz"
@@ -470,6 +474,24 @@ def test_bad_array_member(tmp_path, mutate):
     member = mutate(npy_bytes(np.ones(4)))
     craft(path, [("metadata.json", meta_bytes()), ("w.npy", member)])
     with pytest.raises(ValueError, match=r"m\.npz.*'w\.npy'"):
+        load_bundle(path)
+
+
+def test_huge_declared_shape_is_refused_before_allocating(tmp_path):
+    buf = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**12, 10**6)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    path = tmp_path / "m.npz"
+    craft(path, [("metadata.json", meta_bytes()), ("w.npy", buf.getvalue() + b"\0" * 32)])
+    with pytest.raises(ValueError, match="declares shape"):
+        load_bundle(path)
+
+
+def test_newer_version_reported_even_with_other_checksum(tmp_path):
+    path = tmp_path / "future.npz"
+    craft(path, [("metadata.json", meta_bytes(format_version=FORMAT_VERSION + 5))],
+          checksum=False, comment=PREFIX + b"0" * 64)
+    with pytest.raises(ValueError, match="newer fastrnn"):
         load_bundle(path)
 
 
