@@ -302,8 +302,8 @@ SCHEDULES = [
 def test_schedules_match_torch(name, kwargs, metrics):
     torch = pytest.importorskip("torch")
     t_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    t_opt.step()             # no gradient: changes nothing, but keeps torch from warning
     t_sched = getattr(torch.optim.lr_scheduler, name)(t_opt, **kwargs)
+    t_opt.step()             # no gradient: changes nothing, but keeps torch from warning
     sched = getattr(optim, name)(SGD(lr=0.1), **kwargs)
     expected = lr_sequence(t_sched, metrics)
     got = lr_sequence(sched, metrics)
