@@ -316,6 +316,11 @@ class BinaryCrossentropy(Loss):
             raise ValueError("y_true must hold values in [0, 1] for binary cross-entropy, got "
                              f"values from {values.min()} to {values.max()}")
         x = y_pred
+        if not self.from_logits:
+            probs = x if valid is None else x[valid]
+            if probs.size and not ((probs >= 0) & (probs <= 1)).all():
+                raise ValueError("y_pred must hold probabilities in [0, 1] with "
+                                 "from_logits=False (pass logits with from_logits=True)")
         if self.from_logits:
             loss = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
             grad = sigmoid(x) - y

@@ -865,7 +865,7 @@ class ReduceLROnPlateau(LRScheduler):
         TypeError
             If ``metric`` is missing or not a real number.
         """
-        if metric is None or isinstance(metric, (bool, np.bool_)):
+        if metric is None or isinstance(metric, (bool, np.bool_, str, bytes)):
             raise TypeError(f"ReduceLROnPlateau.step needs the monitored value as metric, "
                             f"got {metric!r}")
         try:

@@ -172,6 +172,8 @@ def test_labels_without_trailing_axis():
     (lambda: BinaryCrossentropy()(np.zeros(2), np.array([0.0, 2.0])), ValueError, "[0, 1]"),
     (lambda: BinaryCrossentropy()(np.zeros(2), np.array([0.0, np.nan])), ValueError, "NaN"),
     (lambda: BinaryCrossentropy()(np.array(["a"]), np.zeros(1)), TypeError, "y_pred"),
+    (lambda: BinaryCrossentropy(from_logits=False)(np.array([1.5]), np.ones(1)), ValueError,
+     "probabilities"),
     (lambda: BinaryCrossentropy()(np.zeros(0), np.zeros(0)), ValueError, "empty"),
     (lambda: BinaryCrossentropy(from_logits=1), TypeError, "from_logits"),
     (lambda: MeanSquaredError(reduction="max"), ValueError, "reduction"),

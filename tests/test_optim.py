@@ -352,5 +352,7 @@ def test_schedule_errors():
         ReduceLROnPlateau(SGD(), mode="up")
     with pytest.raises(TypeError, match="metric"):
         ReduceLROnPlateau(SGD()).step()
+    with pytest.raises(TypeError, match="metric"):
+        ReduceLROnPlateau(SGD()).step("0.5")
     with pytest.raises(ValueError, match="StepLR"):
         ExponentialLR(SGD(), 0.5).load_state_dict(StepLR(SGD(), 2).state_dict())
