@@ -216,18 +216,39 @@ class Optimizer:
             If it is not such a dict, names another optimizer class, or holds bad values.
             Nothing is changed then.
         """
+        self.__dict__.update(type(self).from_state_dict(state_dict).__dict__)
+
+    @classmethod
+    def from_state_dict(cls, state_dict):
+        """A new optimizer of this class with the configuration and state of ``state_dict``.
+
+        Parameters
+        ----------
+        state_dict : dict
+            As returned by :meth:`state_dict` of an optimizer of this class.
+
+        Returns
+        -------
+        Optimizer
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`load_state_dict`.
+        """
         _check_mapping("state_dict", state_dict)
         keys = {"config", "step", "param_steps", "buffers"}
         if set(state_dict) != keys:
             raise ValueError(f"state_dict must have the keys {sorted(keys)}, "
                              f"got {sorted(state_dict)}")
+        _check_mapping("state_dict['config']", state_dict["config"])
         config = dict(state_dict["config"])
         name = config.pop("name", None)
-        if name != type(self).__name__:
-            raise ValueError(f"state_dict is for optimizer {name!r}, not {type(self).__name__}")
+        if name != cls.__name__:
+            raise ValueError(f"state_dict is for optimizer {name!r}, not {cls.__name__}")
         if "betas" in config:
             config["betas"] = tuple(config["betas"])
-        fresh = type(self)(**config)
+        fresh = cls(**config)
         fresh.iterations = _count("state_dict['step']", state_dict["step"])
         _check_mapping("state_dict['param_steps']", state_dict["param_steps"])
         fresh._steps = {str(k): _count(f"state_dict['param_steps'][{k!r}]", v)
@@ -235,15 +256,15 @@ class Optimizer:
         _check_mapping("state_dict['buffers']", state_dict["buffers"])
         for key, value in state_dict["buffers"].items():
             kind, _, param_name = str(key).partition(".")
-            if kind not in self._buffer_kinds or not param_name:
+            if kind not in cls._buffer_kinds or not param_name:
                 raise ValueError(f"state_dict['buffers'] has an unknown entry {key!r}; "
-                                 f"{type(self).__name__} keeps {list(self._buffer_kinds)}")
+                                 f"{cls.__name__} keeps {list(cls._buffer_kinds)}")
             arr = np.array(value)     # a copy
             if arr.dtype not in FLOAT_DTYPES:
                 raise TypeError(f"state_dict['buffers'][{key!r}] must be float32 or float64, "
                                 f"got {arr.dtype}")
             fresh._buffers[(kind, param_name)] = arr
-        self.__dict__.update(fresh.__dict__)
+        return fresh
 
 
 class SGD(Optimizer):
@@ -720,22 +741,47 @@ class LRScheduler:
             If it does not come from this schedule class or holds bad values; nothing is
             changed then.
         """
+        self.__dict__.update(
+            type(self).from_state_dict(self.optimizer, state_dict).__dict__)
+
+    @classmethod
+    def from_state_dict(cls, optimizer, state_dict):
+        """A new schedule of this class for ``optimizer``, restored from ``state_dict``.
+
+        Parameters
+        ----------
+        optimizer : Optimizer
+            The optimizer to schedule (its lr is not touched; restore it separately).
+        state_dict : dict
+            From :meth:`state_dict` of a schedule of this class.
+
+        Returns
+        -------
+        LRScheduler
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`load_state_dict`.
+        """
         _check_mapping("state_dict", state_dict)
         if set(state_dict) != {"config", "state"}:
             raise ValueError(f"state_dict must have the keys ['config', 'state'], "
                              f"got {sorted(state_dict)}")
+        _check_mapping("state_dict['config']", state_dict["config"])
         config = dict(state_dict["config"])
         name = config.pop("name", None)
-        if name != type(self).__name__:
-            raise ValueError(f"state_dict is for schedule {name!r}, not {type(self).__name__}")
-        fresh = type(self)(self.optimizer, **config)
+        if name != cls.__name__:
+            raise ValueError(f"state_dict is for schedule {name!r}, not {cls.__name__}")
+        fresh = cls(optimizer, **config)
+        _check_mapping("state_dict['state']", state_dict["state"])
         state = dict(state_dict["state"])
         expected = set(fresh._state())
         if set(state) != expected:
             raise ValueError(f"state_dict['state'] must have the keys {sorted(expected)}, "
                              f"got {sorted(state)}")
         fresh._set_state(state)
-        self.__dict__.update(fresh.__dict__)
+        return fresh
 
     def _set_state(self, state):
         self.last_epoch = _count("last_epoch", state["last_epoch"])

@@ -136,6 +136,24 @@ def test_state_dict_round_trip_continues_identically(rng, cls, torch_name, kwarg
         np.testing.assert_array_equal(checkpoint[name], straight[name])
 
 
+def test_from_state_dict_builds_an_equal_optimizer():
+    opt = RMSprop(lr=0.02, momentum=0.5, centered=True)
+    params = {"w": np.ones(3)}
+    opt.step(params, {"w": np.arange(3.0)})
+    copy = RMSprop.from_state_dict(opt.state_dict())
+    assert copy.get_config() == opt.get_config() and copy.iterations == 1
+    other = {"w": params["w"].copy()}
+    opt.step(params, {"w": np.ones(3)})
+    copy.step(other, {"w": np.ones(3)})
+    np.testing.assert_array_equal(other["w"], params["w"])
+    sched = StepLR(opt, step_size=2)
+    sched.step()
+    again = StepLR.from_state_dict(copy, sched.state_dict())
+    assert again.optimizer is copy and again.last_epoch == 1 and again.step_size == 2
+    with pytest.raises(ValueError, match="RMSprop"):
+        Adam.from_state_dict(opt.state_dict())
+
+
 def test_load_state_dict_refuses_another_optimizer():
     state = Adam().state_dict()
     with pytest.raises(ValueError, match="Adam"):
