@@ -50,43 +50,58 @@ def get_num_threads():
 
 
 _blas_lock = threading.Lock()
-_blas_ctl = None          # threadpoolctl controller of scipy's OpenBLAS (the one cython_blas uses)
-_blas_ctl_ready = False
+_blas_fns = None          # (get, set) ctypes functions of scipy's OpenBLAS (the one cython_blas uses)
 
 
-def _scipy_blas_controller():
-    global _blas_ctl, _blas_ctl_ready
-    if not _blas_ctl_ready:
+def _scipy_blas_fns():
+    """ctypes (get_num_threads, set_num_threads) of scipy's OpenBLAS, or None if not found.
+
+    threadpoolctl (when installed) locates the library once; the calls themselves then cost
+    about a microsecond, unlike a ``threadpool_limits`` context (hundreds of microseconds).
+    """
+    global _blas_fns
+    if _blas_fns is None:
         with _blas_lock:
-            if not _blas_ctl_ready:
+            if _blas_fns is None:
+                fns = ()
                 try:
                     from threadpoolctl import ThreadpoolController
                     import scipy.linalg.cython_blas  # noqa: F401  (make sure it is loaded)
-                    libs = ThreadpoolController().lib_controllers
-                    mine = [c for c in libs if "scipy" in os.path.basename(os.path.dirname(c.filepath))
-                            and "numpy" not in c.filepath]
-                    _blas_ctl = mine[0] if mine else None
+                    for c in ThreadpoolController().lib_controllers:
+                        folder = os.path.basename(os.path.dirname(c.filepath))
+                        if c.internal_api != "openblas" or "scipy" not in folder:
+                            continue
+                        for prefix in ("scipy_openblas", "openblas"):
+                            get = getattr(c.dynlib, prefix + "_get_num_threads", None)
+                            put = getattr(c.dynlib, prefix + "_set_num_threads", None)
+                            if get is not None and put is not None:
+                                fns = (get, put)
+                                break
+                        if fns:
+                            break
                 except Exception:  # threadpoolctl missing or unusable: leave BLAS alone
-                    _blas_ctl = None
-                _blas_ctl_ready = True
-    return _blas_ctl
+                    fns = ()
+                _blas_fns = fns
+    return _blas_fns or None
 
 
 @contextmanager
 def _single_threaded_blas():
-    ctl = _scipy_blas_controller()
-    if ctl is None:
+    """Keep scipy's OpenBLAS single-threaded while the engine calls it from its own threads."""
+    fns = _scipy_blas_fns()
+    if fns is None:
         yield
         return
-    old = ctl.num_threads
+    get, put = fns
+    old = get()
     if old == 1:
         yield
         return
-    ctl.set_num_threads(1)
+    put(1)
     try:
         yield
     finally:
-        ctl.set_num_threads(old)
+        put(old)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,13 +134,24 @@ def _split(n, parts, align):
     return np.array(bounds, dtype=np.int64)
 
 
+def _panels(wt):
+    """Panel-pack W (K, N) for the small GEMM kernel: column panels of width NR, each (K, nr)."""
+    K, N = wt.shape
+    nr = _forward.panel_width(wt.dtype)
+    if N <= nr:
+        return np.ascontiguousarray(wt).ravel()
+    return np.concatenate([np.ascontiguousarray(wt[:, j:j + nr]).ravel() for j in range(0, N, nr)])
+
+
 def _pack_small(w_hh, G, H, ublk):
-    """Recurrent weights for the small kernel: per unit block, (H, G*nj) row-major, concatenated."""
+    """Recurrent weights for the small kernel: per unit block, W_hh^T restricted to the block's
+    units, (H, G*nj) with columns [gate 0 units | gate 1 units | ...], panel-packed;
+    blocks concatenated (block j starts at H*G*ublk[j])."""
     w3 = w_hh.reshape(G, H, H)
     parts = []
     for j in range(len(ublk) - 1):
         u0, u1 = int(ublk[j]), int(ublk[j + 1])
-        parts.append(np.ascontiguousarray(w3[:, u0:u1, :].transpose(2, 0, 1)).ravel())
+        parts.append(_panels(w3[:, u0:u1, :].transpose(2, 0, 1).reshape(H, G * (u1 - u0))))
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -280,3 +306,53 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
                                     training and code >= 2, wg, wc, whn, nthreads)
             inp = y_l
     return inp, h_n, c_n, ws
+
+
+# ----------------------------------------------------------------------------------------------
+# streaming
+# ----------------------------------------------------------------------------------------------
+
+class Stepper:
+    """One-timestep-at-a-time inference of a stacked unidirectional RNN / LSTM / GRU.
+
+    ``make_stepper(cell, weights, num_layers)`` prepares (transposes and packs) the weights
+    once.  The stepper holds a *snapshot*: changing the caller's weight arrays afterwards does
+    not affect it; rebuilding after a weight update is the caller's business.
+
+    ``y_t, h_new, c_new = stepper.step(x_t, h=None, c=None)``
+
+    * ``x_t`` (B, I); ``h``, ``c`` (num_layers, B, H) C-contiguous of the weights' dtype, or
+      None for zeros (``c`` is ignored unless LSTM).
+    * returns newly allocated ``h_new`` (and ``c_new`` for LSTM, else None); ``y_t`` is the view
+      ``h_new[-1]`` (B, H).  The inputs are never modified, so the previous state stays valid.
+    * runs on the calling thread with the engine's own small GEMM kernel (no BLAS, no thread
+      start-up); per call overhead is about a microsecond plus the arithmetic.
+    """
+
+    def __init__(self, cell, weights, num_layers=1):
+        code, G = _CELLS[cell]
+        H = weights["weight_hh_l0"].shape[1]
+        dtype = weights["weight_hh_l0"].dtype
+        wih_t, whh_t, bxs, bhns = [], [], [], []
+        for layer in range(num_layers):
+            sfx = f"_l{layer}"
+            wih_t.append(_panels(weights["weight_ih" + sfx].T))
+            whh_t.append(_panels(weights["weight_hh" + sfx].T))
+            bx, bhn = _biases(weights, sfx, code, G, H, dtype)
+            bxs.append(bx)
+            bhns.append(bhn)
+        self.cell = cell
+        self.num_layers = num_layers
+        self.hidden_size = H
+        self.dtype = dtype
+        I = weights["weight_ih_l0"].shape[1]
+        self._kernel = _forward.StepKernel(code, I, H, wih_t, whh_t, bxs, bhns)
+        self.step = self._kernel.step   # bound C method: no Python wrapper frame per call
+
+    def step(self, x_t, h=None, c=None):  # pragma: no cover - replaced per instance in __init__
+        return self._kernel.step(x_t, h, c)
+
+
+def make_stepper(cell, weights, num_layers=1):
+    """Build a :class:`Stepper` (weights snapshotted and packed once)."""
+    return Stepper(cell, weights, num_layers)

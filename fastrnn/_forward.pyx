@@ -42,6 +42,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 cimport numpy as cnp
+import numpy as np
 
 cnp.import_array()
 
@@ -146,35 +147,100 @@ cdef inline void _blas_gemm(char ta, char tb, int m, int n, int k, floating alph
         dgemm(&ta, &tb, &m, &n, &k, &alpha, <double*>a, &lda, <double*>b, &ldb, &beta, c, &ldc)
 
 
-cdef inline void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                                 const floating* A, Py_ssize_t lda,   # IN (M, K) row-major
-                                 const floating* W, Py_ssize_t ldw,   # IN (K, N) row-major
-                                 floating* C, Py_ssize_t ldc) noexcept nogil:  # INOUT (M, N)
-    """C += A @ W for small sizes (no call overhead; the j loop vectorises)."""
+cdef inline void _gemm_edge(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                            const floating* A, Py_ssize_t lda, const floating* W, Py_ssize_t ldw,
+                            floating* C, Py_ssize_t ldc) noexcept nogil:
+    """C += A @ W, plain axpy form (edges of the tiled kernel)."""
     cdef Py_ssize_t m, k, j
+    cdef floating a
+    cdef floating* c
+    cdef const floating* w
+    for m in range(M):
+        c = C + m * ldc
+        for k in range(K):
+            a = A[m * lda + k]
+            w = W + k * ldw
+            for j in range(N):
+                c[j] += a * w[j]
+
+
+cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                          const floating* A, Py_ssize_t lda,   # IN (M, K) row-major
+                          const floating* Wp,                  # IN (K, N) panel-packed
+                          floating* C, Py_ssize_t ldc) noexcept nogil:  # INOUT (M, N)
+    """C += A @ W for small sizes: no call overhead, register tiles of 2 rows x NR columns.
+
+    NR is four 512-bit vectors (``panel_width(dtype)``: 64 float32 / 32 float64).  ``Wp`` holds
+    W (K, N) as consecutive column panels, panel p = columns p*NR .. p*NR+nr stored as a
+    contiguous (K, nr) row-major block (nr = NR except for the last panel), so the kernel
+    streams the weights sequentially.  The tile's accumulators are local arrays of constant
+    size that the compiler keeps in vector registers across the k loop.
+    """
+    cdef Py_ssize_t NR = 256 // sizeof(floating)
+    cdef floating acc0[64]
+    cdef floating acc1[64]
+    cdef Py_ssize_t m, k, j, j0, nfull
     cdef floating a0, a1
+    cdef const floating* w
+    cdef const floating* wpan
     cdef floating* c0
     cdef floating* c1
-    cdef const floating* w
+    nfull = (N // NR) * NR
     m = 0
     while m + 1 < M:
         c0 = C + m * ldc
         c1 = c0 + ldc
-        for k in range(K):
-            a0 = A[m * lda + k]
-            a1 = A[(m + 1) * lda + k]
-            w = W + k * ldw
-            for j in range(N):
-                c0[j] += a0 * w[j]
-                c1[j] += a1 * w[j]
+        j0 = 0
+        while j0 < nfull:
+            wpan = Wp + K * j0
+            for j in range(NR):
+                acc0[j] = c0[j0 + j]
+                acc1[j] = c1[j0 + j]
+            for k in range(K):
+                a0 = A[m * lda + k]
+                a1 = A[(m + 1) * lda + k]
+                w = wpan + k * NR
+                for j in range(NR):
+                    acc0[j] += a0 * w[j]
+                    acc1[j] += a1 * w[j]
+            for j in range(NR):
+                c0[j0 + j] = acc0[j]
+                c1[j0 + j] = acc1[j]
+            j0 += NR
         m += 2
     if m < M:
         c0 = C + m * ldc
-        for k in range(K):
-            a0 = A[m * lda + k]
-            w = W + k * ldw
-            for j in range(N):
-                c0[j] += a0 * w[j]
+        j0 = 0
+        while j0 < nfull:
+            wpan = Wp + K * j0
+            # one row: two accumulator sets (even / odd k) hide the FMA latency
+            for j in range(NR):
+                acc0[j] = c0[j0 + j]
+                acc1[j] = 0
+            k = 0
+            while k + 1 < K:
+                a0 = A[m * lda + k]
+                a1 = A[m * lda + k + 1]
+                w = wpan + k * NR
+                for j in range(NR):
+                    acc0[j] += a0 * w[j]
+                    acc1[j] += a1 * w[NR + j]
+                k += 2
+            if k < K:
+                a0 = A[m * lda + k]
+                w = wpan + k * NR
+                for j in range(NR):
+                    acc0[j] += a0 * w[j]
+            for j in range(NR):
+                c0[j0 + j] = acc0[j] + acc1[j]
+            j0 += NR
+    if nfull < N:
+        _gemm_edge(M, N - nfull, K, A, lda, Wp + K * nfull, N - nfull, C + nfull, ldc)
+
+
+def panel_width(dtype):
+    """Column panel width NR of the small GEMM kernel for ``dtype`` (see _small_gemm_acc)."""
+    return 256 // np.dtype(dtype).itemsize
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,20 +249,13 @@ cdef inline void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
 
 cdef void _proj_rows(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K, Py_ssize_t N,
                      const floating* X, Py_ssize_t ldx, const floating* W,
-                     floating* Y, Py_ssize_t ldy, bint use_blas) noexcept nogil:
-    cdef Py_ssize_t r
+                     floating* Y, Py_ssize_t ldy) noexcept nogil:
     if r1 <= r0:
         return
-    if use_blas:
-        # row-major Y(rows, N) = X(rows, K) W(N, K)^T  <=>  col-major Y^T = W^T(col) ... :
-        # Y^T (N, rows) = op(A) B with A = W viewed col-major (K, N) -> transa 'T', B = X^T (K, rows)
-        _blas_gemm(c'T', c'N', <int>N, <int>(r1 - r0), <int>K, <floating>1.0, W, <int>K,
+    # row-major Y(rows, N) = X(rows, K) W(N, K)^T  <=>  column-major Y^T (N, rows) = op(A) B with
+    # A = W seen column-major as (K, N) -> transa 'T', lda K; B = X^T (K, rows), ldb = ldx
+    _blas_gemm(c'T', c'N', <int>N, <int>(r1 - r0), <int>K, <floating>1.0, W, <int>K,
                    X + r0 * ldx, <int>ldx, <floating>0.0, Y + r0 * ldy, <int>ldy)
-    else:
-        # small path: W is given transposed (K, N) by the caller in this mode
-        for r in range(r0, r1):
-            memset(Y + r * ldy, 0, N * sizeof(floating))
-        _small_gemm_acc(r1 - r0, N, K, X + r0 * ldx, ldx, W, N, Y + r0 * ldy, ldy)
 
 
 def input_projection(const floating[:, ::1] x,   # IN  (R, K) layer input, rows b*T + t
@@ -218,7 +277,7 @@ def input_projection(const floating[:, ::1] x,   # IN  (R, K) layer input, rows 
     if nthreads <= 1 or R < 2 * 16:
         with nogil:
             csr = fr_ftz_enter()
-            _proj_rows(0, R, K, N, &x[0, 0], K, &w[0, 0], &out[0, off], ldy, True)
+            _proj_rows(0, R, K, N, &x[0, 0], K, &w[0, 0], &out[0, off], ldy)
             fr_ftz_exit(csr)
         return
     with nogil, parallel(num_threads=nthreads):
@@ -227,7 +286,7 @@ def input_projection(const floating[:, ::1] x,   # IN  (R, K) layer input, rows 
         chunk = (R + nth - 1) // nth
         r0 = tid * chunk
         csr = fr_ftz_enter()
-        _proj_rows(r0, min(r0 + chunk, R), K, N, &x[0, 0], K, &w[0, 0], &out[0, off], ldy, True)
+        _proj_rows(r0, min(r0 + chunk, R), K, N, &x[0, 0], K, &w[0, 0], &out[0, off], ldy)
         fr_ftz_exit(csr)
 
 
@@ -243,7 +302,8 @@ cdef void _step_item(
         const floating* bx,                      # IN  (G*H) bias added to xp (GRU n: b_in)
         const floating* bhn,                     # IN  (H)  GRU b_hn
         const floating* whh,                     # IN  recurrent weights: BLAS: weight_hh (G*H, H);
-                                                 #     small: packed block (H, G*nj) for this unit block
+                                                 #     small: W_hh^T block (H, G*nj) of this unit
+                                                 #     block, panel-packed (_small_gemm_acc)
         bint use_blas,
         const int64_t* order, const int64_t* lengths,  # IN
         const floating* cur,                     # IN  (na, H) previous h, rows of the block
@@ -295,7 +355,7 @@ cdef void _step_item(
                            whh + (k * H + u0) * H, <int>H, cur, <int>H, <floating>1.0,
                            rec + k * nj, <int>ldr)
     else:
-        _small_gemm_acc(na, N, H, cur, H, whh, N, rec, ldr)
+        _small_gemm_acc(na, N, H, cur, H, whh, rec, ldr)
     # 3. gate math, state update, outputs
     for r in range(na):
         b = order[p0 + r]
@@ -467,3 +527,166 @@ def recurrence(int cell, bint reverse, Py_ssize_t tmax,
 def max_threads():
     """Number of threads OpenMP would use by default."""
     return openmp.omp_get_max_threads()
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: one timestep of a stacked unidirectional network, weights prepared once
+# ---------------------------------------------------------------------------------------------
+
+cdef void _stack_step(int cell, Py_ssize_t L, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+                      Py_ssize_t G,
+                      const floating* x,          # IN  (B, I)
+                      void** wih,                 # IN  per layer W_ih^T (I_l, G*H), panel-packed
+                      void** whh,                 # IN  per layer W_hh^T (H, G*H), panel-packed
+                      void** bx, void** bhn,      # IN  per layer biases (see _engine._biases)
+                      const int64_t* order, const int64_t* ones,   # IN identity / all-ones (B)
+                      const floating* h,          # IN  (L, B, H)
+                      floating* h_out,            # OUT (L, B, H)
+                      floating* c_out,            # INOUT (L, B, H): c on entry, c' on exit
+                      floating* xp,               # scratch (B, G*H)
+                      floating* hs,               # scratch (B, H)
+                      floating* cs,               # scratch (B, H)
+                      floating* rec, Py_ssize_t ldr) noexcept nogil:  # scratch (B, ldr)
+    cdef Py_ssize_t l, r, I_l, GH = G * H
+    cdef const floating* inp = x
+    for l in range(L):
+        I_l = I if l == 0 else H
+        for r in range(B * GH):
+            xp[r] = 0
+        _small_gemm_acc(B, GH, I_l, inp, I_l, <const floating*>wih[l], xp, GH)
+        _step_item(cell, False, 0, 1, H, G, 0, B, 0, H, xp, GH, <const floating*>bx[l],
+                   <const floating*>bhn[l], <const floating*>whh[l], False, order, ones,
+                   h + l * B * H, hs, c_out + l * B * H, h_out + l * B * H, H,
+                   h_out + l * B * H, cs, rec, ldr, False, hs, hs, hs)
+        inp = h_out + l * B * H
+
+
+cdef int _check_arr(cnp.ndarray a, str name, int ndim, Py_ssize_t d0, Py_ssize_t d1,
+                    Py_ssize_t d2, bint is_double) except -1:
+    """Cheap guard against memory errors (the layers validate properly beforehand)."""
+    cdef int want = cnp.NPY_FLOAT64 if is_double else cnp.NPY_FLOAT32
+    if (cnp.PyArray_NDIM(a) != ndim or cnp.PyArray_TYPE(a) != want
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_DIM(a, 0) != d0
+            or cnp.PyArray_DIM(a, 1) != d1 or (ndim == 3 and cnp.PyArray_DIM(a, 2) != d2)):
+        raise ValueError(f"step: {name} must be a C-contiguous "
+                         f"{'float64' if is_double else 'float32'} array of shape "
+                         f"{(d0, d1, d2)[:ndim]}, got {(<object>a).dtype} {(<object>a).shape}")
+    return 0
+
+
+cdef class StepKernel:
+    """Prepared weights of a stacked unidirectional cell, advanced one timestep per call.
+
+    Built by ``fastrnn._engine.make_stepper``; the weights are *copied* (transposed) at
+    construction, so later changes to the caller's arrays are not seen (rebuild instead).
+    """
+    cdef readonly int cell
+    cdef readonly Py_ssize_t num_layers, input_size, hidden_size, gates
+    cdef readonly object dtype
+    cdef bint is_double
+    cdef list _keep
+    cdef void* _wih[64]
+    cdef void* _whh[64]
+    cdef void* _bx[64]
+    cdef void* _bhn[64]
+    cdef Py_ssize_t _bcap
+    cdef object _order, _ones, _xp, _hs, _cs, _rec, _hzero
+
+    def __init__(self, int cell, Py_ssize_t input_size, Py_ssize_t hidden_size, list wih_t,
+                 list whh_t, list bx, list bhn):
+        """wih_t / whh_t: per layer W_ih^T / W_hh^T panel-packed (1-D); bx, bhn: biases."""
+        cdef Py_ssize_t l
+        cdef cnp.ndarray a
+        self.cell = cell
+        self.gates = 4 if cell == 2 else (3 if cell == 3 else 1)
+        self.num_layers = len(wih_t)
+        if not 1 <= self.num_layers <= 64:
+            raise ValueError("num_layers must be in 1..64")
+        self.hidden_size = hidden_size
+        self.input_size = input_size
+        self.dtype = whh_t[0].dtype
+        self.is_double = self.dtype == np.float64
+        self._keep = []
+        for l in range(self.num_layers):
+            for arr, slot in ((wih_t[l], 0), (whh_t[l], 1), (bx[l], 2), (bhn[l], 3)):
+                a = np.ascontiguousarray(arr, dtype=self.dtype)
+                self._keep.append(a)
+                if slot == 0:
+                    self._wih[l] = cnp.PyArray_DATA(a)
+                elif slot == 1:
+                    self._whh[l] = cnp.PyArray_DATA(a)
+                elif slot == 2:
+                    self._bx[l] = cnp.PyArray_DATA(a)
+                else:
+                    self._bhn[l] = cnp.PyArray_DATA(a)
+        self._bcap = 0
+
+    cdef _reserve(self, Py_ssize_t B):
+        cdef Py_ssize_t H = self.hidden_size, G = self.gates
+        if B <= self._bcap:
+            return
+        self._order = np.arange(B, dtype=np.int64)
+        self._ones = np.ones(B, dtype=np.int64)
+        self._xp = np.empty(B * G * H, dtype=self.dtype)
+        self._hs = np.empty(B * H, dtype=self.dtype)
+        self._cs = np.empty(B * H, dtype=self.dtype)
+        self._rec = np.empty(B * (G + 1) * H, dtype=self.dtype)
+        self._hzero = np.zeros((self.num_layers, B, H), dtype=self.dtype)
+        self._bcap = B
+
+    def step(self, cnp.ndarray x_t, cnp.ndarray h=None, cnp.ndarray c=None):
+        """Advance one timestep: ``(y_t, h_new, c_new) = step(x_t, h=None, c=None)``.
+
+        ``x_t`` (B, I), ``h`` / ``c`` (num_layers, B, H) C-contiguous of the stepper's dtype, or
+        None for zeros.  Returns *new* arrays ``h_new`` / ``c_new`` (c_new None unless LSTM);
+        ``y_t`` is the view ``h_new[-1]``.  Inputs are not modified.
+        """
+        cdef Py_ssize_t B = cnp.PyArray_DIM(x_t, 0), H = self.hidden_size, G = self.gates
+        cdef Py_ssize_t L = self.num_layers
+        cdef cnp.ndarray h_out, c_out = None
+        cdef cnp.npy_intp dims[3]
+        cdef void* cptr = NULL
+        _check_arr(x_t, "x_t", 2, B, self.input_size, 0, self.is_double)
+        if h is not None:
+            _check_arr(h, "h", 3, L, B, H, self.is_double)
+        if c is not None and self.cell == 2:
+            _check_arr(c, "c", 3, L, B, H, self.is_double)
+        self._reserve(B)
+        if h is None:
+            h = <cnp.ndarray>self._hzero
+        dims[0] = L
+        dims[1] = B
+        dims[2] = H
+        h_out = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT64 if self.is_double else cnp.NPY_FLOAT32, 0)
+        if self.cell == 2:
+            if c is None:
+                c_out = cnp.PyArray_ZEROS(3, dims, cnp.NPY_FLOAT64 if self.is_double else cnp.NPY_FLOAT32, 0)
+            else:
+                c_out = c.copy()
+            cptr = cnp.PyArray_DATA(c_out)
+        else:
+            cptr = cnp.PyArray_DATA(<cnp.ndarray>self._cs)
+        with nogil:
+            if self.is_double:
+                _stack_step(self.cell, L, B, self.input_size, H, G,
+                            <const double*>cnp.PyArray_DATA(x_t), self._wih, self._whh,
+                            self._bx, self._bhn,
+                            <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._order),
+                            <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._ones),
+                            <const double*>cnp.PyArray_DATA(h), <double*>cnp.PyArray_DATA(h_out),
+                            <double*>cptr, <double*>cnp.PyArray_DATA(<cnp.ndarray>self._xp),
+                            <double*>cnp.PyArray_DATA(<cnp.ndarray>self._hs),
+                            <double*>cnp.PyArray_DATA(<cnp.ndarray>self._cs),
+                            <double*>cnp.PyArray_DATA(<cnp.ndarray>self._rec), (G + 1) * H)
+            else:
+                _stack_step(self.cell, L, B, self.input_size, H, G,
+                            <const float*>cnp.PyArray_DATA(x_t), self._wih, self._whh,
+                            self._bx, self._bhn,
+                            <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._order),
+                            <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._ones),
+                            <const float*>cnp.PyArray_DATA(h), <float*>cnp.PyArray_DATA(h_out),
+                            <float*>cptr, <float*>cnp.PyArray_DATA(<cnp.ndarray>self._xp),
+                            <float*>cnp.PyArray_DATA(<cnp.ndarray>self._hs),
+                            <float*>cnp.PyArray_DATA(<cnp.ndarray>self._cs),
+                            <float*>cnp.PyArray_DATA(<cnp.ndarray>self._rec), (G + 1) * H)
+        return h_out[L - 1], h_out, c_out
