@@ -2,11 +2,18 @@
 
 The layers :class:`RNN`, :class:`LSTM` and :class:`GRU` take batch-first input, keep PyTorch's
 parameter names, shapes and gate order, and run on a compiled engine or on the readable NumPy
-reference in :mod:`fastrnn.reference`.
+reference in :mod:`fastrnn.reference`. :class:`Sequential` and :class:`EncoderDecoder` build
+models from them with ``fit`` / ``evaluate`` / ``predict`` / ``save``; :func:`load_model` reads
+a saved model back.
 """
-from . import reference
-from .layers import GRU, LSTM, RNN
+from . import callbacks, init, losses, metrics, optim, reference, text
+from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding
+from .models import EncoderDecoder, Sequential, load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "LSTM", "RNN", "reference", "__version__"]
+__all__ = [
+    "GRU", "LSTM", "RNN", "Dense", "Dropout", "Embedding", "EncoderDecoder", "Sequential",
+    "callbacks", "init", "load_model", "losses", "metrics", "optim", "reference", "text",
+    "__version__",
+]

@@ -1,0 +1,238 @@
+"""Models: feed-forward layers, Sequential training, summary, files, callbacks, PyTorch parity."""
+import numpy as np
+import pytest
+
+import fastrnn
+import fastrnn.io as fastrnn_io
+from fastrnn.callbacks import EarlyStopping, LearningRateScheduler, ModelCheckpoint
+from fastrnn.optim import SGD, Adam, StepLR
+
+
+def numerical_grad(f, array, eps=1e-6):
+    grad = np.zeros_like(array)
+    for idx in np.ndindex(array.shape):
+        saved = array[idx]
+        array[idx] = saved + eps
+        up = f()
+        array[idx] = saved - eps
+        down = f()
+        array[idx] = saved
+        grad[idx] = (up - down) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("activation", [None, "sigmoid", "tanh", "relu", "softmax"])
+@pytest.mark.parametrize("shape", [(4, 3), (2, 5, 3)])
+def test_dense_gradients(activation, shape, rng):
+    layer = fastrnn.Dense(3, 4, activation=activation, dtype="float64", seed=0)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(shape[:-1] + (4,))
+    loss = lambda: np.sum(layer(x) * w)
+    layer(x, training=True)
+    dx = layer.backward(w)
+    np.testing.assert_allclose(dx, numerical_grad(loss, x), rtol=1e-6, atol=1e-8)
+    for name, p in layer.parameters().items():
+        np.testing.assert_allclose(layer.grads[name], numerical_grad(loss, p), rtol=1e-6,
+                                   atol=1e-8)
+
+
+def test_embedding_gradient_and_padding(rng):
+    emb = fastrnn.Embedding(6, 3, padding_idx=0, dtype="float64", seed=0)
+    assert np.all(emb.parameters()["weight"][0] == 0)
+    tokens = np.array([[1, 2, 2, 0], [5, 0, 0, 0]])
+    w = rng.standard_normal((2, 4, 3))
+    emb(tokens, training=True)
+    emb.backward(w)
+    expected = numerical_grad(lambda: np.sum(emb(tokens) * w), emb.parameters()["weight"])
+    expected[0] = 0                                  # the padding vector is never trained
+    np.testing.assert_allclose(emb.grads["weight"], expected, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match=r"x must hold token ids in 0\.\.5"):
+        emb(np.array([[6]]))
+    with pytest.raises(TypeError, match="x must be integer token ids"):
+        emb(np.array([[1.5]]))
+
+
+def test_dropout_scales_kept_units_and_is_identity_at_inference():
+    drop = fastrnn.Dropout(0.25, seed=0)
+    x = np.ones((200, 50))
+    y = drop(x, training=True)
+    kept = y != 0
+    assert abs(kept.mean() - 0.75) < 0.02
+    np.testing.assert_allclose(y[kept], 1 / 0.75)
+    np.testing.assert_array_equal(drop.backward(np.ones_like(x)), y)
+    assert drop(x) is x
+    with pytest.raises(ValueError, match="p must be in"):
+        fastrnn.Dropout(1.0)
+
+
+def lecture_model():
+    return fastrnn.Sequential([
+        fastrnn.RNN(5, 3, return_sequences=False, seed=0),
+        fastrnn.Dense(3, 1, activation="sigmoid", seed=0),
+    ])
+
+
+def test_summary_of_the_lecture_example_counts_27_weights():
+    text = lecture_model().summary(print_fn=None)
+    lines = text.splitlines()
+    rnn_row = next(line for line in lines if "RNN" in line).split()
+    dense_row = next(line for line in lines if "Dense" in line).split()
+    assert rnn_row[-2:] == ["24", "6"]            # 15 + 9 weights; bias_ih + bias_hh
+    assert dense_row[-2:] == ["3", "1"]
+    assert "(None, 3)" in text and "(None, 1)" in text
+    assert "weights: 27" in text and "biases: 7" in text
+
+
+def sequence_data(rng, n=64, T=6):
+    x = rng.standard_normal((n, T, 3))
+    lengths = rng.integers(1, T + 1, size=n)
+    y = (x[np.arange(n), lengths - 1, 0] > 0).astype(np.int64)
+    return x, y, lengths
+
+
+def small_classifier(seed=0, dtype="float64"):
+    return fastrnn.Sequential([
+        fastrnn.LSTM(3, 8, return_sequences=False, dtype=dtype, seed=seed),
+        fastrnn.Dropout(0.1, seed=seed),
+        fastrnn.Dense(8, 2, activation="softmax", dtype=dtype, seed=seed),
+    ])
+
+
+def test_fit_history_validation_and_progress(rng, capsys):
+    x, y, lengths = sequence_data(rng)
+    model = small_classifier()
+    history = model.fit(x, y, lengths=lengths, loss="cce", optimizer=Adam(lr=0.05), epochs=3,
+                        batch_size=16, validation_split=0.25, metrics=("accuracy",), verbose=1)
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert history.epoch == [0, 1, 2] and model.epochs_trained == 3
+    err = capsys.readouterr().err
+    assert "epoch 3/3" in err and "seq/s" in err and "val_loss" in err
+    model.fit(x, y, lengths=lengths, epochs=4, verbose=0)   # keeps loss and optimizer, goes on
+    assert model.epochs_trained == 4
+    assert capsys.readouterr().err == ""
+
+
+def test_ragged_input_equals_padding_with_lengths(rng):
+    model = fastrnn.Sequential([fastrnn.GRU(2, 4, dtype="float64", seed=1)])
+    seqs = [rng.standard_normal((n, 2)) for n in (3, 1, 5)]
+    padded = np.zeros((3, 5, 2))
+    for i, s in enumerate(seqs):
+        padded[i, :len(s)] = s
+    np.testing.assert_array_equal(model.predict(seqs), model.predict(padded, lengths=[3, 1, 5]))
+
+
+def test_save_load_round_trip_and_resume_equals_uninterrupted(tmp_path, rng):
+    x, y, lengths = sequence_data(rng)
+    kw = dict(lengths=lengths, batch_size=16, verbose=0, seed=3)
+    straight = small_classifier()
+    straight.fit(x, y, loss="cce", optimizer=Adam(lr=0.01), epochs=4, **kw)
+
+    resumed = small_classifier()
+    path = tmp_path / "ckpt.npz"
+    resumed.fit(x, y, loss="cce", optimizer=Adam(lr=0.01), epochs=2,
+                callbacks=[ModelCheckpoint(path)], **kw)
+    loaded = fastrnn.load_model(path)
+    assert loaded.epochs_trained == 2 and isinstance(loaded.optimizer, Adam)
+    np.testing.assert_array_equal(loaded.predict(x, lengths=lengths),
+                                  resumed.predict(x, lengths=lengths))
+    loaded.fit(x, y, epochs=4, **kw)
+    for name, p in straight.parameters().items():
+        np.testing.assert_array_equal(loaded.parameters()[name], p)
+
+
+def test_save_is_atomic_and_bad_files_are_refused(tmp_path, rng, monkeypatch):
+    model = lecture_model()
+    path = tmp_path / "model.npz"
+    model.save(path)
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="model.npz"):
+        fastrnn.load_model(path)
+    np.savez(path, weight=np.zeros(3))                  # a foreign .npz
+    with pytest.raises(ValueError):
+        fastrnn.load_model(path)
+    path.write_bytes(good)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(fastrnn_io.os, "replace", crash)
+    with pytest.raises(OSError):
+        small_classifier().save(path)
+    assert path.read_bytes() == good                    # the previous file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+def test_early_stopping_restores_best_weights(rng):
+    x, y, lengths = sequence_data(rng)
+    model = small_classifier()
+    stop = EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    # a huge learning rate makes validation loss worse after the first epochs
+    history = model.fit(x, y, lengths=lengths, loss="cce", optimizer=SGD(lr=50.0), epochs=30,
+                        batch_size=8, validation_split=0.25, callbacks=[stop], verbose=0)
+    assert stop.stopped_epoch is not None and len(history.epoch) < 30
+    best = int(np.argmin(history["val_loss"]))
+    assert history["val_loss"][best] == stop.best
+
+
+def test_learning_rate_schedule_callback(rng):
+    x, y, lengths = sequence_data(rng)
+    opt = SGD(lr=0.1)
+    model = small_classifier()
+    model.fit(x, y, lengths=lengths, loss="cce", optimizer=opt, epochs=4, verbose=0,
+              callbacks=[LearningRateScheduler(StepLR(opt, step_size=2, gamma=0.5))])
+    assert opt.lr == pytest.approx(0.025)
+
+
+def test_fit_errors_name_the_argument(rng):
+    x, y, lengths = sequence_data(rng)
+    model = small_classifier()
+    with pytest.raises(ValueError, match="needs a loss and an optimizer"):
+        model.fit(x, y)
+    with pytest.raises(ValueError, match="y must have one target per sequence"):
+        model.fit(x, y[:-1], loss="cce", optimizer="sgd")
+    with pytest.raises(ValueError, match="validation_split"):
+        model.fit(x, y, loss="cce", optimizer="sgd", validation_split=1.5)
+    with pytest.raises(ValueError, match="Dense"):
+        fastrnn.Sequential([fastrnn.LSTM(3, 2)]).fit(x, y, loss="cce", optimizer="sgd")
+    with pytest.raises(TypeError, match=r"layers\[1\] must be a fastrnn layer"):
+        fastrnn.Sequential([fastrnn.LSTM(3, 2), object()])
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda torch, params: (SGD(lr=0.5, momentum=0.9), torch.optim.SGD(params, lr=0.5,
+                                                                      momentum=0.9)),
+    lambda torch, params: (Adam(lr=0.05), torch.optim.Adam(params, lr=0.05)),
+], ids=["sgd", "adam"])
+def test_training_matches_pytorch_for_ten_steps(make_optimizer, rng):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 5, batch_first=True).double()
+    head = torch.nn.Linear(5, 4).double()
+    model = fastrnn.Sequential([
+        fastrnn.LSTM(3, 5, return_sequences=False, dtype="float64"),
+        fastrnn.Dense(5, 4, dtype="float64"),
+    ])
+    model.layers[0].load_state_dict({k: v.numpy() for k, v in lstm.state_dict().items()})
+    for name, v in head.state_dict().items():
+        model.layers[1].parameters()[name][...] = v.numpy()
+    ours, theirs = make_optimizer(torch, list(lstm.parameters()) + list(head.parameters()))
+    x = rng.standard_normal((40, 6, 3))
+    lengths = rng.integers(1, 7, size=40)
+    y = rng.integers(0, 4, size=40)
+    model.fit(x, y, lengths=lengths, loss="cce", optimizer=ours, epochs=1, batch_size=4,
+              shuffle=False, verbose=0)
+    for step in range(10):
+        rows = slice(4 * step, 4 * step + 4)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.tensor(x[rows]), torch.tensor(lengths[rows]), batch_first=True,
+            enforce_sorted=False)
+        _, (h, _) = lstm(packed)
+        loss = torch.nn.functional.cross_entropy(head(h[-1]), torch.tensor(y[rows]))
+        theirs.zero_grad()
+        loss.backward()
+        theirs.step()
+    got = model.parameters()
+    for name, value in lstm.state_dict().items():
+        np.testing.assert_allclose(got[f"0.{name}"], value.numpy(), rtol=1e-8, atol=1e-12)
+    for name, value in head.state_dict().items():
+        np.testing.assert_allclose(got[f"1.{name}"], value.numpy(), rtol=1e-8, atol=1e-12)
