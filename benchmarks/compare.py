@@ -88,7 +88,7 @@ class Config:
             return f"{k} stream B=1 I={self.I} H={self.H}"
         s = f"{k} B={self.B} T={self.T} I={self.I} H={self.H}"
         if self.lengths_range:
-            s += f" len~U[{self.lengths_range[0]},{self.lengths_range[1]}]"
+            s += f" len={self.lengths_range[0]}..{self.lengths_range[1]}"
         if self.mode.startswith("train"):
             s = "train " + s
         return s
@@ -158,7 +158,6 @@ TRAIN_CONFIGS = [
 
 ALL_CONFIGS = FORWARD_CONFIGS + PACKED_CONFIGS + STREAM_CONFIGS + ODD_CONFIGS + TRAIN_CONFIGS
 
-CONTENDERS = ["fastrnn", "ref", "torch", "onnx"]
 PEERS = ["torch", "onnx"]
 
 STREAM_CHECK_STEPS = 6
@@ -231,7 +230,7 @@ class Runner:
     check: Callable[[], dict]
     ctx: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     note: str = ""
-    checked: bool = True  # compare against the oracle
+    checked: bool = True  # compare against the oracle (False: computes something else)
     max_samples: Optional[int] = None
     samples: list = field(default_factory=list)
     number: int = 1
@@ -304,7 +303,6 @@ def fastrnn_runner(fastrnn, cfg: Config, backend: str, weights: dict, name: str)
 
     # training: forward(training=True) + backward(dy) + plain SGD on the live parameters
     dy = np.broadcast_to(valid_mask(cfg), (cfg.B, cfg.T, cfg.H)).astype(np.float32)
-    params = layer.parameters()
 
     def fwd_bwd():
         layer(x, lengths=lengths, training=True)
@@ -313,7 +311,7 @@ def fastrnn_runner(fastrnn, cfg: Config, backend: str, weights: dict, name: str)
     def run():
         fwd_bwd()
         grads = layer.grads
-        for k, p in params.items():
+        for k, p in layer.parameters().items():  # the live arrays, updated in place
             p -= SGD_LR * grads[k]
 
     def check():
@@ -456,17 +454,89 @@ def torch_runner(torch, cfg: Config, weights: dict) -> Runner:
 # ---------------------------------------------------------------------------- ONNX Runtime
 
 
+ONNX_GATE_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn": [0]}  # from PyTorch's i,f,g,o / r,z,n
+
+
+def onnx_lengths_model(cfg: Config, weights: dict) -> bytes:
+    """A hand-built ONNX graph, one LSTM/GRU/RNN node with its ``sequence_lens`` input.
+
+    ``torch.onnx.export`` cannot export a packed sequence, but the ONNX recurrent operators take
+    per-sequence lengths with PyTorch's packed semantics (zeros past the end, final state at the
+    last valid step).  Inputs ``x`` (B, T, I) and ``lens`` (B,) int32; outputs ``y`` (B, T, H)
+    and the final state(s).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    B, T, I, H = cfg.B, cfg.T, cfg.I, cfg.H
+    order = ONNX_GATE_ORDER[cfg.kind]
+
+    def reorder(w):
+        return np.concatenate([np.split(w, len(order), axis=0)[k] for k in order], axis=0)
+
+    W = reorder(weights["weight_ih_l0"])[None]
+    R = reorder(weights["weight_hh_l0"])[None]
+    Bias = np.concatenate([reorder(weights["bias_ih_l0"]), reorder(weights["bias_hh_l0"])])[None]
+    inits = [numpy_helper.from_array(np.ascontiguousarray(a, np.float32), n) for a, n in
+             ((W, "W"), (R, "R"), (Bias, "B"))]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    op = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[cfg.kind]
+    attrs = {"hidden_size": H}
+    if cfg.kind == "gru":
+        attrs["linear_before_reset"] = 1
+    if cfg.kind == "rnn":
+        attrs["activations"] = ["Relu" if cfg.nonlinearity == "relu" else "Tanh"]
+    states = ["hn", "cn"] if cfg.kind == "lstm" else ["hn"]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["x_tbi"], perm=[1, 0, 2]),
+        helper.make_node(op, ["x_tbi", "W", "R", "B", "lens"], ["Y"] + states, **attrs),
+        helper.make_node("Squeeze", ["Y", "axis1"], ["Y_tbh"]),
+        helper.make_node("Transpose", ["Y_tbh"], ["y"], perm=[1, 0, 2]),
+    ]
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, f"{cfg.kind}_lengths",
+        [helper.make_tensor_value_info("x", f32, [B, T, I]),
+         helper.make_tensor_value_info("lens", TensorProto.INT32, [B])],
+        [helper.make_tensor_value_info("y", f32, [B, T, H])]
+        + [helper.make_tensor_value_info(n, f32, [1, B, H]) for n in states],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def onnx_runner(torch, ort, cfg: Config, weights: dict, tmpdir: str, threads: Optional[int]) -> Runner:
-    if torch is None:
-        raise Unavailable("needs torch for the export")
     if cfg.mode.startswith("train"):
         raise Unavailable("inference only")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    # Stop the intra-op threads' idle spinning when a Run returns.  Without it, ORT's worker keeps
+    # a core busy after each call and, on a 2-core machine, starves the OpenMP workers of the next
+    # contender (PyTorch ran 30-100x slower right after an ORT call).  It does not slow ORT itself.
+    so.add_session_config_entry("session.force_spinning_stop", "1")
+
+    if cfg.mode == "packed":
+        sess = ort.InferenceSession(onnx_lengths_model(cfg, weights), so, providers=["CPUExecutionProvider"])
+        feed = {"x": make_input(cfg), "lens": cfg.lengths().astype(np.int32)}
+
+        def run():
+            return sess.run(None, feed)
+
+        def check():
+            out = sess.run(None, feed)
+            return {"y": out[0], **{f"state{i}": s for i, s in enumerate(out[1:])}}
+
+        return Runner("onnx", run, check, note="hand-built ONNX graph: one recurrent node with sequence_lens")
+
+    if torch is None:
+        raise Unavailable("needs torch for the export")
     m = torch_module(torch, cfg, weights).eval()
     is_lstm = cfg.kind == "lstm"
     stream = cfg.mode == "stream"
-    note = ""
-    if cfg.mode == "packed":
-        note = "padded: ran the full-length batch (the exported graph has no lengths input)"
 
     class Wrap(torch.nn.Module):
         def __init__(self, mod):
@@ -495,14 +565,6 @@ def onnx_runner(torch, ort, cfg: Config, weights: dict, tmpdir: str, threads: Op
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         torch.onnx.export(Wrap(m), args, path, dynamo=False, input_names=in_names, output_names=out_names)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or os.cpu_count() or 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    # Stop the intra-op threads' idle spinning when a Run returns.  Without it, ORT's worker keeps
-    # a core busy after each call and, on a 2-core machine, starves the OpenMP workers of the next
-    # contender (PyTorch ran 30-100x slower right after an ORT call).  It does not slow ORT itself.
-    so.add_session_config_entry("session.force_spinning_stop", "1")
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
     if not stream:
@@ -515,8 +577,7 @@ def onnx_runner(torch, ort, cfg: Config, weights: dict, tmpdir: str, threads: Op
             out = sess.run(None, feed)
             return {"y": out[0], **{f"state{i}": s for i, s in enumerate(out[1:])}}
 
-        # The padded stand-in for P1 computes something else than the packed oracle.
-        return Runner("onnx", run, check, note=note, checked=cfg.mode != "packed")
+        return Runner("onnx", run, check)
 
     feed = {"x": make_input(cfg).reshape(1, 1, cfg.I)}
     for nm in state_names:
@@ -731,6 +792,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, help="threads for every contender (default: each one's default)")
     ap.add_argument("--training", choices=["auto", "on", "off"], default="auto",
                     help="training rows: auto = when fastrnn has a working backward; on = also torch-only")
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="statistic of the samples shown in the table (the JSON has both)")
     ap.add_argument("--list", action="store_true", help="list the configurations and exit")
     args = ap.parse_args(argv)
 
@@ -918,7 +981,8 @@ def main(argv=None) -> int:
             failures.append(f"{cfg.name}: crashed while timing: {type(exc).__name__}: {exc}")
             traceback.print_exc(file=sys.stderr)
 
-        med = {r.name: (statistics.median(r.samples) if r.samples else None) for r in runners}
+        stat = statistics.median if args.stat == "median" else min
+        med = {r.name: (stat(r.samples) if r.samples else None) for r in runners}
         for r in runners:
             if r.note:
                 notes.append(f"{cfg.name} {r.name}: {r.note}")
@@ -934,7 +998,9 @@ def main(argv=None) -> int:
             "desc": cfg.describe(),
             "mode": cfg.mode,
             "flops": cfg.flops(),
-            "median_s": med,
+            "time_s": med,
+            "stat": args.stat,
+            "median_s": {r.name: (statistics.median(r.samples) if r.samples else None) for r in runners},
             "min_s": {r.name: (min(r.samples) if r.samples else None) for r in runners},
             "samples": {r.name: len(r.samples) for r in runners},
             "number": {r.name: r.number for r in runners},
@@ -957,12 +1023,12 @@ def main(argv=None) -> int:
     by = {r["config"]: r for r in rows}
     if "P1" in by and "P1pad" in by:
         for who in ("fastrnn", "ref", "torch", "onnx"):
-            a, b = by["P1"]["median_s"].get(who), by["P1pad"]["median_s"].get(who)
+            a, b = by["P1"]["time_s"].get(who), by["P1pad"]["time_s"].get(who)
             if a and b:
                 notes.append(f"P1/P1pad time ratio for {who}: {a / b:.2f} "
                              f"(valid steps are {by['P1']['flops'] / by['P1pad']['flops']:.2f} of padded)")
     print()
-    print("# times are medians per call (streaming: per step); ratios are peer time / fastrnn time"
+    print(f"# times: {args.stat} per call (streaming: per step); ratios are peer time / fastrnn time"
           " (>1: fastrnn faster); best = the faster peer")
     print(f"# GFLOP/s counts 2*steps*G*H*(I+H) (training: x3); %gemm = fraction of the {sgemm:.0f} GFLOP/s sgemm")
     print("# torch packed rows: pack_padded_sequence(enforce_sorted=False) + module + pad_packed_sequence")
@@ -1005,11 +1071,11 @@ COLS = ("fastrnn", "ref", "torch", "onnx")
 def format_row(row: dict, stream: bool, header: bool) -> str:
     lines = []
     if header:
-        h = (f"{'config':6s} {'description':38s} " + " ".join(f"{c:>11s}" for c in COLS)
+        h = (f"{'config':6s} {'description':44s} " + " ".join(f"{c:>11s}" for c in COLS)
              + f" {'torch/fr':>8s} {'onnx/fr':>8s} {'best/fr':>8s} {'GFLOP/s':>8s} {'%gemm':>6s}")
         lines.append(h)
         lines.append("-" * len(h))
-    med = row["median_s"]
+    med = row["time_s"]
     cells = []
     for c in COLS:
         if c in med and med[c] is not None:
@@ -1022,7 +1088,7 @@ def format_row(row: dict, stream: bool, header: bool) -> str:
     g = row["fastrnn_gflops"]
     frac = row["fastrnn_sgemm_fraction"]
     lines.append(
-        f"{row['config']:6s} {row['desc'][:38]:38s} "
+        f"{row['config']:6s} {row['desc'][:44]:44s} "
         + " ".join(f"{c + (onnx_note if i == 3 else ''):>11s}" for i, c in enumerate(cells))
         + f" {fmt_ratio(r.get('torch')):>8s} {fmt_ratio(r.get('onnx')):>8s} {fmt_ratio(row['best_peer_over_fastrnn']):>8s}"
         + f" {('%.1f' % g) if g else '-':>8s} {('%.0f%%' % (100 * frac)) if frac else '-':>6s}"
