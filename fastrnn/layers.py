@@ -4,6 +4,8 @@ A layer owns its parameters (PyTorch's names and shapes), validates and casts wh
 passes, and hands C-contiguous arrays of its dtype to an engine: the NumPy reference
 (``backend="reference"``) or the compiled one (``backend="compiled"``).
 """
+import math
+
 import numpy as np
 
 from . import reference
@@ -12,6 +14,11 @@ from ._validation import (
 )
 
 BACKENDS = ("compiled", "reference")
+
+
+def _state_batch(state):
+    """Batch size of a state ``h`` or ``(h, c)``."""
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
 
 
 def _compiled_engine():
@@ -49,6 +56,8 @@ class _Recurrent:
         self._params = self._init_params(seed)
         self.grads = {}
         self._cache = None      # what backward needs, set by a call with training=True
+        self._stepper = None    # weights prepared for step(); dropped when they may change
+        self._last_state = None  # the state step() returned last (trusted when passed back)
 
     # ------------------------------------------------------------------ parameters
 
@@ -79,6 +88,7 @@ class _Recurrent:
         -------
         dict of str to ndarray
         """
+        self._stepper = None     # the caller may write into them: step() prepares them again
         return dict(self._params)
 
     def state_dict(self):
@@ -120,6 +130,7 @@ class _Recurrent:
         }
         for name, value in checked.items():   # only after every entry passed its checks
             self._params[name][...] = value
+        self._stepper = None
 
     # ------------------------------------------------------------------ input checks
 
@@ -182,6 +193,8 @@ class _Recurrent:
 
     def _forward(self, x, h0, c0, lengths, training):
         """The forward pass on validated arrays: ``(y, h_n, c_n)``."""
+        if training:
+            self._stepper = None  # an optimizer step will follow
         args = (self.cell, x, self._params, h0, c0, lengths)
         shape = dict(num_layers=self.num_layers, bidirectional=self.bidirectional)
         if training or self.backend == "reference":
@@ -265,15 +278,47 @@ class _Recurrent:
             Output of the last layer.
         state : ndarray or tuple of ndarray
             The new state, to pass to the next call.
+
+        Notes
+        -----
+        The compiled backend prepares the weights once and reuses them from call to call;
+        anything that may change them (:meth:`parameters`, :meth:`load_state_dict`, training)
+        makes the next call prepare them again. A state this method returned is passed back
+        without being checked again.
         """
         if self.bidirectional:
             raise ValueError("step() needs a unidirectional layer; this one is bidirectional")
-        x_t = as_float_array("x_t", x_t, self.dtype, (None, self.input_size))
-        h0, c0 = self._check_state("state", state, x_t.shape[0])
-        y, h_n, c_n, _ = reference.forward(
-            self.cell, x_t[:, None, :], self._params, h0, c0, num_layers=self.num_layers
-        )
-        return y[:, 0], self._pack_state(h_n, c_n)
+        x_t = self._check_step_input(x_t)
+        batch = x_t.shape[0]
+        if state is None or (state is self._last_state and _state_batch(state) == batch):
+            h0, c0 = (None, None) if state is None else self._unpack_state(state)
+        else:
+            h0, c0 = self._check_state("state", state, batch)
+        if self.backend == "reference":
+            if h0 is None:
+                h0, c0 = self._check_state("state", None, batch)
+            y, h_n, c_n, _ = reference.forward(
+                self.cell, x_t[:, None, :], self._params, h0, c0, num_layers=self.num_layers
+            )
+            y_t = y[:, 0]
+        else:
+            if self._stepper is None:
+                self._stepper = _compiled_engine().make_stepper(self.cell, self._params,
+                                                                self.num_layers)
+            y_t, h_n, c_n = self._stepper.step(x_t, h0, c0)
+        self._last_state = self._pack_state(h_n, c_n)
+        return y_t, self._last_state
+
+    def _check_step_input(self, x_t):
+        """``x_t`` validated; a fast path for a finite C-contiguous array of the layer's dtype."""
+        if (type(x_t) is np.ndarray and x_t.dtype == self.dtype and x_t.ndim == 2
+                and x_t.shape[1] == self.input_size and x_t.shape[0] > 0
+                and x_t.flags.c_contiguous and math.isfinite(np.vdot(x_t, x_t))):
+            return x_t      # a finite sum of squares means every element is finite
+        return as_float_array("x_t", x_t, self.dtype, (None, self.input_size))
+
+    def _unpack_state(self, state):
+        return state if self.cell == "lstm" else (state, None)
 
     # ------------------------------------------------------------------ in a model
 
@@ -353,7 +398,7 @@ class RNN(_Recurrent):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 bidirectional=False, dtype="float32", seed=None, backend="reference",
+                 bidirectional=False, dtype="float32", seed=None, backend="compiled",
                  return_sequences=True):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__("rnn_" + nonlinearity, input_size, hidden_size, num_layers, bias,
@@ -368,7 +413,7 @@ class LSTM(_Recurrent):
     """ + _SIGNATURE_DOC
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
-                 dtype="float32", seed=None, backend="reference",
+                 dtype="float32", seed=None, backend="compiled",
                  return_sequences=True):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, bidirectional,
                          dtype, seed, backend,
@@ -382,7 +427,7 @@ class GRU(_Recurrent):
     """ + _SIGNATURE_DOC
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
-                 dtype="float32", seed=None, backend="reference",
+                 dtype="float32", seed=None, backend="compiled",
                  return_sequences=True):
         super().__init__("gru", input_size, hidden_size, num_layers, bias, bidirectional,
                          dtype, seed, backend,
