@@ -82,7 +82,6 @@ def _compiled():
             if not _jit_ready:
                 import numba
                 g = globals()
-                g["prange"] = numba.prange
                 for name, options in _JIT_SPECS:
                     g[name] = numba.njit(cache=True, nogil=True, **options)(g[name])
                 _jit_ready = True
@@ -176,104 +175,165 @@ def _gru_row(one, H, dh, dy_row, has_dy, gate_row, hn_row, h_prev, has_h_prev,
 
 
 # ----------------------------------------------------------------------------------------------
-# The sequential kernel: one layer, all directions, all work items
+# The sequential kernels: one layer, a list of work items (direction, rows), one per cell family.
+# Each item is an independent set of sequences walked backwards in time; the rows of an item are
+# sorted by length (descending), so the active rows of a step are a prefix and one BLAS call
+# per step pushes dh through W_hh for exactly those rows.
 # ----------------------------------------------------------------------------------------------
 
-@_jit(parallel=True, fastmath=_FAST)
-def _bptt_layer(one, code, H, items, order, lengths,   # IN  cell code, work items (d, p0, p1)
-                gates, cst, hnw, y,                # IN  workspace of this layer
-                h0, has_h0, c0, has_c0,            # IN  (D, B, H) initial states of the layer
-                dy, has_dy,                        # IN  (B, T, D*H) upstream grad on outputs
-                dhn, dcn,                          # IN  (D, B, H) grads on final states
-                whh,                               # IN  (D, G*H, H) recurrent weights
-                da, dah,                           # OUT (B, T, D*G*H) gate pre-act grads
-                dh0, dc0):                         # OUT (D, B, H)
-    """Backward through the time loop of one layer; see the module docstring."""
+@_jit(fastmath=_FAST)
+def _active(rev, t, n, nact, lens):
+    """Number of rows with ``lens > t`` (prefix of the sorted rows), updated from ``nact``."""
+    if not rev:
+        while nact < n and lens[nact] > t:
+            nact += 1
+    else:
+        while nact > 0 and lens[nact - 1] <= t:
+            nact -= 1
+    return nact
+
+
+@_jit(fastmath=_FAST)
+def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1), rows, lengths
+              y, dy, has_dy, dhn,                     # IN  outputs, grads on outputs / final h
+              whh,                                    # IN  (D, H, H)
+              da, dh0):                               # OUT (B, T, D*H) pre-act grads, (D, B, H)
+    """BPTT through the time loop of a vanilla RNN layer (tanh or relu)."""
     GH = whh.shape[1]
-    nitems = items.shape[0]
-    for w in prange(nitems):
-        d = items[w, 0]
-        p0 = items[w, 1]
-        p1 = items[w, 2]
+    for w in range(items.shape[0]):
+        d, p0, p1 = items[w, 0], items[w, 1], items[w, 2]
         n = p1 - p0
         rev = d == 1
-        xo = d * GH                       # column offset of this direction in da / dah
-        ho = d * H                        # column offset in y / dy
+        xo, ho = d * GH, d * H
         dhb = np.empty(n * H, dtype=whh.dtype)
-        dcb = np.zeros(n * H, dtype=whh.dtype)
+        dab = np.empty(n * GH, dtype=whh.dtype)
+        lens = np.empty(n, dtype=np.int64)
+        for r in range(n):
+            b = order[p0 + r]
+            lens[r] = lengths[b]
+            dhb[r * H:(r + 1) * H] = dhn[d, b]
+        tmax = lens[0] if n > 0 else 0
+        wd = whh[d]
+        nact = n if rev else 0
+        for s in range(tmax):
+            t = s if rev else tmax - 1 - s
+            nact = _active(rev, t, n, nact, lens)
+            for r in range(nact):
+                b = order[p0 + r]
+                dyr = dy[b, t, ho:ho + H] if has_dy else dy[0, 0, ho:ho + H]
+                _rnn_row(one, H, relu, dhb[r * H:(r + 1) * H], dyr, has_dy, y[b, t, ho:ho + H],
+                         dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH])
+            if nact > 0:
+                np.dot(dab[:nact * GH].reshape(nact, GH), wd, dhb[:nact * H].reshape(nact, H))
+        for r in range(n):
+            dh0[d, order[p0 + r]] = dhb[r * H:(r + 1) * H]
+
+
+@_jit(fastmath=_FAST)
+def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1), rows, lengths
+               gates, cst, y, c0, has_c0,             # IN  workspace, (D, B, H) initial c
+               dy, has_dy, dhn, dcn,                  # IN  grads on outputs / final h, c
+               whh,                                   # IN  (D, 4H, H)
+               da, dh0, dc0):                         # OUT (B, T, D*4H), (D, B, H) x2
+    """BPTT through the time loop of an LSTM layer."""
+    GH = whh.shape[1]
+    for w in range(items.shape[0]):
+        d, p0, p1 = items[w, 0], items[w, 1], items[w, 2]
+        n = p1 - p0
+        rev = d == 1
+        xo, ho = d * GH, d * H
+        dhb = np.empty(n * H, dtype=whh.dtype)
+        dcb = np.empty(n * H, dtype=whh.dtype)
+        dab = np.empty(n * GH, dtype=whh.dtype)
+        lens = np.empty(n, dtype=np.int64)
+        for r in range(n):
+            b = order[p0 + r]
+            lens[r] = lengths[b]
+            dhb[r * H:(r + 1) * H] = dhn[d, b]
+            dcb[r * H:(r + 1) * H] = dcn[d, b]
+        tmax = lens[0] if n > 0 else 0
+        wd = whh[d]
+        nact = n if rev else 0
+        for s in range(tmax):
+            t = s if rev else tmax - 1 - s
+            nact = _active(rev, t, n, nact, lens)
+            for r in range(nact):
+                b = order[p0 + r]
+                if rev:
+                    has_prev = t < lens[r] - 1
+                    tp = t + 1
+                else:
+                    has_prev = t > 0
+                    tp = t - 1
+                if has_prev:
+                    cp = cst[d, b, tp]
+                    hc = True
+                else:
+                    cp = c0[d, b]
+                    hc = has_c0
+                dyr = dy[b, t, ho:ho + H] if has_dy else dy[0, 0, ho:ho + H]
+                _lstm_row(one, H, dhb[r * H:(r + 1) * H], dcb[r * H:(r + 1) * H], dyr, has_dy,
+                          gates[d, b, t], y[b, t, ho:ho + H], cp, hc,
+                          dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH])
+            if nact > 0:
+                np.dot(dab[:nact * GH].reshape(nact, GH), wd, dhb[:nact * H].reshape(nact, H))
+        for r in range(n):
+            b = order[p0 + r]
+            dh0[d, b] = dhb[r * H:(r + 1) * H]
+            dc0[d, b] = dcb[r * H:(r + 1) * H]
+
+
+@_jit(fastmath=_FAST)
+def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1), rows, lengths
+              gates, hnw, y, h0, has_h0,              # IN  workspace, (D, B, H) initial h
+              dy, has_dy, dhn,                        # IN  grads on outputs / final h
+              whh,                                    # IN  (D, 3H, H)
+              da, dah, dh0):                          # OUT (B, T, D*3H) x2, (D, B, H)
+    """BPTT through the time loop of a GRU layer (``da`` input side, ``dah`` recurrent side)."""
+    GH = whh.shape[1]
+    for w in range(items.shape[0]):
+        d, p0, p1 = items[w, 0], items[w, 1], items[w, 2]
+        n = p1 - p0
+        rev = d == 1
+        xo, ho = d * GH, d * H
+        dhb = np.empty(n * H, dtype=whh.dtype)
         ddb = np.empty(n * H, dtype=whh.dtype)
         dab = np.empty(n * GH, dtype=whh.dtype)
         lens = np.empty(n, dtype=np.int64)
         for r in range(n):
             b = order[p0 + r]
             lens[r] = lengths[b]
-            for j in range(H):
-                dhb[r * H + j] = dhn[d, b, j]
-            if code == 2:
-                for j in range(H):
-                    dcb[r * H + j] = dcn[d, b, j]
+            dhb[r * H:(r + 1) * H] = dhn[d, b]
         tmax = lens[0] if n > 0 else 0
         wd = whh[d]
-        nact = 0 if not rev else n
+        nact = n if rev else 0
         for s in range(tmax):
-            t = tmax - 1 - s if not rev else s
-            if not rev:
-                while nact < n and lens[nact] > t:
-                    nact += 1
-            else:
-                while nact > 0 and lens[nact - 1] <= t:
-                    nact -= 1
+            t = s if rev else tmax - 1 - s
+            nact = _active(rev, t, n, nact, lens)
             for r in range(nact):
                 b = order[p0 + r]
-                L = lens[r]
-                if not rev:
+                if rev:
+                    has_prev = t < lens[r] - 1
+                    tp = t + 1
+                else:
                     has_prev = t > 0
                     tp = t - 1
+                if has_prev:
+                    hp = y[b, tp, ho:ho + H]
+                    hh = True
                 else:
-                    has_prev = t < L - 1
-                    tp = t + 1
-                dh = dhb[r * H:(r + 1) * H]
-                dar = dab[r * GH:(r + 1) * GH]
+                    hp = h0[d, b, :]
+                    hh = has_h0
                 dyr = dy[b, t, ho:ho + H] if has_dy else dy[0, 0, ho:ho + H]
-                if code <= 1:
-                    _rnn_row(one, H, code == 1, dh, dyr, has_dy, y[b, t, ho:ho + H], dar,
-                             da[b, t, xo:xo + GH])
-                elif code == 2:
-                    if has_prev:
-                        cp = cst[d, b, tp]
-                        hc = True
-                    else:
-                        cp = c0[d, b]
-                        hc = has_c0
-                    _lstm_row(one, H, dh, dcb[r * H:(r + 1) * H], dyr, has_dy, gates[d, b, t],
-                              y[b, t, ho:ho + H], cp, hc, dar, da[b, t, xo:xo + GH])
-                else:
-                    if has_prev:
-                        hp = y[b, tp, ho:ho + H]
-                        hh = True
-                    else:
-                        hp = h0[d, b]
-                        hh = has_h0
-                    _gru_row(one, H, dh, dyr, has_dy, gates[d, b, t], hnw[d, b, t], hp, hh,
-                             dar, da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH],
-                             ddb[r * H:(r + 1) * H])
+                _gru_row(one, H, dhb[r * H:(r + 1) * H], dyr, has_dy, gates[d, b, t],
+                         hnw[d, b, t], hp, hh, dab[r * GH:(r + 1) * GH],
+                         da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], ddb[r * H:(r + 1) * H])
             if nact > 0:
-                out = dhb[:nact * H].reshape(nact, H)
-                np.dot(dab[:nact * GH].reshape(nact, GH), wd, out)
-                if code == 3:
-                    for k in range(nact * H):
-                        dhb[k] += ddb[k]
+                np.dot(dab[:nact * GH].reshape(nact, GH), wd, dhb[:nact * H].reshape(nact, H))
+                for k in range(nact * H):
+                    dhb[k] += ddb[k]
         for r in range(n):
-            b = order[p0 + r]
-            for j in range(H):
-                dh0[d, b, j] = dhb[r * H + j]
-            if code == 2:
-                for j in range(H):
-                    dc0[d, b, j] = dcb[r * H + j]
-
-
-def prange(*args):      # replaced by numba.prange inside compiled code (see _compiled)
-    return range(*args)
+            dh0[d, order[p0 + r]] = dhb[r * H:(r + 1) * H]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,6 +362,45 @@ def _scipy_blas():
                     _blas_ctl = None
                 _blas_ctl_ready = True
     return _blas_ctl
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _executor():
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+                _pool = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                           thread_name_prefix="fastrnn-bptt")
+    return _pool
+
+
+def _run_items(kernel, args, pos, groups):
+    """Run ``kernel(*args)`` with ``args[pos]`` set to each group of work items, the groups on
+    separate threads (the kernels release the GIL), scipy's BLAS single-threaded meanwhile."""
+    ctl = _scipy_blas()
+    old = None
+    if ctl is not None and ctl.num_threads != 1:
+        old = ctl.num_threads
+        ctl.set_num_threads(1)
+    try:
+        calls = [args[:pos] + (g,) + args[pos + 1:] for g in groups]
+        if len(calls) == 1:
+            kernel(*calls[0])
+        else:
+            futures = [_executor().submit(kernel, *c) for c in calls[1:]]
+            try:
+                kernel(*calls[0])
+            finally:
+                for f in futures:
+                    f.result()
+    finally:
+        if old is not None:
+            ctl.set_num_threads(old)
 
 
 def _num_threads():
@@ -395,8 +494,7 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     grads : dict of str to ndarray, keyed like ``weights``
     """
     code, G = _CELLS[cell]
-    k = _compiled()
-    kernel = k["_bptt_layer"]
+    kernel = _compiled()[("_bptt_rnn", "_bptt_rnn", "_bptt_lstm", "_bptt_gru")[code]]
     ws = workspace
     if x is None:
         x = ws["x"]
@@ -415,6 +513,7 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     alloc = np.zeros if partial else np.empty
     nthreads = _num_threads()
     order, items = _items(D, B, lengths, GH, H, nthreads)
+    groups = [np.ascontiguousarray(items[i::nthreads]) for i in range(min(nthreads, len(items)))]
 
     def c_(a):
         return np.ascontiguousarray(a, dtype=dtype)
@@ -430,7 +529,6 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     dout = None if dy is None else c_(dy)
     dc0_dummy = np.empty((D, 1, 1), dtype=dtype)
 
-    ctl = _scipy_blas()
     for layer in reversed(range(L)):
         sl = slice(layer * D, (layer + 1) * D)
         inp = x if layer == 0 else ws["outputs"][layer - 1]
@@ -452,17 +550,17 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         dyl = dout if dout is not None else np.zeros((1, 1, D * H), dtype=dtype)
         dh0l = dh0[sl]
         dc0l = dc0[sl] if code == 2 else dc0_dummy
-        old = None
-        if ctl is not None and ctl.num_threads != 1:
-            old = ctl.num_threads
-            ctl.set_num_threads(1)
-        try:
-            kernel(dtype.type(1), code, H, items, order, lengths, gates, cst, hnw, y3,
-                   h0l, h0 is not None, c0l, c0 is not None and code == 2,
-                   dyl, dout is not None, dhnl, dcnl, whh, da, dah, dh0l, dc0l)
-        finally:
-            if old is not None:
-                ctl.set_num_threads(old)
+        one = dtype.type(1)
+        if code <= 1:
+            args = (one, code == 1, H, None, order, lengths, y3, dyl, dout is not None, dhnl,
+                    whh, da, dh0l)
+        elif code == 2:
+            args = (one, H, None, order, lengths, gates, cst, y3, c0l, c0 is not None,
+                    dyl, dout is not None, dhnl, dcnl, whh, da, dh0l, dc0l)
+        else:
+            args = (one, H, None, order, lengths, gates, hnw, y3, h0l, h0 is not None,
+                    dyl, dout is not None, dhnl, whh, da, dah, dh0l)
+        _run_items(kernel, args, 3 if code <= 1 else 2, groups)
 
         # dense parts: all timesteps at once
         da2 = da.reshape(B * T, D * GH)

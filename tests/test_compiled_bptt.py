@@ -1,0 +1,292 @@
+"""The compiled BPTT (fastrnn._bptt) against the NumPy reference, plus the clipping helpers.
+
+Gradients must equal the reference's to ``1e-8`` (float64) / ``1e-4`` (float32), relative to the
+largest absolute value of each gradient.  The workspace comes from the compiled training forward
+(``fastrnn._engine``) when it is built, and from the reference forward
+(``_bptt.workspace_from_reference``) always, so the backward is checked on its own too.
+"""
+import math
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+from fastrnn import _bptt, reference
+
+try:
+    from hypothesis import HealthCheck, given, settings, strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+try:
+    from fastrnn import _engine
+except ImportError:  # pragma: no cover - compiled forward not built
+    _engine = None
+
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+TOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
+SOURCES = ["reference"] + (["engine"] if _engine is not None else [])
+
+
+def make_weights(cell, input_size, hidden, num_layers, D, bias, dtype, rng, scale=0.5):
+    G = reference.GATES[cell]
+    w = {}
+    for layer in range(num_layers):
+        inp = input_size if layer == 0 else D * hidden
+        for d in range(D):
+            for name in reference.parameter_names(layer, d, bias):
+                kind = name.split("_l")[0]
+                shape = {"weight_ih": (G * hidden, inp), "weight_hh": (G * hidden, hidden)}.get(
+                    kind, (G * hidden,))
+                w[name] = (scale * rng.standard_normal(shape)).astype(dtype)
+    return w
+
+
+def rel_err(got, want):
+    if want is None:
+        assert got is None
+        return 0.0
+    assert got.shape == want.shape and got.dtype == want.dtype
+    return float(np.max(np.abs(got - want), initial=0.0) / max(np.max(np.abs(want), initial=0.0),
+                                                                 1e-30))
+
+
+def run_case(cell, B, T, I, H, L, D, bias, dtype, lengths, states, mode, source, rng):
+    """Forward + backward by the reference and by the compiled BPTT; return the max errors."""
+    dtype = np.dtype(dtype)
+    w = make_weights(cell, I, H, L, D, bias, dtype, rng)
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    is_lstm = cell == "lstm"
+    h0 = rng.standard_normal((L * D, B, H)).astype(dtype) if states else None
+    c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if states and is_lstm else None
+    y, h_n, c_n, cache = reference.forward(cell, x, w, h0, c0, lengths, num_layers=L,
+                                           bidirectional=D == 2)
+    dy = rng.standard_normal(y.shape).astype(dtype) if mode in ("dy", "both") else None
+    dh_n = rng.standard_normal(h_n.shape).astype(dtype) if mode in ("dstate", "both") else None
+    dc_n = (rng.standard_normal(h_n.shape).astype(dtype)
+            if mode in ("dstate", "both") and is_lstm else None)
+    want = reference.backward(cache, dy, dh_n, dc_n)
+    if source == "engine":
+        _, _, _, ws = _engine.forward(cell, x, w, h0, c0, lengths, num_layers=L,
+                                      bidirectional=D == 2, training=True)
+        got = _bptt.backward(cell, w, ws, dy, dh_n, dc_n, x=x, h0=h0, c0=c0)
+    else:
+        ws = _bptt.workspace_from_reference(cache, x, h0, c0)
+        got = _bptt.backward(cell, w, ws, dy, dh_n, dc_n)
+    errs = {"dx": rel_err(got[0], want[0]), "dh0": rel_err(got[1], want[1]),
+            "dc0": rel_err(got[2], want[2])}
+    assert sorted(got[3]) == sorted(want[3])
+    for name in want[3]:
+        errs[name] = rel_err(got[3][name], want[3][name])
+    return errs
+
+
+def check(errs, dtype):
+    bad = {k: v for k, v in errs.items() if not v <= TOL[np.dtype(dtype)]}
+    assert not bad, bad
+
+
+# ------------------------------------------------------------------------------ parametrised
+
+SHAPES = [  # B, T, I, H, L, D
+    (1, 1, 1, 1, 1, 1),
+    (1, 1, 2, 3, 1, 2),
+    (3, 5, 4, 6, 1, 1),
+    (4, 7, 3, 17, 2, 2),
+    (5, 6, 4, 3, 3, 1),
+    (6, 4, 5, 8, 1, 2),
+]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}T{}I{}H{}L{}D{}".format(*s))
+def test_matches_reference(cell, dtype, shape, source):
+    rng = np.random.default_rng(zlib.crc32(repr((cell, shape, dtype)).encode()))
+    B, T, I, H, L, D = shape
+    for k, (lens, states, mode, bias) in enumerate([
+        (False, True, "both", True), (True, False, "dy", True),
+        (True, True, "dstate", False), (False, False, "dy", False),
+    ]):
+        lengths = rng.permutation(np.linspace(1, T, B).round().astype(np.int64)) if lens else None
+        errs = run_case(cell, B, T, I, H, L, D, bias, dtype, lengths, states, mode, source, rng)
+        check(errs, dtype)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_larger_batch_threads_and_lengths(cell):
+    """Enough rows for several work items (batch blocks on the threads), shuffled lengths."""
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(1, 13, 40).astype(np.int64)
+    for source in SOURCES:
+        for D in (1, 2):
+            errs = run_case(cell, 40, 12, 9, 32, 2, D, True, np.float64, lengths, True, "both",
+                            source, rng)
+            check(errs, np.float64)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_dy_past_lengths_is_ignored_and_workspace_untouched(cell):
+    rng = np.random.default_rng(3)
+    dtype = np.float64
+    B, T, I, H = 4, 6, 3, 5
+    w = make_weights(cell, I, H, 2, 2, True, dtype, rng)
+    x = rng.standard_normal((B, T, I))
+    lengths = np.array([2, 6, 1, 4], dtype=np.int64)
+    _, _, _, cache = reference.forward(cell, x, w, lengths=lengths, num_layers=2,
+                                       bidirectional=True)
+    ws = _bptt.workspace_from_reference(cache, x)
+    before = [a.copy() for a in ws["outputs"]]
+    dy = rng.standard_normal((B, T, 2 * H))
+    mask = np.arange(T)[None, :, None] < lengths[:, None, None]
+    g1 = _bptt.backward(cell, w, ws, dy)
+    g2 = _bptt.backward(cell, w, ws, dy * mask)
+    for a, b in zip(before, ws["outputs"]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(g1[0], g2[0])
+    np.testing.assert_array_equal(g1[1], g2[1])
+    for k in g1[3]:
+        np.testing.assert_array_equal(g1[3][k], g2[3][k])
+    assert np.all(g1[0][~np.broadcast_to(mask[:, :, :1], (B, T, 1))[:, :, 0]] == 0)
+
+
+@pytest.mark.skipif(_engine is None, reason="compiled forward not built")
+@pytest.mark.parametrize("cell", CELLS)
+def test_engine_workspace_matches_layout(cell):
+    """The compiled forward's workspace holds what workspace_from_reference builds."""
+    rng = np.random.default_rng(11)
+    w = make_weights(cell, 3, 4, 2, 2, True, np.float64, rng)
+    x = rng.standard_normal((3, 5, 3))
+    h0 = rng.standard_normal((4, 3, 4))
+    c0 = rng.standard_normal((4, 3, 4)) if cell == "lstm" else None
+    lengths = np.array([5, 2, 3], dtype=np.int64)
+    _, _, _, cache = reference.forward(cell, x, w, h0, c0, lengths, num_layers=2,
+                                       bidirectional=True)
+    want = _bptt.workspace_from_reference(cache, x, h0, c0)
+    _, _, _, got = _engine.forward(cell, x, w, h0, c0, lengths, num_layers=2,
+                                   bidirectional=True, training=True)
+    for key in ("cell", "num_layers", "num_directions", "hidden_size"):
+        assert got[key] == want[key]
+    np.testing.assert_array_equal(got["lengths"], want["lengths"])
+    for key in ("outputs", "gates", "c", "hn"):
+        if want[key] is None:
+            assert got[key] is None
+            continue
+        for a, b in zip(got[key], want[key]):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------ hypothesis
+
+if given is not None:
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(cell=st.sampled_from(CELLS), dtype=st.sampled_from([np.float32, np.float64]),
+           B=st.integers(1, 5), T=st.integers(1, 6), I=st.integers(1, 5),
+           H=st.sampled_from([1, 2, 3, 5, 17]), L=st.integers(1, 3), D=st.integers(1, 2),
+           bias=st.booleans(), states=st.booleans(), lens=st.booleans(),
+           mode=st.sampled_from(["dy", "dstate", "both"]),
+           source=st.sampled_from(SOURCES), seed=st.integers(0, 2**32 - 1))
+    def test_hypothesis_matches_reference(cell, dtype, B, T, I, H, L, D, bias, states, lens,
+                                          mode, source, seed):
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(1, T + 1, B).astype(np.int64) if lens else None
+        errs = run_case(cell, B, T, I, H, L, D, bias, dtype, lengths, states, mode, source, rng)
+        check(errs, dtype)
+
+
+# ------------------------------------------------------------------------------ lazy numba
+
+def test_import_and_forward_do_not_import_numba():
+    code = (
+        "import sys, numpy as np\n"
+        "import fastrnn\n"
+        "from fastrnn import reference\n"
+        "x = np.ones((2, 3, 4), np.float32)\n"
+        "for cls in (fastrnn.LSTM, fastrnn.GRU, fastrnn.RNN):\n"
+        "    for backend in ('reference', 'compiled'):\n"
+        "        try:\n"
+        "            layer = cls(4, 5, backend=backend)\n"
+        "        except ValueError:\n"
+        "            continue\n"
+        "        layer(x)\n"
+        "try:\n"
+        "    from fastrnn import _engine\n"
+        "    _engine.forward('lstm', x, {'weight_ih_l0': np.ones((20, 4), np.float32),\n"
+        "                    'weight_hh_l0': np.ones((20, 5), np.float32)}, training=True)\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "import fastrnn._bptt\n"
+        "assert 'numba' not in sys.modules, 'numba was imported'\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")
+
+
+# ------------------------------------------------------------------------------ clipping
+
+def test_clip_grad_norm_scales_down():
+    grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]], dtype=np.float32)}
+    total = _bptt.clip_grad_norm(grads, 1.0)
+    assert total == pytest.approx(5.0)
+    coef = 1.0 / (5.0 + 1e-6)
+    np.testing.assert_allclose(grads["a"], [3.0 * coef, 0.0])
+    np.testing.assert_allclose(grads["b"], [[4.0 * coef]], rtol=1e-6)
+    assert grads["b"].dtype == np.float32
+    # the new global norm is max_norm (up to the 1e-6 guard)
+    assert math.sqrt(np.sum(grads["a"] ** 2) + np.sum(grads["b"].astype(float) ** 2)) == \
+        pytest.approx(1.0, rel=1e-6)
+
+
+def test_clip_grad_norm_leaves_small_gradients_alone():
+    grads = {"a": np.array([0.3, -0.4]), "b": None}
+    assert _bptt.clip_grad_norm(grads, 1.0) == pytest.approx(0.5)
+    np.testing.assert_array_equal(grads["a"], [0.3, -0.4])
+    assert _bptt.clip_grad_norm({}, 1.0) == 0.0
+
+
+def test_clip_grad_norm_inf_and_p_norms():
+    grads = [np.array([1.0, -7.0]), np.array([2.0])]
+    assert _bptt.clip_grad_norm(grads, 14.0, norm_type=float("inf")) == pytest.approx(7.0)
+    assert _bptt.clip_grad_norm(grads, 100.0, norm_type=1) == pytest.approx(10.0)
+    total = _bptt.clip_grad_norm(grads, 3.5, norm_type=float("inf"))
+    assert total == pytest.approx(7.0)
+    np.testing.assert_allclose(grads[0], [0.5, -3.5], rtol=1e-6)
+    np.testing.assert_allclose(grads[1], [1.0], rtol=1e-6)
+
+
+def test_clip_grad_norm_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s) for s in [(4, 3), (7,), (2, 2, 2)]]
+    ts = [torch.nn.Parameter(torch.zeros(a.shape, dtype=torch.float64)) for a in arrays]
+    for t, a in zip(ts, arrays):
+        t.grad = torch.from_numpy(a.copy())
+    want = float(torch.nn.utils.clip_grad_norm_(ts, 0.7))
+    got = _bptt.clip_grad_norm({str(i): a for i, a in enumerate(arrays)}, 0.7)
+    assert got == pytest.approx(want, rel=1e-12)
+    for t, a in zip(ts, arrays):
+        np.testing.assert_allclose(a, t.grad.numpy(), rtol=1e-12)
+
+
+def test_clip_grad_value():
+    grads = {"a": np.array([-3.0, 0.5, 2.0]), "b": np.array([[0.1, -0.2]], np.float32)}
+    _bptt.clip_grad_value(grads, 1.0)
+    np.testing.assert_array_equal(grads["a"], [-1.0, 0.5, 1.0])
+    np.testing.assert_array_equal(grads["b"], np.array([[0.1, -0.2]], np.float32))
+    _bptt.clip_grad_value(grads, 0.15)
+    np.testing.assert_allclose(grads["b"], [[0.1, -0.15]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_clip_rejects_bad_bounds(bad):
+    with pytest.raises(ValueError, match="max_norm"):
+        _bptt.clip_grad_norm({"a": np.ones(2)}, bad)
+    with pytest.raises(ValueError, match="clip_value"):
+        _bptt.clip_grad_value({"a": np.ones(2)}, bad)
