@@ -96,8 +96,9 @@ _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}   # no nnan/ninf: keep NaN
 
 
 @_jit(inline="always", fastmath=_FAST)
-def _rnn_row(one, H, relu, dh, dy_row, has_dy, h_row, da_row, da_out):
-    """``da = (dh + dy) * act'(a)`` from the output ``h = act(a)``; writes da twice."""
+def _rnn_row(one, H, relu, dh, dy_row, has_dy, h_row, da_row, da_out, acc):
+    """``da = (dh + dy) * act'(a)`` from the output ``h = act(a)``; writes da twice and adds
+    it to the bias-gradient accumulator ``acc``."""
     for j in range(H):
         g = dh[j]
         if has_dy:
@@ -109,11 +110,12 @@ def _rnn_row(one, H, relu, dh, dy_row, has_dy, h_row, da_row, da_out):
             v = g * (one - hv * hv)
         da_row[j] = v
         da_out[j] = v
+        acc[j] += v
 
 
 @_jit(inline="always", fastmath=_FAST)
 def _lstm_row(one, H, dh, dc, dy_row, has_dy, gate_row, h_row, c_prev, has_c_prev,
-              da_row, da_out):
+              da_row, da_out, acc):
     """LSTM gates ``i, f, g, o``: pre-activation gradients into da, dc -> dc_prev in place."""
     for j in range(H):
         g = dh[j]
@@ -139,16 +141,20 @@ def _lstm_row(one, H, dh, dc, dy_row, has_dy, gate_row, h_row, c_prev, has_c_pre
         da_out[H + j] = vf
         da_out[2 * H + j] = vg
         da_out[3 * H + j] = vo
+        acc[j] += vi
+        acc[H + j] += vf
+        acc[2 * H + j] += vg
+        acc[3 * H + j] += vo
 
 
 @_jit(inline="always", fastmath=_FAST)
 def _gru_row(one, H, dh, dy_row, has_dy, gate_row, hn_row, h_prev, has_h_prev,
-             dah_row, dax_out, dah_out, dh_direct):
+             dah_row, dax_out, dah_out, dh_direct, acc):
     """GRU gates ``r, z, n`` (linear before reset).
 
     Writes the input-side gradient ``[dr, dz, dn]`` to dax_out, the recurrent-side one
     ``[dr, dz, dn * r]`` to dah_row and dah_out, and ``dh * z`` (the direct path to h_prev)
-    to dh_direct.
+    to dh_direct; adds ``[dr, dz, dn, dn * r]`` to the bias accumulator ``acc`` (4H).
     """
     for j in range(H):
         g = dh[j]
@@ -172,6 +178,10 @@ def _gru_row(one, H, dh, dy_row, has_dy, gate_row, hn_row, h_prev, has_h_prev,
         dah_out[H + j] = dz
         dah_out[2 * H + j] = dnr
         dh_direct[j] = g * z
+        acc[j] += dr
+        acc[H + j] += dz
+        acc[2 * H + j] += dn
+        acc[3 * H + j] += dnr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,14 +204,24 @@ def _active(rev, t, n, nact, lens):
 
 
 @_jit(fastmath=_FAST)
+def _zero_tail(da, b, L, xo, GH):
+    """Zero ``da[b, t, xo:xo+GH]`` for the steps ``t >= L`` that a sequence never computed."""
+    for t in range(L, da.shape[1]):
+        da[b, t, xo:xo + GH] = 0
+
+
+@_jit(fastmath=_FAST)
 def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1), rows, lengths
               y, dy, has_dy, dhn,                     # IN  outputs, grads on outputs / final h
               whh,                                    # IN  (D, H, H)
-              da, dh0):                               # OUT (B, T, D*H) pre-act grads, (D, B, H)
+              da, dh0, dbias):                        # OUT (B, T, D*H) pre-act grads, (D, B, H),
+                                                      #     (items, H) bias-grad sums
     """BPTT through the time loop of a vanilla RNN layer (tanh or relu)."""
     GH = whh.shape[1]
     for w in range(items.shape[0]):
-        d, p0, p1 = items[w, 0], items[w, 1], items[w, 2]
+        d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
+        acc = dbias[slot]
+        acc[:] = 0
         n = p1 - p0
         rev = d == 1
         xo, ho = d * GH, d * H
@@ -212,6 +232,7 @@ def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1
             b = order[p0 + r]
             lens[r] = lengths[b]
             dhb[r * H:(r + 1) * H] = dhn[d, b]
+            _zero_tail(da, b, lens[r], xo, GH)
         tmax = lens[0] if n > 0 else 0
         wd = whh[d]
         nact = n if rev else 0
@@ -222,7 +243,7 @@ def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1
                 b = order[p0 + r]
                 dyr = dy[b, t, ho:ho + H] if has_dy else dy[0, 0, ho:ho + H]
                 _rnn_row(one, H, relu, dhb[r * H:(r + 1) * H], dyr, has_dy, y[b, t, ho:ho + H],
-                         dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH])
+                         dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH], acc)
             if nact > 0:
                 np.dot(dab[:nact * GH].reshape(nact, GH), wd, dhb[:nact * H].reshape(nact, H))
         for r in range(n):
@@ -234,11 +255,13 @@ def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1
                gates, cst, y, c0, has_c0,             # IN  workspace, (D, B, H) initial c
                dy, has_dy, dhn, dcn,                  # IN  grads on outputs / final h, c
                whh,                                   # IN  (D, 4H, H)
-               da, dh0, dc0):                         # OUT (B, T, D*4H), (D, B, H) x2
+               da, dh0, dc0, dbias):                  # OUT (B, T, D*4H), (D, B, H) x2, (items, 4H)
     """BPTT through the time loop of an LSTM layer."""
     GH = whh.shape[1]
     for w in range(items.shape[0]):
-        d, p0, p1 = items[w, 0], items[w, 1], items[w, 2]
+        d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
+        acc = dbias[slot]
+        acc[:] = 0
         n = p1 - p0
         rev = d == 1
         xo, ho = d * GH, d * H
@@ -251,6 +274,7 @@ def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1
             lens[r] = lengths[b]
             dhb[r * H:(r + 1) * H] = dhn[d, b]
             dcb[r * H:(r + 1) * H] = dcn[d, b]
+            _zero_tail(da, b, lens[r], xo, GH)
         tmax = lens[0] if n > 0 else 0
         wd = whh[d]
         nact = n if rev else 0
@@ -274,7 +298,7 @@ def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1
                 dyr = dy[b, t, ho:ho + H] if has_dy else dy[0, 0, ho:ho + H]
                 _lstm_row(one, H, dhb[r * H:(r + 1) * H], dcb[r * H:(r + 1) * H], dyr, has_dy,
                           gates[d, b, t], y[b, t, ho:ho + H], cp, hc,
-                          dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH])
+                          dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH], acc)
             if nact > 0:
                 np.dot(dab[:nact * GH].reshape(nact, GH), wd, dhb[:nact * H].reshape(nact, H))
         for r in range(n):
@@ -288,11 +312,13 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
               gates, hnw, y, h0, has_h0,              # IN  workspace, (D, B, H) initial h
               dy, has_dy, dhn,                        # IN  grads on outputs / final h
               whh,                                    # IN  (D, 3H, H)
-              da, dah, dh0):                          # OUT (B, T, D*3H) x2, (D, B, H)
+              da, dah, dh0, dbias):                   # OUT (B, T, D*3H) x2, (D, B, H), (items, 4H)
     """BPTT through the time loop of a GRU layer (``da`` input side, ``dah`` recurrent side)."""
     GH = whh.shape[1]
     for w in range(items.shape[0]):
-        d, p0, p1 = items[w, 0], items[w, 1], items[w, 2]
+        d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
+        acc = dbias[slot]
+        acc[:] = 0
         n = p1 - p0
         rev = d == 1
         xo, ho = d * GH, d * H
@@ -304,6 +330,8 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
             b = order[p0 + r]
             lens[r] = lengths[b]
             dhb[r * H:(r + 1) * H] = dhn[d, b]
+            _zero_tail(da, b, lens[r], xo, GH)
+            _zero_tail(dah, b, lens[r], xo, GH)
         tmax = lens[0] if n > 0 else 0
         wd = whh[d]
         nact = n if rev else 0
@@ -327,7 +355,8 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
                 dyr = dy[b, t, ho:ho + H] if has_dy else dy[0, 0, ho:ho + H]
                 _gru_row(one, H, dhb[r * H:(r + 1) * H], dyr, has_dy, gates[d, b, t],
                          hnw[d, b, t], hp, hh, dab[r * GH:(r + 1) * GH],
-                         da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], ddb[r * H:(r + 1) * H])
+                         da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], ddb[r * H:(r + 1) * H],
+                         acc)
             if nact > 0:
                 np.dot(dab[:nact * GH].reshape(nact, GH), wd, dhb[:nact * H].reshape(nact, H))
                 for k in range(nact * H):
@@ -412,7 +441,7 @@ def _num_threads():
 
 
 def _items(D, B, lengths, GH, H, nthreads):
-    """Work items ``(direction, p0, p1)`` over ``order`` (rows sorted by length, descending).
+    """Work items ``(direction, p0, p1, slot)`` over ``order`` (rows sorted by length, descending).
 
     Rows of a batch block are independent sequences, so items never synchronise.  With two
     directions and two threads the directions are the items; otherwise the batch is split
@@ -426,8 +455,8 @@ def _items(D, B, lengths, GH, H, nthreads):
     blocks = [srt[i::nb] for i in range(nb)]
     order = np.ascontiguousarray(np.concatenate(blocks), dtype=np.int64)
     bounds = np.cumsum([0] + [len(b) for b in blocks])
-    items = np.array([(d, bounds[i], bounds[i + 1]) for d in range(D) for i in range(nb)],
-                     dtype=np.int64).reshape(-1, 3)
+    items = np.array([(d, bounds[i], bounds[i + 1], d * nb + i) for d in range(D)
+                      for i in range(nb)], dtype=np.int64).reshape(-1, 4)
     return order, items
 
 
@@ -509,8 +538,6 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     B, T = x.shape[0], x.shape[1]
     dtype = x.dtype
     lengths = np.ascontiguousarray(ws["lengths"], dtype=np.int64)
-    partial = bool((lengths != T).any())
-    alloc = np.zeros if partial else np.empty
     nthreads = _num_threads()
     order, items = _items(D, B, lengths, GH, H, nthreads)
     groups = [np.ascontiguousarray(items[i::nthreads]) for i in range(min(nthreads, len(items)))]
@@ -541,8 +568,9 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         sfx = [f"_l{layer}" + ("_reverse" if d else "") for d in range(D)]
         whh = np.stack([weights["weight_hh" + s] for s in sfx]).astype(dtype, copy=False)
         whh = np.ascontiguousarray(whh)
-        da = alloc((B, T, D * GH), dtype=dtype)
-        dah = alloc((B, T, D * GH), dtype=dtype) if code == 3 else da
+        da = np.empty((B, T, D * GH), dtype=dtype)      # the kernels zero the unused steps
+        dah = np.empty((B, T, D * GH), dtype=dtype) if code == 3 else da
+        dbias = np.empty((len(items), GH if code != 3 else 4 * H), dtype=np.float64)
         h0l = c_(h0[sl]) if h0 is not None else zero3
         c0l = c_(c0[sl]) if (c0 is not None and code == 2) else zero3
         dhnl = dhn_all[sl] if dhn_all is not None else zstate
@@ -553,13 +581,13 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         one = dtype.type(1)
         if code <= 1:
             args = (one, code == 1, H, None, order, lengths, y3, dyl, dout is not None, dhnl,
-                    whh, da, dh0l)
+                    whh, da, dh0l, dbias)
         elif code == 2:
             args = (one, H, None, order, lengths, gates, cst, y3, c0l, c0 is not None,
-                    dyl, dout is not None, dhnl, dcnl, whh, da, dh0l, dc0l)
+                    dyl, dout is not None, dhnl, dcnl, whh, da, dh0l, dc0l, dbias)
         else:
             args = (one, H, None, order, lengths, gates, hnw, y3, h0l, h0 is not None,
-                    dyl, dout is not None, dhnl, whh, da, dah, dh0l)
+                    dyl, dout is not None, dhnl, whh, da, dah, dh0l, dbias)
         _run_items(kernel, args, 3 if code <= 1 else 2, groups)
 
         # dense parts: all timesteps at once
@@ -571,20 +599,21 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         else:
             wih = np.concatenate([weights["weight_ih" + s] for s in sfx], axis=0)
         dx2 = da2 @ wih.astype(dtype, copy=False)
-        dbx = da2.sum(axis=0) if ("bias_ih" + sfx[0]) in weights else None
-        dbh = None
-        if ("bias_hh" + sfx[0]) in weights:
-            dbh = dbx if code != 3 else dah.reshape(B * T, D * GH).sum(axis=0)
+        dbd = dbias.reshape(D, -1, dbias.shape[1]).sum(axis=1)    # per direction
+        dbx = dbd[:, :GH]
+        dbh = dbx if code != 3 else np.concatenate([dbd[:, :2 * H], dbd[:, 3 * H:]], axis=1)
+        has_bih = ("bias_ih" + sfx[0]) in weights
+        has_bhh = ("bias_hh" + sfx[0]) in weights
         for d in range(D):
             s = sfx[d]
             grads["weight_ih" + s] = dwih[d * GH:(d + 1) * GH]
             grads["weight_hh" + s] = _dw_hh(dah, y3, d, D, H, GH,
                                             None if h0 is None else h0[layer * D + d],
                                             lengths)
-            if dbx is not None:
-                grads["bias_ih" + s] = dbx[d * GH:(d + 1) * GH].copy()
-            if dbh is not None:
-                grads["bias_hh" + s] = dbh[d * GH:(d + 1) * GH].copy()
+            if has_bih:
+                grads["bias_ih" + s] = dbx[d].astype(dtype)
+            if has_bhh:
+                grads["bias_hh" + s] = dbh[d].astype(dtype)
         dout = dx2.reshape(B, T, I_l)
     return dout, dh0, dc0, grads
 
