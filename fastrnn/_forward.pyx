@@ -62,12 +62,88 @@ cdef extern from *:
     static unsigned int fr_ftz_enter(void) { return 0u; }
     static void fr_ftz_exit(unsigned int old) { (void)old; }
     #endif
+    /* Register micro-kernels of the small GEMM (see _small_gemm_acc).  GCC/Clang vector
+       extensions: 64-byte vectors (one AVX-512 register; split into narrower registers by the
+       compiler on machines without AVX-512).  A tile is 4 rows (or 1 row) x 4 vectors of
+       columns of a panel-packed W (row stride NR = 4 vectors); the accumulators are named
+       variables so that they live in registers across the k loop. */
+    #define FR_TILES(T, S)                                                                    \
+    typedef T fr_v_##S __attribute__((vector_size(64)));                                      \
+    typedef T fr_vu_##S __attribute__((vector_size(64), aligned(sizeof(T))));                 \
+    enum { FR_VL_##S = 64 / sizeof(T) };                                                      \
+    static inline fr_v_##S fr_ld_##S(const T* p) { return *(const fr_vu_##S*)p; }             \
+    static inline void fr_st_##S(T* p, fr_v_##S v) { *(fr_vu_##S*)p = v; }                   \
+    static inline void fr_tile4_##S(Py_ssize_t k0, Py_ssize_t k1, const T* A, Py_ssize_t lda, \
+                                    const T* wpan, T* c, Py_ssize_t ldc) {                    \
+        const Py_ssize_t V = FR_VL_##S, NR = 4 * FR_VL_##S;                                   \
+        fr_v_##S c00 = fr_ld_##S(c), c01 = fr_ld_##S(c + V), c02 = fr_ld_##S(c + 2 * V),      \
+                 c03 = fr_ld_##S(c + 3 * V);                                                  \
+        fr_v_##S c10 = fr_ld_##S(c + ldc), c11 = fr_ld_##S(c + ldc + V),                      \
+                 c12 = fr_ld_##S(c + ldc + 2 * V), c13 = fr_ld_##S(c + ldc + 3 * V);          \
+        fr_v_##S c20 = fr_ld_##S(c + 2 * ldc), c21 = fr_ld_##S(c + 2 * ldc + V),              \
+                 c22 = fr_ld_##S(c + 2 * ldc + 2 * V), c23 = fr_ld_##S(c + 2 * ldc + 3 * V);  \
+        fr_v_##S c30 = fr_ld_##S(c + 3 * ldc), c31 = fr_ld_##S(c + 3 * ldc + V),              \
+                 c32 = fr_ld_##S(c + 3 * ldc + 2 * V), c33 = fr_ld_##S(c + 3 * ldc + 3 * V);  \
+        for (Py_ssize_t k = k0; k < k1; ++k) {                                                \
+            const T* w = wpan + k * NR;                                                       \
+            fr_v_##S w0 = fr_ld_##S(w), w1 = fr_ld_##S(w + V), w2 = fr_ld_##S(w + 2 * V),     \
+                     w3 = fr_ld_##S(w + 3 * V);                                               \
+            T a0 = A[k], a1 = A[lda + k], a2 = A[2 * lda + k], a3 = A[3 * lda + k];           \
+            c00 += a0 * w0; c01 += a0 * w1; c02 += a0 * w2; c03 += a0 * w3;                   \
+            c10 += a1 * w0; c11 += a1 * w1; c12 += a1 * w2; c13 += a1 * w3;                   \
+            c20 += a2 * w0; c21 += a2 * w1; c22 += a2 * w2; c23 += a2 * w3;                   \
+            c30 += a3 * w0; c31 += a3 * w1; c32 += a3 * w2; c33 += a3 * w3;                   \
+        }                                                                                     \
+        fr_st_##S(c, c00); fr_st_##S(c + V, c01); fr_st_##S(c + 2 * V, c02);                  \
+        fr_st_##S(c + 3 * V, c03);                                                            \
+        fr_st_##S(c + ldc, c10); fr_st_##S(c + ldc + V, c11);                                 \
+        fr_st_##S(c + ldc + 2 * V, c12); fr_st_##S(c + ldc + 3 * V, c13);                     \
+        fr_st_##S(c + 2 * ldc, c20); fr_st_##S(c + 2 * ldc + V, c21);                         \
+        fr_st_##S(c + 2 * ldc + 2 * V, c22); fr_st_##S(c + 2 * ldc + 3 * V, c23);             \
+        fr_st_##S(c + 3 * ldc, c30); fr_st_##S(c + 3 * ldc + V, c31);                         \
+        fr_st_##S(c + 3 * ldc + 2 * V, c32); fr_st_##S(c + 3 * ldc + 3 * V, c33);             \
+    }                                                                                         \
+    static inline void fr_tile1_##S(Py_ssize_t k0, Py_ssize_t k1, const T* A,                 \
+                                    const T* wpan, T* c) {                                    \
+        const Py_ssize_t V = FR_VL_##S, NR = 4 * FR_VL_##S;                                   \
+        fr_v_##S c0 = fr_ld_##S(c), c1 = fr_ld_##S(c + V), c2 = fr_ld_##S(c + 2 * V),         \
+                 c3 = fr_ld_##S(c + 3 * V);                                                   \
+        fr_v_##S d0 = {0}, d1 = {0}, d2 = {0}, d3 = {0};                                      \
+        Py_ssize_t k = k0;                                                                    \
+        for (; k + 1 < k1; k += 2) {                                                          \
+            const T* w = wpan + k * NR;                                                       \
+            T a0 = A[k], a1 = A[k + 1];                                                       \
+            c0 += a0 * fr_ld_##S(w); c1 += a0 * fr_ld_##S(w + V);                             \
+            c2 += a0 * fr_ld_##S(w + 2 * V); c3 += a0 * fr_ld_##S(w + 3 * V);                 \
+            d0 += a1 * fr_ld_##S(w + NR); d1 += a1 * fr_ld_##S(w + NR + V);                   \
+            d2 += a1 * fr_ld_##S(w + NR + 2 * V); d3 += a1 * fr_ld_##S(w + NR + 3 * V);       \
+        }                                                                                     \
+        if (k < k1) {                                                                         \
+            const T* w = wpan + k * NR;                                                       \
+            T a0 = A[k];                                                                      \
+            c0 += a0 * fr_ld_##S(w); c1 += a0 * fr_ld_##S(w + V);                             \
+            c2 += a0 * fr_ld_##S(w + 2 * V); c3 += a0 * fr_ld_##S(w + 3 * V);                 \
+        }                                                                                     \
+        fr_st_##S(c, c0 + d0); fr_st_##S(c + V, c1 + d1);                                     \
+        fr_st_##S(c + 2 * V, c2 + d2); fr_st_##S(c + 3 * V, c3 + d3);                         \
+    }
+    FR_TILES(float, f)
+    FR_TILES(double, d)
+
     static void fr_omp_barrier(void) {
     #ifdef _OPENMP
     #pragma omp barrier
     #endif
     }
     """
+    void fr_tile4_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, Py_ssize_t lda,
+                    const float* wpan, float* c, Py_ssize_t ldc) noexcept nogil
+    void fr_tile4_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, Py_ssize_t lda,
+                    const double* wpan, double* c, Py_ssize_t ldc) noexcept nogil
+    void fr_tile1_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, const float* wpan,
+                    float* c) noexcept nogil
+    void fr_tile1_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, const double* wpan,
+                    double* c) noexcept nogil
     unsigned int fr_ftz_enter() noexcept nogil
     void fr_ftz_exit(unsigned int old) noexcept nogil
     void fr_omp_barrier() noexcept nogil
@@ -173,72 +249,41 @@ cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                           const floating* A, Py_ssize_t lda,   # IN (M, K) row-major
                           const floating* Wp,                  # IN (K, N) panel-packed
                           floating* C, Py_ssize_t ldc) noexcept nogil:  # INOUT (M, N)
-    """C += A @ W for small sizes: no call overhead, register tiles of 2 rows x NR columns.
+    """C += A @ W with the engine's own register-tiled kernel (no call or packing overhead).
 
-    NR is four 512-bit vectors (``panel_width(dtype)``: 64 float32 / 32 float64).  ``Wp`` holds
-    W (K, N) as consecutive column panels, panel p = columns p*NR .. p*NR+nr stored as a
+    ``Wp`` holds W (K, N) as consecutive column panels of width NR (``panel_width(dtype)``:
+    four 512-bit vectors, 64 float32 / 32 float64): panel p = columns p*NR .. p*NR+nr as a
     contiguous (K, nr) row-major block (nr = NR except for the last panel), so the kernel
-    streams the weights sequentially.  The tile's accumulators are local arrays of constant
-    size that the compiler keeps in vector registers across the k loop.
+    streams weights sequentially.  Loop order: K blocks of KC rows (a KC x NR block of a panel,
+    32 KiB, stays in L1) > panels > tiles of 4 (then 1) rows; the tiles are the C micro-kernels
+    ``fr_tile4_*`` / ``fr_tile1_*`` (vector extensions, accumulators in registers).
     """
     cdef Py_ssize_t NR = 256 // sizeof(floating)
-    cdef floating acc0[64]
-    cdef floating acc1[64]
-    cdef Py_ssize_t m, k, j, j0, nfull
-    cdef floating a0, a1
-    cdef const floating* w
+    cdef Py_ssize_t KC = 32768 // (NR * sizeof(floating))
+    cdef Py_ssize_t m, k0, k1, j0, nfull
     cdef const floating* wpan
-    cdef floating* c0
-    cdef floating* c1
     nfull = (N // NR) * NR
-    m = 0
-    while m + 1 < M:
-        c0 = C + m * ldc
-        c1 = c0 + ldc
+    k0 = 0
+    while k0 < K:
+        k1 = min(k0 + KC, K)
         j0 = 0
         while j0 < nfull:
             wpan = Wp + K * j0
-            for j in range(NR):
-                acc0[j] = c0[j0 + j]
-                acc1[j] = c1[j0 + j]
-            for k in range(K):
-                a0 = A[m * lda + k]
-                a1 = A[(m + 1) * lda + k]
-                w = wpan + k * NR
-                for j in range(NR):
-                    acc0[j] += a0 * w[j]
-                    acc1[j] += a1 * w[j]
-            for j in range(NR):
-                c0[j0 + j] = acc0[j]
-                c1[j0 + j] = acc1[j]
+            m = 0
+            while m + 3 < M:
+                if floating is float:
+                    fr_tile4_f(k0, k1, A + m * lda, lda, wpan, C + m * ldc + j0, ldc)
+                else:
+                    fr_tile4_d(k0, k1, A + m * lda, lda, wpan, C + m * ldc + j0, ldc)
+                m += 4
+            while m < M:
+                if floating is float:
+                    fr_tile1_f(k0, k1, A + m * lda, wpan, C + m * ldc + j0)
+                else:
+                    fr_tile1_d(k0, k1, A + m * lda, wpan, C + m * ldc + j0)
+                m += 1
             j0 += NR
-        m += 2
-    if m < M:
-        c0 = C + m * ldc
-        j0 = 0
-        while j0 < nfull:
-            wpan = Wp + K * j0
-            # one row: two accumulator sets (even / odd k) hide the FMA latency
-            for j in range(NR):
-                acc0[j] = c0[j0 + j]
-                acc1[j] = 0
-            k = 0
-            while k + 1 < K:
-                a0 = A[m * lda + k]
-                a1 = A[m * lda + k + 1]
-                w = wpan + k * NR
-                for j in range(NR):
-                    acc0[j] += a0 * w[j]
-                    acc1[j] += a1 * w[NR + j]
-                k += 2
-            if k < K:
-                a0 = A[m * lda + k]
-                w = wpan + k * NR
-                for j in range(NR):
-                    acc0[j] += a0 * w[j]
-            for j in range(NR):
-                c0[j0 + j] = acc0[j] + acc1[j]
-            j0 += NR
+        k0 = k1
     if nfull < N:
         _gemm_edge(M, N - nfull, K, A, lda, Wp + K * nfull, N - nfull, C + nfull, ldc)
 
@@ -511,6 +556,8 @@ def recurrence(int cell, bint reverse, Py_ssize_t tmax,
         return
     if nb * nu > 64:
         raise ValueError("too many work items")
+    if nthreads > nb * nu:
+        nthreads = <int>(nb * nu)
     if nthreads <= 1:
         with nogil:
             _worker(0, 1, cell, reverse, T, tmax, B, H, G, &xp[0, xoff], xp.shape[1], &bx[0],
@@ -695,3 +742,16 @@ cdef class StepKernel:
                             <float*>cnp.PyArray_DATA(<cnp.ndarray>self._cs),
                             <float*>cnp.PyArray_DATA(<cnp.ndarray>self._rec), (G + 1) * H)
         return h_out[L - 1], h_out, c_out
+
+
+def small_gemm(const floating[:, ::1] a,    # IN  (M, K)
+               const floating[::1] wp,      # IN  W (K, N) panel-packed (see _small_gemm_acc)
+               floating[:, ::1] c):         # INOUT (M, N): c += a @ W
+    """The engine's small GEMM kernel, exposed for tests and benchmarks."""
+    cdef Py_ssize_t M = a.shape[0], K = a.shape[1], N = c.shape[1]
+    if c.shape[0] != M or wp.shape[0] != K * N:
+        raise ValueError("small_gemm: shapes do not match")
+    if M == 0 or N == 0 or K == 0:
+        return
+    with nogil:
+        _small_gemm_acc(M, N, K, &a[0, 0], K, &wp[0], &c[0, 0], N)

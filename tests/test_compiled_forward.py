@@ -160,7 +160,7 @@ SHAPES = [
     (1, 9, 4, 17, 1, 1, False, True, False),      # batch 1, odd H, no bias
     (3, 7, 5, 33, 2, 2, True, True, True),        # lengths, stacked, bidirectional
     (5, 6, 3, 17, 3, 1, True, False, True),       # three layers, lengths
-    (6, 5, 7, 70, 1, 2, True, True, False),       # H > SMALL_H (BLAS recurrent path)
+    (6, 5, 7, 70, 1, 2, True, True, False),       # H > one kernel panel, unit split
     (9, 4, 6, 130, 2, 1, False, True, True),      # unit-block split with 2 threads
     (17, 5, 3, 24, 1, 1, True, True, True),       # batch-block split with 2 threads
 ]
