@@ -882,10 +882,13 @@ def main(argv=None) -> int:
     print(f"# fastrnn comparison  {meta['date']}")
     print(f"# machine: {meta['cpu']} ({meta['cpu_flags']}), {meta['cores']} cores; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(f"# sgemm (NumPy float32 {sgemm_n}^3, best of {sgemm_reps}): {sgemm:.1f} GFLOP/s")
+    print(f"# sgemm (NumPy float32 {sgemm_n}^3, best of {sgemm_reps}) at start: {sgemm:.1f} GFLOP/s")
     print(f"# threads: torch {torch_threads}, onnxruntime intra_op {meta['threads']['onnxruntime_intra_op']}, "
           f"fastrnn {fr_threads if fr_threads is not None else 'default'}")
-    print(f"# load average at start: {meta['loadavg_start']} (the timings are noisy when it exceeds the cores)")
+    busy = float(meta["loadavg_start"].split()[0]) if meta["loadavg_start"] != "?" else 0.0
+    print(f"# load average at start: {meta['loadavg_start']}"
+          + (f"  WARNING: above the {os.cpu_count()} cores, another process is busy: timings are noisy"
+             if busy > (os.cpu_count() or 1) else ""))
     for k, v in meta["unavailable"].items():
         print(f"# n/a {k}: {v}")
     if train_skipped:
@@ -897,8 +900,13 @@ def main(argv=None) -> int:
     notes = []
     tmp = tempfile.TemporaryDirectory(prefix="fastrnn-bench-")
 
+    sgemm_samples = [sgemm]
+    print(f"# running {len(configs)} configurations; the table follows at the end", file=sys.stderr)
     for cfg in configs:
         stream = cfg.mode == "stream"
+        t_cfg = time.perf_counter()
+        # keep sampling the GEMM ceiling: on a shared machine any one moment may be a noisy one
+        sgemm_samples.append(measure_sgemm(sgemm_n, 1))
         weights = make_weights(cfg)
         runners: list = []
         na: dict = {}
@@ -1007,17 +1015,28 @@ def main(argv=None) -> int:
             "ratio_peer_over_fastrnn": ratios,
             "best_peer_over_fastrnn": best_ratio,
             "fastrnn_gflops": gflops,
-            "fastrnn_sgemm_fraction": gflops / sgemm if gflops else None,
+            "fastrnn_sgemm_fraction": None,  # filled in at the end, against the best sgemm seen
             "na": na,
             "oracle": oracle_name,
             "single_sample": bool(late),
             "notes": [r.note for r in runners if r.note],
         }
         rows.append(row)
-        print(format_row(row, stream, header=(len(rows) == 1)))
-        sys.stdout.flush()
+        print(f"#   {cfg.name:6s} {time.perf_counter() - t_cfg:6.1f}s  "
+              + "  ".join(f"{k} {fmt_time(v, stream)}" for k, v in med.items()), file=sys.stderr)
 
     tmp.cleanup()
+
+    # The GEMM ceiling: the best rate seen (start, before each configuration, end).
+    sgemm_samples.append(measure_sgemm(sgemm_n, sgemm_reps))
+    ceiling = max(sgemm_samples)
+    meta["sgemm_gflops_end"] = sgemm_samples[-1]
+    meta["sgemm_gflops_samples"] = sgemm_samples
+    meta["sgemm_gflops_ceiling"] = ceiling
+    for i, row in enumerate(rows):
+        if row["fastrnn_gflops"]:
+            row["fastrnn_sgemm_fraction"] = row["fastrnn_gflops"] / ceiling
+        print(format_row(row, row["mode"] == "stream", header=(i == 0)))
 
     # ---- P1 vs its padded twin
     by = {r["config"]: r for r in rows}
@@ -1027,10 +1046,16 @@ def main(argv=None) -> int:
             if a and b:
                 notes.append(f"P1/P1pad time ratio for {who}: {a / b:.2f} "
                              f"(valid steps are {by['P1']['flops'] / by['P1pad']['flops']:.2f} of padded)")
+    odd = [(c, by[c]["fastrnn_gflops"]) for c in ("N127", "N128", "N129", "N255", "N256", "N257")
+           if c in by and by[c]["fastrnn_gflops"]]
+    if odd:
+        notes.append("fastrnn GFLOP/s next to powers of two: " + ", ".join(f"{c} {g:.1f}" for c, g in odd))
     print()
     print(f"# times: {args.stat} per call (streaming: per step); ratios are peer time / fastrnn time"
           " (>1: fastrnn faster); best = the faster peer")
-    print(f"# GFLOP/s counts 2*steps*G*H*(I+H) (training: x3); %gemm = fraction of the {sgemm:.0f} GFLOP/s sgemm")
+    print(f"# GFLOP/s counts 2*steps*G*H*(I+H) (training: x3); %gemm = fraction of {ceiling:.0f} GFLOP/s, the best "
+          f"sgemm rate seen ({len(sgemm_samples)} measurements: start {sgemm:.0f}, median "
+          f"{statistics.median(sgemm_samples):.0f}, end {sgemm_samples[-1]:.0f})")
     print("# torch packed rows: pack_padded_sequence(enforce_sorted=False) + module + pad_packed_sequence")
     for n in dict.fromkeys(notes):
         print(f"# note {n}")
