@@ -13,7 +13,6 @@ set_num_threads(n), get_num_threads()
 """
 import os
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -85,81 +84,50 @@ def _scipy_blas_fns():
     return _blas_fns or None
 
 
-@contextmanager
-def _single_threaded_blas():
-    """Keep scipy's OpenBLAS single-threaded while the engine calls it from its own threads."""
-    fns = _scipy_blas_fns()
-    if fns is None:
-        yield
-        return
-    get, put = fns
-    old = get()
-    if old == 1:
-        yield
-        return
-    put(1)
-    try:
-        yield
-    finally:
-        put(old)
-
-
 # ----------------------------------------------------------------------------------------------
 # planning
 # ----------------------------------------------------------------------------------------------
 
 #: below this many multiply-adds per recurrent step, one thread is faster than any split
 MIN_PARALLEL_STEP_WORK = 1 << 15
+#: below this many multiply-adds the input projection runs on one thread
+MIN_PARALLEL_PROJ_WORK = 1 << 22
+
+
+#: hidden sizes from this on use the dot-product kernel on un-packed weights (mode 1)
+DOT_KERNEL_MIN_H = 256
+
+#: recurrent GEMM modes (the third element of a plan)
+MODE_PANEL, MODE_DOT, MODE_BLAS = 0, 1, 2
 
 
 def _plan(B, H, G, nthreads):
-    """Choose (nb, nu, use_blas): batch blocks, unit blocks, recurrent GEMM backend.
+    """Choose (nb, nu, mode): batch blocks, unit blocks, recurrent GEMM kernel.
 
-    The recurrent GEMM uses the engine's own panel-packed kernel (measured on par with or
-    faster than single-threaded OpenBLAS on these skinny shapes, and free of per-call
-    packing).  Two ways to use several cores:
+    Kernels: ``MODE_PANEL`` (the engine's register-tiled kernel on weights panel-packed once
+    per call; best for small and medium H), ``MODE_DOT`` (dot-product kernel on the weights as
+    given: no per-call transpose of a large W_hh), ``MODE_BLAS`` (scipy's BLAS, one call per
+    step; kept as an option).  Two ways to use several cores:
 
     * batch blocks (nb > 1): independent sequences per thread, no synchronisation; each core
       reads all of W_hh, so it suits small H with enough batch rows;
     * unit blocks (nu > 1): each core owns a slice of the hidden units (and of W_hh, which then
       stays in its own L2) and the threads meet at one barrier per step; for large H or small B.
     """
+    mode = MODE_DOT if H >= DOT_KERNEL_MIN_H else MODE_PANEL
     if nthreads <= 1 or B * G * H * H < MIN_PARALLEL_STEP_WORK:
-        return 1, 1, False
+        return 1, 1, mode
     if H >= 256 or B < 4 * nthreads:
-        return 1, nthreads, False
-    return nthreads, 1, False
+        return 1, nthreads, mode
+    return nthreads, 1, mode
 
 
-def _split(n, parts, align):
-    """Boundaries of ``parts`` contiguous chunks of range(n), chunk sizes multiples of align."""
-    if parts <= 1 or n < 2 * align:
-        return np.array([0, n], dtype=np.int64)
-    step = -(-n // parts)
-    step = -(-step // align) * align
-    bounds = list(range(0, n, step)) + [n]
-    return np.array(bounds, dtype=np.int64)
-
-
-def _panels(wt):
-    """Panel-pack W (K, N) for the small GEMM kernel: column panels of width NR, each (K, nr)."""
-    K, N = wt.shape
-    nr = _forward.panel_width(wt.dtype)
-    if N <= nr:
-        return np.ascontiguousarray(wt).ravel()
-    return np.concatenate([np.ascontiguousarray(wt[:, j:j + nr]).ravel() for j in range(0, N, nr)])
-
-
-def _pack_small(w_hh, G, H, ublk):
-    """Recurrent weights for the small kernel: per unit block, W_hh^T restricted to the block's
-    units, (H, G*nj) with columns [gate 0 units | gate 1 units | ...], panel-packed;
-    blocks concatenated (block j starts at H*G*ublk[j])."""
-    w3 = w_hh.reshape(G, H, H)
-    parts = []
-    for j in range(len(ublk) - 1):
-        u0, u1 = int(ublk[j]), int(ublk[j + 1])
-        parts.append(_panels(w3[:, u0:u1, :].transpose(2, 0, 1).reshape(H, G * (u1 - u0))))
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+def _panels(w):
+    """W^T panel-packed for the small GEMM kernel, from W (N, K) in PyTorch layout."""
+    w = np.ascontiguousarray(w)
+    out = np.empty(w.size, dtype=w.dtype)
+    _forward.pack_panels(w, 1, 0, w.shape[0], out)
+    return out
 
 
 def _biases(weights, sfx, cell_code, G, H, dtype):
@@ -224,95 +192,38 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
         sequence's first step.  Size: L*B*T*(D*H + D*G*H [+ D*H]) elements (plus c / hn).
     """
     code, G = _CELLS[cell]
-    B, T, _ = x.shape
+    B, T, I = x.shape
     D = 2 if bidirectional else 1
     H = weights["weight_hh_l0"].shape[1]
-    dtype = x.dtype
     nthreads = _num_threads
-    partial = lengths is not None and bool((lengths != T).any())
-    if lengths is None:
-        lengths = np.full(B, T, dtype=np.int64)
-    tmax = int(lengths.max()) if B else 0
-
-    nb, nu, use_blas = _plan_override if _plan_override is not None else _plan(B, H, G, nthreads)
-    nb = max(1, min(nb, B))
-    ublk = _split(H, nu, 16 if H >= 32 else 1)
-    nu = len(ublk) - 1
-    srt = np.argsort(-lengths, kind="stable")
-    if nb > 1:
-        blocks = [srt[i::nb] for i in range(nb)]
-        order = np.ascontiguousarray(np.concatenate(blocks), dtype=np.int64)
-        bblk = np.cumsum([0] + [len(b_) for b_ in blocks]).astype(np.int64)
+    if _plan_override is not None:
+        nb, nu, mode = _plan_override
+        mode = int(mode) if not isinstance(mode, bool) else (MODE_BLAS if mode else MODE_PANEL)
     else:
-        order = np.ascontiguousarray(srt, dtype=np.int64)
-        bblk = np.array([0, B], dtype=np.int64)
-    rows = int(np.max(np.diff(bblk)))
-    max_nj = int(np.max(np.diff(ublk)))
-    ldr = (G + (1 if code == 3 else 0)) * max_nj
-    scratch = np.empty((len(bblk) - 1) * nu * rows * ldr, dtype=dtype).reshape(-1, rows * ldr)
-    alloc = np.zeros if partial else np.empty
-
-    h_n = np.empty((num_layers * D, B, H), dtype=dtype)
-    c_n = np.empty((num_layers * D, B, H), dtype=dtype) if code == 2 else None
-    dummy = np.zeros((1, 1), dtype=dtype)
-    hbuf = np.empty((2, B, H), dtype=dtype)
-    cbuf = np.empty((B, H), dtype=dtype) if code == 2 else dummy
-    ws = None
-    if training:
-        ws = {"cell": cell, "num_layers": num_layers, "num_directions": D, "hidden_size": H,
-              "lengths": lengths.copy(), "outputs": [],
-              "gates": [] if code >= 2 else None,
-              "c": [] if code == 2 else None, "hn": [] if code == 3 else None}
-
-    inp = x
-    with _single_threaded_blas():
-        for layer in range(num_layers):
-            I_l = inp.shape[2]
-            y_l = alloc((B, T, D * H), dtype=dtype)
-            xp = np.empty((B * T, D * G * H), dtype=dtype)
-            x2 = inp.reshape(B * T, I_l)
-            for d in range(D):
-                sfx = f"_l{layer}" + ("_reverse" if d else "")
-                _forward.input_projection(x2, weights["weight_ih" + sfx], xp, d * G * H, nthreads)
-            if training:
-                ws["outputs"].append(y_l)
-                wg_l = alloc((D, B, T, G * H), dtype=dtype) if code >= 2 else None
-                wc_l = alloc((D, B, T, H), dtype=dtype) if code == 2 else None
-                whn_l = alloc((D, B, T, H), dtype=dtype) if code == 3 else None
-                if code >= 2:
-                    ws["gates"].append(wg_l)
-                if code == 2:
-                    ws["c"].append(wc_l)
-                if code == 3:
-                    ws["hn"].append(whn_l)
-            for d in range(D):
-                sfx = f"_l{layer}" + ("_reverse" if d else "")
-                idx = layer * D + d
-                w_hh = weights["weight_hh" + sfx]
-                whh = w_hh.reshape(-1) if use_blas else _pack_small(w_hh, G, H, ublk)
-                bx, bhn = _biases(weights, sfx, code, G, H, dtype)
-                if h0 is None:
-                    hbuf[0].fill(0)
-                else:
-                    np.take(h0[idx], order, axis=0, out=hbuf[0])
-                if code == 2:
-                    if c0 is None:
-                        cbuf.fill(0)
-                    else:
-                        np.take(c0[idx], order, axis=0, out=cbuf)
-                if training and code >= 2:
-                    wg = wg_l[d].reshape(B * T, G * H)
-                    wc = wc_l[d].reshape(B * T, H) if code == 2 else dummy
-                    whn = whn_l[d].reshape(B * T, H) if code == 3 else dummy
-                else:
-                    wg = wc = whn = dummy
-                _forward.recurrence(code, d == 1, tmax, xp, d * G * H, bx, bhn, whh, use_blas,
-                                    ublk, bblk, order, lengths, hbuf,
-                                    cbuf, y_l.reshape(B * T, D * H), d * H, h_n[idx],
-                                    c_n[idx] if code == 2 else dummy, scratch, ldr,
-                                    training and code >= 2, wg, wc, whn, nthreads)
-            inp = y_l
-    return inp, h_n, c_n, ws
+        nb, nu, mode = _plan(B, H, G, nthreads)
+    w_ih, w_hh, b_ih, b_hh = [], [], [], []
+    for layer in range(num_layers):
+        for d in range(D):
+            sfx = f"_l{layer}_reverse" if d else f"_l{layer}"
+            w_ih.append(weights["weight_ih" + sfx])
+            w_hh.append(weights["weight_hh" + sfx])
+            b_ih.append(weights.get("bias_ih" + sfx))
+            b_hh.append(weights.get("bias_hh" + sfx))
+    proj_threads = nthreads if B * T * max(I, H * D) * G * H >= MIN_PARALLEL_PROJ_WORK else 1
+    fns = _scipy_blas_fns()
+    old = fns[0]() if fns is not None else 1
+    if old != 1:
+        fns[1](1)
+    try:
+        y, h_n, c_n, ws = _forward.forward_stack(
+            code, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, num_layers, D, training,
+            nthreads, nb, nu, mode, proj_threads)
+    finally:
+        if old != 1:
+            fns[1](old)
+    if ws is not None:
+        ws.update(cell=cell, num_layers=num_layers, num_directions=D, hidden_size=H)
+    return y, h_n, c_n, ws
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,8 +254,8 @@ class Stepper:
         wih_t, whh_t, bxs, bhns = [], [], [], []
         for layer in range(num_layers):
             sfx = f"_l{layer}"
-            wih_t.append(_panels(weights["weight_ih" + sfx].T))
-            whh_t.append(_panels(weights["weight_hh" + sfx].T))
+            wih_t.append(_panels(weights["weight_ih" + sfx]))
+            whh_t.append(_panels(weights["weight_hh" + sfx]))
             bx, bhn = _biases(weights, sfx, code, G, H, dtype)
             bxs.append(bx)
             bhns.append(bhn)

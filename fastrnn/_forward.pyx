@@ -127,8 +127,65 @@ cdef extern from *:
         fr_st_##S(c, c0 + d0); fr_st_##S(c + V, c1 + d1);                                     \
         fr_st_##S(c + 2 * V, c2 + d2); fr_st_##S(c + 3 * V, c3 + d3);                         \
     }
+    /* Dot-product micro-kernels on un-packed weights (PyTorch layout, one output per row):
+       C[i, j] += sum_k A[i, k] W[j, k] for tiles of 4 or 1 rows i x 4 or 1 outputs j; the
+       k loop runs over whole vectors, the horizontal sums and the k tail are scalar. */
+    #define FR_DOTS(T, S)                                                                     \
+    static inline T fr_hsum_##S(fr_v_##S v) {                                                 \
+        T s = 0; for (int i = 0; i < FR_VL_##S; ++i) s += v[i]; return s; }                   \
+    static void fr_dot4x4_##S(Py_ssize_t K, const T* A, Py_ssize_t lda, const T* W,           \
+                              Py_ssize_t ldw, T* C, Py_ssize_t ldc) {                         \
+        const Py_ssize_t V = FR_VL_##S, kv = K - K % FR_VL_##S;                               \
+        fr_v_##S z = {0};                                                                     \
+        fr_v_##S s00 = z, s01 = z, s02 = z, s03 = z, s10 = z, s11 = z, s12 = z, s13 = z;      \
+        fr_v_##S s20 = z, s21 = z, s22 = z, s23 = z, s30 = z, s31 = z, s32 = z, s33 = z;      \
+        for (Py_ssize_t k = 0; k < kv; k += V) {                                              \
+            fr_v_##S a0 = fr_ld_##S(A + k), a1 = fr_ld_##S(A + lda + k),                      \
+                     a2 = fr_ld_##S(A + 2 * lda + k), a3 = fr_ld_##S(A + 3 * lda + k);        \
+            fr_v_##S w0 = fr_ld_##S(W + k), w1 = fr_ld_##S(W + ldw + k),                      \
+                     w2 = fr_ld_##S(W + 2 * ldw + k), w3 = fr_ld_##S(W + 3 * ldw + k);        \
+            s00 += a0 * w0; s01 += a0 * w1; s02 += a0 * w2; s03 += a0 * w3;                   \
+            s10 += a1 * w0; s11 += a1 * w1; s12 += a1 * w2; s13 += a1 * w3;                   \
+            s20 += a2 * w0; s21 += a2 * w1; s22 += a2 * w2; s23 += a2 * w3;                   \
+            s30 += a3 * w0; s31 += a3 * w1; s32 += a3 * w2; s33 += a3 * w3;                   \
+        }                                                                                     \
+        fr_v_##S acc[16] = {s00, s01, s02, s03, s10, s11, s12, s13,                           \
+                            s20, s21, s22, s23, s30, s31, s32, s33};                          \
+        for (int i = 0; i < 4; ++i)                                                           \
+            for (int j = 0; j < 4; ++j) {                                                     \
+                T t = fr_hsum_##S(acc[4 * i + j]);                                            \
+                for (Py_ssize_t k = kv; k < K; ++k) t += A[i * lda + k] * W[j * ldw + k];     \
+                C[i * ldc + j] += t;                                                          \
+            }                                                                                 \
+    }                                                                                         \
+    static void fr_dot1x4_##S(Py_ssize_t K, const T* A, const T* W, Py_ssize_t ldw, T* C) {   \
+        const Py_ssize_t V = FR_VL_##S, kv = K - K % FR_VL_##S;                               \
+        fr_v_##S z = {0};                                                                     \
+        fr_v_##S s0 = z, s1 = z, s2 = z, s3 = z;                                              \
+        for (Py_ssize_t k = 0; k < kv; k += V) {                                              \
+            fr_v_##S a = fr_ld_##S(A + k);                                                    \
+            s0 += a * fr_ld_##S(W + k); s1 += a * fr_ld_##S(W + ldw + k);                     \
+            s2 += a * fr_ld_##S(W + 2 * ldw + k); s3 += a * fr_ld_##S(W + 3 * ldw + k);       \
+        }                                                                                     \
+        fr_v_##S acc[4] = {s0, s1, s2, s3};                                                   \
+        for (int j = 0; j < 4; ++j) {                                                         \
+            T t = fr_hsum_##S(acc[j]);                                                        \
+            for (Py_ssize_t k = kv; k < K; ++k) t += A[k] * W[j * ldw + k];                   \
+            C[j] += t;                                                                        \
+        }                                                                                     \
+    }                                                                                         \
+    static void fr_dot1x1_##S(Py_ssize_t K, const T* A, const T* W, T* C) {                   \
+        const Py_ssize_t V = FR_VL_##S, kv = K - K % FR_VL_##S;                               \
+        fr_v_##S s0 = {0};                                                                    \
+        for (Py_ssize_t k = 0; k < kv; k += V) s0 += fr_ld_##S(A + k) * fr_ld_##S(W + k);     \
+        T t = fr_hsum_##S(s0);                                                                \
+        for (Py_ssize_t k = kv; k < K; ++k) t += A[k] * W[k];                                 \
+        C[0] += t;                                                                            \
+    }
     FR_TILES(float, f)
     FR_TILES(double, d)
+    FR_DOTS(float, f)
+    FR_DOTS(double, d)
 
     static void fr_omp_barrier(void) {
     #ifdef _OPENMP
@@ -144,6 +201,16 @@ cdef extern from *:
                     float* c) noexcept nogil
     void fr_tile1_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, const double* wpan,
                     double* c) noexcept nogil
+    void fr_dot4x4_f(Py_ssize_t K, const float* A, Py_ssize_t lda, const float* W,
+                     Py_ssize_t ldw, float* C, Py_ssize_t ldc) noexcept nogil
+    void fr_dot4x4_d(Py_ssize_t K, const double* A, Py_ssize_t lda, const double* W,
+                     Py_ssize_t ldw, double* C, Py_ssize_t ldc) noexcept nogil
+    void fr_dot1x4_f(Py_ssize_t K, const float* A, const float* W, Py_ssize_t ldw,
+                     float* C) noexcept nogil
+    void fr_dot1x4_d(Py_ssize_t K, const double* A, const double* W, Py_ssize_t ldw,
+                     double* C) noexcept nogil
+    void fr_dot1x1_f(Py_ssize_t K, const float* A, const float* W, float* C) noexcept nogil
+    void fr_dot1x1_d(Py_ssize_t K, const double* A, const double* W, double* C) noexcept nogil
     unsigned int fr_ftz_enter() noexcept nogil
     void fr_ftz_exit(unsigned int old) noexcept nogil
     void fr_omp_barrier() noexcept nogil
@@ -288,6 +355,90 @@ cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         _gemm_edge(M, N - nfull, K, A, lda, Wp + K * nfull, N - nfull, C + nfull, ldc)
 
 
+cdef void _dot_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                        const floating* A, Py_ssize_t lda,   # IN (M, K) row-major
+                        const floating* W, Py_ssize_t ldw,   # IN (N, K) row-major (PyTorch layout)
+                        floating* C, Py_ssize_t ldc) noexcept nogil:  # INOUT (M, N)
+    """C += A @ W^T on un-packed weights (dot-product micro-kernels ``fr_dot*``).
+
+    No packing at all, at the price of one horizontal sum per output; used for large K (hidden
+    sizes >= 256) where the sum is amortised and packing W per call would cost a transpose of
+    the whole matrix.  Loop order: 4 outputs (a 4 x K block of W, reused from L1) > 4 rows.
+    Rows left over go one at a time; outputs left over one at a time.
+    """
+    cdef Py_ssize_t m, n
+    n = 0
+    while n + 3 < N:
+        m = 0
+        while m + 3 < M:
+            if floating is float:
+                fr_dot4x4_f(K, A + m * lda, lda, W + n * ldw, ldw, C + m * ldc + n, ldc)
+            else:
+                fr_dot4x4_d(K, A + m * lda, lda, W + n * ldw, ldw, C + m * ldc + n, ldc)
+            m += 4
+        while m < M:
+            if floating is float:
+                fr_dot1x4_f(K, A + m * lda, W + n * ldw, ldw, C + m * ldc + n)
+            else:
+                fr_dot1x4_d(K, A + m * lda, W + n * ldw, ldw, C + m * ldc + n)
+            m += 1
+        n += 4
+    while n < N:
+        for m in range(M):
+            if floating is float:
+                fr_dot1x1_f(K, A + m * lda, W + n * ldw, C + m * ldc + n)
+            else:
+                fr_dot1x1_d(K, A + m * lda, W + n * ldw, C + m * ldc + n)
+        n += 1
+
+
+cdef void _pack_panels(const floating* W, Py_ssize_t K,      # IN (rows, K) PyTorch layout
+                       Py_ssize_t G, Py_ssize_t H, Py_ssize_t u0, Py_ssize_t nj,
+                       floating* out) noexcept nogil:        # OUT (K * G*nj) panel-packed
+    """Panel-pack M = W[rows]^T (K, G*nj) for _small_gemm_acc, where column g*nj + uu of M is
+    row g*H + u0 + uu of W (the gates of one unit block; u0=0, nj=H, G=1 packs all rows)."""
+    cdef Py_ssize_t NR = 256 // sizeof(floating)
+    cdef Py_ssize_t N = G * nj, p0, nr, c, g, k
+    cdef const floating* src
+    cdef floating* dst
+    p0 = 0
+    while p0 < N:
+        nr = min(NR, N - p0)
+        dst = out + K * p0
+        for c in range(nr):
+            g = (p0 + c) // nj
+            src = W + (g * H + u0 + (p0 + c - g * nj)) * K
+            for k in range(K):
+                dst[k * nr + c] = src[k]
+        p0 += nr
+
+
+def dot_gemm(const floating[:, ::1] a,    # IN  (M, K)
+             const floating[:, ::1] w,    # IN  (N, K)
+             floating[:, ::1] c):         # INOUT (M, N): c += a @ w.T
+    """The engine's dot-product GEMM kernel, exposed for tests and benchmarks."""
+    cdef Py_ssize_t M = a.shape[0], K = a.shape[1], N = w.shape[0]
+    if c.shape[0] != M or c.shape[1] != N or w.shape[1] != K:
+        raise ValueError("dot_gemm: shapes do not match")
+    if M == 0 or N == 0 or K == 0:
+        return
+    with nogil:
+        _dot_gemm_acc(M, N, K, &a[0, 0], K, &w[0, 0], K, &c[0, 0], N)
+
+
+def pack_panels(const floating[:, ::1] w,      # IN  (G*H, K) PyTorch layout
+                Py_ssize_t G, Py_ssize_t u0, Py_ssize_t nj,
+                floating[::1] out):            # OUT (K * G*nj)
+    """Panel-pack the rows of one unit block of ``w`` (see _pack_panels)."""
+    cdef Py_ssize_t K = w.shape[1], H = w.shape[0] // G
+    if out.shape[0] != K * G * nj or u0 + nj > H:
+        raise ValueError("pack_panels: shapes do not match")
+    if out.shape[0] == 0:
+        return
+    with nogil:
+        _pack_panels(&w[0, 0], K, G, H, u0, nj, &out[0])
+
+
 def panel_width(dtype):
     """Column panel width NR of the small GEMM kernel for ``dtype`` (see _small_gemm_acc)."""
     return 256 // np.dtype(dtype).itemsize
@@ -308,13 +459,12 @@ cdef void _proj_rows(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K, Py_ssize_t N,
                    X + r0 * ldx, <int>ldx, <floating>0.0, Y + r0 * ldy, <int>ldy)
 
 
-def input_projection(const floating[:, ::1] x,   # IN  (R, K) layer input, rows b*T + t
-                     const floating[:, ::1] w,   # IN  (N, K) weight_ih (PyTorch layout)
-                     floating[:, ::1] out,       # OUT (R, LX); columns off .. off+N written
-                     Py_ssize_t off,
-                     int nthreads):
-    """``out[:, off:off+N] = x @ w.T`` as one GEMM, rows split over ``nthreads`` threads."""
-    cdef Py_ssize_t R = x.shape[0], K = x.shape[1], N = w.shape[0], ldy = out.shape[1]
+cdef void _projection(Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
+                      const floating* X,            # IN  (R, K) layer input, rows b*T + t
+                      const floating* W,            # IN  (N, K) weight_ih (PyTorch layout)
+                      floating* Y, Py_ssize_t ldy,  # OUT (R, ldy): columns 0 .. N written
+                      int nthreads) noexcept nogil:
+    """``Y[:, :N] = X @ W.T`` as one GEMM, rows split over ``nthreads`` threads."""
     cdef Py_ssize_t chunk, r0
     cdef int tid, nth
     cdef unsigned int csr
@@ -322,21 +472,20 @@ def input_projection(const floating[:, ::1] x,   # IN  (R, K) layer input, rows 
         return
     if K == 0:
         for r0 in range(R):
-            memset(&out[r0, off], 0, N * sizeof(floating))
+            memset(Y + r0 * ldy, 0, N * sizeof(floating))
         return
     if nthreads <= 1 or R < 2 * 16:
-        with nogil:
-            csr = fr_ftz_enter()
-            _proj_rows(0, R, K, N, &x[0, 0], K, &w[0, 0], &out[0, off], ldy)
-            fr_ftz_exit(csr)
+        csr = fr_ftz_enter()
+        _proj_rows(0, R, K, N, X, K, W, Y, ldy)
+        fr_ftz_exit(csr)
         return
-    with nogil, parallel(num_threads=nthreads):
+    with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
         chunk = (R + nth - 1) // nth
         r0 = tid * chunk
         csr = fr_ftz_enter()
-        _proj_rows(r0, min(r0 + chunk, R), K, N, &x[0, 0], K, &w[0, 0], &out[0, off], ldy)
+        _proj_rows(r0, min(r0 + chunk, R), K, N, X, K, W, Y, ldy)
         fr_ftz_exit(csr)
 
 
@@ -351,10 +500,10 @@ cdef void _step_item(
         const floating* xp, Py_ssize_t LX,       # IN  input projection (caller rows), dir offset applied
         const floating* bx,                      # IN  (G*H) bias added to xp (GRU n: b_in)
         const floating* bhn,                     # IN  (H)  GRU b_hn
-        const floating* whh,                     # IN  recurrent weights: BLAS: weight_hh (G*H, H);
-                                                 #     small: W_hh^T block (H, G*nj) of this unit
-                                                 #     block, panel-packed (_small_gemm_acc)
-        bint use_blas,
+        const floating* whh,                     # IN  recurrent weights: mode 0: W_hh^T block
+                                                 #     (H, G*nj) of this unit block, panel-packed;
+                                                 #     modes 1, 2: weight_hh (G*H, H) as given
+        int mode,                                #     GEMM: 0 panel kernel, 1 dot kernel, 2 BLAS
         const int64_t* order, const int64_t* lengths,  # IN
         const floating* cur,                     # IN  (na, H) previous h, rows of the block
         floating* nxt,                           # OUT (na, H) new h (only units u0..u0+nj)
@@ -393,19 +542,21 @@ cdef void _step_item(
                 for j in range(nj):
                     rr[k * nj + j] = xr[k * H + u0 + j] + bx[k * H + u0 + j]
     # 2. recurrent GEMM, accumulated: rec[:, :N] += cur @ W_hh[block]^T
-    if use_blas:
-        # rec^T (nj, na) for gate k = W_hh[k*H+u0 : k*H+u0+nj, :] (row-major (nj, H) -> 'T')
-        #                              times cur^T (H, na)
-        if u0 == 0 and nj == H:
-            _blas_gemm(c'T', c'N', <int>N, <int>na, <int>H, <floating>1.0, whh, <int>H,
-                       cur, <int>H, <floating>1.0, rec, <int>ldr)
-        else:
-            for k in range(G):
+    if mode == 0:
+        _small_gemm_acc(na, N, H, cur, H, whh, rec, ldr)
+    elif mode == 2 and u0 == 0 and nj == H:
+        # rec^T (N, na) = W_hh (row-major (N, H) -> 'T') times cur^T (H, na)
+        _blas_gemm(c'T', c'N', <int>N, <int>na, <int>H, <floating>1.0, whh, <int>H,
+                   cur, <int>H, <floating>1.0, rec, <int>ldr)
+    else:
+        # per gate k: rows k*H + u0 .. k*H + u0 + nj of W_hh feed rec columns k*nj ..
+        for k in range(G):
+            if mode == 1:
+                _dot_gemm_acc(na, nj, H, cur, H, whh + (k * H + u0) * H, H, rec + k * nj, ldr)
+            else:
                 _blas_gemm(c'T', c'N', <int>nj, <int>na, <int>H, <floating>1.0,
                            whh + (k * H + u0) * H, <int>H, cur, <int>H, <floating>1.0,
                            rec + k * nj, <int>ldr)
-    else:
-        _small_gemm_acc(na, N, H, cur, H, whh, rec, ldr)
     # 3. gate math, state update, outputs
     for r in range(na):
         b = order[p0 + r]
@@ -463,7 +614,7 @@ cdef inline Py_ssize_t _active(Py_ssize_t na, Py_ssize_t s, Py_ssize_t p0,
 cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssize_t tmax,
                   Py_ssize_t B, Py_ssize_t H, Py_ssize_t G,
                   const floating* xp, Py_ssize_t LX, const floating* bx, const floating* bhn,
-                  const floating* whh, bint use_blas,
+                  const floating* whh, int mode,
                   const int64_t* ublk, Py_ssize_t nu, const int64_t* bblk, Py_ssize_t nb,
                   const int64_t* order, const int64_t* lengths,
                   floating* hbuf, floating* cbuf, floating* y, Py_ssize_t LY,
@@ -492,7 +643,7 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
                 cur = hbuf + (s & 1) * BH + p0 * H
                 nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
                 _step_item(cell, reverse, s, T, H, G, p0, na, 0, H, xp, LX, bx, bhn, whh,
-                           use_blas, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
+                           mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
                            scratch + w * scr_stride, ldr, store, wg, wc, whn)
             w += nth
     else:
@@ -509,71 +660,274 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
                     nj = ublk[uj + 1] - u0
                     cur = hbuf + (s & 1) * BH + p0 * H
                     nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
-                    if use_blas:
-                        wblk = whh
-                    else:
-                        wblk = whh + H * G * u0
+                    wblk = whh + H * G * u0 if mode == 0 else whh
                     _step_item(cell, reverse, s, T, H, G, p0, na, u0, nj, xp, LX, bx, bhn,
-                               wblk, use_blas, order, lengths, cur, nxt, cbuf + p0 * H, y, LY,
+                               wblk, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY,
                                hN, cN, scratch + w * scr_stride, ldr, store, wg, wc, whn)
                 w += nth
             fr_omp_barrier()
     fr_ftz_exit(csr)
 
 
-def recurrence(int cell, bint reverse, Py_ssize_t tmax,
-               const floating[:, ::1] xp,        # IN  (B*T, LX) input projection, caller rows
-               Py_ssize_t xoff,                  #     column offset of this direction in xp
-               const floating[::1] bx,           # IN  (G*H) bias added to the x part
-               const floating[::1] bhn,          # IN  (H) GRU b_hn (any length >= 1 otherwise)
-               const floating[::1] whh,          # IN  BLAS: weight_hh (G*H*H, PyTorch layout);
-                                                 #     small kernel: packed blocks (see _engine)
-               bint use_blas,
-               const int64_t[::1] ublk,          # IN  (nu+1) unit block boundaries
-               const int64_t[::1] bblk,          # IN  (nb+1) batch block boundaries (sorted pos.)
-               const int64_t[::1] order,         # IN  (B) caller row of each sorted position
-               const int64_t[::1] lengths,       # IN  (B) lengths, caller order
-               floating[:, :, ::1] hbuf,         # INOUT (2, B, H); hbuf[0] = h0 (sorted order)
-               floating[:, ::1] cbuf,            # INOUT (B, H) LSTM c0 (sorted order) / dummy
-               floating[:, ::1] y,               # OUT (B*T, LY) outputs, caller rows
-               Py_ssize_t yoff,                  #     column offset of this direction in y
-               floating[:, ::1] hN,              # OUT (B, H) final h, caller order
-               floating[:, ::1] cN,              # OUT (B, H) final c (LSTM) / dummy
-               floating[:, ::1] scratch,         # scratch (nb*nu, >= rows*ldr)
-               Py_ssize_t ldr,                   #     scratch row stride (>= (G + gru) * max nj)
-               bint store,                       #     write the training workspace
-               floating[:, ::1] wg,              # OUT (B*T, G*H) gate activations / dummy
-               floating[:, ::1] wc,              # OUT (B*T, H) LSTM cell states / dummy
-               floating[:, ::1] whn,             # OUT (B*T, H) GRU h W_hn^T + b_hn / dummy
-               int nthreads):
-    """Run one layer-direction over time (see the module docstring for the layout)."""
-    cdef Py_ssize_t B = hbuf.shape[1], H = hbuf.shape[2]
-    cdef Py_ssize_t T = xp.shape[0] // B if B > 0 else 0
-    cdef Py_ssize_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
-    cdef Py_ssize_t nu = ublk.shape[0] - 1, nb = bblk.shape[0] - 1
+cdef void _recurrence(int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
+                      Py_ssize_t G, Py_ssize_t tmax,
+                      const floating* xp, Py_ssize_t LX,      # IN  input projection, dir offset applied
+                      const floating* bx, const floating* bhn,  # IN biases (see _step_item)
+                      const floating* whh, int mode,          # IN  recurrent weights (see _step_item)
+                      const int64_t* ublk, Py_ssize_t nu,     # IN  unit blocks
+                      const int64_t* bblk, Py_ssize_t nb,     # IN  batch blocks (sorted positions)
+                      const int64_t* order, const int64_t* lengths,  # IN
+                      floating* hbuf,                         # INOUT (2, B, H), hbuf[0] = h0 sorted
+                      floating* cbuf,                         # INOUT (B, H) LSTM c0 sorted
+                      floating* y, Py_ssize_t LY,             # OUT outputs, dir offset applied
+                      floating* hN, floating* cN,             # OUT (B, H) final states
+                      floating* scratch, Py_ssize_t scr_stride, Py_ssize_t ldr,
+                      bint store, floating* wg, floating* wc, floating* whn,  # OUT workspace
+                      int nthreads) noexcept nogil:
+    """Run one layer-direction over time, on min(nthreads, nb*nu) threads."""
     cdef int tid, nth
     if B == 0 or tmax == 0:
         return
-    if nb * nu > 64:
-        raise ValueError("too many work items")
     if nthreads > nb * nu:
         nthreads = <int>(nb * nu)
     if nthreads <= 1:
-        with nogil:
-            _worker(0, 1, cell, reverse, T, tmax, B, H, G, &xp[0, xoff], xp.shape[1], &bx[0],
-                    &bhn[0], &whh[0], use_blas, &ublk[0], nu, &bblk[0], nb, &order[0],
-                    &lengths[0], &hbuf[0, 0, 0], &cbuf[0, 0], &y[0, yoff], y.shape[1],
-                    &hN[0, 0], &cN[0, 0], &scratch[0, 0], scratch.shape[1], ldr, store,
-                    &wg[0, 0], &wc[0, 0], &whn[0, 0])
+        _worker(0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
+                bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
+                store, wg, wc, whn)
         return
-    with nogil, parallel(num_threads=nthreads):
+    with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
-        _worker(tid, nth, cell, reverse, T, tmax, B, H, G, &xp[0, xoff], xp.shape[1], &bx[0],
-                &bhn[0], &whh[0], use_blas, &ublk[0], nu, &bblk[0], nb, &order[0],
-                &lengths[0], &hbuf[0, 0, 0], &cbuf[0, 0], &y[0, yoff], y.shape[1],
-                &hN[0, 0], &cN[0, 0], &scratch[0, 0], scratch.shape[1], ldr, store,
-                &wg[0, 0], &wc[0, 0], &whn[0, 0])
+        _worker(tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
+                nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
+                ldr, store, wg, wc, whn)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole stacked (bi)directional forward in one call
+# ---------------------------------------------------------------------------------------------
+
+cdef inline void* _ptr(object a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef object _new(int nd, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_t d2, Py_ssize_t d3,
+                 int typenum, bint zero):
+    cdef cnp.npy_intp dims[4]
+    dims[0] = d0
+    dims[1] = d1
+    dims[2] = d2
+    dims[3] = d3
+    if zero:
+        return cnp.PyArray_ZEROS(nd, dims, typenum, 0)
+    return cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+
+
+cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list w_hh,
+                          list b_ih, list b_hh, object h0, object c0, object lengths,
+                          Py_ssize_t L, Py_ssize_t D, bint training, int nthreads,
+                          Py_ssize_t nb, Py_ssize_t nu, int mode, int proj_threads):
+    cdef int typenum = cnp.NPY_FLOAT64 if floating is double else cnp.NPY_FLOAT32
+    cdef Py_ssize_t B = cnp.PyArray_DIM(x, 0), T = cnp.PyArray_DIM(x, 1)
+    cdef Py_ssize_t I = cnp.PyArray_DIM(x, 2)
+    cdef Py_ssize_t H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
+    cdef Py_ssize_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
+    cdef Py_ssize_t GH = G * H, BH = B * H, BT = B * T
+    cdef Py_ssize_t layer, d, idx, i, j, p, b, tmax, rows, max_nj, ldr, step, align, I_l
+    cdef Py_ssize_t nitems, LX
+    cdef bint partial = False, store
+    cdef int64_t* lens
+    cdef int64_t* order
+    cdef int64_t* bblk_p
+    cdef int64_t* ublk_p
+    cdef const int64_t* srt
+    cdef const floating* src
+    cdef const floating* bi_p
+    cdef const floating* bh_p
+    cdef floating* bx_p
+    cdef floating* bhn_p
+    cdef floating* hb
+    cdef floating* cb
+    cdef floating* wpk_p
+    cdef const floating* whh_p
+    cdef floating* xp_p
+    cdef floating* y_p
+    cdef floating* inp_p
+    cdef floating* wg_p
+    cdef floating* wc_p
+    cdef floating* whn_p
+    cdef floating* cN_p
+    cdef floating* hN_p
+    cdef floating* scr_p
+    cdef const floating* wih_p
+
+    # lengths, order (sorted by length, descending, stable; interleaved into nb blocks)
+    lens_arr = _new(1, B, 0, 0, 0, cnp.NPY_INT64, False)
+    lens = <int64_t*>_ptr(lens_arr)
+    if lengths is None:
+        for b in range(B):
+            lens[b] = T
+    else:
+        memcpy(lens, _ptr(lengths), B * sizeof(int64_t))
+        for b in range(B):
+            if lens[b] != T:
+                partial = True
+    tmax = 0
+    for b in range(B):
+        tmax = max(tmax, lens[b])
+    nb = max(1, min(nb, B))
+    nu = max(1, min(nu, H))
+    if nb * nu > 64:
+        raise ValueError("too many work items (nb * nu > 64)")
+    order_arr = _new(1, B, 0, 0, 0, cnp.NPY_INT64, False)
+    order = <int64_t*>_ptr(order_arr)
+    if partial:
+        srt_arr = np.argsort(-np.asarray(lens_arr), kind="stable").astype(np.int64, copy=False)
+        srt = <const int64_t*>_ptr(srt_arr)
+    else:
+        srt_arr = None
+        srt = NULL
+    bblk_arr = _new(1, nb + 1, 0, 0, 0, cnp.NPY_INT64, False)
+    bblk_p = <int64_t*>_ptr(bblk_arr)
+    p = 0
+    for i in range(nb):
+        bblk_p[i] = p
+        j = i
+        while j < B:
+            order[p] = srt[j] if srt != NULL else j
+            p += 1
+            j += nb
+    bblk_p[nb] = B
+    rows = (B + nb - 1) // nb
+    # unit blocks: nu chunks, sizes multiples of 16 units when H allows
+    align = 16 if H >= 32 else 1
+    if nu <= 1 or H < 2 * align:
+        nu = 1
+        step = H
+    else:
+        step = (H + nu - 1) // nu
+        step = ((step + align - 1) // align) * align
+        nu = (H + step - 1) // step
+    ublk_arr = _new(1, nu + 1, 0, 0, 0, cnp.NPY_INT64, False)
+    ublk_p = <int64_t*>_ptr(ublk_arr)
+    for i in range(nu):
+        ublk_p[i] = i * step
+    ublk_p[nu] = H
+    max_nj = step
+    ldr = (G + (1 if cell == 3 else 0)) * max_nj
+    nitems = nb * nu
+
+    h_n = _new(3, L * D, B, H, 0, typenum, False)
+    c_n = _new(3, L * D, B, H, 0, typenum, False) if cell == 2 else None
+    cN_dummy = _new(1, BH if BH > 0 else 1, 0, 0, 0, typenum, False)
+    hbuf = _new(1, 2 * BH, 0, 0, 0, typenum, False)
+    cbuf = _new(1, BH if BH > 0 else 1, 0, 0, 0, typenum, False)
+    scratch = _new(1, nitems * rows * ldr, 0, 0, 0, typenum, False)
+    bx = _new(1, GH, 0, 0, 0, typenum, False)
+    bhn = _new(1, H, 0, 0, 0, typenum, False)
+    wpk = _new(1, GH * H, 0, 0, 0, typenum, False) if mode == 0 else None
+    xp = _new(2, BT, D * GH, 0, 0, typenum, False)
+    hb = <floating*>_ptr(hbuf)
+    cb = <floating*>_ptr(cbuf)
+    bx_p = <floating*>_ptr(bx)
+    bhn_p = <floating*>_ptr(bhn)
+    xp_p = <floating*>_ptr(xp)
+    LX = D * GH
+    ws = None
+    if training:
+        ws = {"outputs": [], "gates": [] if cell >= 2 else None,
+              "c": [] if cell == 2 else None, "hn": [] if cell == 3 else None,
+              "lengths": lens_arr}
+    inp = x
+    for layer in range(L):
+        I_l = I if layer == 0 else D * H
+        inp_p = <floating*>_ptr(inp)
+        y = _new(3, B, T, D * H, 0, typenum, partial)
+        y_p = <floating*>_ptr(y)
+        wg_p = wc_p = whn_p = NULL
+        if training:
+            ws["outputs"].append(y)
+            if cell >= 2:
+                a = _new(4, D, B, T, GH, typenum, partial)
+                ws["gates"].append(a)
+                wg_p = <floating*>_ptr(a)
+            if cell == 2:
+                a = _new(4, D, B, T, H, typenum, partial)
+                ws["c"].append(a)
+                wc_p = <floating*>_ptr(a)
+            if cell == 3:
+                a = _new(4, D, B, T, H, typenum, partial)
+                ws["hn"].append(a)
+                whn_p = <floating*>_ptr(a)
+        for d in range(D):
+            wih_p = <const floating*>_ptr(w_ih[layer * D + d])
+            with nogil:
+                _projection(BT, I_l, GH, inp_p, wih_p, xp_p + d * GH, LX, proj_threads)
+        for d in range(D):
+            idx = layer * D + d
+            # biases: bx = b_ih + b_hh (GRU: b_hh only for r, z), bhn = GRU b_hn
+            bi_p = <const floating*>_ptr(b_ih[idx]) if b_ih[idx] is not None else NULL
+            bh_p = <const floating*>_ptr(b_hh[idx]) if b_hh[idx] is not None else NULL
+            for j in range(GH):
+                bx_p[j] = (bi_p[j] if bi_p != NULL else 0) + (
+                    bh_p[j] if bh_p != NULL and (cell != 3 or j < 2 * H) else 0)
+            for j in range(H):
+                bhn_p[j] = bh_p[2 * H + j] if bh_p != NULL and cell == 3 else 0
+            # initial state, gathered into sorted order
+            if h0 is None:
+                memset(hb, 0, BH * sizeof(floating))
+            else:
+                src = <const floating*>_ptr(h0) + idx * BH
+                for p in range(B):
+                    memcpy(hb + p * H, src + order[p] * H, H * sizeof(floating))
+            if cell == 2:
+                if c0 is None:
+                    memset(cb, 0, BH * sizeof(floating))
+                else:
+                    src = <const floating*>_ptr(c0) + idx * BH
+                    for p in range(B):
+                        memcpy(cb + p * H, src + order[p] * H, H * sizeof(floating))
+            whh_p = <const floating*>_ptr(w_hh[idx])
+            if mode == 0:
+                wpk_p = <floating*>_ptr(wpk)
+                for j in range(nu):
+                    _pack_panels(whh_p, H, G, H, ublk_p[j], ublk_p[j + 1] - ublk_p[j],
+                                 wpk_p + H * G * ublk_p[j])
+                whh_p = wpk_p
+            store = training and cell >= 2
+            cN_p = <floating*>_ptr(c_n) + idx * BH if cell == 2 else <floating*>_ptr(cN_dummy)
+            hN_p = <floating*>_ptr(h_n) + idx * BH
+            scr_p = <floating*>_ptr(scratch)
+            with nogil:
+                _recurrence(cell, d == 1, B, T, H, G, tmax, xp_p + d * GH, LX, bx_p, bhn_p,
+                            whh_p, mode, ublk_p, nu, bblk_p, nb, order, lens, hb, cb,
+                            y_p + d * H, D * H, hN_p, cN_p, scr_p, rows * ldr, ldr, store,
+                            wg_p + d * BT * GH if wg_p != NULL else NULL,
+                            wc_p + d * BT * H if wc_p != NULL else NULL,
+                            whn_p + d * BT * H if whn_p != NULL else NULL, nthreads)
+        inp = y
+    return inp, h_n, c_n, ws
+
+
+def forward_stack(int cell, cnp.ndarray x, list w_ih, list w_hh, list b_ih, list b_hh,
+                  object h0, object c0, object lengths, Py_ssize_t num_layers,
+                  Py_ssize_t num_directions, bint training, int nthreads, Py_ssize_t nb,
+                  Py_ssize_t nu, int mode, int proj_threads):
+    """Stacked (bi)directional forward in one call (see ``fastrnn._engine.forward``).
+
+    Arrays must be validated C-contiguous arrays of x's dtype (lengths int64 or None); the
+    parameter lists are indexed by ``layer * num_directions + direction`` (bias entries None
+    when absent).  ``nb`` / ``nu``: batch / unit blocks; ``mode``: recurrent GEMM 0 panel
+    kernel (weights packed once per call), 1 dot kernel (un-packed), 2 BLAS.
+    Returns (y, h_n, c_n, workspace-or-None).
+    """
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
+        return _forward_impl(<double>0, cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths,
+                             num_layers, num_directions, training, nthreads, nb, nu, mode,
+                             proj_threads)
+    return _forward_impl(<float>0, cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths,
+                         num_layers, num_directions, training, nthreads, nb, nu, mode,
+                         proj_threads)
 
 
 def max_threads():
@@ -607,7 +961,7 @@ cdef void _stack_step(int cell, Py_ssize_t L, Py_ssize_t B, Py_ssize_t I, Py_ssi
             xp[r] = 0
         _small_gemm_acc(B, GH, I_l, inp, I_l, <const floating*>wih[l], xp, GH)
         _step_item(cell, False, 0, 1, H, G, 0, B, 0, H, xp, GH, <const floating*>bx[l],
-                   <const floating*>bhn[l], <const floating*>whh[l], False, order, ones,
+                   <const floating*>bhn[l], <const floating*>whh[l], 0, order, ones,
                    h + l * B * H, hs, c_out + l * B * H, h_out + l * B * H, H,
                    h_out + l * B * H, cs, rec, ldr, False, hs, hs, hs)
         inp = h_out + l * B * H

@@ -178,9 +178,10 @@ def test_forward_matches_reference(cell, dtype, shape):
     check_against_reference(cell, x, w, h0, c0, lengths, L, D)
 
 
-# every execution plan: (batch blocks, unit blocks, BLAS recurrent GEMM) x threads
-PLANS = [(1, 1, False), (1, 1, True), (2, 1, False), (2, 1, True), (1, 2, False), (1, 2, True),
-         (2, 2, True), (3, 2, False)]
+# every execution plan: (batch blocks, unit blocks, recurrent GEMM mode) x threads;
+# modes: 0 panel kernel, 1 dot kernel, 2 BLAS
+PLANS = [(1, 1, 0), (1, 1, 1), (1, 1, 2), (2, 1, 0), (2, 1, 1), (2, 1, 2), (1, 2, 0),
+         (1, 2, 1), (1, 2, 2), (2, 2, 1), (3, 2, 0)]
 
 
 @pytest.mark.parametrize("nthreads", [1, 2])
@@ -207,7 +208,7 @@ def test_threads_do_not_change_results(cell):
         outs[n] = _engine.forward(cell, x, w, h0, c0, lengths, num_layers=2, bidirectional=True)
         # the same plan on 1 or 2 threads: bit-identical
         fixed = _engine.forward(cell, x, w, h0, c0, lengths, num_layers=2, bidirectional=True,
-                                _plan_override=(2, 2, True))
+                                _plan_override=(2, 2, 2))
         outs[(n, "fixed")] = fixed
     for a, b in zip(outs[1][:3], outs[2][:3]):
         if a is not None:
@@ -352,3 +353,27 @@ def test_float64_activations_are_exact():
     assert np.abs(out - np.tanh(x)).max() <= 1e-15
     _forward.sigmoid_approx(x, out)
     assert np.abs(out - 1 / (1 + np.exp(-x))).max() <= 1e-15
+
+
+# ---------------------------------------------------------------------------------------------
+# GEMM micro-kernels
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (1, 17, 3), (3, 5, 70), (4, 16, 64), (5, 33, 130),
+                                   (9, 64, 257), (2, 300, 9)])
+def test_gemm_kernels_match_numpy(dtype, M, K, N):
+    rng = np.random.default_rng(M * 1000 + K * 10 + N)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    w = rng.standard_normal((N, K)).astype(dtype)   # PyTorch layout (outputs, inputs)
+    c0 = rng.standard_normal((M, N)).astype(dtype)
+    expect = c0.astype(np.float64) + a.astype(np.float64) @ w.T.astype(np.float64)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    c = c0.copy()
+    _forward.dot_gemm(a, w, c)
+    assert np.abs(c - expect).max() <= tol * max(1.0, np.abs(expect).max())
+    packed = np.empty(w.size, dtype=dtype)
+    _forward.pack_panels(w, 1, 0, N, packed)
+    c = c0.copy()
+    _forward.small_gemm(a, packed, c)
+    assert np.abs(c - expect).max() <= tol * max(1.0, np.abs(expect).max())
