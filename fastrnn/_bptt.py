@@ -95,93 +95,100 @@ def _compiled():
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}   # no nnan/ninf: keep NaN/Inf honest
 
 
-@_jit(inline="always", fastmath=_FAST)
-def _rnn_row(one, H, relu, dh, dy_row, has_dy, h_row, da_row, da_out, acc):
-    """``da = (dh + dy) * act'(a)`` from the output ``h = act(a)``; writes da twice and adds
-    it to the bias-gradient accumulator ``acc``."""
+# Each function walks one row of H units.  Every array it touches is a view indexed by the loop
+# counter alone (no ``k * H + j``: Numba's negative-index wraparound would then block SIMD), and
+# there are no data-dependent branches besides selects, so LLVM vectorises the loop.
+# Absent inputs (no dy, zero initial state) arrive as rows of zeros.
+
+@_jit(inline="always", fastmath=_FAST, error_model="numpy")
+def _rnn_row(one, H, relu, dh, dy, h, da, da_out, acc):
+    """``da = (dh + dy) * act'(a)`` from the output ``h = act(a)``; writes ``da`` to the scratch
+    row and to its ``(b, t)`` place and adds it to the bias-gradient accumulator ``acc``."""
+    zero = one - one
     for j in range(H):
-        g = dh[j]
-        if has_dy:
-            g += dy_row[j]
-        hv = h_row[j]
+        g = dh[j] + dy[j]
+        hv = h[j]
         if relu:
-            v = g if hv > 0 else (one - one) * g
+            v = g if hv > zero else zero
         else:
             v = g * (one - hv * hv)
-        da_row[j] = v
+        da[j] = v
         da_out[j] = v
         acc[j] += v
 
 
-@_jit(inline="always", fastmath=_FAST)
-def _lstm_row(one, H, dh, dc, dy_row, has_dy, gate_row, h_row, c_prev, has_c_prev,
-              da_row, da_out, acc):
-    """LSTM gates ``i, f, g, o``: pre-activation gradients into da, dc -> dc_prev in place."""
+@_jit(inline="always", fastmath=_FAST, error_model="numpy")
+def _lstm_row(one, H, dh, dc, dy, gate, h, c_prev, da, da_out, acc):
+    """LSTM gates ``i, f, g, o``: pre-activation gradients into ``da`` (scratch row) and
+    ``da_out`` (its ``(b, t)`` place), ``dc`` -> ``dc_prev`` in place, bias sums into ``acc``."""
+    zero = one - one
+    gi, gf, gg, go = gate[0:H], gate[H:2 * H], gate[2 * H:3 * H], gate[3 * H:4 * H]
+    a0, a1, a2, a3 = da[0:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:4 * H]
+    b0, b1, b2, b3 = da_out[0:H], da_out[H:2 * H], da_out[2 * H:3 * H], da_out[3 * H:4 * H]
+    s0, s1, s2, s3 = acc[0:H], acc[H:2 * H], acc[2 * H:3 * H], acc[3 * H:4 * H]
     for j in range(H):
-        g = dh[j]
-        if has_dy:
-            g += dy_row[j]
-        i = gate_row[j]
-        f = gate_row[H + j]
-        gg = gate_row[2 * H + j]
-        o = gate_row[3 * H + j]
-        tc = h_row[j] / o if o != 0 else (one - one) * o          # tanh(c_t) = h_t / o_t
+        g = dh[j] + dy[j]
+        i = gi[j]
+        f = gf[j]
+        gv = gg[j]
+        o = go[j]
+        tc = h[j] / o if o != zero else zero          # tanh(c_t) = h_t / o_t
         dcj = dc[j] + g * o * (one - tc * tc)
-        cp = c_prev[j] if has_c_prev else (one - one) * o
-        vi = dcj * gg * i * (one - i)
-        vf = dcj * cp * f * (one - f)
-        vg = dcj * i * (one - gg * gg)
+        vi = dcj * gv * i * (one - i)
+        vf = dcj * c_prev[j] * f * (one - f)
+        vg = dcj * i * (one - gv * gv)
         vo = g * tc * o * (one - o)
         dc[j] = dcj * f
-        da_row[j] = vi
-        da_row[H + j] = vf
-        da_row[2 * H + j] = vg
-        da_row[3 * H + j] = vo
-        da_out[j] = vi
-        da_out[H + j] = vf
-        da_out[2 * H + j] = vg
-        da_out[3 * H + j] = vo
-        acc[j] += vi
-        acc[H + j] += vf
-        acc[2 * H + j] += vg
-        acc[3 * H + j] += vo
+        a0[j] = vi
+        a1[j] = vf
+        a2[j] = vg
+        a3[j] = vo
+        b0[j] = vi
+        b1[j] = vf
+        b2[j] = vg
+        b3[j] = vo
+        s0[j] += vi
+        s1[j] += vf
+        s2[j] += vg
+        s3[j] += vo
 
 
-@_jit(inline="always", fastmath=_FAST)
-def _gru_row(one, H, dh, dy_row, has_dy, gate_row, hn_row, h_prev, has_h_prev,
-             dah_row, dax_out, dah_out, dh_direct, acc):
+@_jit(inline="always", fastmath=_FAST, error_model="numpy")
+def _gru_row(one, H, dh, dy, gate, hn, h_prev, dah, dax_out, dah_out, dh_direct, acc):
     """GRU gates ``r, z, n`` (linear before reset).
 
-    Writes the input-side gradient ``[dr, dz, dn]`` to dax_out, the recurrent-side one
-    ``[dr, dz, dn * r]`` to dah_row and dah_out, and ``dh * z`` (the direct path to h_prev)
-    to dh_direct; adds ``[dr, dz, dn, dn * r]`` to the bias accumulator ``acc`` (4H).
+    Writes the input-side gradient ``[dr, dz, dn]`` to ``dax_out``, the recurrent-side one
+    ``[dr, dz, dn * r]`` to ``dah`` (scratch row) and ``dah_out``, and ``dh * z`` (the direct
+    path to ``h_prev``) to ``dh_direct``; adds ``[dr, dz, dn, dn * r]`` to ``acc`` (4H).
     """
+    gr, gz, gn = gate[0:H], gate[H:2 * H], gate[2 * H:3 * H]
+    a0, a1, a2 = dah[0:H], dah[H:2 * H], dah[2 * H:3 * H]
+    x0, x1, x2 = dax_out[0:H], dax_out[H:2 * H], dax_out[2 * H:3 * H]
+    b0, b1, b2 = dah_out[0:H], dah_out[H:2 * H], dah_out[2 * H:3 * H]
+    s0, s1, s2, s3 = acc[0:H], acc[H:2 * H], acc[2 * H:3 * H], acc[3 * H:4 * H]
     for j in range(H):
-        g = dh[j]
-        if has_dy:
-            g += dy_row[j]
-        r = gate_row[j]
-        z = gate_row[H + j]
-        n = gate_row[2 * H + j]
-        hp = h_prev[j] if has_h_prev else (one - one) * n
+        g = dh[j] + dy[j]
+        r = gr[j]
+        z = gz[j]
+        n = gn[j]
         dn = g * (one - z) * (one - n * n)
-        dz = g * (hp - n) * z * (one - z)
-        dr = dn * hn_row[j] * r * (one - r)
+        dz = g * (h_prev[j] - n) * z * (one - z)
+        dr = dn * hn[j] * r * (one - r)
         dnr = dn * r
-        dax_out[j] = dr
-        dax_out[H + j] = dz
-        dax_out[2 * H + j] = dn
-        dah_row[j] = dr
-        dah_row[H + j] = dz
-        dah_row[2 * H + j] = dnr
-        dah_out[j] = dr
-        dah_out[H + j] = dz
-        dah_out[2 * H + j] = dnr
+        x0[j] = dr
+        x1[j] = dz
+        x2[j] = dn
+        a0[j] = dr
+        a1[j] = dz
+        a2[j] = dnr
+        b0[j] = dr
+        b1[j] = dz
+        b2[j] = dnr
         dh_direct[j] = g * z
-        acc[j] += dr
-        acc[H + j] += dz
-        acc[2 * H + j] += dn
-        acc[3 * H + j] += dnr
+        s0[j] += dr
+        s1[j] += dz
+        s2[j] += dn
+        s3[j] += dnr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,7 +217,7 @@ def _zero_tail(da, b, L, xo, GH):
         da[b, t, xo:xo + GH] = 0
 
 
-@_jit(fastmath=_FAST)
+@_jit(fastmath=_FAST, error_model="numpy")
 def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1), rows, lengths
               y, dy, has_dy, dhn,                     # IN  outputs, grads on outputs / final h
               whh,                                    # IN  (D, H, H)
@@ -227,6 +234,7 @@ def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1
         xo, ho = d * GH, d * H
         dhb = np.empty(n * H, dtype=whh.dtype)
         dab = np.empty(n * GH, dtype=whh.dtype)
+        zrow = np.zeros(H, dtype=whh.dtype)
         lens = np.empty(n, dtype=np.int64)
         for r in range(n):
             b = order[p0 + r]
@@ -241,8 +249,8 @@ def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1
             nact = _active(rev, t, n, nact, lens)
             for r in range(nact):
                 b = order[p0 + r]
-                dyr = dy[b, t, ho:ho + H] if has_dy else dy[0, 0, ho:ho + H]
-                _rnn_row(one, H, relu, dhb[r * H:(r + 1) * H], dyr, has_dy, y[b, t, ho:ho + H],
+                dyr = dy[b, t, ho:ho + H] if has_dy else zrow
+                _rnn_row(one, H, relu, dhb[r * H:(r + 1) * H], dyr, y[b, t, ho:ho + H],
                          dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH], acc)
             if nact > 0:
                 np.dot(dab[:nact * GH].reshape(nact, GH), wd, dhb[:nact * H].reshape(nact, H))
@@ -250,7 +258,7 @@ def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1
             dh0[d, order[p0 + r]] = dhb[r * H:(r + 1) * H]
 
 
-@_jit(fastmath=_FAST)
+@_jit(fastmath=_FAST, error_model="numpy")
 def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1), rows, lengths
                gates, cst, y, c0, has_c0,             # IN  workspace, (D, B, H) initial c
                dy, has_dy, dhn, dcn,                  # IN  grads on outputs / final h, c
@@ -268,6 +276,7 @@ def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1
         dhb = np.empty(n * H, dtype=whh.dtype)
         dcb = np.empty(n * H, dtype=whh.dtype)
         dab = np.empty(n * GH, dtype=whh.dtype)
+        zrow = np.zeros(H, dtype=whh.dtype)
         lens = np.empty(n, dtype=np.int64)
         for r in range(n):
             b = order[p0 + r]
@@ -291,13 +300,13 @@ def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1
                     tp = t - 1
                 if has_prev:
                     cp = cst[d, b, tp]
-                    hc = True
-                else:
+                elif has_c0:
                     cp = c0[d, b]
-                    hc = has_c0
-                dyr = dy[b, t, ho:ho + H] if has_dy else dy[0, 0, ho:ho + H]
-                _lstm_row(one, H, dhb[r * H:(r + 1) * H], dcb[r * H:(r + 1) * H], dyr, has_dy,
-                          gates[d, b, t], y[b, t, ho:ho + H], cp, hc,
+                else:
+                    cp = zrow
+                dyr = dy[b, t, ho:ho + H] if has_dy else zrow
+                _lstm_row(one, H, dhb[r * H:(r + 1) * H], dcb[r * H:(r + 1) * H], dyr,
+                          gates[d, b, t], y[b, t, ho:ho + H], cp,
                           dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH], acc)
             if nact > 0:
                 np.dot(dab[:nact * GH].reshape(nact, GH), wd, dhb[:nact * H].reshape(nact, H))
@@ -307,7 +316,7 @@ def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1
             dc0[d, b] = dcb[r * H:(r + 1) * H]
 
 
-@_jit(fastmath=_FAST)
+@_jit(fastmath=_FAST, error_model="numpy")
 def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1), rows, lengths
               gates, hnw, y, h0, has_h0,              # IN  workspace, (D, B, H) initial h
               dy, has_dy, dhn,                        # IN  grads on outputs / final h
@@ -325,6 +334,7 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
         dhb = np.empty(n * H, dtype=whh.dtype)
         ddb = np.empty(n * H, dtype=whh.dtype)
         dab = np.empty(n * GH, dtype=whh.dtype)
+        zrow = np.zeros(H, dtype=whh.dtype)
         lens = np.empty(n, dtype=np.int64)
         for r in range(n):
             b = order[p0 + r]
@@ -348,13 +358,13 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
                     tp = t - 1
                 if has_prev:
                     hp = y[b, tp, ho:ho + H]
-                    hh = True
-                else:
+                elif has_h0:
                     hp = h0[d, b, :]
-                    hh = has_h0
-                dyr = dy[b, t, ho:ho + H] if has_dy else dy[0, 0, ho:ho + H]
-                _gru_row(one, H, dhb[r * H:(r + 1) * H], dyr, has_dy, gates[d, b, t],
-                         hnw[d, b, t], hp, hh, dab[r * GH:(r + 1) * GH],
+                else:
+                    hp = zrow
+                dyr = dy[b, t, ho:ho + H] if has_dy else zrow
+                _gru_row(one, H, dhb[r * H:(r + 1) * H], dyr, gates[d, b, t],
+                         hnw[d, b, t], hp, dab[r * GH:(r + 1) * GH],
                          da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], ddb[r * H:(r + 1) * H],
                          acc)
             if nact > 0:
