@@ -235,6 +235,7 @@ class Runner:
     samples: list = field(default_factory=list)
     number: int = 1
     check_time: Optional[float] = None  # duration of the check call (the warm-up)
+    check_calls: int = 1  # how many ``run``-sized calls one check makes (streaming: several steps)
 
 
 def _as_states(state) -> list:
@@ -299,7 +300,7 @@ def fastrnn_runner(fastrnn, cfg: Config, backend: str, weights: dict, name: str)
                 ys.append(np.asarray(y))
             return {"y": np.stack(ys), **{f"state{i}": s for i, s in enumerate(_as_states(st))}}
 
-        return Runner(name, run, check)
+        return Runner(name, run, check, check_calls=STREAM_CHECK_STEPS)
 
     # training: forward(training=True) + backward(dy) + plain SGD on the live parameters
     dy = np.broadcast_to(valid_mask(cfg), (cfg.B, cfg.T, cfg.H)).astype(np.float32)
@@ -429,7 +430,7 @@ def torch_runner(torch, cfg: Config, weights: dict) -> Runner:
                     ys.append(y.numpy().reshape(1, cfg.H).copy())
             return {"y": np.stack(ys), **states(st)}
 
-        return Runner("torch", run, check, ctx=torch.inference_mode)
+        return Runner("torch", run, check, ctx=torch.inference_mode, check_calls=STREAM_CHECK_STEPS)
 
     # training
     m.train()
@@ -600,7 +601,7 @@ def onnx_runner(torch, ort, cfg: Config, weights: dict, tmpdir: str, threads: Op
                 f[nm] = s
         return {"y": np.stack(ys), **{f"state{i}": f[nm] for i, nm in enumerate(state_names)}}
 
-    return Runner("onnx", run, check)
+    return Runner("onnx", run, check, check_calls=STREAM_CHECK_STEPS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -645,8 +646,8 @@ def _calibrate(r: Runner, target_sample_s: float) -> float:
     """Set ``r.number`` (like timeit's autorange) so that one sample lasts the target; returns
     the duration of one sample."""
     r.number = 1
-    if r.check_time is not None and r.check_time >= target_sample_s:
-        return r.check_time  # a slow call: one call per sample
+    if r.check_time is not None and r.check_time / r.check_calls >= target_sample_s:
+        return r.check_time / r.check_calls  # a slow call: one call per sample
     while True:
         t = _sample(r) * r.number
         if t >= target_sample_s or r.number >= 100000:
@@ -655,23 +656,24 @@ def _calibrate(r: Runner, target_sample_s: float) -> float:
 
 
 def time_runners(runners: list, budget_s: float, min_reps: int, max_reps: int,
-                 target_sample_s: float, repeat: Optional[int]) -> None:
+                 target_sample_s: float, repeat: Optional[int], gap_s: float = 0.0) -> None:
     """Calibrate, then take samples round-robin; fills ``runner.samples``.
 
     Every runner has been warmed up by its correctness check.  The number of rounds fits the
     ``budget_s`` (at least ``min_reps`` when that costs at most twice the budget, else fewer, at
     least one), unless ``repeat`` fixes it; ``repeat=0`` takes the check call as the only sample.
+    ``gap_s``: a pause before each sample, so that the previous contender's idle threads (OpenMP
+    and OpenBLAS workers spin-wait for a while after their work) stop competing for the cores.
     """
     if repeat == 0:
         for r in runners:
             r.number = 1
-            r.samples.append(r.check_time)
+            r.samples.append(r.check_time / r.check_calls)
         return
+    main = [r for r in runners if r.max_samples is None]
+    capped = [r for r in runners if r.max_samples is not None]
     # time per round of the contenders that sample every round (the capped reference aside)
-    per_round = sum(_calibrate(r, target_sample_s) for r in runners if r.max_samples is None)
-    for r in runners:
-        if r.max_samples is not None:
-            _calibrate(r, target_sample_s)
+    per_round = sum(_calibrate(r, target_sample_s) + gap_s for r in main)
     if repeat:
         reps = repeat
     else:
@@ -681,11 +683,17 @@ def time_runners(runners: list, budget_s: float, min_reps: int, max_reps: int,
     gc_was = gc.isenabled()
     gc.disable()
     try:
-        for i in range(reps):
-            k = i % len(runners)
-            for r in runners[k:] + runners[:k]:
-                if r.max_samples is not None and len(r.samples) >= r.max_samples:
-                    continue
+        for i in range(reps if main else 0):
+            k = i % len(main)
+            for r in main[k:] + main[:k]:
+                if gap_s:
+                    time.sleep(gap_s)
+                r.samples.append(_sample(r))
+        # The capped (reference) contenders after the others: NumPy's OpenBLAS threads spin for a
+        # while after each matmul and would slow down whoever ran next.
+        for r in capped:
+            _calibrate(r, target_sample_s)
+            for _ in range(min(reps, r.max_samples)):
                 r.samples.append(_sample(r))
     finally:
         if gc_was:
@@ -794,6 +802,9 @@ def main(argv=None) -> int:
                     help="training rows: auto = when fastrnn has a working backward; on = also torch-only")
     ap.add_argument("--stat", choices=["median", "min"], default="median",
                     help="statistic of the samples shown in the table (the JSON has both)")
+    ap.add_argument("--gap", type=float, default=None, metavar="SECONDS",
+                    help="pause before each sample so the previous contender's spinning threads go idle "
+                         "(default 0.05, 0.01 with --quick; 0 disables)")
     ap.add_argument("--list", action="store_true", help="list the configurations and exit")
     args = ap.parse_args(argv)
 
@@ -803,6 +814,8 @@ def main(argv=None) -> int:
         return 0
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.gap is None:
+        args.gap = 0.01 if args.quick else 0.05
     if args.quick:
         budget, min_reps, max_reps, target = 1.0, 3, 15, 0.002
         sgemm_n, sgemm_reps, ref_samples, ref_max_call = 1024, 5, 2, 0.05
@@ -815,6 +828,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     # Measure the GEMM ceiling first, before any other library starts its thread pools.
     sgemm = measure_sgemm(sgemm_n, sgemm_reps)
+    time.sleep(0.2)
 
     fastrnn, fr_na = fastrnn_backends()
     torch = ort = None
@@ -907,6 +921,7 @@ def main(argv=None) -> int:
         t_cfg = time.perf_counter()
         # keep sampling the GEMM ceiling: on a shared machine any one moment may be a noisy one
         sgemm_samples.append(measure_sgemm(sgemm_n, 1))
+        time.sleep(0.2)  # let OpenBLAS's worker threads stop spinning before anything is timed
         weights = make_weights(cfg)
         runners: list = []
         na: dict = {}
@@ -969,11 +984,13 @@ def main(argv=None) -> int:
                     na[r.name] = f"WRONG vs {oracle_name}"
                     runners.remove(r)
 
+        if any(r.name == "ref" for r in runners):
+            time.sleep(0.2)  # the reference's matmuls leave OpenBLAS workers spinning for a while
         # ---- the slow NumPy reference: few samples, and only where one call is cheap
         for r in list(runners):
             if r.name != "ref":
                 continue
-            dt = r.check_time
+            dt = r.check_time / r.check_calls
             limit = ref_max_call if (cfg.small or not args.quick) else ref_max_call / 5
             if dt > limit:
                 runners.remove(r)
@@ -984,7 +1001,7 @@ def main(argv=None) -> int:
         # ---- timing (in --quick, past the deadline: one sample each, to finish in CI's time)
         late = args.quick and time.perf_counter() - t_start > quick_deadline
         try:
-            time_runners(runners, budget, min_reps, max_reps, target, 0 if late else args.repeat)
+            time_runners(runners, budget, min_reps, max_reps, target, 0 if late else args.repeat, args.gap)
         except Exception as exc:
             failures.append(f"{cfg.name}: crashed while timing: {type(exc).__name__}: {exc}")
             traceback.print_exc(file=sys.stderr)
