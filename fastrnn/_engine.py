@@ -32,6 +32,7 @@ _CELLS = {"rnn_tanh": (0, 1), "rnn_relu": (1, 1), "lstm": (2, 4), "gru": (3, 3)}
 # ----------------------------------------------------------------------------------------------
 
 _num_threads = max(1, min(os.cpu_count() or 1, _forward.max_threads()))
+_forward.set_threads(_num_threads)
 
 
 def set_num_threads(n):
@@ -41,6 +42,7 @@ def set_num_threads(n):
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
     _num_threads = n
+    _forward.set_threads(n)
 
 
 def get_num_threads():
@@ -120,14 +122,6 @@ def _plan(B, H, G, nthreads):
     if H >= 256 or B < 4 * nthreads:
         return 1, nthreads, mode
     return nthreads, 1, mode
-
-
-def _panels(w):
-    """W^T panel-packed for the small GEMM kernel, from W (N, K) in PyTorch layout."""
-    w = np.ascontiguousarray(w)
-    out = np.empty(w.size, dtype=w.dtype)
-    _forward.pack_panels(w, 1, 0, w.shape[0], out)
-    return out
 
 
 def _biases(weights, sfx, cell_code, G, H, dtype):
@@ -230,6 +224,10 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
 # streaming
 # ----------------------------------------------------------------------------------------------
 
+#: multiply-adds per step from which the streaming step splits hidden units over two threads
+STEP_PARALLEL_MIN_WORK = 1 << 17
+
+
 class Stepper:
     """One-timestep-at-a-time inference of a stacked unidirectional RNN / LSTM / GRU.
 
@@ -243,19 +241,21 @@ class Stepper:
       None for zeros (``c`` is ignored unless LSTM).
     * returns newly allocated ``h_new`` (and ``c_new`` for LSTM, else None); ``y_t`` is the view
       ``h_new[-1]`` (B, H).  The inputs are never modified, so the previous state stays valid.
-    * runs on the calling thread with the engine's own small GEMM kernel (no BLAS, no thread
-      start-up); per call overhead is about a microsecond plus the arithmetic.
+    * uses the engine's own register-tiled kernel on weights packed at construction (no BLAS);
+      small steps run on the calling thread (about a microsecond of overhead plus the
+      arithmetic), large ones split the hidden units over two threads.
     """
 
     def __init__(self, cell, weights, num_layers=1):
         code, G = _CELLS[cell]
         H = weights["weight_hh_l0"].shape[1]
+        I = weights["weight_ih_l0"].shape[1]
         dtype = weights["weight_hh_l0"].dtype
-        wih_t, whh_t, bxs, bhns = [], [], [], []
+        w_ih, w_hh, bxs, bhns = [], [], [], []
         for layer in range(num_layers):
             sfx = f"_l{layer}"
-            wih_t.append(_panels(weights["weight_ih" + sfx]))
-            whh_t.append(_panels(weights["weight_hh" + sfx]))
+            w_ih.append(weights["weight_ih" + sfx])
+            w_hh.append(weights["weight_hh" + sfx])
             bx, bhn = _biases(weights, sfx, code, G, H, dtype)
             bxs.append(bx)
             bhns.append(bhn)
@@ -263,8 +263,10 @@ class Stepper:
         self.num_layers = num_layers
         self.hidden_size = H
         self.dtype = dtype
-        I = weights["weight_ih_l0"].shape[1]
-        self._kernel = _forward.StepKernel(code, I, H, wih_t, whh_t, bxs, bhns)
+        # two unit blocks (one per core) once a step is worth a thread hand-off
+        blocks = 2 if G * H * (I + H) >= STEP_PARALLEL_MIN_WORK and H >= 64 else 1
+        self._kernel = _forward.StepKernel(code, w_ih, w_hh, bxs, bhns, blocks,
+                                           STEP_PARALLEL_MIN_WORK)
         self.step = self._kernel.step   # bound C method: no Python wrapper frame per call
 
     def step(self, x_t, h=None, c=None):  # pragma: no cover - replaced per instance in __init__

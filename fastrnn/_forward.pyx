@@ -512,8 +512,17 @@ cdef void _step_item(
         floating* hN, floating* cN,              # OUT (B, H) final states, caller rows
         floating* rec,                           # scratch (na, ldr)
         Py_ssize_t ldr,
-        bint store, floating* wg, floating* wc, floating* whn  # OUT workspace (caller rows)
+        bint store, floating* wg, floating* wc, floating* whn,  # OUT workspace (caller rows)
+        const floating* xin=NULL, Py_ssize_t Kx=0,   # IN  streaming: raw input rows (na, Kx)
+        const floating* wx1=NULL,                    # IN  its packed W_ih^T block (gates of the
+        const floating* wx2=NULL                     #     block; GRU: r,z in wx1, n in wx2)
         ) noexcept nogil:
+    """One timestep of one work item: prefill, recurrent GEMM, gate math, outputs.
+
+    Forward mode: ``xp`` holds the precomputed input projection.  Streaming mode (``xp`` NULL):
+    the prefill is the bias only and ``rec += xin @ W_ih^T[block]`` is done here with the panel
+    kernel, before the recurrent GEMM.
+    """
     cdef Py_ssize_t r, k, j, b, t, L, row, GH = G * H, N = G * nj
     cdef floating* rr
     cdef const floating* xr
@@ -522,7 +531,23 @@ cdef void _step_item(
     cdef floating* cr
     cdef floating cn, hv, nv, zv
     # 1. prefill: rec[r] = xp[row] + bias (GRU: n slot <- b_hn, 4th slot <- x_n + b_in)
-    for r in range(na):
+    if xp == NULL:
+        for r in range(na):
+            rr = rec + r * ldr
+            for k in range(G):
+                for j in range(nj):
+                    rr[k * nj + j] = bx[k * H + u0 + j]
+            if cell == 3:
+                for j in range(nj):
+                    rr[2 * nj + j] = bhn[u0 + j]
+                for j in range(nj):
+                    rr[3 * nj + j] = bx[2 * H + u0 + j]
+        if cell == 3:
+            _small_gemm_acc(na, 2 * nj, Kx, xin, Kx, wx1, rec, ldr)
+            _small_gemm_acc(na, nj, Kx, xin, Kx, wx2, rec + 3 * nj, ldr)
+        else:
+            _small_gemm_acc(na, N, Kx, xin, Kx, wx1, rec, ldr)
+    for r in range(na if xp != NULL else 0):
         b = order[p0 + r]
         L = lengths[b]
         t = (L - 1 - s) if reverse else s
@@ -939,32 +964,52 @@ def max_threads():
 # Streaming: one timestep of a stacked unidirectional network, weights prepared once
 # ---------------------------------------------------------------------------------------------
 
-cdef void _stack_step(int cell, Py_ssize_t L, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
-                      Py_ssize_t G,
-                      const floating* x,          # IN  (B, I)
-                      void** wih,                 # IN  per layer W_ih^T (I_l, G*H), panel-packed
-                      void** whh,                 # IN  per layer W_hh^T (H, G*H), panel-packed
-                      void** bx, void** bhn,      # IN  per layer biases (see _engine._biases)
-                      const int64_t* order, const int64_t* ones,   # IN identity / all-ones (B)
-                      const floating* h,          # IN  (L, B, H)
-                      floating* h_out,            # OUT (L, B, H)
-                      floating* c_out,            # INOUT (L, B, H): c on entry, c' on exit
-                      floating* xp,               # scratch (B, G*H)
-                      floating* hs,               # scratch (B, H)
-                      floating* cs,               # scratch (B, H)
-                      floating* rec, Py_ssize_t ldr) noexcept nogil:  # scratch (B, ldr)
-    cdef Py_ssize_t l, r, I_l, GH = G * H
+cdef int g_num_threads = 1      # the engine's thread count (fastrnn._engine.set_num_threads)
+
+
+def set_threads(int n):
+    """Set the engine's thread count as seen by the streaming kernels."""
+    global g_num_threads
+    g_num_threads = max(1, n)
+
+
+cdef void _stack_step_worker(int tid, int nth, int cell, Py_ssize_t L, Py_ssize_t B,
+                             Py_ssize_t I, Py_ssize_t H, Py_ssize_t G,
+                             const floating* x,        # IN  (B, I)
+                             void** wih1, void** wih2, # IN  per layer packed W_ih^T blocks
+                             void** whh,               # IN  per layer packed W_hh^T blocks
+                             void** bx, void** bhn,    # IN  per layer biases
+                             const int64_t* ublk, Py_ssize_t nu,
+                             const int64_t* order, const int64_t* ones,  # IN identity, all 1
+                             const floating* h,        # IN  (L, B, H)
+                             floating* h_out,          # OUT (L, B, H)
+                             floating* c_out,          # INOUT (L, B, H): c on entry, c' on exit
+                             floating* hs, floating* cs,            # scratch (B, H) each
+                             floating* rec, Py_ssize_t rec_stride, Py_ssize_t ldr) noexcept nogil:
+    """One timestep of a stacked unidirectional network; thread ``tid`` of ``nth`` handles unit
+    blocks tid, tid+nth, ... of every layer, with a barrier between layers."""
+    cdef Py_ssize_t l, w, u0, nj, I_l, n1
     cdef const floating* inp = x
+    cdef unsigned int csr = fr_ftz_enter()
+    n1 = 2 if cell == 3 else G
     for l in range(L):
         I_l = I if l == 0 else H
-        for r in range(B * GH):
-            xp[r] = 0
-        _small_gemm_acc(B, GH, I_l, inp, I_l, <const floating*>wih[l], xp, GH)
-        _step_item(cell, False, 0, 1, H, G, 0, B, 0, H, xp, GH, <const floating*>bx[l],
-                   <const floating*>bhn[l], <const floating*>whh[l], 0, order, ones,
-                   h + l * B * H, hs, c_out + l * B * H, h_out + l * B * H, H,
-                   h_out + l * B * H, cs, rec, ldr, False, hs, hs, hs)
+        w = tid
+        while w < nu:
+            u0 = ublk[w]
+            nj = ublk[w + 1] - u0
+            _step_item(cell, False, 0, 1, H, G, 0, B, u0, nj, NULL, 0,
+                       <const floating*>bx[l], <const floating*>bhn[l],
+                       <const floating*>whh[l] + H * G * u0, 0, order, ones,
+                       h + l * B * H, hs, c_out + l * B * H, h_out + l * B * H, H,
+                       h_out + l * B * H, cs, rec + w * rec_stride, ldr, False, NULL, NULL, NULL,
+                       inp, I_l, <const floating*>wih1[l] + I_l * n1 * u0,
+                       <const floating*>wih2[l] + I_l * u0 if cell == 3 else NULL)
+            w += nth
+        if nth > 1:
+            fr_omp_barrier()
         inp = h_out + l * B * H
+    fr_ftz_exit(csr)
 
 
 cdef int _check_arr(cnp.ndarray a, str name, int ndim, Py_ssize_t d0, Py_ssize_t d1,
@@ -983,60 +1028,87 @@ cdef int _check_arr(cnp.ndarray a, str name, int ndim, Py_ssize_t d0, Py_ssize_t
 cdef class StepKernel:
     """Prepared weights of a stacked unidirectional cell, advanced one timestep per call.
 
-    Built by ``fastrnn._engine.make_stepper``; the weights are *copied* (transposed) at
+    Built by ``fastrnn._engine.make_stepper``; the weights are *copied* (packed) at
     construction, so later changes to the caller's arrays are not seen (rebuild instead).
+    Hidden units are split into ``unit_blocks`` blocks (2 for large layers); a call runs on
+    min(engine threads, unit_blocks) threads when the step is big enough to pay for it.
     """
     cdef readonly int cell
-    cdef readonly Py_ssize_t num_layers, input_size, hidden_size, gates
+    cdef readonly Py_ssize_t num_layers, input_size, hidden_size, gates, unit_blocks
     cdef readonly object dtype
     cdef bint is_double
+    cdef Py_ssize_t par_work
     cdef list _keep
-    cdef void* _wih[64]
+    cdef void* _wih1[64]
+    cdef void* _wih2[64]
     cdef void* _whh[64]
     cdef void* _bx[64]
     cdef void* _bhn[64]
-    cdef Py_ssize_t _bcap
-    cdef object _order, _ones, _xp, _hs, _cs, _rec, _hzero
+    cdef Py_ssize_t _bcap, _ldr
+    cdef object _ublk, _order, _ones, _hs, _cs, _rec, _hzero
 
-    def __init__(self, int cell, Py_ssize_t input_size, Py_ssize_t hidden_size, list wih_t,
-                 list whh_t, list bx, list bhn):
-        """wih_t / whh_t: per layer W_ih^T / W_hh^T panel-packed (1-D); bx, bhn: biases."""
-        cdef Py_ssize_t l
-        cdef cnp.ndarray a
+    def __init__(self, int cell, list w_ih, list w_hh, list bx, list bhn,
+                 Py_ssize_t unit_blocks, Py_ssize_t parallel_min_work):
+        """w_ih / w_hh: per layer weights in PyTorch layout; bx, bhn: per layer biases as in
+        ``fastrnn._engine._biases``; unit_blocks: number of hidden-unit blocks."""
+        cdef Py_ssize_t l, j, u0, nj, H, G, I_l, step
         self.cell = cell
-        self.gates = 4 if cell == 2 else (3 if cell == 3 else 1)
-        self.num_layers = len(wih_t)
+        G = self.gates = 4 if cell == 2 else (3 if cell == 3 else 1)
+        self.num_layers = len(w_ih)
         if not 1 <= self.num_layers <= 64:
             raise ValueError("num_layers must be in 1..64")
-        self.hidden_size = hidden_size
-        self.input_size = input_size
-        self.dtype = whh_t[0].dtype
+        H = self.hidden_size = w_hh[0].shape[1]
+        self.input_size = w_ih[0].shape[1]
+        self.dtype = np.dtype(w_hh[0].dtype)
         self.is_double = self.dtype == np.float64
+        self.par_work = parallel_min_work
+        # unit blocks, multiples of 16 units
+        nu = max(1, unit_blocks)
+        if nu > 1 and H >= 32:
+            step = -(-H // nu)
+            step = -(-step // 16) * 16
+            bounds = list(range(0, H, step)) + [H]
+        else:
+            bounds = [0, H]
+        self._ublk = np.array(bounds, dtype=np.int64)
+        self.unit_blocks = len(bounds) - 1
+        self._ldr = (G + (1 if cell == 3 else 0)) * (bounds[1] - bounds[0])
         self._keep = []
         for l in range(self.num_layers):
-            for arr, slot in ((wih_t[l], 0), (whh_t[l], 1), (bx[l], 2), (bhn[l], 3)):
-                a = np.ascontiguousarray(arr, dtype=self.dtype)
-                self._keep.append(a)
-                if slot == 0:
-                    self._wih[l] = cnp.PyArray_DATA(a)
-                elif slot == 1:
-                    self._whh[l] = cnp.PyArray_DATA(a)
-                elif slot == 2:
-                    self._bx[l] = cnp.PyArray_DATA(a)
+            wi = np.ascontiguousarray(w_ih[l], dtype=self.dtype)
+            wh = np.ascontiguousarray(w_hh[l], dtype=self.dtype)
+            I_l = wi.shape[1]
+            p_ih1 = np.empty(wi.size if cell != 3 else I_l * 2 * H, dtype=self.dtype)
+            p_ih2 = np.empty(I_l * H if cell == 3 else 1, dtype=self.dtype)
+            p_hh = np.empty(wh.size, dtype=self.dtype)
+            for j in range(self.unit_blocks):
+                u0 = bounds[j]
+                nj = bounds[j + 1] - u0
+                pack_panels(wh, G, u0, nj, p_hh[H * G * u0: H * G * (u0 + nj)])
+                if cell == 3:
+                    pack_panels(wi[:2 * H], 2, u0, nj, p_ih1[I_l * 2 * u0: I_l * 2 * (u0 + nj)])
+                    pack_panels(wi[2 * H:], 1, u0, nj, p_ih2[I_l * u0: I_l * (u0 + nj)])
                 else:
-                    self._bhn[l] = cnp.PyArray_DATA(a)
+                    pack_panels(wi, G, u0, nj, p_ih1[I_l * G * u0: I_l * G * (u0 + nj)])
+            b1 = np.ascontiguousarray(bx[l], dtype=self.dtype)
+            b2 = np.ascontiguousarray(bhn[l], dtype=self.dtype)
+            self._keep.extend([p_ih1, p_ih2, p_hh, b1, b2])
+            self._wih1[l] = cnp.PyArray_DATA(<cnp.ndarray>p_ih1)
+            self._wih2[l] = cnp.PyArray_DATA(<cnp.ndarray>p_ih2)
+            self._whh[l] = cnp.PyArray_DATA(<cnp.ndarray>p_hh)
+            self._bx[l] = cnp.PyArray_DATA(<cnp.ndarray>b1)
+            self._bhn[l] = cnp.PyArray_DATA(<cnp.ndarray>b2)
         self._bcap = 0
 
     cdef _reserve(self, Py_ssize_t B):
-        cdef Py_ssize_t H = self.hidden_size, G = self.gates
+        cdef Py_ssize_t H = self.hidden_size
         if B <= self._bcap:
             return
         self._order = np.arange(B, dtype=np.int64)
         self._ones = np.ones(B, dtype=np.int64)
-        self._xp = np.empty(B * G * H, dtype=self.dtype)
         self._hs = np.empty(B * H, dtype=self.dtype)
         self._cs = np.empty(B * H, dtype=self.dtype)
-        self._rec = np.empty(B * (G + 1) * H, dtype=self.dtype)
+        self._rec = np.empty(self.unit_blocks * B * self._ldr, dtype=self.dtype)
         self._hzero = np.zeros((self.num_layers, B, H), dtype=self.dtype)
         self._bcap = B
 
@@ -1048,10 +1120,22 @@ cdef class StepKernel:
         ``y_t`` is the view ``h_new[-1]``.  Inputs are not modified.
         """
         cdef Py_ssize_t B = cnp.PyArray_DIM(x_t, 0), H = self.hidden_size, G = self.gates
-        cdef Py_ssize_t L = self.num_layers
+        cdef Py_ssize_t L = self.num_layers, nu = self.unit_blocks
         cdef cnp.ndarray h_out, c_out = None
         cdef cnp.npy_intp dims[3]
         cdef void* cptr = NULL
+        cdef int typenum = cnp.NPY_FLOAT64 if self.is_double else cnp.NPY_FLOAT32
+        cdef int nt = g_num_threads, tid, nth
+        cdef void* xq
+        cdef void* hq
+        cdef void* ho
+        cdef void* hsq
+        cdef void* csq
+        cdef void* recq
+        cdef const int64_t* ordq
+        cdef const int64_t* oneq
+        cdef const int64_t* ubq
+        cdef Py_ssize_t I = self.input_size, ldr = self._ldr
         _check_arr(x_t, "x_t", 2, B, self.input_size, 0, self.is_double)
         if h is not None:
             _check_arr(h, "h", 3, L, B, H, self.is_double)
@@ -1063,38 +1147,58 @@ cdef class StepKernel:
         dims[0] = L
         dims[1] = B
         dims[2] = H
-        h_out = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT64 if self.is_double else cnp.NPY_FLOAT32, 0)
+        h_out = cnp.PyArray_EMPTY(3, dims, typenum, 0)
         if self.cell == 2:
             if c is None:
-                c_out = cnp.PyArray_ZEROS(3, dims, cnp.NPY_FLOAT64 if self.is_double else cnp.NPY_FLOAT32, 0)
+                c_out = cnp.PyArray_ZEROS(3, dims, typenum, 0)
             else:
-                c_out = c.copy()
+                c_out = cnp.PyArray_NewCopy(c, cnp.NPY_CORDER)
             cptr = cnp.PyArray_DATA(c_out)
         else:
             cptr = cnp.PyArray_DATA(<cnp.ndarray>self._cs)
+        xq = cnp.PyArray_DATA(x_t)
+        hq = cnp.PyArray_DATA(h)
+        ho = cnp.PyArray_DATA(h_out)
+        hsq = cnp.PyArray_DATA(<cnp.ndarray>self._hs)
+        csq = cnp.PyArray_DATA(<cnp.ndarray>self._cs)
+        recq = cnp.PyArray_DATA(<cnp.ndarray>self._rec)
+        ordq = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._order)
+        oneq = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._ones)
+        ubq = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._ublk)
+        if nt > nu:
+            nt = <int>nu
+        if B * G * H * (I + H) < self.par_work:
+            nt = 1
         with nogil:
-            if self.is_double:
-                _stack_step(self.cell, L, B, self.input_size, H, G,
-                            <const double*>cnp.PyArray_DATA(x_t), self._wih, self._whh,
-                            self._bx, self._bhn,
-                            <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._order),
-                            <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._ones),
-                            <const double*>cnp.PyArray_DATA(h), <double*>cnp.PyArray_DATA(h_out),
-                            <double*>cptr, <double*>cnp.PyArray_DATA(<cnp.ndarray>self._xp),
-                            <double*>cnp.PyArray_DATA(<cnp.ndarray>self._hs),
-                            <double*>cnp.PyArray_DATA(<cnp.ndarray>self._cs),
-                            <double*>cnp.PyArray_DATA(<cnp.ndarray>self._rec), (G + 1) * H)
+            if nt <= 1:
+                if self.is_double:
+                    _stack_step_worker(0, 1, self.cell, L, B, I, H, G, <const double*>xq,
+                                       self._wih1, self._wih2, self._whh, self._bx, self._bhn,
+                                       ubq, nu, ordq, oneq, <const double*>hq, <double*>ho,
+                                       <double*>cptr, <double*>hsq, <double*>csq,
+                                       <double*>recq, B * ldr, ldr)
+                else:
+                    _stack_step_worker(0, 1, self.cell, L, B, I, H, G, <const float*>xq,
+                                       self._wih1, self._wih2, self._whh, self._bx, self._bhn,
+                                       ubq, nu, ordq, oneq, <const float*>hq, <float*>ho,
+                                       <float*>cptr, <float*>hsq, <float*>csq,
+                                       <float*>recq, B * ldr, ldr)
             else:
-                _stack_step(self.cell, L, B, self.input_size, H, G,
-                            <const float*>cnp.PyArray_DATA(x_t), self._wih, self._whh,
-                            self._bx, self._bhn,
-                            <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._order),
-                            <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._ones),
-                            <const float*>cnp.PyArray_DATA(h), <float*>cnp.PyArray_DATA(h_out),
-                            <float*>cptr, <float*>cnp.PyArray_DATA(<cnp.ndarray>self._xp),
-                            <float*>cnp.PyArray_DATA(<cnp.ndarray>self._hs),
-                            <float*>cnp.PyArray_DATA(<cnp.ndarray>self._cs),
-                            <float*>cnp.PyArray_DATA(<cnp.ndarray>self._rec), (G + 1) * H)
+                with parallel(num_threads=nt):
+                    tid = openmp.omp_get_thread_num()
+                    nth = openmp.omp_get_num_threads()
+                    if self.is_double:
+                        _stack_step_worker(tid, nth, self.cell, L, B, I, H, G, <const double*>xq,
+                                           self._wih1, self._wih2, self._whh, self._bx,
+                                           self._bhn, ubq, nu, ordq, oneq, <const double*>hq,
+                                           <double*>ho, <double*>cptr, <double*>hsq,
+                                           <double*>csq, <double*>recq, B * ldr, ldr)
+                    else:
+                        _stack_step_worker(tid, nth, self.cell, L, B, I, H, G, <const float*>xq,
+                                           self._wih1, self._wih2, self._whh, self._bx,
+                                           self._bhn, ubq, nu, ordq, oneq, <const float*>hq,
+                                           <float*>ho, <float*>cptr, <float*>hsq,
+                                           <float*>csq, <float*>recq, B * ldr, ldr)
         return h_out[L - 1], h_out, c_out
 
 

@@ -266,13 +266,18 @@ def test_hypothesis_random_configurations(cell, dtype, B, T, I, H, L, D, varlen,
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B,I,H,L,init", [(1, 3, 1, 1, False), (1, 5, 17, 2, True),
-                                          (3, 7, 33, 3, True), (4, 70, 130, 1, False)])
-def test_step_over_time_equals_forward(cell, dtype, B, I, H, L, init):
+                                          (3, 7, 33, 3, True), (4, 70, 130, 1, False),
+                                          (2, 160, 160, 2, True)])   # two unit blocks (LSTM, GRU)
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_step_over_time_equals_forward(cell, dtype, B, I, H, L, init, nthreads):
+    _engine.set_num_threads(nthreads)
     rng = np.random.default_rng(B * 100 + H)
     T = 6
     x, w, h0, c0, _ = make_case(cell, B, T, I, H, L, 1, dtype, rng, init=init)
     y, h_n, c_n, _ = reference.forward(cell, x, w, h0, c0, num_layers=L)
     stepper = _engine.make_stepper(cell, w, L)
+    if GATES[cell] * H * (I + H) >= _engine.STEP_PARALLEL_MIN_WORK:
+        assert stepper._kernel.unit_blocks == 2
     h0_in = None if h0 is None else h0.copy()
     h, c = h0, c0
     ys = []
