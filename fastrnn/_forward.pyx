@@ -732,6 +732,20 @@ cdef void _recurrence(int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssi
 # The whole stacked (bi)directional forward in one call
 # ---------------------------------------------------------------------------------------------
 
+cdef int _check_arr(cnp.ndarray a, str name, int ndim, Py_ssize_t d0, Py_ssize_t d1,
+                    Py_ssize_t d2, bint is_double) except -1:
+    """Cheap guard against memory errors (the layers validate properly beforehand)."""
+    cdef int want = cnp.NPY_FLOAT64 if is_double else cnp.NPY_FLOAT32
+    if (cnp.PyArray_NDIM(a) != ndim or cnp.PyArray_TYPE(a) != want
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_DIM(a, 0) != d0
+            or (ndim >= 2 and cnp.PyArray_DIM(a, 1) != d1)
+            or (ndim == 3 and cnp.PyArray_DIM(a, 2) != d2)):
+        raise ValueError(f"{name} must be a C-contiguous "
+                         f"{'float64' if is_double else 'float32'} array of shape "
+                         f"{(d0, d1, d2)[:ndim]}, got {(<object>a).dtype} {(<object>a).shape}")
+    return 0
+
+
 cdef inline void* _ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
@@ -785,6 +799,31 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef floating* hN_p
     cdef floating* scr_p
     cdef const floating* wih_p
+
+    # cheap guards against memory errors (the layers validate properly beforehand)
+    for layer in range(L):
+        for d in range(D):
+            idx = layer * D + d
+            _check_arr(w_ih[idx], f"w_ih[{idx}]", 2, GH, I if layer == 0 else D * H, 0,
+                       floating is double)
+            _check_arr(w_hh[idx], f"w_hh[{idx}]", 2, GH, H, 0, floating is double)
+            for bias in (b_ih[idx], b_hh[idx]):
+                if bias is not None:
+                    _check_arr(bias, "bias", 1, GH, 0, 0, floating is double)
+    if h0 is not None:
+        _check_arr(h0, "h0", 3, L * D, B, H, floating is double)
+    if c0 is not None and cell == 2:
+        _check_arr(c0, "c0", 3, L * D, B, H, floating is double)
+    if lengths is not None:
+        if (cnp.PyArray_TYPE(<cnp.ndarray>lengths) != cnp.NPY_INT64
+                or cnp.PyArray_NDIM(<cnp.ndarray>lengths) != 1
+                or cnp.PyArray_DIM(<cnp.ndarray>lengths, 0) != B
+                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>lengths)):
+            raise ValueError(f"lengths must be a contiguous int64 array of shape ({B},)")
+        lens = <int64_t*>_ptr(lengths)
+        for b in range(B):
+            if not 1 <= lens[b] <= T:
+                raise ValueError(f"lengths must be in 1..{T}, got {lens[b]} at index {b}")
 
     # lengths, order (sorted by length, descending, stable; interleaved into nb blocks)
     lens_arr = _new(1, B, 0, 0, 0, cnp.NPY_INT64, False)
@@ -934,7 +973,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     return inp, h_n, c_n, ws
 
 
-def forward_stack(int cell, cnp.ndarray x, list w_ih, list w_hh, list b_ih, list b_hh,
+def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b_ih, list b_hh,
                   object h0, object c0, object lengths, Py_ssize_t num_layers,
                   Py_ssize_t num_directions, bint training, int nthreads, Py_ssize_t nb,
                   Py_ssize_t nu, int mode, int proj_threads):
@@ -946,6 +985,12 @@ def forward_stack(int cell, cnp.ndarray x, list w_ih, list w_hh, list b_ih, list
     kernel (weights packed once per call), 1 dot kernel (un-packed), 2 BLAS.
     Returns (y, h_n, c_n, workspace-or-None).
     """
+    if (cnp.PyArray_NDIM(x) != 3 or not cnp.PyArray_IS_C_CONTIGUOUS(x)
+            or cnp.PyArray_TYPE(x) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)):
+        raise ValueError("x must be a C-contiguous float32 or float64 array of shape (B, T, I)")
+    if len(w_ih) != num_layers * num_directions or len(w_hh) != len(w_ih) \
+            or len(b_ih) != len(w_ih) or len(b_hh) != len(w_ih):
+        raise ValueError("one weight per layer and direction expected")
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
         return _forward_impl(<double>0, cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths,
                              num_layers, num_directions, training, nthreads, nb, nu, mode,
@@ -1010,19 +1055,6 @@ cdef void _stack_step_worker(int tid, int nth, int cell, Py_ssize_t L, Py_ssize_
             fr_omp_barrier()
         inp = h_out + l * B * H
     fr_ftz_exit(csr)
-
-
-cdef int _check_arr(cnp.ndarray a, str name, int ndim, Py_ssize_t d0, Py_ssize_t d1,
-                    Py_ssize_t d2, bint is_double) except -1:
-    """Cheap guard against memory errors (the layers validate properly beforehand)."""
-    cdef int want = cnp.NPY_FLOAT64 if is_double else cnp.NPY_FLOAT32
-    if (cnp.PyArray_NDIM(a) != ndim or cnp.PyArray_TYPE(a) != want
-            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_DIM(a, 0) != d0
-            or cnp.PyArray_DIM(a, 1) != d1 or (ndim == 3 and cnp.PyArray_DIM(a, 2) != d2)):
-        raise ValueError(f"step: {name} must be a C-contiguous "
-                         f"{'float64' if is_double else 'float32'} array of shape "
-                         f"{(d0, d1, d2)[:ndim]}, got {(<object>a).dtype} {(<object>a).shape}")
-    return 0
 
 
 cdef class StepKernel:

@@ -382,3 +382,21 @@ def test_gemm_kernels_match_numpy(dtype, M, K, N):
     c = c0.copy()
     _forward.small_gemm(a, packed, c)
     assert np.abs(c - expect).max() <= tol * max(1.0, np.abs(expect).max())
+
+
+def test_engine_guards_against_malformed_input():
+    """The layers validate; the engine still refuses input that would read out of bounds."""
+    rng = np.random.default_rng(4)
+    x, w, _, _, _ = make_case("lstm", 3, 4, 5, 6, 1, 1, np.float32, rng)
+    with pytest.raises(ValueError, match="lengths"):
+        _engine.forward("lstm", x, w, lengths=np.array([1, 2, 5], dtype=np.int64))
+    with pytest.raises(ValueError, match="lengths"):
+        _engine.forward("lstm", x, w, lengths=np.array([1, 2, 3], dtype=np.int32))
+    with pytest.raises(ValueError, match="w_hh"):
+        _engine.forward("lstm", x, dict(w, weight_hh_l0=w["weight_hh_l0"][:, :5].copy()))
+    with pytest.raises(ValueError, match="w_ih"):
+        _engine.forward("lstm", x, dict(w, weight_ih_l0=w["weight_ih_l0"].astype(np.float64)))
+    with pytest.raises(ValueError, match="h0"):
+        _engine.forward("lstm", x, w, h0=np.zeros((1, 2, 6), np.float32))
+    with pytest.raises(ValueError, match="x must be"):
+        _engine.forward("lstm", np.asfortranarray(x), w)
