@@ -5,16 +5,17 @@
 :func:`fastrnn.reference.backward` returns: ``(dx, dh0, dc0, grads)``.
 
 Only the ``dh`` (and LSTM ``dc``) recurrence is sequential.  It runs in one Numba kernel per
-layer that walks the timesteps backwards, turns the stored gate activations into the gate
-pre-activation gradients ``dA`` (no forward recomputation) and pushes ``dh`` through
-``W_hh`` with one BLAS call per step on the *active* rows only (rows sorted by length,
-descending, so the active rows of a step are a prefix).  Batch blocks (or, bidirectional, the
-two directions) are independent work items run on the cores with ``prange``; the kernel calls
-scipy's OpenBLAS single-threaded.  Every step's ``dA`` is also stored at its ``(b, t)`` place, so
-the weight gradients and the input gradient of *all* timesteps are a few large GEMMs
-(NumPy's BLAS, multi-threaded)::
+layer (one per cell family) that walks the timesteps backwards, turns the stored gate
+activations into the gate pre-activation gradients ``dA`` (no forward recomputation) and pushes
+``dh`` through ``W_hh`` with one BLAS call per step on the *active* rows only (rows sorted by
+length, descending, so the active rows of a step are a prefix: a padded batch costs what its
+valid steps cost).  Batch blocks (or, bidirectional, the two directions) are independent work
+items; they run on separate threads (the kernels release the GIL, no synchronisation between
+items) and call scipy's OpenBLAS single-threaded.  Every step's ``dA`` is also stored at its
+``(b, t)`` place and the bias gradients are summed on the fly, so the weight gradients and the
+input gradient of *all* timesteps are a few large GEMMs (NumPy's BLAS, multi-threaded)::
 
-    dW_ih = dA^T @ X          dx = dA @ W_ih          db = sum over (b, t) of dA
+    dW_ih = dA^T @ X          dx = dA @ W_ih (both directions in one GEMM)
     dW_hh = dA_h^T @ H_prev   (the output sequence shifted by one step, see _dw_hh)
 
 Numba is imported lazily, by the first :func:`backward` call, so ``import fastrnn`` and the
@@ -532,6 +533,14 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     dc0 : ndarray (L*D, B, H) or None (not LSTM)
     grads : dict of str to ndarray, keyed like ``weights``
     """
+    if cell not in _CELLS:
+        raise ValueError(f"backward: cell must be one of {sorted(_CELLS)}, got {cell!r}")
+    if workspace.get("cell", cell) != cell:
+        raise ValueError(f"backward: the workspace is of a {workspace['cell']!r} forward, "
+                         f"not {cell!r}")
+    if x is None and "x" not in workspace:
+        raise ValueError("backward: the forward's input is needed; pass x= (the workspace "
+                         "has no 'x' entry)")
     code, G = _CELLS[cell]
     kernel = _compiled()[("_bptt_rnn", "_bptt_rnn", "_bptt_lstm", "_bptt_gru")[code]]
     ws = workspace
