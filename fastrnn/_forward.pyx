@@ -839,10 +839,8 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     tmax = 0
     for b in range(B):
         tmax = max(tmax, lens[b])
-    nb = max(1, min(nb, B))
-    nu = max(1, min(nu, H))
-    if nb * nu > 64:
-        raise ValueError("too many work items (nb * nu > 64)")
+    nb = max(1, min(nb, B, 64))           # at most 64 work items (see _worker)
+    nu = max(1, min(nu, H, 64 // nb))
     order_arr = _new(1, B, 0, 0, 0, cnp.NPY_INT64, False)
     order = <int64_t*>_ptr(order_arr)
     if partial:

@@ -218,6 +218,14 @@ def test_threads_do_not_change_results(cell):
             assert np.array_equal(a, b)
 
 
+def test_many_threads_are_clamped():
+    rng = np.random.default_rng(9)
+    x, w, h0, c0, lengths = make_case("gru", 70, 3, 4, 40, 1, 1, np.float32, rng, varlen=True)
+    _engine.set_num_threads(100)
+    check_against_reference("gru", x, w, h0, c0, lengths, 1, 1)
+    check_against_reference("gru", x, w, h0, c0, lengths, 1, 1, plan=(70, 9, 0))
+
+
 def test_set_num_threads_rejects_bad_values():
     with pytest.raises(ValueError, match="n must be >= 1"):
         _engine.set_num_threads(0)
