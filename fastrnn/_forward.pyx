@@ -23,7 +23,8 @@ Data layout seen by the kernels
 
 Parallelism: the batch is split into ``nb`` blocks and the hidden units into ``nu`` blocks;
 work item ``w = bi*nu + uj``.  With ``nu == 1`` the items are independent sequences (no
-synchronisation at all); with ``nu > 1`` all threads meet at one OpenMP barrier per timestep.
+synchronisation at all); with ``nu > 1`` all threads meet at one barrier per timestep (a
+sense-reversing spin barrier that yields the core after a short spin).
 BLAS (scipy's OpenBLAS) is called single-threaded from inside the threads; the Python side
 limits OpenBLAS to one thread around the call.
 
@@ -131,8 +132,6 @@ cdef extern from *:
        C[i, j] += sum_k A[i, k] W[j, k] for tiles of 4 or 1 rows i x 4 or 1 outputs j; the
        k loop runs over whole vectors, the horizontal sums and the k tail are scalar. */
     #define FR_DOTS(T, S)                                                                     \
-    static inline T fr_hsum_##S(fr_v_##S v) {                                                 \
-        T s = 0; for (int i = 0; i < FR_VL_##S; ++i) s += v[i]; return s; }                   \
     static void fr_dot4x4_##S(Py_ssize_t K, const T* A, Py_ssize_t lda, const T* W,           \
                               Py_ssize_t ldw, T* C, Py_ssize_t ldc) {                         \
         const Py_ssize_t V = FR_VL_##S, kv = K - K % FR_VL_##S;                               \
@@ -184,8 +183,55 @@ cdef extern from *:
     }
     FR_TILES(float, f)
     FR_TILES(double, d)
+    #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+    typedef float fr_v8_f __attribute__((vector_size(32)));
+    typedef float fr_v4_f __attribute__((vector_size(16)));
+    typedef double fr_v4_d __attribute__((vector_size(32)));
+    typedef double fr_v2_d __attribute__((vector_size(16)));
+    static inline float fr_hsum_f(fr_v_f v) {       /* halving tree: 16 -> 8 -> 4 -> 1 */
+        fr_v8_f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
+                  + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+        fr_v4_f b = __builtin_shufflevector(a, a, 0, 1, 2, 3)
+                  + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+        return (b[0] + b[2]) + (b[1] + b[3]);
+    }
+    static inline double fr_hsum_d(fr_v_d v) {      /* 8 -> 4 -> 2 -> 1 */
+        fr_v4_d a = __builtin_shufflevector(v, v, 0, 1, 2, 3)
+                  + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+        fr_v2_d b = __builtin_shufflevector(a, a, 0, 1) + __builtin_shufflevector(a, a, 2, 3);
+        return b[0] + b[1];
+    }
+    #else
+    static inline float fr_hsum_f(fr_v_f v) {
+        float s = 0; for (int i = 0; i < FR_VL_f; ++i) s += v[i]; return s; }
+    static inline double fr_hsum_d(fr_v_d v) {
+        double s = 0; for (int i = 0; i < FR_VL_d; ++i) s += v[i]; return s; }
+    #endif
     FR_DOTS(float, f)
     FR_DOTS(double, d)
+
+    /* A sense-reversing spin barrier for the per-timestep synchronisation of the unit-split
+       plan: a short spin (cheap when both cores are ours), then sched_yield() so that on an
+       oversubscribed machine the waiting thread hands its core to the one it waits for. */
+    #include <sched.h>
+    typedef struct { int count; int sense; } fr_barrier_t;
+    static void fr_barrier_init(fr_barrier_t* b) { b->count = 0; b->sense = 0; }
+    static void fr_barrier_wait(fr_barrier_t* b, int n, int* local_sense) {
+        int s = !*local_sense, spins = 0;
+        *local_sense = s;
+        if (n <= 1) return;
+        if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == n) {
+            __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&b->sense, s, __ATOMIC_RELEASE);
+            return;
+        }
+        while (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != s) {
+            if (++spins >= 200) { sched_yield(); spins = 0; }
+    #if defined(__x86_64__) || defined(__i386__)
+            else __builtin_ia32_pause();
+    #endif
+        }
+    }
 
     static void fr_omp_barrier(void) {
     #ifdef _OPENMP
@@ -214,6 +260,11 @@ cdef extern from *:
     unsigned int fr_ftz_enter() noexcept nogil
     void fr_ftz_exit(unsigned int old) noexcept nogil
     void fr_omp_barrier() noexcept nogil
+    ctypedef struct fr_barrier_t:
+        int count
+        int sense
+    void fr_barrier_init(fr_barrier_t* b) noexcept nogil
+    void fr_barrier_wait(fr_barrier_t* b, int n, int* local_sense) noexcept nogil
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +502,7 @@ def panel_width(dtype):
 cdef void _proj_rows(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K, Py_ssize_t N,
                      const floating* X, Py_ssize_t ldx, const floating* W,
                      floating* Y, Py_ssize_t ldy) noexcept nogil:
-    if r1 <= r0:
+    if r1 <= r0 or N <= 0:
         return
     # row-major Y(rows, N) = X(rows, K) W(N, K)^T  <=>  column-major Y^T (N, rows) = op(A) B with
     # A = W seen column-major as (K, N) -> transa 'T', lda K; B = X^T (K, rows), ldb = ldx
@@ -464,7 +515,8 @@ cdef void _projection(Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
                       const floating* W,            # IN  (N, K) weight_ih (PyTorch layout)
                       floating* Y, Py_ssize_t ldy,  # OUT (R, ldy): columns 0 .. N written
                       int nthreads) noexcept nogil:
-    """``Y[:, :N] = X @ W.T`` as one GEMM, rows split over ``nthreads`` threads."""
+    """``Y[:, :N] = X @ W.T`` as one GEMM, split over ``nthreads`` threads by rows, or by
+    output columns when there are fewer rows than columns."""
     cdef Py_ssize_t chunk, r0
     cdef int tid, nth
     cdef unsigned int csr
@@ -482,10 +534,18 @@ cdef void _projection(Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
-        chunk = (R + nth - 1) // nth
-        r0 = tid * chunk
         csr = fr_ftz_enter()
-        _proj_rows(r0, min(r0 + chunk, R), K, N, X, K, W, Y, ldy)
+        if N >= R:
+            # few rows, many outputs: split the outputs, so that each thread's BLAS call packs
+            # only its own slice of W
+            chunk = (N + nth - 1) // nth
+            chunk = ((chunk + 15) // 16) * 16
+            r0 = min(tid * chunk, N)
+            _proj_rows(0, R, K, min(chunk, N - r0), X, K, W + r0 * K, Y + r0, ldy)
+        else:
+            chunk = (R + nth - 1) // nth
+            r0 = tid * chunk
+            _proj_rows(r0, min(r0 + chunk, R), K, N, X, K, W, Y, ldy)
         fr_ftz_exit(csr)
 
 
@@ -644,9 +704,10 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
                   const int64_t* order, const int64_t* lengths,
                   floating* hbuf, floating* cbuf, floating* y, Py_ssize_t LY,
                   floating* hN, floating* cN, floating* scratch, Py_ssize_t scr_stride,
-                  Py_ssize_t ldr, bint store, floating* wg, floating* wc, floating* whn
-                  ) noexcept nogil:
+                  Py_ssize_t ldr, bint store, floating* wg, floating* wc, floating* whn,
+                  fr_barrier_t* bar) noexcept nogil:
     cdef Py_ssize_t w, s, bi, uj, p0, na, u0, nj, nitems = nb * nu
+    cdef int sense = 0
     cdef Py_ssize_t BH = B * H
     cdef const floating* wblk
     cdef floating* cur
@@ -690,7 +751,7 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
                                wblk, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY,
                                hN, cN, scratch + w * scr_stride, ldr, store, wg, wc, whn)
                 w += nth
-            fr_omp_barrier()
+            fr_barrier_wait(bar, nth, &sense)
     fr_ftz_exit(csr)
 
 
@@ -711,6 +772,8 @@ cdef void _recurrence(int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssi
                       int nthreads) noexcept nogil:
     """Run one layer-direction over time, on min(nthreads, nb*nu) threads."""
     cdef int tid, nth
+    cdef fr_barrier_t bar
+    fr_barrier_init(&bar)
     if B == 0 or tmax == 0:
         return
     if nthreads > nb * nu:
@@ -718,14 +781,14 @@ cdef void _recurrence(int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssi
     if nthreads <= 1:
         _worker(0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
                 bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
-                store, wg, wc, whn)
+                store, wg, wc, whn, &bar)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
         _worker(tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
                 nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
-                ldr, store, wg, wc, whn)
+                ldr, store, wg, wc, whn, &bar)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1028,10 +1091,12 @@ cdef void _stack_step_worker(int tid, int nth, int cell, Py_ssize_t L, Py_ssize_
                              floating* h_out,          # OUT (L, B, H)
                              floating* c_out,          # INOUT (L, B, H): c on entry, c' on exit
                              floating* hs, floating* cs,            # scratch (B, H) each
-                             floating* rec, Py_ssize_t rec_stride, Py_ssize_t ldr) noexcept nogil:
+                             floating* rec, Py_ssize_t rec_stride, Py_ssize_t ldr,
+                             fr_barrier_t* bar) noexcept nogil:
     """One timestep of a stacked unidirectional network; thread ``tid`` of ``nth`` handles unit
     blocks tid, tid+nth, ... of every layer, with a barrier between layers."""
     cdef Py_ssize_t l, w, u0, nj, I_l, n1
+    cdef int sense = 0
     cdef const floating* inp = x
     cdef unsigned int csr = fr_ftz_enter()
     n1 = 2 if cell == 3 else G
@@ -1049,8 +1114,7 @@ cdef void _stack_step_worker(int tid, int nth, int cell, Py_ssize_t L, Py_ssize_
                        inp, I_l, <const floating*>wih1[l] + I_l * n1 * u0,
                        <const floating*>wih2[l] + I_l * u0 if cell == 3 else NULL)
             w += nth
-        if nth > 1:
-            fr_omp_barrier()
+        fr_barrier_wait(bar, nth, &sense)
         inp = h_out + l * B * H
     fr_ftz_exit(csr)
 
@@ -1166,6 +1230,8 @@ cdef class StepKernel:
         cdef const int64_t* oneq
         cdef const int64_t* ubq
         cdef Py_ssize_t I = self.input_size, ldr = self._ldr
+        cdef fr_barrier_t bar
+        fr_barrier_init(&bar)
         _check_arr(x_t, "x_t", 2, B, self.input_size, 0, self.is_double)
         if h is not None:
             _check_arr(h, "h", 3, L, B, H, self.is_double)
@@ -1206,13 +1272,13 @@ cdef class StepKernel:
                                        self._wih1, self._wih2, self._whh, self._bx, self._bhn,
                                        ubq, nu, ordq, oneq, <const double*>hq, <double*>ho,
                                        <double*>cptr, <double*>hsq, <double*>csq,
-                                       <double*>recq, B * ldr, ldr)
+                                       <double*>recq, B * ldr, ldr, &bar)
                 else:
                     _stack_step_worker(0, 1, self.cell, L, B, I, H, G, <const float*>xq,
                                        self._wih1, self._wih2, self._whh, self._bx, self._bhn,
                                        ubq, nu, ordq, oneq, <const float*>hq, <float*>ho,
                                        <float*>cptr, <float*>hsq, <float*>csq,
-                                       <float*>recq, B * ldr, ldr)
+                                       <float*>recq, B * ldr, ldr, &bar)
             else:
                 with parallel(num_threads=nt):
                     tid = openmp.omp_get_thread_num()
@@ -1222,13 +1288,13 @@ cdef class StepKernel:
                                            self._wih1, self._wih2, self._whh, self._bx,
                                            self._bhn, ubq, nu, ordq, oneq, <const double*>hq,
                                            <double*>ho, <double*>cptr, <double*>hsq,
-                                           <double*>csq, <double*>recq, B * ldr, ldr)
+                                           <double*>csq, <double*>recq, B * ldr, ldr, &bar)
                     else:
                         _stack_step_worker(tid, nth, self.cell, L, B, I, H, G, <const float*>xq,
                                            self._wih1, self._wih2, self._whh, self._bx,
                                            self._bhn, ubq, nu, ordq, oneq, <const float*>hq,
                                            <float*>ho, <float*>cptr, <float*>hsq,
-                                           <float*>csq, <float*>recq, B * ldr, ldr)
+                                           <float*>csq, <float*>recq, B * ldr, ldr, &bar)
         return h_out[L - 1], h_out, c_out
 
 

@@ -218,6 +218,17 @@ def test_threads_do_not_change_results(cell):
             assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("B,T,I,H", [(2, 20, 300, 300),   # projection split by columns
+                                     (64, 20, 64, 64)])   # projection split by rows
+def test_parallel_input_projection(B, T, I, H):
+    assert B * T * I * 4 * H >= _engine.MIN_PARALLEL_PROJ_WORK
+    _engine.set_num_threads(2)
+    for dtype in (np.float64, np.float32):
+        rng = np.random.default_rng(B)
+        x, w, h0, c0, lengths = make_case("lstm", B, T, I, H, 1, 1, dtype, rng, varlen=True)
+        check_against_reference("lstm", x, w, h0, c0, lengths, 1, 1, training=False)
+
+
 def test_many_threads_are_clamped():
     rng = np.random.default_rng(9)
     x, w, h0, c0, lengths = make_case("gru", 70, 3, 4, 40, 1, 1, np.float32, rng, varlen=True)
