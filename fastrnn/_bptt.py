@@ -44,8 +44,7 @@ which :func:`backward` also accepts as keyword arguments (``x=``, ``h0=``, ``c0=
 term that uses it is multiplied by ``o_t`` and vanishes).  :func:`workspace_from_reference`
 builds the same layout from the NumPy reference forward (for tests).
 
-Clipping helpers :func:`clip_grad_norm` and :func:`clip_grad_value` work on a dict of
-gradients in place, like ``torch.nn.utils.clip_grad_norm_`` / ``clip_grad_value_``.
+Gradient clipping lives in :mod:`fastrnn.optim` (``clip_grad_norm``, ``clip_grad_value``).
 """
 import math
 import os
@@ -53,8 +52,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["backward", "clip_grad_norm", "clip_grad_value", "workspace_from_reference",
-           "warmup"]
+__all__ = ["backward", "workspace_from_reference", "warmup"]
 
 _CELLS = {"rnn_tanh": (0, 1), "rnn_relu": (1, 1), "lstm": (2, 4), "gru": (3, 3)}
 
@@ -705,70 +703,3 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
         if code == 3:
             ws["hn"].append(hn)
     return ws
-
-
-# ----------------------------------------------------------------------------------------------
-# Gradient clipping
-# ----------------------------------------------------------------------------------------------
-
-def clip_grad_norm(grads, max_norm, norm_type=2.0):
-    """Scale all gradients in place so that their global norm is at most ``max_norm``.
-
-    Like ``torch.nn.utils.clip_grad_norm_``: the norm is taken over all gradients together (as
-    if concatenated into one vector); if it exceeds ``max_norm`` every gradient is multiplied
-    by ``max_norm / (norm + 1e-6)``.
-
-    Parameters
-    ----------
-    grads : dict of str to ndarray (or an iterable of ndarrays)
-        Gradients, modified in place.
-    max_norm : float
-        Largest allowed norm (>= 0).
-    norm_type : float
-        Order of the norm (2 by default; ``inf`` for the largest absolute value).
-
-    Returns
-    -------
-    float
-        The total norm of the gradients *before* clipping.
-    """
-    max_norm = float(max_norm)
-    norm_type = float(norm_type)
-    if not max_norm >= 0:
-        raise ValueError(f"clip_grad_norm: max_norm must be >= 0, got {max_norm!r}")
-    if not norm_type > 0:
-        raise ValueError(f"clip_grad_norm: norm_type must be > 0, got {norm_type!r}")
-    arrays = [g for g in (grads.values() if isinstance(grads, dict) else grads) if g is not None]
-    if not arrays:
-        return 0.0
-    if math.isinf(norm_type):
-        total = max(float(np.max(np.abs(g))) if g.size else 0.0 for g in arrays)
-    elif norm_type == 2.0:
-        total = math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in arrays))
-    else:
-        total = sum(float(np.sum(np.abs(g.astype(np.float64)) ** norm_type))
-                    for g in arrays) ** (1.0 / norm_type)
-    coef = max_norm / (total + 1e-6)
-    if coef < 1.0:
-        for g in arrays:
-            g *= g.dtype.type(coef)
-    return total
-
-
-def clip_grad_value(grads, clip_value):
-    """Clip every gradient element to ``[-clip_value, clip_value]`` in place.
-
-    Like ``torch.nn.utils.clip_grad_value_``.
-
-    Parameters
-    ----------
-    grads : dict of str to ndarray (or an iterable of ndarrays)
-    clip_value : float
-        Positive bound.
-    """
-    clip_value = float(clip_value)
-    if not clip_value >= 0:
-        raise ValueError(f"clip_grad_value: clip_value must be >= 0, got {clip_value!r}")
-    for g in (grads.values() if isinstance(grads, dict) else grads):
-        if g is not None:
-            np.clip(g, -clip_value, clip_value, out=g)

@@ -197,13 +197,12 @@ class _Recurrent:
             self._stepper = None  # an optimizer step will follow
         args = (self.cell, x, self._params, h0, c0, lengths)
         shape = dict(num_layers=self.num_layers, bidirectional=self.bidirectional)
-        if training or self.backend == "reference":
-            # BPTT runs on the reference engine, which keeps its own cache.
-            y, h_n, c_n, cache = reference.forward(*args, **shape)
+        if self.backend == "reference":
+            y, h_n, c_n, saved = reference.forward(*args, **shape)
         else:
-            y, h_n, c_n, _ = _compiled_engine().forward(*args, **shape)
-            cache = None
-        self._cache = cache if training else None
+            y, h_n, c_n, saved = _compiled_engine().forward(*args, **shape, training=training)
+        # what BPTT needs: the reference's cache, or the compiled forward's workspace
+        self._cache = (x, h0, c0, saved) if training else None
         return y, h_n, c_n
 
     def backward(self, dy, dstate=None):
@@ -232,8 +231,7 @@ class _Recurrent:
         cache = self._cache
         if cache is None:
             raise RuntimeError("backward() needs a forward call with training=True first")
-        x = cache.layer_inputs[0]
-        batch, timesteps, _ = x.shape
+        batch, timesteps, _ = cache[0].shape
         y_shape = (batch, timesteps, self.num_directions * self.hidden_size)
         if dy is not None:
             dy = as_float_array("dy", dy, self.dtype, y_shape)
@@ -245,7 +243,14 @@ class _Recurrent:
 
     def _backward(self, dy, dh_n, dc_n):
         """BPTT on validated arrays: ``(dx, dh0, dc0)``; fills :attr:`grads`."""
-        dx, dh0, dc0, grads = reference.backward(self._cache, dy, dh_n, dc_n)
+        x, h0, c0, saved = self._cache
+        if self.backend == "reference":
+            dx, dh0, dc0, grads = reference.backward(saved, dy, dh_n, dc_n)
+        else:
+            from . import _bptt     # imports Numba: only training pays for it
+
+            dx, dh0, dc0, grads = _bptt.backward(self.cell, self._params, saved, dy, dh_n, dc_n,
+                                                 x=x, h0=h0, c0=c0)
         self.grads = grads
         return dx, dh0, dc0
 

@@ -1,4 +1,4 @@
-"""The compiled BPTT (fastrnn._bptt) against the NumPy reference, plus the clipping helpers.
+"""The compiled BPTT (fastrnn._bptt) against the NumPy reference.
 
 Gradients must equal the reference's to ``1e-8`` (float64) / ``1e-4`` (float32), relative to the
 largest absolute value of each gradient.  The workspace comes from the compiled training forward
@@ -229,64 +229,3 @@ def test_import_and_forward_do_not_import_numba():
     assert out.stdout.strip().endswith("ok")
 
 
-# ------------------------------------------------------------------------------ clipping
-
-def test_clip_grad_norm_scales_down():
-    grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]], dtype=np.float32)}
-    total = _bptt.clip_grad_norm(grads, 1.0)
-    assert total == pytest.approx(5.0)
-    coef = 1.0 / (5.0 + 1e-6)
-    np.testing.assert_allclose(grads["a"], [3.0 * coef, 0.0])
-    np.testing.assert_allclose(grads["b"], [[4.0 * coef]], rtol=1e-6)
-    assert grads["b"].dtype == np.float32
-    # the new global norm is max_norm (up to the 1e-6 guard)
-    assert math.sqrt(np.sum(grads["a"] ** 2) + np.sum(grads["b"].astype(float) ** 2)) == \
-        pytest.approx(1.0, rel=1e-6)
-
-
-def test_clip_grad_norm_leaves_small_gradients_alone():
-    grads = {"a": np.array([0.3, -0.4]), "b": None}
-    assert _bptt.clip_grad_norm(grads, 1.0) == pytest.approx(0.5)
-    np.testing.assert_array_equal(grads["a"], [0.3, -0.4])
-    assert _bptt.clip_grad_norm({}, 1.0) == 0.0
-
-
-def test_clip_grad_norm_inf_and_p_norms():
-    grads = [np.array([1.0, -7.0]), np.array([2.0])]
-    assert _bptt.clip_grad_norm(grads, 14.0, norm_type=float("inf")) == pytest.approx(7.0)
-    assert _bptt.clip_grad_norm(grads, 100.0, norm_type=1) == pytest.approx(10.0)
-    total = _bptt.clip_grad_norm(grads, 3.5, norm_type=float("inf"))
-    assert total == pytest.approx(7.0)
-    np.testing.assert_allclose(grads[0], [0.5, -3.5], rtol=1e-6)
-    np.testing.assert_allclose(grads[1], [1.0], rtol=1e-6)
-
-
-def test_clip_grad_norm_matches_torch():
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal(s) for s in [(4, 3), (7,), (2, 2, 2)]]
-    ts = [torch.nn.Parameter(torch.zeros(a.shape, dtype=torch.float64)) for a in arrays]
-    for t, a in zip(ts, arrays):
-        t.grad = torch.from_numpy(a.copy())
-    want = float(torch.nn.utils.clip_grad_norm_(ts, 0.7))
-    got = _bptt.clip_grad_norm({str(i): a for i, a in enumerate(arrays)}, 0.7)
-    assert got == pytest.approx(want, rel=1e-12)
-    for t, a in zip(ts, arrays):
-        np.testing.assert_allclose(a, t.grad.numpy(), rtol=1e-12)
-
-
-def test_clip_grad_value():
-    grads = {"a": np.array([-3.0, 0.5, 2.0]), "b": np.array([[0.1, -0.2]], np.float32)}
-    _bptt.clip_grad_value(grads, 1.0)
-    np.testing.assert_array_equal(grads["a"], [-1.0, 0.5, 1.0])
-    np.testing.assert_array_equal(grads["b"], np.array([[0.1, -0.2]], np.float32))
-    _bptt.clip_grad_value(grads, 0.15)
-    np.testing.assert_allclose(grads["b"], [[0.1, -0.15]], rtol=1e-6)
-
-
-@pytest.mark.parametrize("bad", [-1.0, float("nan")])
-def test_clip_rejects_bad_bounds(bad):
-    with pytest.raises(ValueError, match="max_norm"):
-        _bptt.clip_grad_norm({"a": np.ones(2)}, bad)
-    with pytest.raises(ValueError, match="clip_value"):
-        _bptt.clip_grad_value({"a": np.ones(2)}, bad)
