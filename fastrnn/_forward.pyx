@@ -381,6 +381,8 @@ cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     cdef Py_ssize_t m, k0, k1, j0, nfull
     cdef const floating* wpan
     nfull = (N // NR) * NR
+    if M <= 4:
+        KC = K      # a single row tile: no reuse of a W block, stream each panel straight through
     k0 = 0
     while k0 < K:
         k1 = min(k0 + KC, K)
@@ -445,23 +447,32 @@ cdef void _dot_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
 
 cdef void _pack_panels(const floating* W, Py_ssize_t K,      # IN (rows, K) PyTorch layout
                        Py_ssize_t G, Py_ssize_t H, Py_ssize_t u0, Py_ssize_t nj,
-                       floating* out) noexcept nogil:        # OUT (K * G*nj) panel-packed
+                       floating* out,                        # OUT (K * G*nj) panel-packed
+                       Py_ssize_t pfirst=0, Py_ssize_t pstep=1) noexcept nogil:
     """Panel-pack M = W[rows]^T (K, G*nj) for _small_gemm_acc, where column g*nj + uu of M is
-    row g*H + u0 + uu of W (the gates of one unit block; u0=0, nj=H, G=1 packs all rows)."""
+    row g*H + u0 + uu of W (the gates of one unit block; u0=0, nj=H, G=1 packs all rows).
+    Only panels pfirst, pfirst + pstep, ... are written (to share the work between threads)."""
     cdef Py_ssize_t NR = 256 // sizeof(floating)
-    cdef Py_ssize_t N = G * nj, p0, nr, c, g, k
-    cdef const floating* src
+    cdef Py_ssize_t N = G * nj, p0, nr, c, g, k, k0, k1
+    cdef const floating* src[64]
     cdef floating* dst
-    p0 = 0
+    p0 = pfirst * NR
     while p0 < N:
         nr = min(NR, N - p0)
         dst = out + K * p0
         for c in range(nr):
             g = (p0 + c) // nj
-            src = W + (g * H + u0 + (p0 + c - g * nj)) * K
-            for k in range(K):
-                dst[k * nr + c] = src[k]
-        p0 += nr
+            src[c] = W + (g * H + u0 + (p0 + c - g * nj)) * K
+        # transpose in blocks of 16 k: reads 64 B runs of each source row, writes whole rows
+        # of the panel, both L1-resident
+        k0 = 0
+        while k0 < K:
+            k1 = min(k0 + 16, K)
+            for c in range(nr):
+                for k in range(k0, k1):
+                    dst[k * nr + c] = src[c][k]
+            k0 = k1
+        p0 += pstep * NR
 
 
 def dot_gemm(const floating[:, ::1] a,    # IN  (M, K)
@@ -705,7 +716,10 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
                   floating* hbuf, floating* cbuf, floating* y, Py_ssize_t LY,
                   floating* hN, floating* cN, floating* scratch, Py_ssize_t scr_stride,
                   Py_ssize_t ldr, bint store, floating* wg, floating* wc, floating* whn,
-                  fr_barrier_t* bar) noexcept nogil:
+                  fr_barrier_t* bar, const floating* w_src) noexcept nogil:
+    """Thread ``tid`` of ``nth``: (mode 0, ``w_src`` given) first pack W_hh into ``whh``
+    (each thread its own unit blocks, or a share of the panels of the single block), then run
+    its work items over time."""
     cdef Py_ssize_t w, s, bi, uj, p0, na, u0, nj, nitems = nb * nu
     cdef int sense = 0
     cdef Py_ssize_t BH = B * H
@@ -716,6 +730,16 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
     cdef Py_ssize_t na_local[64]          # per-item active counts (nitems <= 64 enforced by caller)
     for w in range(nitems):
         na_local[w] = bblk[w // nu + 1] - bblk[w // nu]
+    if mode == 0 and w_src != NULL:
+        if nu > 1:
+            w = tid
+            while w < nu:
+                _pack_panels(w_src, H, G, H, ublk[w], ublk[w + 1] - ublk[w],
+                             <floating*>whh + H * G * ublk[w])
+                w += nth
+        else:
+            _pack_panels(w_src, H, G, H, 0, H, <floating*>whh, tid, nth)
+        fr_barrier_wait(bar, nth, &sense)
     if nu == 1:
         # independent batch blocks: each runs its own time loop, no synchronisation
         w = tid
@@ -769,7 +793,9 @@ cdef void _recurrence(int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssi
                       floating* hN, floating* cN,             # OUT (B, H) final states
                       floating* scratch, Py_ssize_t scr_stride, Py_ssize_t ldr,
                       bint store, floating* wg, floating* wc, floating* whn,  # OUT workspace
-                      int nthreads) noexcept nogil:
+                      int nthreads,
+                      const floating* w_src=NULL) noexcept nogil:  # IN mode 0: W_hh to pack
+                                                                   #    into whh first
     """Run one layer-direction over time, on min(nthreads, nb*nu) threads."""
     cdef int tid, nth
     cdef fr_barrier_t bar
@@ -781,14 +807,14 @@ cdef void _recurrence(int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssi
     if nthreads <= 1:
         _worker(0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
                 bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
-                store, wg, wc, whn, &bar)
+                store, wg, wc, whn, &bar, w_src)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
         _worker(tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
                 nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
-                ldr, store, wg, wc, whn, &bar)
+                ldr, store, wg, wc, whn, &bar, w_src)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -862,6 +888,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef floating* hN_p
     cdef floating* scr_p
     cdef const floating* wih_p
+    cdef const floating* wsrc_p
 
     # cheap guards against memory errors (the layers validate properly beforehand)
     for layer in range(L):
@@ -1013,12 +1040,11 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                     for p in range(B):
                         memcpy(cb + p * H, src + order[p] * H, H * sizeof(floating))
             whh_p = <const floating*>_ptr(w_hh[idx])
+            wsrc_p = NULL
             if mode == 0:
-                wpk_p = <floating*>_ptr(wpk)
-                for j in range(nu):
-                    _pack_panels(whh_p, H, G, H, ublk_p[j], ublk_p[j + 1] - ublk_p[j],
-                                 wpk_p + H * G * ublk_p[j])
-                whh_p = wpk_p
+                # packed inside the parallel region, each thread its own share
+                wsrc_p = whh_p
+                whh_p = <floating*>_ptr(wpk)
             store = training and cell >= 2
             cN_p = <floating*>_ptr(c_n) + idx * BH if cell == 2 else <floating*>_ptr(cN_dummy)
             hN_p = <floating*>_ptr(h_n) + idx * BH
@@ -1029,7 +1055,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                             y_p + d * H, D * H, hN_p, cN_p, scr_p, rows * ldr, ldr, store,
                             wg_p + d * BT * GH if wg_p != NULL else NULL,
                             wc_p + d * BT * H if wc_p != NULL else NULL,
-                            whn_p + d * BT * H if whn_p != NULL else NULL, nthreads)
+                            whn_p + d * BT * H if whn_p != NULL else NULL, nthreads, wsrc_p)
         inp = y
     return inp, h_n, c_n, ws
 
