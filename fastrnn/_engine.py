@@ -96,8 +96,8 @@ MIN_PARALLEL_STEP_WORK = 1 << 15
 MIN_PARALLEL_PROJ_WORK = 1 << 22
 
 
-#: hidden sizes from this on use the dot-product kernel on un-packed weights (mode 1)
-DOT_KERNEL_MIN_H = 256
+#: hidden sizes from which the dot-product kernel on un-packed weights (mode 1) is the default
+DOT_KERNEL_MIN_H = 1 << 30   # measured: the panel kernel wins even at H=512 once packing is parallel
 
 #: recurrent GEMM modes (the third element of a plan)
 MODE_PANEL, MODE_DOT, MODE_BLAS = 0, 1, 2
