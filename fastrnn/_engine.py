@@ -225,7 +225,7 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
 # ----------------------------------------------------------------------------------------------
 
 #: multiply-adds per step from which the streaming step splits hidden units over two threads
-STEP_PARALLEL_MIN_WORK = 1 << 17
+STEP_PARALLEL_MIN_WORK = 1 << 16
 
 
 class Stepper:

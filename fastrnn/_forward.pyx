@@ -1185,8 +1185,8 @@ cdef class StepKernel:
         # unit blocks, multiples of 16 units
         nu = max(1, unit_blocks)
         if nu > 1 and H >= 32:
-            step = -(-H // nu)
-            step = -(-step // 16) * 16
+            step = (H + nu - 1) // nu             # (C division semantics here: no -(-a // b))
+            step = ((step + 15) // 16) * 16
             bounds = list(range(0, H, step)) + [H]
         else:
             bounds = [0, H]
