@@ -586,8 +586,9 @@ cdef void _step_item(
         bint store, floating* wg, floating* wc, floating* whn,  # OUT workspace (caller rows)
         const floating* xin=NULL, Py_ssize_t Kx=0,   # IN  streaming: raw input rows (na, Kx)
         const floating* wx1=NULL,                    # IN  its packed W_ih^T block (gates of the
-        const floating* wx2=NULL                     #     block; GRU: r,z in wx1, n in wx2)
-        ) noexcept nogil:
+        const floating* wx2=NULL,                    #     block; GRU: r,z in wx1, n in wx2)
+        const int64_t* xrow=NULL                     # IN  row of (b, t=0) in xp (compacted
+        ) noexcept nogil:                            #     variable-length input), else b*T
     """One timestep of one work item: prefill, recurrent GEMM, gate math, outputs.
 
     Forward mode: ``xp`` holds the precomputed input projection.  Streaming mode (``xp`` NULL):
@@ -622,7 +623,7 @@ cdef void _step_item(
         b = order[p0 + r]
         L = lengths[b]
         t = (L - 1 - s) if reverse else s
-        xr = xp + (b * T + t) * LX
+        xr = xp + ((xrow[b] if xrow != NULL else b * T) + t) * LX
         rr = rec + r * ldr
         if cell == 3:
             for j in range(nj):
@@ -716,7 +717,8 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
                   floating* hbuf, floating* cbuf, floating* y, Py_ssize_t LY,
                   floating* hN, floating* cN, floating* scratch, Py_ssize_t scr_stride,
                   Py_ssize_t ldr, bint store, floating* wg, floating* wc, floating* whn,
-                  fr_barrier_t* bar, const floating* w_src) noexcept nogil:
+                  fr_barrier_t* bar, const floating* w_src,
+                  const int64_t* xrow) noexcept nogil:
     """Thread ``tid`` of ``nth``: (mode 0, ``w_src`` given) first pack W_hh into ``whh``
     (each thread its own unit blocks, or a share of the panels of the single block), then run
     its work items over time."""
@@ -754,7 +756,8 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
                 nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
                 _step_item(cell, reverse, s, T, H, G, p0, na, 0, H, xp, LX, bx, bhn, whh,
                            mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
-                           scratch + w * scr_stride, ldr, store, wg, wc, whn)
+                           scratch + w * scr_stride, ldr, store, wg, wc, whn,
+                           NULL, 0, NULL, NULL, xrow)
             w += nth
     else:
         for s in range(tmax):
@@ -773,7 +776,8 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
                     wblk = whh + H * G * u0 if mode == 0 else whh
                     _step_item(cell, reverse, s, T, H, G, p0, na, u0, nj, xp, LX, bx, bhn,
                                wblk, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY,
-                               hN, cN, scratch + w * scr_stride, ldr, store, wg, wc, whn)
+                               hN, cN, scratch + w * scr_stride, ldr, store, wg, wc, whn,
+                               NULL, 0, NULL, NULL, xrow)
                 w += nth
             fr_barrier_wait(bar, nth, &sense)
     fr_ftz_exit(csr)
@@ -794,8 +798,8 @@ cdef void _recurrence(int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssi
                       floating* scratch, Py_ssize_t scr_stride, Py_ssize_t ldr,
                       bint store, floating* wg, floating* wc, floating* whn,  # OUT workspace
                       int nthreads,
-                      const floating* w_src=NULL) noexcept nogil:  # IN mode 0: W_hh to pack
-                                                                   #    into whh first
+                      const floating* w_src=NULL,   # IN mode 0: W_hh to pack into whh first
+                      const int64_t* xrow=NULL) noexcept nogil:   # IN xp row of (b, 0)
     """Run one layer-direction over time, on min(nthreads, nb*nu) threads."""
     cdef int tid, nth
     cdef fr_barrier_t bar
@@ -807,14 +811,14 @@ cdef void _recurrence(int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssi
     if nthreads <= 1:
         _worker(0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
                 bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
-                store, wg, wc, whn, &bar, w_src)
+                store, wg, wc, whn, &bar, w_src, xrow)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
         _worker(tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
                 nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
-                ldr, store, wg, wc, whn, &bar, w_src)
+                ldr, store, wg, wc, whn, &bar, w_src, xrow)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -889,6 +893,9 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef floating* scr_p
     cdef const floating* wih_p
     cdef const floating* wsrc_p
+    cdef floating* xc_p = NULL
+    cdef int64_t* xrow
+    cdef Py_ssize_t R
 
     # cheap guards against memory errors (the layers validate properly beforehand)
     for layer in range(L):
@@ -978,7 +985,21 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     bx = _new(1, GH, 0, 0, 0, typenum, False)
     bhn = _new(1, H, 0, 0, 0, typenum, False)
     wpk = _new(1, GH * H, 0, 0, 0, typenum, False) if mode == 0 else None
-    xp = _new(2, BT, D * GH, 0, 0, typenum, False)
+    # variable lengths: the input projection only covers valid steps; sequence b's rows are
+    # compacted to xc[xrow[b] : xrow[b] + lens[b]] (one copy of the layer input, then one GEMM)
+    R = BT
+    xrow_arr = None
+    xrow = NULL
+    if partial:
+        xrow_arr = _new(1, B, 0, 0, 0, cnp.NPY_INT64, False)
+        xrow = <int64_t*>_ptr(xrow_arr)
+        R = 0
+        for b in range(B):
+            xrow[b] = R
+            R += lens[b]
+        xc = _new(1, R * max(I, D * H), 0, 0, 0, typenum, False)
+        xc_p = <floating*>_ptr(xc)
+    xp = _new(2, R, D * GH, 0, 0, typenum, False)
     hb = <floating*>_ptr(hbuf)
     cb = <floating*>_ptr(cbuf)
     bx_p = <floating*>_ptr(bx)
@@ -994,6 +1015,10 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     for layer in range(L):
         I_l = I if layer == 0 else D * H
         inp_p = <floating*>_ptr(inp)
+        if partial:
+            for b in range(B):
+                memcpy(xc_p + xrow[b] * I_l, inp_p + b * T * I_l, lens[b] * I_l * sizeof(floating))
+            inp_p = xc_p
         y = _new(3, B, T, D * H, 0, typenum, partial)
         y_p = <floating*>_ptr(y)
         wg_p = wc_p = whn_p = NULL
@@ -1014,7 +1039,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
         for d in range(D):
             wih_p = <const floating*>_ptr(w_ih[layer * D + d])
             with nogil:
-                _projection(BT, I_l, GH, inp_p, wih_p, xp_p + d * GH, LX, proj_threads)
+                _projection(R, I_l, GH, inp_p, wih_p, xp_p + d * GH, LX, proj_threads)
         for d in range(D):
             idx = layer * D + d
             # biases: bx = b_ih + b_hh (GRU: b_hh only for r, z), bhn = GRU b_hn
@@ -1055,7 +1080,8 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                             y_p + d * H, D * H, hN_p, cN_p, scr_p, rows * ldr, ldr, store,
                             wg_p + d * BT * GH if wg_p != NULL else NULL,
                             wc_p + d * BT * H if wc_p != NULL else NULL,
-                            whn_p + d * BT * H if whn_p != NULL else NULL, nthreads, wsrc_p)
+                            whn_p + d * BT * H if whn_p != NULL else NULL, nthreads, wsrc_p,
+                            xrow)
         inp = y
     return inp, h_n, c_n, ws
 
