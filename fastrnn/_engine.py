@@ -205,6 +205,10 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
             b_hh.append(weights.get("bias_hh" + sfx))
     proj_threads = nthreads if B * T * max(I, H * D) * G * H >= MIN_PARALLEL_PROJ_WORK else 1
     fns = _scipy_blas_fns()
+    if fns is None:
+        # scipy's OpenBLAS cannot be kept single-threaded (no threadpoolctl): make the one BLAS
+        # call of each projection from this thread and let BLAS parallelise it by itself
+        proj_threads = 1
     old = fns[0]() if fns is not None else 1
     if old != 1:
         fns[1](1)

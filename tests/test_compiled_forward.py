@@ -419,3 +419,15 @@ def test_engine_guards_against_malformed_input():
         _engine.forward("lstm", x, w, h0=np.zeros((1, 2, 6), np.float32))
     with pytest.raises(ValueError, match="x must be"):
         _engine.forward("lstm", np.asfortranarray(x), w)
+
+
+def test_without_blas_thread_control(monkeypatch):
+    """Without threadpoolctl the engine leaves BLAS threading alone and stays correct."""
+    _engine._scipy_blas_fns()
+    monkeypatch.setattr(_engine, "_blas_fns", ())
+    assert _engine._scipy_blas_fns() is None
+    _engine.set_num_threads(2)
+    rng = np.random.default_rng(8)
+    x, w, h0, c0, lengths = make_case("gru", 4, 30, 300, 300, 1, 1, np.float32, rng,
+                                      varlen=True, init=True)
+    check_against_reference("gru", x, w, h0, c0, lengths, 1, 1, plan=(1, 2, 2))
