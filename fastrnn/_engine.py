@@ -1,15 +1,23 @@
 """Thin Python driver of the compiled forward engine (``fastrnn._forward``).
 
 Inputs arrive validated by the layers (C-contiguous arrays of one dtype, float32 or float64;
-``lengths`` int64 or None).  This module allocates every buffer once, sorts variable-length
-batches, prepares weights and calls the Cython kernels, which never allocate in the time loop.
+``lengths`` int64 or None).  This module picks an execution plan and hands everything to one
+Cython call (``_forward.forward_stack``), which allocates every buffer once, sorts
+variable-length batches and runs kernels that never allocate in the time loop.
 
-Public (private-package) API
-----------------------------
+Private-package API
+-------------------
 forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
         bidirectional=False, training=False) -> (y, h_n, c_n, workspace)
-make_stepper(cell, weights, num_layers=1) -> Stepper
+make_stepper(cell, weights, num_layers=1) -> Stepper;  Stepper.step(x_t, h=None, c=None)
 set_num_threads(n), get_num_threads()
+
+Threads: the engine uses ``get_num_threads()`` OpenMP threads (default: the CPU count).  While
+it runs, scipy's OpenBLAS (which the kernels call for the input projection) is set to one
+thread through threadpoolctl when that is installed, and restored afterwards; without it,
+each projection is one BLAS call from the calling thread.  Neither forward nor a Stepper keeps
+state between calls except the Stepper's weight snapshot and scratch buffers, so one Stepper
+must not be used from two threads at once (forward may be).
 """
 import os
 import threading

@@ -1,32 +1,37 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Compiled forward kernels for fastrnn (private).
 
-Everything here takes preallocated, C-contiguous arrays of one floating dtype (float32 or
-float64, the fused type ``floating``) and never allocates inside the time loop.  Validation,
-casting, sorting by length and allocation happen once, in ``fastrnn._engine``.
+Entry points: ``forward_stack`` (the whole stacked, (bi)directional forward in one call, driven
+by ``fastrnn._engine.forward``) and ``StepKernel`` (streaming, one timestep per call).  Inner
+kernels take raw pointers to C-contiguous buffers of one floating dtype (float32 or float64:
+the fused type ``floating``, one code path) and never allocate; all allocation happens once per
+call in ``forward_stack`` / once per stepper.
 
 Cell codes: 0 = tanh RNN, 1 = relu RNN, 2 = LSTM (gates i, f, g, o), 3 = GRU (gates r, z, n).
 
-Data layout seen by the kernels
--------------------------------
-* ``xp`` (B*T, LX): the input projection ``x W_ih^T`` of all timesteps, row ``b*T + t``, rows
-  in the caller's batch order; direction ``d`` occupies columns ``xoff .. xoff + G*H``
-  (biases are *not* included, they are added while the recurrent buffer is prefilled).
-* recurrent state ``hbuf`` (2, B, H): double buffer, rows in *sorted-and-blocked* order
-  (``order[p]`` is the caller's row of sorted position ``p``); step ``s`` reads
-  ``hbuf[s % 2]`` and writes ``hbuf[(s + 1) % 2]``.
-* the recurrent GEMM of a step writes into a per-work-item scratch row laid out as
-  ``[gate_0 | gate_1 | ... ]`` (each ``nj`` wide, ``nj`` = units of the item's unit block),
-  prefilled with ``xp + bias`` (GRU: the n slot is prefilled with ``b_hn`` and the x part
-  ``x W_in^T + b_in`` goes to a fourth slot), so that one GEMM with beta=1 finishes the gate
-  pre-activations.
+Algorithm per layer and direction
+---------------------------------
+1. Input projection ``xp = x W_ih^T`` of all timesteps as one BLAS GEMM (rows ``b*T + t``;
+   with variable lengths only the valid rows, compacted, so padding costs nothing).  Biases are
+   not included; they are added when the recurrent buffer is prefilled.
+2. Time loop.  The batch is sorted by length (descending) into ``order``; at step ``s`` only
+   the still-active prefix of each batch block is computed (the reverse direction of row b
+   processes t = len[b]-1-s).  The recurrent state ``hbuf`` (2, B, H) is double-buffered in
+   sorted order; outputs, final states and the workspace are written in the caller's order.
+3. Per step and work item: prefill a scratch row ``[gate_0 | gate_1 | ...]`` (each ``nj``
+   wide) with ``xp + bias`` (GRU: the n slot with ``b_hn``, and ``x W_in^T + b_in`` in a fourth
+   slot), accumulate ``h W_hh^T`` with one GEMM, then the fused gate math.
+
+Recurrent GEMM modes: 0 = the engine's register-tiled kernel on W_hh^T panel-packed once per
+call (``_small_gemm_acc``; default), 1 = dot-product kernel on W_hh as given (no packing),
+2 = scipy's BLAS per step.
 
 Parallelism: the batch is split into ``nb`` blocks and the hidden units into ``nu`` blocks;
 work item ``w = bi*nu + uj``.  With ``nu == 1`` the items are independent sequences (no
 synchronisation at all); with ``nu > 1`` all threads meet at one barrier per timestep (a
-sense-reversing spin barrier that yields the core after a short spin).
-BLAS (scipy's OpenBLAS) is called single-threaded from inside the threads; the Python side
-limits OpenBLAS to one thread around the call.
+sense-reversing spin barrier that yields the core after a short spin).  Packing of W_hh is
+shared between the threads.  BLAS is called from inside the threads; ``fastrnn._engine``
+keeps scipy's OpenBLAS single-threaded around the call.
 
 Activations (float32): ``tanh`` is an odd [9/8] rational approximation ``x P(x^2) / Q(x^2)``
 on ``|x| <= 9`` (clamped outside; the result is clamped to [-1, 1]; NaN propagates), fitted
