@@ -58,6 +58,8 @@ class _Recurrent:
         self._cache = None      # what backward needs, set by a call with training=True
         self._stepper = None    # weights prepared for step(); dropped when they may change
         self._last_state = None  # the state step() returned last (trusted when passed back)
+        self._carried_state = None  # in a model: initial (h, c) set by truncated BPTT
+        self._final_state = None    # in a model: (h_n, c_n) of the last forward
 
     # ------------------------------------------------------------------ parameters
 
@@ -343,9 +345,14 @@ class _Recurrent:
         return (*input_shape[:2], width) if self.return_sequences else (input_shape[0], width)
 
     def _model_forward(self, x, lengths, training):
-        batch = x.shape[0]
-        h0, c0 = self._check_state("state", None, batch)
+        # a model training with truncated BPTT sets ``_carried_state`` to the (h, c) that the
+        # previous window ended with (a constant here: no gradient flows back into it)
+        if self._carried_state is not None:
+            h0, c0 = self._carried_state
+        else:
+            h0, c0 = self._check_state("state", None, x.shape[0])
         y, h_n, c_n = self._forward(x, h0, c0, lengths, training)
+        self._final_state = (h_n, c_n)
         if self.return_sequences:
             return y
         # the output at the last valid step: the last layer's final state of each direction

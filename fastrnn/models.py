@@ -114,13 +114,23 @@ class _Model:
 
     def _fit_loop(self, n, train_batch, epoch_logs, *, epochs, batch_size, shuffle, seed,
                   verbose, callbacks, clip_norm, clip_value, initial_epoch):
-        """Mini-batch training: ``train_batch(rows)`` runs forward and backward and returns
-        the batch loss; this loop clips, updates, reports and calls back."""
+        """Mini-batch training: ``train_batch(rows, update)`` runs forward and backward, calls
+        ``update()`` after each backward (which clips and steps the optimizer) and returns the
+        batch loss; this loop also reports and calls back."""
         epochs = check_positive_int("epochs", epochs)
         batch_size = check_positive_int("batch_size", batch_size)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         params = self.parameters()
+
+        def update():
+            grads = self.grads()
+            if clip_norm is not None:
+                optim_module.clip_grad_norm(grads, clip_norm)
+            if clip_value is not None:
+                optim_module.clip_grad_value(grads, clip_value)
+            self.optimizer.step(params, grads)
+
         steps = -(-n // batch_size)
         progress = _Progress(verbose, epochs, steps)
         history = History()
@@ -132,13 +142,7 @@ class _Model:
                 else np.arange(n)
             for step in range(steps):
                 rows = np.sort(order[step * batch_size:(step + 1) * batch_size])
-                value = train_batch(rows)
-                grads = self.grads()
-                if clip_norm is not None:
-                    optim_module.clip_grad_norm(grads, clip_norm)
-                if clip_value is not None:
-                    optim_module.clip_grad_value(grads, clip_value)
-                self.optimizer.step(params, grads)
+                value = train_batch(rows, update)
                 progress.update(step + 1, len(rows), float(value))
             logs = {"loss": progress.loss_sum / progress.seen}
             logs.update(epoch_logs())
@@ -334,7 +338,8 @@ class Sequential(_Model):
 
     def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32, lengths=None,
             validation_data=None, validation_split=0.0, shuffle=True, clip_norm=None,
-            clip_value=None, callbacks=(), verbose=1, metrics=(), seed=0, initial_epoch=None):
+            clip_value=None, callbacks=(), verbose=1, metrics=(), seed=0, initial_epoch=None,
+            truncate=None):
         """Train the model with mini-batch gradient descent and BPTT.
 
         Parameters
@@ -371,16 +376,32 @@ class Sequential(_Model):
         seed : int
         initial_epoch : int, optional
             Epoch to start from; default: the epochs this model has already trained.
+        truncate : int, optional
+            Truncated BPTT: cut each batch into windows of this many timesteps, run forward,
+            backward and an update on each in turn, and start each window from the states the
+            previous one ended with (no gradient flows across windows). Memory is bounded by
+            the window, however long the sequences. Needs per-timestep targets and
+            unidirectional recurrent layers that return sequences.
 
         Returns
         -------
         History
         """
         self._set_training(loss, optimizer)
+        if truncate is not None:
+            truncate = check_positive_int("truncate", truncate)
+            for layer in self.layers:
+                if isinstance(layer, _Recurrent) and (layer.bidirectional
+                                                      or not layer.return_sequences):
+                    raise ValueError(f"truncate needs unidirectional recurrent layers that "
+                                     f"return sequences, got {layer!r}")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
         x, lengths = self._prepare(X, lengths)
         y = self._targets(y, x.shape[0])
+        if truncate is not None and (y.ndim < 2 or y.shape[1] != x.shape[1]):
+            raise ValueError(f"truncate needs a target for every timestep, shape "
+                             f"({x.shape[0]}, {x.shape[1]}, ...), got y of shape {y.shape}")
         if validation_data is None and validation_split > 0:
             n_val = int(round(x.shape[0] * validation_split))
             if not 0 < n_val < x.shape[0]:
@@ -392,16 +413,21 @@ class Sequential(_Model):
             lengths = None if lengths is None else lengths[:cut]
         logits = self._logits_mode(self.loss)
 
-        def train_batch(idx):
-            xb, lb = _trim(x[idx], None if lengths is None else lengths[idx])
-            out = self._forward(xb, lb, training=True, logits=logits)
-            mask = self._mask(out, lb)
-            yb = y[idx]
-            if mask is not None and yb.ndim >= 2:
-                yb = yb[:, :out.shape[1]]
-            value, grad = self.loss(out, yb, mask)
+        def train_window(xw, lw, yw, update):
+            out = self._forward(xw, lw, training=True, logits=logits)
+            mask = self._mask(out, lw)
+            if mask is not None and yw.ndim >= 2:
+                yw = yw[:, :out.shape[1]]
+            value, grad = self.loss(out, yw, mask)
             self._backward(grad.astype(out.dtype, copy=False), logits)
+            update()
             return value
+
+        def train_batch(idx, update):
+            xb, lb = _trim(x[idx], None if lengths is None else lengths[idx])
+            if truncate is None:
+                return train_window(xb, lb, y[idx], update)
+            return self._train_truncated(xb, lb, y[idx], truncate, train_window, update)
 
         def epoch_logs():
             logs = {}
@@ -418,6 +444,36 @@ class Sequential(_Model):
                               batch_size=batch_size, shuffle=shuffle, seed=seed, verbose=verbose,
                               callbacks=callbacks, clip_norm=clip_norm, clip_value=clip_value,
                               initial_epoch=initial_epoch)
+
+    def _train_truncated(self, x, lengths, y, window, train_window, update):
+        """Truncated BPTT over one batch: windows of ``window`` steps, states carried."""
+        recurrent = [layer for layer in self.layers if isinstance(layer, _Recurrent)]
+        for layer in recurrent:                 # the first window starts from zeros
+            layer._carried_state = layer._final_state = None
+        rows = np.arange(x.shape[0])            # rows of the batch still running
+        total = weight = 0.0
+        try:
+            for start in range(0, x.shape[1], window):
+                width = min(window, x.shape[1] - start)
+                lw = None if lengths is None else np.clip(lengths - start, 0, width)
+                now = rows if lw is None else rows[lw[rows] > 0]
+                if now.size == 0:
+                    break
+                keep = np.searchsorted(rows, now)   # the carried states of those rows
+                for layer in recurrent:
+                    if layer._final_state is not None:
+                        h, c = layer._final_state
+                        layer._carried_state = (h[:, keep], None if c is None else c[:, keep])
+                lw_now = None if lw is None or (lw[now] == width).all() else lw[now]
+                value = train_window(np.ascontiguousarray(x[now, start:start + width]), lw_now,
+                                     y[now][:, start:start + width], update)
+                steps = width * now.size if lw is None else lw[now].sum()
+                total, weight = total + value * steps, weight + steps
+                rows = now
+        finally:
+            for layer in recurrent:
+                layer._carried_state = layer._final_state = None
+        return total / weight
 
     # ------------------------------------------------------------------ generation
 
@@ -647,7 +703,7 @@ class EncoderDecoder(_Model):
         # teacher forcing: the decoder reads <bos> followed by the target shifted right
         dec_in = np.concatenate([np.full((tgt.shape[0], 1), self.bos_id), tgt[:, :-1]], axis=1)
 
-        def train_batch(rows):
+        def train_batch(rows, update):
             sb, sl = _trim(src[rows], None if src_len is None else src_len[rows])
             tl_full = None if tgt_len is None else tgt_len[rows]
             db, tl = _trim(dec_in[rows], tl_full)
@@ -664,6 +720,7 @@ class EncoderDecoder(_Model):
             self.target_embedding.backward(dd)
             de, _, _ = self.encoder._backward(None, dh0, dc0)
             self.source_embedding.backward(de)
+            update()
             return value
 
         return self._fit_loop(src.shape[0], train_batch, dict, epochs=epochs,

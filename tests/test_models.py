@@ -236,3 +236,63 @@ def test_training_matches_pytorch_for_ten_steps(make_optimizer, rng):
         np.testing.assert_allclose(got[f"0.{name}"], value.numpy(), rtol=1e-8, atol=1e-12)
     for name, value in head.state_dict().items():
         np.testing.assert_allclose(got[f"1.{name}"], value.numpy(), rtol=1e-8, atol=1e-12)
+
+
+def _char_model(seed=0):
+    return fastrnn.Sequential([
+        fastrnn.Embedding(5, 3, dtype="float64", seed=seed),
+        fastrnn.GRU(3, 4, dtype="float64", seed=seed),
+        fastrnn.Dense(4, 5, dtype="float64", seed=seed),
+    ])
+
+
+def test_truncated_bptt_equals_windows_worked_by_hand(rng):
+    """fit(truncate=k) == for each window: forward from the carried state, backward, SGD step."""
+    x = rng.integers(0, 5, size=(3, 10))
+    y = rng.integers(0, 5, size=(3, 10))
+    lengths = np.array([10, 4, 7])
+    model = _char_model()
+    model.fit(x, y, lengths=lengths, loss="cce", optimizer=SGD(lr=0.3), epochs=1,
+              batch_size=3, shuffle=False, verbose=0, truncate=4)
+
+    emb, gru, dense = (layer for layer in _char_model().layers)
+    loss = fastrnn.losses.CategoricalCrossentropy()
+    state, rows = None, np.arange(3)
+    for start in (0, 4, 8):                       # windows [0, 4), [4, 8), [8, 10)
+        width = min(4, 10 - start)
+        lw = np.clip(lengths - start, 0, width)
+        now = rows[lw[rows] > 0]                  # sequences that still have steps
+        if state is not None:
+            state = state[:, np.searchsorted(rows, now)]
+        e = emb(x[now, start:start + width], training=True)
+        h, state = gru(e, state=state, lengths=lw[now], training=True)
+        logits = dense.linear(h)
+        dense._cache = (h, None)
+        mask = np.arange(width) < lw[now][:, None]
+        _, grad = loss(logits, y[now, start:start + width], mask)
+        dh = dense.backward(grad, through_activation=False)
+        de, _ = gru.backward(dh)
+        emb.backward(de)
+        for layer in (emb, gru, dense):
+            for name, p in layer.parameters().items():
+                p -= 0.3 * layer.grads[name]
+        rows = now
+    for i, layer in enumerate((emb, gru, dense)):
+        for name, p in layer.parameters().items():
+            np.testing.assert_allclose(model.parameters()[f"{i}.{name}"], p, rtol=1e-12,
+                                       atol=1e-14)
+
+
+def test_truncated_bptt_memory_is_bounded_by_the_window(rng):
+    x = rng.integers(0, 5, size=(2, 300))
+    y = rng.integers(0, 5, size=(2, 300))
+    model = _char_model()
+    model.fit(x, y, loss="cce", optimizer=SGD(lr=0.1), epochs=1, verbose=0, truncate=25)
+    x_window = model.layers[1]._cache[0]          # the input BPTT kept: one window's worth
+    assert x_window.shape[1] == 25
+    with pytest.raises(ValueError, match="truncate needs a target for every timestep"):
+        model.fit(x, y[:, 0], epochs=1, verbose=0, truncate=25)
+    with pytest.raises(ValueError, match="truncate needs unidirectional"):
+        fastrnn.Sequential([fastrnn.LSTM(3, 2, bidirectional=True)]).fit(
+            rng.standard_normal((2, 6, 3)), np.zeros((2, 6, 4)), loss="mse", optimizer="sgd",
+            truncate=2)
