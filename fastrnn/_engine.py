@@ -181,6 +181,8 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
 
             "cell", "num_layers", "num_directions", "hidden_size": as given
             "lengths":  int64 (B,)
+            "x", "h0", "c0": the call's input and initial states (references, not copies;
+                        None where not given / not LSTM)
             "outputs":  list over layers of (B, T, D*H) -- layer l's output, i.e. the hidden
                         state sequence h_t of (l, d) is outputs[l][:, :, d*H:(d+1)*H] and the
                         input of layer l+1; outputs[-1] is y itself (no copy)
@@ -228,7 +230,8 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
         if old != 1:
             fns[1](old)
     if ws is not None:
-        ws.update(cell=cell, num_layers=num_layers, num_directions=D, hidden_size=H)
+        ws.update(cell=cell, num_layers=num_layers, num_directions=D, hidden_size=H,
+                  x=x, h0=h0, c0=c0 if code == 2 else None)
     return y, h_n, c_n, ws
 
 

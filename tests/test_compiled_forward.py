@@ -94,6 +94,8 @@ def check_workspace(cell, x, w, h0, c0, lengths, L, D, y, ws):
     G = GATES[cell]
     tol = TOL[x.dtype.type] * 10
     assert ws["num_layers"] == L and ws["num_directions"] == D and ws["hidden_size"] == H
+    assert ws["cell"] == cell and ws["x"] is x and ws["h0"] is h0
+    assert ws["c0"] is (c0 if cell == "lstm" else None)
     assert len(ws["outputs"]) == L and ws["outputs"][-1] is y
     lens = ws["lengths"]
     valid = np.arange(T)[None, :] < lens[:, None]
