@@ -185,6 +185,8 @@ class Sequential(_Model):
                 raise TypeError(f"layers[{i}] must be a fastrnn layer, got {type(layer).__name__}")
         super().__init__()
         self.layers = layers
+        #: JSON-able facts about the model's data (a vocabulary, a scaling), saved with it
+        self.info = {}
 
     def _named_layers(self):
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
@@ -553,6 +555,7 @@ class Sequential(_Model):
             "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
                        for layer in self.layers],
             "epochs_trained": self.epochs_trained,
+            "info": self.info,
             "rng": {str(i): layer._rng.bit_generator.state for i, layer in
                     enumerate(self.layers) if isinstance(layer, Dropout)},
         }
@@ -846,6 +849,7 @@ def load_model(path):
         for i, state in meta.get("rng", {}).items():
             layers[int(i)]._rng.bit_generator.state = state
         model.epochs_trained = int(meta.get("epochs_trained", 0))
+        model.info = dict(meta.get("info", {}))
         if "loss" in meta:
             model.loss = _named(losses_module, meta["loss"]["class"], losses_module.Loss)(
                 **meta["loss"]["config"])

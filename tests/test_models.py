@@ -128,11 +128,13 @@ def test_save_load_round_trip_and_resume_equals_uninterrupted(tmp_path, rng):
     straight.fit(x, y, loss="cce", optimizer=Adam(lr=0.01), epochs=4, **kw)
 
     resumed = small_classifier()
+    resumed.info = {"task": "demo", "classes": ["a", "b"]}
     path = tmp_path / "ckpt.npz"
     resumed.fit(x, y, loss="cce", optimizer=Adam(lr=0.01), epochs=2,
                 callbacks=[ModelCheckpoint(path)], **kw)
     loaded = fastrnn.load_model(path)
     assert loaded.epochs_trained == 2 and isinstance(loaded.optimizer, Adam)
+    assert loaded.info == {"task": "demo", "classes": ["a", "b"]}
     np.testing.assert_array_equal(loaded.predict(x, lengths=lengths),
                                   resumed.predict(x, lengths=lengths))
     loaded.fit(x, y, epochs=4, **kw)
