@@ -1,4 +1,4 @@
-"""pytest-benchmark suite for the forward configurations of ``benchmarks/compare.py``.
+"""pytest-benchmark suite for the forward configurations of ``fastrnn.bench``.
 
 Run::
 
@@ -14,7 +14,7 @@ installed the same configurations also run through ``torch.nn`` in the same benc
 import numpy as np
 import pytest
 
-import compare
+from fastrnn import bench as compare
 
 FORWARD = compare.FORWARD_CONFIGS + compare.PACKED_CONFIGS
 STREAM = compare.STREAM_CONFIGS
