@@ -254,8 +254,10 @@ class Sequential(_Model):
                 f"Dense(..., activation=None or {wanted!r}), got {last!r}")
         return True
 
-    def _forward(self, x, lengths, training, logits=False):
-        for layer in self.layers[:-1]:
+    def _forward(self, x, lengths, training, logits=False, trace=None):
+        for i, layer in enumerate(self.layers[:-1]):
+            if trace is not None:
+                trace[i] = x                # the input of layer i
             x = layer._model_forward(x, lengths, training)
         last = self.layers[-1]
         if logits:
@@ -264,12 +266,16 @@ class Sequential(_Model):
             return out
         return last._model_forward(x, lengths, training)
 
-    def _backward(self, grad, logits):
+    def _backward(self, grad, logits, trace=None):
         last = self.layers[-1]
+        if trace is not None:
+            trace[len(self.layers) - 1] = grad
         d = last._model_backward(grad, through_activation=False) if logits \
             else last._model_backward(grad)
-        for layer in reversed(self.layers[:-1]):
-            d = layer._model_backward(d)
+        for i in reversed(range(len(self.layers) - 1)):
+            if trace is not None:
+                trace[i] = d                # the gradient of the loss at layer i's output
+            d = self.layers[i]._model_backward(d)
 
     @staticmethod
     def _mask(out, lengths):

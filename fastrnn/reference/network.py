@@ -94,7 +94,7 @@ def unroll(cell, x, params, h0, c0, lengths, reverse=False):
     return y, h, c, steps
 
 
-def unroll_backward(cell, steps, params, x_shape, dy, dh, dc):
+def unroll_backward(cell, steps, params, x_shape, dy, dh, dc, dh_seq=None):
     """BPTT through one layer and direction: the steps of :func:`unroll`, walked backwards.
 
     Parameters
@@ -110,6 +110,8 @@ def unroll_backward(cell, steps, params, x_shape, dy, dh, dc):
         Gradient of the loss with respect to the layer's outputs.
     dh, dc : ndarray, shape (batch, hidden_size)
         Gradient with respect to the final states (``dc`` is ``None`` unless LSTM).
+    dh_seq : ndarray, shape (batch, timesteps, hidden_size), optional
+        If given, receives ``dL/dh_t`` at every computed step (for diagnostics).
 
     Returns
     -------
@@ -127,6 +129,8 @@ def unroll_backward(cell, steps, params, x_shape, dy, dh, dc):
     grads = [None if p is None else np.zeros_like(p) for p in params]
     for t, active, cache in reversed(steps):
         dh_t = dh[active] + dy[active, t]             # from the output y_t and from step t+1
+        if dh_seq is not None:
+            dh_seq[active, t] = dh_t
         dx_t, dh_prev, dc_prev, step_grads = backward_cell(
             dh_t, None if dc is None else dc[active], cache, params
         )
@@ -213,7 +217,7 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, b
     return layer_input, h_n, c_n, cache
 
 
-def backward(cache, dy=None, dh_n=None, dc_n=None):
+def backward(cache, dy=None, dh_n=None, dc_n=None, hidden_grads=None):
     """Backpropagation through time for a :func:`forward` call.
 
     Parameters
@@ -224,6 +228,9 @@ def backward(cache, dy=None, dh_n=None, dc_n=None):
         Gradient of the loss with respect to the output sequence; ``None`` means zeros.
     dh_n, dc_n : ndarray, shape like ``h_n`` / ``c_n``, optional
         Gradients with respect to the final states; ``None`` means zeros.
+    hidden_grads : dict, optional
+        If given, receives ``(layer, direction) -> dL/dh_t``, arrays of shape
+        (batch, timesteps, hidden_size), 0 at steps past a sequence's length.
 
     Returns
     -------
@@ -254,10 +261,14 @@ def backward(cache, dy=None, dh_n=None, dc_n=None):
         for direction in range(D):
             k = layer * D + direction
             params = _cell_params(cache.weights, layer, direction)
+            dh_seq = None
+            if hidden_grads is not None:
+                dh_seq = hidden_grads[layer, direction] = np.zeros(top_shape[:2] + (hidden,),
+                                                                   dtype)
             dx, dh, dc, param_grads = unroll_backward(
                 cache.cell, cache.steps[layer, direction], params, layer_input.shape,
                 d_out[:, :, direction * hidden:(direction + 1) * hidden],
-                dh_n[k], dc_n[k] if is_lstm else None,
+                dh_n[k], dc_n[k] if is_lstm else None, dh_seq,
             )
             d_in += dx
             dh0[k] = dh
