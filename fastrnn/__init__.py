@@ -6,7 +6,8 @@ reference in :mod:`fastrnn.reference`. :class:`Sequential` and :class:`EncoderDe
 models from them with ``fit`` / ``evaluate`` / ``predict`` / ``save``; :func:`load_model` reads
 a saved model back.
 """
-from . import callbacks, init, losses, metrics, optim, reference, text
+from . import callbacks, diagnostics, init, losses, metrics, optim, reference, text
+from ._engine import get_num_threads, set_num_threads
 from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding
 from .models import EncoderDecoder, Sequential, load_model
 
@@ -14,6 +15,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GRU", "LSTM", "RNN", "Dense", "Dropout", "Embedding", "EncoderDecoder", "Sequential",
-    "callbacks", "init", "load_model", "losses", "metrics", "optim", "reference", "text",
-    "__version__",
+    "callbacks", "diagnostics", "get_num_threads", "init", "load_model", "losses", "metrics",
+    "optim", "reference", "set_num_threads", "text", "__version__",
 ]
