@@ -22,3 +22,17 @@ def rng():
 def state_arrays(state):
     """The arrays of a layer's state: ``[h]``, or ``[h, c]`` for an LSTM."""
     return list(state) if isinstance(state, tuple) else [state]
+
+
+def numerical_gradient(f, array, eps=1e-6):
+    """Central finite differences of the scalar ``f()`` with respect to ``array`` (in place)."""
+    grad = np.zeros_like(array)
+    for idx in np.ndindex(array.shape):
+        saved = array[idx]
+        array[idx] = saved + eps
+        up = f()
+        array[idx] = saved - eps
+        down = f()
+        array[idx] = saved
+        grad[idx] = (up - down) / (2 * eps)
+    return grad

@@ -6,19 +6,7 @@ import fastrnn
 import fastrnn.io as fastrnn_io
 from fastrnn.callbacks import EarlyStopping, LearningRateScheduler, ModelCheckpoint
 from fastrnn.optim import SGD, Adam, StepLR
-
-
-def numerical_grad(f, array, eps=1e-6):
-    grad = np.zeros_like(array)
-    for idx in np.ndindex(array.shape):
-        saved = array[idx]
-        array[idx] = saved + eps
-        up = f()
-        array[idx] = saved - eps
-        down = f()
-        array[idx] = saved
-        grad[idx] = (up - down) / (2 * eps)
-    return grad
+from conftest import numerical_gradient
 
 
 @pytest.mark.parametrize("activation", [None, "sigmoid", "tanh", "relu", "softmax"])
@@ -30,9 +18,9 @@ def test_dense_gradients(activation, shape, rng):
     loss = lambda: np.sum(layer(x) * w)
     layer(x, training=True)
     dx = layer.backward(w)
-    np.testing.assert_allclose(dx, numerical_grad(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-8)
     for name, p in layer.parameters().items():
-        np.testing.assert_allclose(layer.grads[name], numerical_grad(loss, p), rtol=1e-6,
+        np.testing.assert_allclose(layer.grads[name], numerical_gradient(loss, p), rtol=1e-6,
                                    atol=1e-8)
 
 
@@ -43,7 +31,7 @@ def test_embedding_gradient_and_padding(rng):
     w = rng.standard_normal((2, 4, 3))
     emb(tokens, training=True)
     emb.backward(w)
-    expected = numerical_grad(lambda: np.sum(emb(tokens) * w), emb.parameters()["weight"])
+    expected = numerical_gradient(lambda: np.sum(emb(tokens) * w), emb.parameters()["weight"])
     expected[0] = 0                                  # the padding vector is never trained
     np.testing.assert_allclose(emb.grads["weight"], expected, rtol=1e-6, atol=1e-8)
     with pytest.raises(ValueError, match=r"x must hold token ids in 0\.\.5"):

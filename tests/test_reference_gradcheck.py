@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastrnn import reference
-from conftest import CELLS, make_layer
+from conftest import CELLS, make_layer, numerical_gradient
 
 B, T, I, H = 3, 5, 2, 3
 EPS = 1e-6
@@ -50,19 +50,6 @@ def _loss_and_grads(cell, num_layers, bidirectional, lengths, with_state, seed):
     return loss, checks
 
 
-def _numerical_gradient(loss, array):
-    grad = np.zeros_like(array)
-    for idx in np.ndindex(array.shape):
-        saved = array[idx]
-        array[idx] = saved + EPS
-        up = loss()
-        array[idx] = saved - EPS
-        down = loss()
-        array[idx] = saved
-        grad[idx] = (up - down) / (2 * EPS)
-    return grad
-
-
 @pytest.mark.parametrize(
     "cell, num_layers, bidirectional, variable, with_state",
     list(itertools.product(CELLS, (1, 2), (False, True), (False, True), (False, True))),
@@ -73,7 +60,7 @@ def test_gradients_match_finite_differences(cell, num_layers, bidirectional, var
     seed = zlib.crc32(repr((cell, num_layers, bidirectional, variable, with_state)).encode())
     loss, checks = _loss_and_grads(cell, num_layers, bidirectional, lengths, with_state, seed)
     for name, array, analytic in checks:
-        numeric = _numerical_gradient(loss, array)
+        numeric = numerical_gradient(loss, array, EPS)
         scale = max(np.linalg.norm(numeric), np.linalg.norm(analytic), 1e-12)
         rel = np.linalg.norm(analytic - numeric) / scale
         assert rel < 1e-6, f"{name}: relative error {rel:.2e}"
