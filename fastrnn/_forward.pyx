@@ -206,7 +206,74 @@ cdef extern from *:
         fr_v2_d b = __builtin_shufflevector(a, a, 0, 1) + __builtin_shufflevector(a, a, 2, 3);
         return b[0] + b[1];
     }
+    /* V x V block transpose for panel packing: rows i of the block are V consecutive k of
+       source row src[c0 + i]; after the butterfly (stages h = V/2 .. 1, each a two-input
+       shuffle of rows r and r+h) row j holds element k0 + j of the V source rows, which is
+       stored as V consecutive columns of panel row k0 + j. */
+    #define FR_HAVE_TRANSPOSE 1
+    static inline void fr_pack_block_f(const float* const* src, Py_ssize_t k0, float* dst,
+                                       Py_ssize_t ldd) {
+        fr_v_f r[16], t[16];
+        for (int i = 0; i < 16; ++i) r[i] = fr_ld_f(src[i] + k0);
+        #define FR_ST_F(h, LO, HI) \
+            for (int i = 0; i < 16; ++i) { if (i & h) continue; \
+                t[i] = __builtin_shufflevector(r[i], r[i + h], LO); \
+                t[i + h] = __builtin_shufflevector(r[i], r[i + h], HI); } \
+            for (int i = 0; i < 16; ++i) r[i] = t[i];
+        #define L8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+        #define H8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+        #define L4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+        #define H4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+        #define L2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+        #define H2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+        #define L1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+        #define H1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+        FR_ST_F(8, L8, H8)
+        FR_ST_F(4, L4, H4)
+        FR_ST_F(2, L2, H2)
+        FR_ST_F(1, L1, H1)
+        #undef L8
+        #undef H8
+        #undef L4
+        #undef H4
+        #undef L2
+        #undef H2
+        #undef L1
+        #undef H1
+        for (int j = 0; j < 16; ++j) fr_st_f(dst + (k0 + j) * ldd, r[j]);
+    }
+    static inline void fr_pack_block_d(const double* const* src, Py_ssize_t k0, double* dst,
+                                       Py_ssize_t ldd) {
+        fr_v_d r[8], t[8];
+        for (int i = 0; i < 8; ++i) r[i] = fr_ld_d(src[i] + k0);
+        #define FR_ST_D(h, LO, HI) \
+            for (int i = 0; i < 8; ++i) { if (i & h) continue; \
+                t[i] = __builtin_shufflevector(r[i], r[i + h], LO); \
+                t[i + h] = __builtin_shufflevector(r[i], r[i + h], HI); } \
+            for (int i = 0; i < 8; ++i) r[i] = t[i];
+        #define DL4 0, 1, 2, 3, 8, 9, 10, 11
+        #define DH4 4, 5, 6, 7, 12, 13, 14, 15
+        #define DL2 0, 1, 8, 9, 4, 5, 12, 13
+        #define DH2 2, 3, 10, 11, 6, 7, 14, 15
+        #define DL1 0, 8, 2, 10, 4, 12, 6, 14
+        #define DH1 1, 9, 3, 11, 5, 13, 7, 15
+        FR_ST_D(4, DL4, DH4)
+        FR_ST_D(2, DL2, DH2)
+        FR_ST_D(1, DL1, DH1)
+        for (int j = 0; j < 8; ++j) fr_st_d(dst + (k0 + j) * ldd, r[j]);
+    }
     #else
+    #define FR_HAVE_TRANSPOSE 0
+    static inline void fr_pack_block_f(const float* const* src, Py_ssize_t k0, float* dst,
+                                       Py_ssize_t ldd) {
+        for (int j = 0; j < 16; ++j) for (int i = 0; i < 16; ++i)
+            dst[(k0 + j) * ldd + i] = src[i][k0 + j];
+    }
+    static inline void fr_pack_block_d(const double* const* src, Py_ssize_t k0, double* dst,
+                                       Py_ssize_t ldd) {
+        for (int j = 0; j < 8; ++j) for (int i = 0; i < 8; ++i)
+            dst[(k0 + j) * ldd + i] = src[i][k0 + j];
+    }
     static inline float fr_hsum_f(fr_v_f v) {
         float s = 0; for (int i = 0; i < FR_VL_f; ++i) s += v[i]; return s; }
     static inline double fr_hsum_d(fr_v_d v) {
@@ -262,6 +329,10 @@ cdef extern from *:
                      double* C) noexcept nogil
     void fr_dot1x1_f(Py_ssize_t K, const float* A, const float* W, float* C) noexcept nogil
     void fr_dot1x1_d(Py_ssize_t K, const double* A, const double* W, double* C) noexcept nogil
+    void fr_pack_block_f(const float* const* src, Py_ssize_t k0, float* dst,
+                         Py_ssize_t ldd) noexcept nogil
+    void fr_pack_block_d(const double* const* src, Py_ssize_t k0, double* dst,
+                         Py_ssize_t ldd) noexcept nogil
     unsigned int fr_ftz_enter() noexcept nogil
     void fr_ftz_exit(unsigned int old) noexcept nogil
     void fr_omp_barrier() noexcept nogil
@@ -458,7 +529,7 @@ cdef void _pack_panels(const floating* W, Py_ssize_t K,      # IN (rows, K) PyTo
     row g*H + u0 + uu of W (the gates of one unit block; u0=0, nj=H, G=1 packs all rows).
     Only panels pfirst, pfirst + pstep, ... are written (to share the work between threads)."""
     cdef Py_ssize_t NR = 256 // sizeof(floating)
-    cdef Py_ssize_t N = G * nj, p0, nr, c, g, k, k0, k1
+    cdef Py_ssize_t N = G * nj, p0, nr, c, g, k, k0, V, kfull
     cdef const floating* src[64]
     cdef floating* dst
     p0 = pfirst * NR
@@ -468,15 +539,26 @@ cdef void _pack_panels(const floating* W, Py_ssize_t K,      # IN (rows, K) PyTo
         for c in range(nr):
             g = (p0 + c) // nj
             src[c] = W + (g * H + u0 + (p0 + c - g * nj)) * K
-        # transpose in blocks of 16 k: reads 64 B runs of each source row, writes whole rows
-        # of the panel, both L1-resident
+        # V x V blocks (V = one vector: 16 float32 / 8 float64) transposed in registers,
+        # then the edges element by element
+        V = 64 // sizeof(floating)
+        kfull = (K // V) * V
         k0 = 0
-        while k0 < K:
-            k1 = min(k0 + 16, K)
+        while k0 < kfull:           # V whole panel rows at a time: contiguous writes
+            c = 0
+            while c + V <= nr:
+                if floating is float:
+                    fr_pack_block_f(<const float* const*>&src[c], k0, dst + c, nr)
+                else:
+                    fr_pack_block_d(<const double* const*>&src[c], k0, dst + c, nr)
+                c += V
+            k0 += V
+        for k in range(kfull):
+            for c in range((nr // V) * V, nr):
+                dst[k * nr + c] = src[c][k]
+        for k in range(kfull, K):
             for c in range(nr):
-                for k in range(k0, k1):
-                    dst[k * nr + c] = src[c][k]
-            k0 = k1
+                dst[k * nr + c] = src[c][k]
         p0 += pstep * NR
 
 
