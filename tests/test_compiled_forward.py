@@ -288,7 +288,7 @@ def test_hypothesis_random_configurations(cell, dtype, B, T, I, H, L, D, varlen,
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B,I,H,L,init", [(1, 3, 1, 1, False), (1, 5, 17, 2, True),
                                           (3, 7, 33, 3, True), (4, 70, 130, 1, False),
-                                          (2, 160, 160, 2, True)])   # two unit blocks (LSTM, GRU)
+                                          (2, 256, 256, 2, True)])   # two unit blocks (LSTM, GRU)
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_step_over_time_equals_forward(cell, dtype, B, I, H, L, init, nthreads):
     _engine.set_num_threads(nthreads)
@@ -433,3 +433,10 @@ def test_without_blas_thread_control(monkeypatch):
     x, w, h0, c0, lengths = make_case("gru", 4, 30, 300, 300, 1, 1, np.float32, rng,
                                       varlen=True, init=True)
     check_against_reference("gru", x, w, h0, c0, lengths, 1, 1, plan=(1, 2, 2))
+
+
+def test_large_steppers_split_units():
+    rng = np.random.default_rng(12)
+    for cell in ("lstm", "gru"):
+        _, w, _, _, _ = make_case(cell, 1, 1, 256, 256, 1, 1, np.float32, rng)
+        assert _engine.make_stepper(cell, w, 1)._kernel.unit_blocks == 2
