@@ -259,7 +259,7 @@ def line_plot(path, series, title="", xlabel="epoch", ylabel="loss", width=640, 
         y_lo, y_hi = y_lo - pad, y_hi + pad
     margin = 0.05 * (y_hi - y_lo)
     y_lo, y_hi = y_lo - margin, y_hi + margin
-    x_lo, x_hi = 1.0, float(max(n_max, 2))
+    x_lo, x_hi = (1.0, float(n_max)) if n_max > 1 else (0.0, 2.0)   # one point: centred
 
     def px(x):
         return left + (np.asarray(x, np.float64) - x_lo) / (x_hi - x_lo) * (right - left)
@@ -275,7 +275,8 @@ def line_plot(path, series, title="", xlabel="epoch", ylabel="loss", width=640, 
         img[row, left - 4:left] = _FRAME
         label = _tick_label(t)
         draw_text(img, left - 7 - text_width(label), row - 3, label)
-    x_ticks = [int(t) for t in _nice_ticks(x_lo, x_hi, 8) if float(t).is_integer()]
+    x_ticks = [int(t) for t in _nice_ticks(x_lo, x_hi, 8)
+               if float(t).is_integer() and 1 <= t <= max(n_max, 1)]
     if not x_ticks or x_ticks[0] != 1:
         x_ticks = [1] + x_ticks
     if n_max > 1 and x_ticks[-1] != n_max and n_max - x_ticks[-1] > (x_hi - x_lo) / 12:
