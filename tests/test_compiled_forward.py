@@ -6,6 +6,8 @@ bounded separately below).  Weights use PyTorch's default scale U(-1/sqrt(H), 1/
 which float32 itself is well conditioned (with much larger weights a tanh RNN becomes chaotic and
 float32 rounding alone, in the reference as much as here, exceeds 1e-5).
 """
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -174,7 +176,7 @@ SHAPES = [
     *s[:6], "v" if s[6] else "", "s" if s[7] else "", "" if s[8] else "nb"))
 def test_forward_matches_reference(cell, dtype, shape):
     B, T, I, H, L, D, varlen, init, bias = shape
-    rng = np.random.default_rng(hash((cell, shape)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((cell, shape)).encode()))  # deterministic
     x, w, h0, c0, lengths = make_case(cell, B, T, I, H, L, D, dtype, rng, varlen=varlen,
                                       init=init, bias=bias)
     check_against_reference(cell, x, w, h0, c0, lengths, L, D)
