@@ -442,3 +442,12 @@ def test_large_steppers_split_units():
     for cell in ("lstm", "gru"):
         _, w, _, _, _ = make_case(cell, 1, 1, 256, 256, 1, 1, np.float32, rng)
         assert _engine.make_stepper(cell, w, 1)._kernel.unit_blocks == 2
+
+
+def test_plan_choices():
+    """The plan heuristics (documented in _engine._plan) pick what was measured fastest."""
+    assert _engine._plan(1, 64, 4, 2, 100) == (1, 1, _engine.MODE_PANEL)    # tiny: one thread
+    assert _engine._plan(32, 64, 4, 2, 100) == (2, 1, _engine.MODE_PANEL)   # batch blocks
+    assert _engine._plan(1, 256, 4, 2, 150) == (1, 2, _engine.MODE_PANEL)   # unit blocks
+    assert _engine._plan(4, 512, 4, 2, 25) == (1, 2, _engine.MODE_DOT)      # no packing
+    assert _engine._plan(64, 512, 4, 1, 50) == (1, 1, _engine.MODE_PANEL)   # one thread
