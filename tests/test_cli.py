@@ -20,7 +20,6 @@ import fastrnn
 from fastrnn import cli
 from fastrnn.plot import PALETTE, line_plot
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--hidden", "8", "--epochs", "2", "--batch-size", "16", "--quiet"]
 
 
@@ -348,16 +347,17 @@ def test_model_not_written_by_train(files):
     assert "not a model written by 'fastrnn train'" in one_error(code, err)
 
 
-def test_subprocess_help_and_error():
-    env = dict(os.environ, PYTHONPATH=ROOT)
+def test_subprocess_help_and_error(tmp_path):
+    # the fastrnn this test imported (installed, or a built checkout), run from elsewhere
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastrnn.__file__)))
     env.pop("FASTRNN_TRACEBACK", None)
-    proc = subprocess.run([sys.executable, "-m", "fastrnn", "--help"], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "fastrnn", "--help"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     for command in ("demo", "train", "predict", "generate", "bench"):
         assert command in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--task", "forecast",
-                           "--data", "/nonexistent/series.csv"], cwd=ROOT, env=env,
+                           "--data", "/nonexistent/series.csv"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "fastrnn: error: /nonexistent/series.csv: no such file\n"

@@ -6,6 +6,7 @@ largest absolute value of each gradient.  The workspace comes from the compiled 
 (``_bptt.workspace_from_reference``) always, so the backward is checked on its own too.
 """
 import math
+import os
 import subprocess
 import sys
 import zlib
@@ -13,6 +14,7 @@ import zlib
 import numpy as np
 import pytest
 
+import fastrnn
 from fastrnn import _bptt, reference
 
 try:
@@ -205,7 +207,7 @@ if given is not None:
 
 # ------------------------------------------------------------------------------ lazy numba
 
-def test_import_and_forward_do_not_import_numba():
+def test_import_and_forward_do_not_import_numba(tmp_path):
     code = (
         "import sys, numpy as np\n"
         "import fastrnn\n"
@@ -228,8 +230,10 @@ def test_import_and_forward_do_not_import_numba():
         "assert 'numba' not in sys.modules, 'numba was imported'\n"
         "print('ok')\n"
     )
+    # the fastrnn this test imported (installed, or a built checkout), run from elsewhere
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastrnn.__file__)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
 
