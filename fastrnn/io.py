@@ -284,12 +284,33 @@ def save_bundle(path, arrays, metadata=None, *, compress=False):
     arrays = _check_arrays(arrays)
     metadata_bytes = _encode_metadata(metadata)
 
+
+    def write(fileobj):
+        _write_zip(fileobj, arrays, metadata_bytes, bool(compress))
+        _write_checksum(fileobj)
+
+    atomic_write(path, write)
+
+
+def atomic_write(path, write):
+    """Write a file so that readers see either the old file or the whole new one.
+
+    ``write(fileobj)`` fills a temporary file (opened ``"w+b"``) in the target's directory; it
+    is flushed to disk and renamed over ``path``. On any failure, interruption included, the
+    temporary file is removed and an existing file at ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    write : callable
+        Takes the open binary file object and writes the content.
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp_name, fd = _create_temp(directory, os.path.basename(path))
     try:
         with os.fdopen(fd, "w+b") as fileobj:
-            _write_zip(fileobj, arrays, metadata_bytes, bool(compress))
-            _write_checksum(fileobj)
+            write(fileobj)
             fileobj.flush()
             os.fsync(fileobj.fileno())
         os.replace(tmp_name, path)

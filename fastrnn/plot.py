@@ -16,9 +16,7 @@ True
 """
 import math
 import numbers
-import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
@@ -364,23 +362,7 @@ def write_png(path, img):
     The bytes go to a temporary file in the target's directory, which is then renamed over
     ``path``; on any failure the temporary file is removed and an existing ``path`` is kept.
     """
+    from .io import atomic_write
+
     data = encode_png(img)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)       # mkstemp's 0600 would be unlike any other file
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fileobj: fileobj.write(data))
