@@ -201,8 +201,11 @@ def test_all_plans_match_reference(cell, plan, nthreads):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_threads_do_not_change_results(cell):
+def test_threads_do_not_change_results(cell, monkeypatch):
     rng = np.random.default_rng(3)
+    # one projection GEMM whatever the thread count: BLAS does not promise bit-identical
+    # results when a GEMM is split differently (OpenBLAS on Zen 5 does differ in the last bit)
+    monkeypatch.setattr(_engine, "MIN_PARALLEL_PROJ_WORK", 1 << 62)
     x, w, h0, c0, lengths = make_case(cell, 16, 12, 8, 96, 2, 2, np.float32, rng, varlen=True,
                                       init=True)
     outs = {}
