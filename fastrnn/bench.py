@@ -630,8 +630,10 @@ def compare_outputs(got: dict, want: dict, tol: float = 1e-4) -> Optional[str]:
     return "; ".join(problems) or None
 
 
-def _sample(r: Runner) -> float:
+def _sample(r: Runner, rewarm: bool = False) -> float:
     with r.ctx():
+        if rewarm:
+            r.run()   # untimed: wakes the contender's threads and caches after a pause
         t0 = time.perf_counter()
         for _ in range(r.number):
             r.run()
@@ -660,7 +662,9 @@ def time_runners(runners: list, budget_s: float, min_reps: int, max_reps: int,
     ``budget_s`` (at least ``min_reps`` when that costs at most twice the budget, else fewer, at
     least one), unless ``repeat`` fixes it; ``repeat=0`` takes the check call as the only sample.
     ``gap_s``: a pause before each sample, so that the previous contender's idle threads (OpenMP
-    and OpenBLAS workers spin-wait for a while after their work) stop competing for the cores.
+    and OpenBLAS workers spin-wait for a while after their work) stop competing for the cores;
+    after it, one untimed call before the timed ones (a call right after a pause is 2-3x slower
+    on these VMs, for every contender: that measured the wake-up, not the steady state).
     """
     if repeat == 0:
         for r in runners:
@@ -688,7 +692,7 @@ def time_runners(runners: list, budget_s: float, min_reps: int, max_reps: int,
             for r in main[k:] + main[:k]:
                 if gap_s:
                     time.sleep(gap_s)
-                r.samples.append(_sample(r))
+                r.samples.append(_sample(r, rewarm=bool(gap_s)))
         # The capped (reference) contenders after the others: NumPy's OpenBLAS threads spin for a
         # while after each matmul and would slow down whoever ran next.
         for r in capped:
