@@ -11,9 +11,10 @@ Cell codes: 0 = tanh RNN, 1 = relu RNN, 2 = LSTM (gates i, f, g, o), 3 = GRU (ga
 
 Algorithm per layer and direction
 ---------------------------------
-1. Input projection ``xp = x W_ih^T`` of all timesteps as one BLAS GEMM (rows ``b*T + t``;
+1. Input projection ``xp = x W_ih^T`` of all timesteps as one GEMM (rows ``b*T + t``;
    with variable lengths only the valid rows, compacted, so padding costs nothing).  Biases are
-   not included; they are added when the recurrent buffer is prefilled.
+   not included; they are added when the recurrent buffer is prefilled.  The GEMM is the
+   engine's own panel kernel (``_projection``), rows split over the threads.
 2. Time loop.  The batch is sorted by length (descending) into ``order``; at step ``s`` only
    the still-active prefix of each batch block is computed (the reverse direction of row b
    processes t = len[b]-1-s).  The recurrent state ``hbuf`` (2, B, H) is double-buffered in
@@ -30,8 +31,10 @@ Parallelism: the batch is split into ``nb`` blocks and the hidden units into ``n
 work item ``w = bi*nu + uj``.  With ``nu == 1`` the items are independent sequences (no
 synchronisation at all); with ``nu > 1`` all threads meet at one barrier per timestep (a
 sense-reversing spin barrier that yields the core after a short spin).  Packing of W_hh is
-shared between the threads.  BLAS is called from inside the threads; ``fastrnn._engine``
-keeps scipy's OpenBLAS single-threaded around the call.
+shared between the threads.  BLAS is only called in recurrent mode 2 (from inside the threads;
+``fastrnn._engine`` keeps scipy's OpenBLAS single-threaded around the call).  Our own kernels
+need no BLAS: they run at the FMA rate whatever kernels OpenBLAS picked for the machine (on
+a Zen 5 VM with ``OPENBLAS_CORETYPE=Haswell``, sgemm gets half of the AVX-512 rate they get).
 
 Activations (float32): ``tanh`` is an odd [9/8] rational approximation ``x P(x^2) / Q(x^2)``
 on ``|x| <= 9`` (clamped outside; the result is clamped to [-1, 1]; NaN propagates), fitted
@@ -457,17 +460,20 @@ cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     """C += A @ W with the engine's own register-tiled kernel (no call or packing overhead).
 
     ``Wp`` holds W (K, N) as consecutive column panels of width NR (``panel_width(dtype)``:
-    four 512-bit vectors, 64 float32 / 32 float64): panel p = columns p*NR .. p*NR+nr as a
-    contiguous (K, nr) row-major block (nr = NR except for the last panel), so the kernel
-    streams weights sequentially.  Loop order: K blocks of KC rows (a KC x NR block of a panel,
+    four 512-bit vectors, 64 float32 / 32 float64): panel p = columns p*NR .. p*NR+NR as a
+    contiguous (K, NR) row-major block, the last one padded with zero columns (its size:
+    ``_packed_size(K, N)``), so the kernel streams weights sequentially and the ragged edge runs
+    the same vector tiles, through a small buffer for its C rows.  Loop order: K blocks of KC rows (a KC x NR block of a panel,
     32 KiB, stays in L1) > panels > tiles of 4 (then 1) rows; the tiles are the C micro-kernels
     ``fr_tile4_*`` / ``fr_tile1_*`` (vector extensions, accumulators in registers).
     """
     cdef Py_ssize_t NR = 256 // sizeof(floating)
     cdef Py_ssize_t KC = 32768 // (NR * sizeof(floating))
-    cdef Py_ssize_t m, k0, k1, j0, nfull
+    cdef Py_ssize_t m, k0, k1, j0, nfull, nr, i
     cdef const floating* wpan
+    cdef floating ctile[4 * 64]            # the edge panel's C rows, NR wide (NR <= 64)
     nfull = (N // NR) * NR
+    nr = N - nfull
     if M <= 4:
         KC = K      # a single row tile: no reuse of a W block, stream each panel straight through
     k0 = 0
@@ -490,9 +496,40 @@ cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                     fr_tile1_d(k0, k1, A + m * lda, wpan, C + m * ldc + j0)
                 m += 1
             j0 += NR
+        if nr > 0:
+            wpan = Wp + K * nfull
+            m = 0
+            while m < M:
+                for i in range(min(4, M - m)):
+                    memcpy(ctile + i * NR, C + (m + i) * ldc + nfull, nr * sizeof(floating))
+                if m + 3 < M:
+                    if floating is float:
+                        fr_tile4_f(k0, k1, A + m * lda, lda, wpan, ctile, NR)
+                    else:
+                        fr_tile4_d(k0, k1, A + m * lda, lda, wpan, ctile, NR)
+                else:
+                    for i in range(M - m):
+                        if floating is float:
+                            fr_tile1_f(k0, k1, A + (m + i) * lda, wpan, ctile + i * NR)
+                        else:
+                            fr_tile1_d(k0, k1, A + (m + i) * lda, wpan, ctile + i * NR)
+                for i in range(min(4, M - m)):
+                    memcpy(C + (m + i) * ldc + nfull, ctile + i * NR, nr * sizeof(floating))
+                m += 4
         k0 = k1
-    if nfull < N:
-        _gemm_edge(M, N - nfull, K, A, lda, Wp + K * nfull, N - nfull, C + nfull, ldc)
+
+
+cdef inline Py_ssize_t _packed_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_t elsize) noexcept nogil:
+    """Elements of a (K, N) matrix panel-packed for _small_gemm_acc (N rounded up to NR)."""
+    cdef Py_ssize_t NR = 256 // elsize
+    return K * ((N + NR - 1) // NR) * NR
+
+
+cdef inline Py_ssize_t _block_offset(Py_ssize_t K, Py_ssize_t G, Py_ssize_t u0, Py_ssize_t step,
+                                     Py_ssize_t elsize) noexcept nogil:
+    """Offset of unit block u0 (blocks of ``step`` units, each packed separately as G*step
+    columns) in an array of packed blocks."""
+    return (u0 // step) * _packed_size(K, G * step, elsize) if u0 > 0 else 0
 
 
 cdef void _dot_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -538,7 +575,8 @@ cdef void _pack_panels(const floating* W, Py_ssize_t K,      # IN (rows, K) PyTo
                        Py_ssize_t pfirst=0, Py_ssize_t pstep=1) noexcept nogil:
     """Panel-pack M = W[rows]^T (K, G*nj) for _small_gemm_acc, where column g*nj + uu of M is
     row g*H + u0 + uu of W (the gates of one unit block; u0=0, nj=H, G=1 packs all rows).
-    Only panels pfirst, pfirst + pstep, ... are written (to share the work between threads)."""
+    Only panels pfirst, pfirst + pstep, ... are written (to share the work between threads).
+    Every panel is NR columns wide; the last one's padding columns are zeroed."""
     cdef Py_ssize_t NR = 256 // sizeof(floating)
     cdef Py_ssize_t N = G * nj, p0, nr, c, g, k, k0, V, kfull
     cdef const floating* src[64]
@@ -547,6 +585,9 @@ cdef void _pack_panels(const floating* W, Py_ssize_t K,      # IN (rows, K) PyTo
     while p0 < N:
         nr = min(NR, N - p0)
         dst = out + K * p0
+        if nr < NR:
+            for k in range(K):
+                memset(dst + k * NR + nr, 0, (NR - nr) * sizeof(floating))
         for c in range(nr):
             g = (p0 + c) // nj
             src[c] = W + (g * H + u0 + (p0 + c - g * nj)) * K
@@ -559,17 +600,17 @@ cdef void _pack_panels(const floating* W, Py_ssize_t K,      # IN (rows, K) PyTo
             c = 0
             while c + V <= nr:
                 if floating is float:
-                    fr_pack_block_f(<const float* const*>&src[c], k0, dst + c, nr)
+                    fr_pack_block_f(<const float* const*>&src[c], k0, dst + c, NR)
                 else:
-                    fr_pack_block_d(<const double* const*>&src[c], k0, dst + c, nr)
+                    fr_pack_block_d(<const double* const*>&src[c], k0, dst + c, NR)
                 c += V
             k0 += V
         for k in range(kfull):
             for c in range((nr // V) * V, nr):
-                dst[k * nr + c] = src[c][k]
+                dst[k * NR + c] = src[c][k]
         for k in range(kfull, K):
             for c in range(nr):
-                dst[k * nr + c] = src[c][k]
+                dst[k * NR + c] = src[c][k]
         p0 += pstep * NR
 
 
@@ -588,15 +629,20 @@ def dot_gemm(const floating[:, ::1] a,    # IN  (M, K)
 
 def pack_panels(const floating[:, ::1] w,      # IN  (G*H, K) PyTorch layout
                 Py_ssize_t G, Py_ssize_t u0, Py_ssize_t nj,
-                floating[::1] out):            # OUT (K * G*nj)
+                floating[::1] out):            # OUT (packed_size(K, G*nj, dtype))
     """Panel-pack the rows of one unit block of ``w`` (see _pack_panels)."""
     cdef Py_ssize_t K = w.shape[1], H = w.shape[0] // G
-    if out.shape[0] != K * G * nj or u0 + nj > H:
+    if out.shape[0] != _packed_size(K, G * nj, sizeof(floating)) or u0 + nj > H:
         raise ValueError("pack_panels: shapes do not match")
     if out.shape[0] == 0:
         return
     with nogil:
         _pack_panels(&w[0, 0], K, G, H, u0, nj, &out[0])
+
+
+def packed_size(Py_ssize_t K, Py_ssize_t N, dtype):
+    """Elements of a (K, N) matrix panel-packed for the small GEMM kernel (see _small_gemm_acc)."""
+    return _packed_size(K, N, np.dtype(dtype).itemsize)
 
 
 def panel_width(dtype):
@@ -608,27 +654,38 @@ def panel_width(dtype):
 # Input projection: xp[:, off:off+N] = X @ W^T  (one GEMM over all B*T rows, split by rows)
 # ---------------------------------------------------------------------------------------------
 
-cdef void _proj_rows(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K, Py_ssize_t N,
-                     const floating* X, Py_ssize_t ldx, const floating* W,
-                     floating* Y, Py_ssize_t ldy) noexcept nogil:
-    if r1 <= r0 or N <= 0:
-        return
-    # row-major Y(rows, N) = X(rows, K) W(N, K)^T  <=>  column-major Y^T (N, rows) = op(A) B with
-    # A = W seen column-major as (K, N) -> transa 'T', lda K; B = X^T (K, rows), ldb = ldx
-    _blas_gemm(c'T', c'N', <int>N, <int>(r1 - r0), <int>K, <floating>1.0, W, <int>K,
-                   X + r0 * ldx, <int>ldx, <floating>0.0, Y + r0 * ldy, <int>ldy)
+cdef void _proj_part(int tid, int nth, Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
+                     const floating* X, const floating* W, floating* Y, Py_ssize_t ldy,
+                     floating* wpk) noexcept nogil:
+    """Thread ``tid`` of ``nth``: its share of packing W^T, a barrier, then its rows of Y."""
+    cdef Py_ssize_t MC = 128, chunk, r0, r1, m0, r
+    _pack_panels(W, K, 1, N, 0, N, wpk, tid, nth)
+    if nth > 1:
+        fr_omp_barrier()
+    chunk = (R + nth - 1) // nth
+    chunk = ((chunk + 3) // 4) * 4
+    r0 = min(tid * chunk, R)
+    r1 = min(r0 + chunk, R)
+    for r in range(r0, r1):
+        memset(Y + r * ldy, 0, N * sizeof(floating))
+    m0 = r0
+    while m0 < r1:
+        _small_gemm_acc(min(MC, r1 - m0), N, K, X + m0 * K, K, wpk, Y + m0 * ldy, ldy)
+        m0 += MC
 
 
 cdef void _projection(Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
                       const floating* X,            # IN  (R, K) layer input, rows b*T + t
                       const floating* W,            # IN  (N, K) weight_ih (PyTorch layout)
                       floating* Y, Py_ssize_t ldy,  # OUT (R, ldy): columns 0 .. N written
-                      int nthreads) noexcept nogil:
-    """``Y[:, :N] = X @ W.T`` as one GEMM, split over ``nthreads`` threads by rows, or by
-    output columns when there are fewer rows than columns."""
-    cdef Py_ssize_t chunk, r0
+                      int nthreads,
+                      floating* wpk) noexcept nogil:  # scratch (_packed_size(K, N))
+    """``Y[:, :N] = X @ W.T`` as one GEMM with the engine's own kernel: W^T panel-packed once
+    (the threads share the packing), then the rows split over ``nthreads`` threads in blocks
+    of 128 (no BLAS: the kernel runs at the FMA rate whatever kernels BLAS would pick)."""
     cdef int tid, nth
     cdef unsigned int csr
+    cdef Py_ssize_t r0
     if R == 0 or N == 0:
         return
     if K == 0:
@@ -637,24 +694,14 @@ cdef void _projection(Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
         return
     if nthreads <= 1 or R < 2 * 16:
         csr = fr_ftz_enter()
-        _proj_rows(0, R, K, N, X, K, W, Y, ldy)
+        _proj_part(0, 1, R, K, N, X, W, Y, ldy, wpk)
         fr_ftz_exit(csr)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
         csr = fr_ftz_enter()
-        if N >= R:
-            # few rows, many outputs: split the outputs, so that each thread's BLAS call packs
-            # only its own slice of W
-            chunk = (N + nth - 1) // nth
-            chunk = ((chunk + 15) // 16) * 16
-            r0 = min(tid * chunk, N)
-            _proj_rows(0, R, K, min(chunk, N - r0), X, K, W + r0 * K, Y + r0, ldy)
-        else:
-            chunk = (R + nth - 1) // nth
-            r0 = tid * chunk
-            _proj_rows(r0, min(r0 + chunk, R), K, N, X, K, W, Y, ldy)
+        _proj_part(tid, nth, R, K, N, X, W, Y, ldy, wpk)
         fr_ftz_exit(csr)
 
 
@@ -835,7 +882,8 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
             w = tid
             while w < nu:
                 _pack_panels(w_src, H, G, H, ublk[w], ublk[w + 1] - ublk[w],
-                             <floating*>whh + H * G * ublk[w])
+                             <floating*>whh + _block_offset(H, G, ublk[w], ublk[1],
+                                                            sizeof(floating)))
                 w += nth
         else:
             _pack_panels(w_src, H, G, H, 0, H, <floating*>whh, tid, nth)
@@ -871,7 +919,8 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
                     nj = ublk[uj + 1] - u0
                     cur = hbuf + (s & 1) * BH + p0 * H
                     nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
-                    wblk = whh + H * G * u0 if mode == 0 else whh
+                    wblk = (whh + _block_offset(H, G, u0, ublk[1], sizeof(floating))
+                            if mode == 0 else whh)
                     _step_item(cell, reverse, s, T, H, G, p0, na, u0, nj, xp, LX, bx, bhn,
                                wblk, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY,
                                hN, cN, scratch + w * scr_stride, ldr, store, wg, wc, whn,
@@ -1082,7 +1131,9 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     scratch = _new(1, nitems * rows * ldr, 0, 0, 0, typenum, False)
     bx = _new(1, GH, 0, 0, 0, typenum, False)
     bhn = _new(1, H, 0, 0, 0, typenum, False)
-    wpk = _new(1, GH * H, 0, 0, 0, typenum, False) if mode == 0 else None
+    wpk = (_new(1, nu * _packed_size(H, G * step, sizeof(floating)), 0, 0, 0, typenum, False)
+           if mode == 0 else None)
+    wpi = _new(1, _packed_size(max(I, D * H), GH, sizeof(floating)), 0, 0, 0, typenum, False)
     # variable lengths: the input projection only covers valid steps; sequence b's rows are
     # compacted to xc[xrow[b] : xrow[b] + lens[b]] (one copy of the layer input, then one GEMM)
     R = BT
@@ -1137,7 +1188,8 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
         for d in range(D):
             wih_p = <const floating*>_ptr(w_ih[layer * D + d])
             with nogil:
-                _projection(R, I_l, GH, inp_p, wih_p, xp_p + d * GH, LX, proj_threads)
+                _projection(R, I_l, GH, inp_p, wih_p, xp_p + d * GH, LX, proj_threads,
+                            <floating*>_ptr(wpi))
         for d in range(D):
             idx = layer * D + d
             # biases: bx = b_ih + b_hh (GRU: b_hh only for r, z), bhn = GRU b_hn
@@ -1258,11 +1310,16 @@ cdef void _stack_step_worker(int tid, int nth, int cell, Py_ssize_t L, Py_ssize_
             nj = ublk[w + 1] - u0
             _step_item(cell, False, 0, 1, H, G, 0, B, u0, nj, NULL, 0,
                        <const floating*>bx[l], <const floating*>bhn[l],
-                       <const floating*>whh[l] + H * G * u0, 0, order, ones,
+                       <const floating*>whh[l] + _block_offset(H, G, u0, ublk[1],
+                                                               sizeof(floating)), 0, order, ones,
                        h + l * B * H, hs, c_out + l * B * H, h_out + l * B * H, H,
                        h_out + l * B * H, cs, rec + w * rec_stride, ldr, False, NULL, NULL, NULL,
-                       inp, I_l, <const floating*>wih1[l] + I_l * n1 * u0,
-                       <const floating*>wih2[l] + I_l * u0 if cell == 3 else NULL)
+                       inp, I_l,
+                       <const floating*>wih1[l] + _block_offset(I_l, n1, u0, ublk[1],
+                                                                sizeof(floating)),
+                       <const floating*>wih2[l] + _block_offset(I_l, 1, u0, ublk[1],
+                                                                sizeof(floating))
+                       if cell == 3 else NULL)
             w += nth
         fr_barrier_wait(bar, nth, &sense)
         inp = h_out + l * B * H
@@ -1295,7 +1352,7 @@ cdef class StepKernel:
                  Py_ssize_t unit_blocks, Py_ssize_t parallel_min_work):
         """w_ih / w_hh: per layer weights in PyTorch layout; bx, bhn: per layer biases as in
         ``fastrnn._engine._biases``; unit_blocks: number of hidden-unit blocks."""
-        cdef Py_ssize_t l, j, u0, nj, H, G, I_l, step
+        cdef Py_ssize_t l, j, u0, nj, H, G, I_l, step, n1, nb, o
         self.cell = cell
         G = self.gates = 4 if cell == 2 else (3 if cell == 3 else 1)
         self.num_layers = len(w_ih)
@@ -1322,18 +1379,25 @@ cdef class StepKernel:
             wi = np.ascontiguousarray(w_ih[l], dtype=self.dtype)
             wh = np.ascontiguousarray(w_hh[l], dtype=self.dtype)
             I_l = wi.shape[1]
-            p_ih1 = np.empty(wi.size if cell != 3 else I_l * 2 * H, dtype=self.dtype)
-            p_ih2 = np.empty(I_l * H if cell == 3 else 1, dtype=self.dtype)
-            p_hh = np.empty(wh.size, dtype=self.dtype)
-            for j in range(self.unit_blocks):
+            n1 = 2 if cell == 3 else G
+            step = bounds[1]
+            nb = self.unit_blocks
+            p_ih1 = np.zeros(nb * packed_size(I_l, n1 * step, self.dtype), dtype=self.dtype)
+            p_ih2 = np.zeros(nb * packed_size(I_l, step, self.dtype) if cell == 3 else 1,
+                             dtype=self.dtype)
+            p_hh = np.zeros(nb * packed_size(H, G * step, self.dtype), dtype=self.dtype)
+            for j in range(nb):
                 u0 = bounds[j]
                 nj = bounds[j + 1] - u0
-                pack_panels(wh, G, u0, nj, p_hh[H * G * u0: H * G * (u0 + nj)])
+                o = j * packed_size(H, G * step, self.dtype)
+                pack_panels(wh, G, u0, nj, p_hh[o:o + packed_size(H, G * nj, self.dtype)])
+                o = j * packed_size(I_l, n1 * step, self.dtype)
+                pack_panels(wi[:n1 * H], n1, u0, nj,
+                            p_ih1[o:o + packed_size(I_l, n1 * nj, self.dtype)])
                 if cell == 3:
-                    pack_panels(wi[:2 * H], 2, u0, nj, p_ih1[I_l * 2 * u0: I_l * 2 * (u0 + nj)])
-                    pack_panels(wi[2 * H:], 1, u0, nj, p_ih2[I_l * u0: I_l * (u0 + nj)])
-                else:
-                    pack_panels(wi, G, u0, nj, p_ih1[I_l * G * u0: I_l * G * (u0 + nj)])
+                    o = j * packed_size(I_l, step, self.dtype)
+                    pack_panels(wi[2 * H:], 1, u0, nj,
+                                p_ih2[o:o + packed_size(I_l, nj, self.dtype)])
             b1 = np.ascontiguousarray(bx[l], dtype=self.dtype)
             b2 = np.ascontiguousarray(bhn[l], dtype=self.dtype)
             self._keep.extend([p_ih1, p_ih2, p_hh, b1, b2])
@@ -1453,7 +1517,7 @@ def small_gemm(const floating[:, ::1] a,    # IN  (M, K)
                floating[:, ::1] c):         # INOUT (M, N): c += a @ W
     """The engine's small GEMM kernel, exposed for tests and benchmarks."""
     cdef Py_ssize_t M = a.shape[0], K = a.shape[1], N = c.shape[1]
-    if c.shape[0] != M or wp.shape[0] != K * N:
+    if c.shape[0] != M or wp.shape[0] != _packed_size(K, N, sizeof(floating)):
         raise ValueError("small_gemm: shapes do not match")
     if M == 0 or N == 0 or K == 0:
         return

@@ -403,7 +403,7 @@ def test_gemm_kernels_match_numpy(dtype, M, K, N):
     c = c0.copy()
     _forward.dot_gemm(a, w, c)
     assert np.abs(c - expect).max() <= tol * max(1.0, np.abs(expect).max())
-    packed = np.empty(w.size, dtype=dtype)
+    packed = np.empty(_forward.packed_size(K, N, dtype), dtype=dtype)
     _forward.pack_panels(w, 1, 0, N, packed)
     c = c0.copy()
     _forward.small_gemm(a, packed, c)
