@@ -12,10 +12,10 @@ forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
 make_stepper(cell, weights, num_layers=1) -> Stepper;  Stepper.step(x_t, h=None, c=None)
 set_num_threads(n), get_num_threads()
 
-Threads: the engine uses ``get_num_threads()`` OpenMP threads (default: the CPU count).  While
-it runs, scipy's OpenBLAS (which the kernels call for the input projection) is set to one
-thread through threadpoolctl when that is installed, and restored afterwards; without it,
-each projection is one BLAS call from the calling thread.  Neither forward nor a Stepper keeps
+Threads: the engine uses ``get_num_threads()`` OpenMP threads (default: the CPU count).  Its
+GEMMs are its own kernels; only the optional BLAS recurrent mode calls scipy's OpenBLAS, which
+is then set to one thread through threadpoolctl when that is installed (and restored
+afterwards); without threadpoolctl that mode runs on one thread.  Neither forward nor a Stepper keeps
 state between calls except the Stepper's weight snapshot and scratch buffers, so one Stepper
 must not be used from two threads at once (forward may be).
 """
@@ -219,11 +219,11 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
             b_ih.append(weights.get("bias_ih" + sfx))
             b_hh.append(weights.get("bias_hh" + sfx))
     proj_threads = nthreads if B * T * max(I, H * D) * G * H >= MIN_PARALLEL_PROJ_WORK else 1
-    fns = _scipy_blas_fns()
-    if fns is None:
-        # scipy's OpenBLAS cannot be kept single-threaded (no threadpoolctl): make the one BLAS
-        # call of each projection from this thread and let BLAS parallelise it by itself
-        proj_threads = 1
+    # only the BLAS recurrent mode calls BLAS, from inside the engine's threads: keep scipy's
+    # OpenBLAS single-threaded meanwhile (without threadpoolctl: the recurrence on one thread)
+    fns = _scipy_blas_fns() if mode == MODE_BLAS else None
+    if mode == MODE_BLAS and fns is None:
+        nthreads = 1
     old = fns[0]() if fns is not None else 1
     if old != 1:
         fns[1](1)

@@ -1028,6 +1028,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef floating* hb
     cdef floating* cb
     cdef floating* wpk_p
+    cdef floating* wpi_p
     cdef const floating* whh_p
     cdef floating* xp_p
     cdef floating* y_p
@@ -1187,9 +1188,9 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                 whn_p = <floating*>_ptr(a)
         for d in range(D):
             wih_p = <const floating*>_ptr(w_ih[layer * D + d])
+            wpi_p = <floating*>_ptr(wpi)
             with nogil:
-                _projection(R, I_l, GH, inp_p, wih_p, xp_p + d * GH, LX, proj_threads,
-                            <floating*>_ptr(wpi))
+                _projection(R, I_l, GH, inp_p, wih_p, xp_p + d * GH, LX, proj_threads, wpi_p)
         for d in range(D):
             idx = layer * D + d
             # biases: bx = b_ih + b_hh (GRU: b_hh only for r, z), bhn = GRU b_hn
