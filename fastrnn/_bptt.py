@@ -13,7 +13,8 @@ valid steps cost).  Batch blocks (or, bidirectional, the two directions) are ind
 items; they run on separate threads (the kernels release the GIL, no synchronisation between
 items) and call scipy's OpenBLAS single-threaded.  Every step's ``dA`` is also stored at its
 ``(b, t)`` place and the bias gradients are summed on the fly, so the weight gradients and the
-input gradient of *all* timesteps are a few large GEMMs (NumPy's BLAS, multi-threaded)::
+input gradient of *all* timesteps are a few large GEMMs (the engine's own kernel and threads,
+``fastrnn._engine.matmul``)::
 
     dW_ih = dA^T @ X          dx = dA @ W_ih (both directions in one GEMM)
     dW_hh = dA_h^T @ H_prev   (the output sequence shifted by one step, see _dw_hh)
@@ -51,6 +52,8 @@ import os
 import threading
 
 import numpy as np
+
+from . import _engine
 
 __all__ = ["backward", "workspace_from_reference", "warmup"]
 
@@ -485,18 +488,18 @@ def _dw_hh(dah3, y3, d, D, H, GH, h0d, lengths):
     da2 = dah3.reshape(B * T, D * GH)[:, d * GH:(d + 1) * GH]
     y2 = y3.reshape(B * T, D * H)[:, d * H:(d + 1) * H]
     if d == 0:
-        dw = da2[1:].T @ y2[:-1]
+        dw = _engine.matmul(da2[1:], y2[:-1], trans_a=True)
         first = dah3[:, 0, :GH]                           # rows (b, 0) start the sequences
         wrong = np.zeros((B, H), dtype=y3.dtype)
         wrong[1:] = y3[:-1, T - 1, :H]
     else:
-        dw = da2[:-1].T @ y2[1:]
+        dw = _engine.matmul(da2[:-1], y2[1:], trans_a=True)
         first = dah3[np.arange(B), lengths - 1, d * GH:(d + 1) * GH]
         wrong = np.zeros((B, H), dtype=y3.dtype)
         full = np.flatnonzero(lengths[:-1] == T)
         wrong[full] = y3[full + 1, 0, d * H:(d + 1) * H]
     corr = -wrong if h0d is None else h0d - wrong
-    dw += first.T @ corr
+    dw += _engine.matmul(first, corr, trans_a=True)
     return dw
 
 
@@ -610,12 +613,12 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         # dense parts: all timesteps at once
         da2 = da.reshape(B * T, D * GH)
         x2 = inp.reshape(B * T, I_l)
-        dwih = da2.T @ x2                                         # (D*GH, I)
+        dwih = _engine.matmul(da2, x2, trans_a=True)              # (D*GH, I)
         if D == 1:
             wih = weights["weight_ih" + sfx[0]]
         else:
             wih = np.concatenate([weights["weight_ih" + s] for s in sfx], axis=0)
-        dx2 = da2 @ wih.astype(dtype, copy=False)
+        dx2 = _engine.matmul(da2, np.ascontiguousarray(wih, dtype=dtype))
         dbd = dbias.reshape(D, -1, dbias.shape[1]).sum(axis=1)    # per direction
         dbx = dbd[:, :GH]
         dbh = dbx if code != 3 else np.concatenate([dbd[:, :2 * H], dbd[:, 3 * H:]], axis=1)

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _forward
 
-__all__ = ["forward", "make_stepper", "Stepper", "set_num_threads", "get_num_threads",
+__all__ = ["forward", "make_stepper", "Stepper", "set_num_threads", "get_num_threads", "matmul",
            "TANH_F32_MAX_ABS_ERR", "SIGMOID_F32_MAX_ABS_ERR"]
 
 #: documented bounds of the float32 activation approximations (float64 uses exact libm)
@@ -238,6 +238,24 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
         ws.update(cell=cell, num_layers=num_layers, num_directions=D, hidden_size=H,
                   x=x, h0=h0, c0=c0 if code == 2 else None)
     return y, h_n, c_n, ws
+
+
+# ----------------------------------------------------------------------------------------------
+# GEMM for the dense parts of BPTT
+# ----------------------------------------------------------------------------------------------
+
+def matmul(a, b, trans_a=False):
+    """``a @ b`` (``a.T @ b`` if ``trans_a``) on the engine's own kernel and threads.
+
+    ``a``, ``b``: 2-D arrays of one dtype (float32 or float64) with unit column stride (rows may
+    be strided, e.g. column slices).  Returns a new C-contiguous array.  Used by BPTT for its
+    large GEMMs over all timesteps, so that they run at the FMA rate of our kernels and on the
+    engine's threads (no second thread pool spinning beside ours).
+    """
+    m = a.shape[1] if trans_a else a.shape[0]
+    out = np.empty((m, b.shape[1]), dtype=a.dtype)
+    _forward.gemm(a, b, out, bool(trans_a), _num_threads)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ cdef extern from *:
     static inline fr_v_##S fr_ld_##S(const T* p) { return *(const fr_vu_##S*)p; }             \
     static inline void fr_st_##S(T* p, fr_v_##S v) { *(fr_vu_##S*)p = v; }                   \
     static inline void fr_tile4_##S(Py_ssize_t k0, Py_ssize_t k1, const T* A, Py_ssize_t lda, \
-                                    const T* wpan, T* c, Py_ssize_t ldc) {                    \
+                                    Py_ssize_t aks, const T* wpan, T* c, Py_ssize_t ldc) {    \
         const Py_ssize_t V = FR_VL_##S, NR = 4 * FR_VL_##S;                                   \
         fr_v_##S c00 = fr_ld_##S(c), c01 = fr_ld_##S(c + V), c02 = fr_ld_##S(c + 2 * V),      \
                  c03 = fr_ld_##S(c + 3 * V);                                                  \
@@ -101,12 +101,13 @@ cdef extern from *:
                  c22 = fr_ld_##S(c + 2 * ldc + 2 * V), c23 = fr_ld_##S(c + 2 * ldc + 3 * V);  \
         fr_v_##S c30 = fr_ld_##S(c + 3 * ldc), c31 = fr_ld_##S(c + 3 * ldc + V),              \
                  c32 = fr_ld_##S(c + 3 * ldc + 2 * V), c33 = fr_ld_##S(c + 3 * ldc + 3 * V);  \
-        for (Py_ssize_t k = k0; k < k1; ++k) {                                                \
+        const T* ap = A + k0 * aks;                                                           \
+        for (Py_ssize_t k = k0; k < k1; ++k, ap += aks) {                                     \
             const T* w = wpan + k * NR;                                                       \
             fr_v_##S w0 = fr_ld_##S(w), w1 = fr_ld_##S(w + V), w2 = fr_ld_##S(w + 2 * V),     \
                      w3 = fr_ld_##S(w + 3 * V);                                               \
             FR_IN_REGS4(w0, w1, w2, w3);                                                      \
-            T a0 = A[k], a1 = A[lda + k], a2 = A[2 * lda + k], a3 = A[3 * lda + k];           \
+            T a0 = ap[0], a1 = ap[lda], a2 = ap[2 * lda], a3 = ap[3 * lda];                   \
             c00 += a0 * w0; c01 += a0 * w1; c02 += a0 * w2; c03 += a0 * w3;                   \
             c10 += a1 * w0; c11 += a1 * w1; c12 += a1 * w2; c13 += a1 * w3;                   \
             c20 += a2 * w0; c21 += a2 * w1; c22 += a2 * w2; c23 += a2 * w3;                   \
@@ -121,7 +122,7 @@ cdef extern from *:
         fr_st_##S(c + 3 * ldc, c30); fr_st_##S(c + 3 * ldc + V, c31);                         \
         fr_st_##S(c + 3 * ldc + 2 * V, c32); fr_st_##S(c + 3 * ldc + 3 * V, c33);             \
     }                                                                                         \
-    static inline void fr_tile1_##S(Py_ssize_t k0, Py_ssize_t k1, const T* A,                 \
+    static inline void fr_tile1_##S(Py_ssize_t k0, Py_ssize_t k1, const T* A, Py_ssize_t aks, \
                                     const T* wpan, T* c) {                                    \
         const Py_ssize_t V = FR_VL_##S, NR = 4 * FR_VL_##S;                                   \
         fr_v_##S c0 = fr_ld_##S(c), c1 = fr_ld_##S(c + V), c2 = fr_ld_##S(c + 2 * V),         \
@@ -130,7 +131,7 @@ cdef extern from *:
         Py_ssize_t k = k0;                                                                    \
         for (; k + 1 < k1; k += 2) {                                                          \
             const T* w = wpan + k * NR;                                                       \
-            T a0 = A[k], a1 = A[k + 1];                                                       \
+            T a0 = A[k * aks], a1 = A[(k + 1) * aks];                                         \
             c0 += a0 * fr_ld_##S(w); c1 += a0 * fr_ld_##S(w + V);                             \
             c2 += a0 * fr_ld_##S(w + 2 * V); c3 += a0 * fr_ld_##S(w + 3 * V);                 \
             d0 += a1 * fr_ld_##S(w + NR); d1 += a1 * fr_ld_##S(w + NR + V);                   \
@@ -138,7 +139,7 @@ cdef extern from *:
         }                                                                                     \
         if (k < k1) {                                                                         \
             const T* w = wpan + k * NR;                                                       \
-            T a0 = A[k];                                                                      \
+            T a0 = A[k * aks];                                                                \
             c0 += a0 * fr_ld_##S(w); c1 += a0 * fr_ld_##S(w + V);                             \
             c2 += a0 * fr_ld_##S(w + 2 * V); c3 += a0 * fr_ld_##S(w + 3 * V);                 \
         }                                                                                     \
@@ -326,13 +327,13 @@ cdef extern from *:
     }
     """
     void fr_tile4_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, Py_ssize_t lda,
-                    const float* wpan, float* c, Py_ssize_t ldc) noexcept nogil
+                    Py_ssize_t aks, const float* wpan, float* c, Py_ssize_t ldc) noexcept nogil
     void fr_tile4_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, Py_ssize_t lda,
-                    const double* wpan, double* c, Py_ssize_t ldc) noexcept nogil
-    void fr_tile1_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, const float* wpan,
-                    float* c) noexcept nogil
-    void fr_tile1_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, const double* wpan,
-                    double* c) noexcept nogil
+                    Py_ssize_t aks, const double* wpan, double* c, Py_ssize_t ldc) noexcept nogil
+    void fr_tile1_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, Py_ssize_t aks,
+                    const float* wpan, float* c) noexcept nogil
+    void fr_tile1_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, Py_ssize_t aks,
+                    const double* wpan, double* c) noexcept nogil
     void fr_dot4x4_f(Py_ssize_t K, const float* A, Py_ssize_t lda, const float* W,
                      Py_ssize_t ldw, float* C, Py_ssize_t ldc) noexcept nogil
     void fr_dot4x4_d(Py_ssize_t K, const double* A, Py_ssize_t lda, const double* W,
@@ -456,7 +457,8 @@ cdef inline void _gemm_edge(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
 cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                           const floating* A, Py_ssize_t lda,   # IN (M, K) row-major
                           const floating* Wp,                  # IN (K, N) panel-packed
-                          floating* C, Py_ssize_t ldc) noexcept nogil:  # INOUT (M, N)
+                          floating* C, Py_ssize_t ldc,         # INOUT (M, N)
+                          bint trans_a=False) noexcept nogil:  # A stored (K, M), row stride lda
     """C += A @ W with the engine's own register-tiled kernel (no call or packing overhead).
 
     ``Wp`` holds W (K, N) as consecutive column panels of width NR (``panel_width(dtype)``:
@@ -472,6 +474,8 @@ cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     cdef Py_ssize_t m, k0, k1, j0, nfull, nr, i
     cdef const floating* wpan
     cdef floating ctile[4 * 64]            # the edge panel's C rows, NR wide (NR <= 64)
+    # element (m, k) of A at A[m * ars + k * aks]
+    cdef Py_ssize_t ars = 1 if trans_a else lda, aks = lda if trans_a else 1
     nfull = (N // NR) * NR
     nr = N - nfull
     if M <= 4:
@@ -485,15 +489,15 @@ cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
             m = 0
             while m + 3 < M:
                 if floating is float:
-                    fr_tile4_f(k0, k1, A + m * lda, lda, wpan, C + m * ldc + j0, ldc)
+                    fr_tile4_f(k0, k1, A + m * ars, ars, aks, wpan, C + m * ldc + j0, ldc)
                 else:
-                    fr_tile4_d(k0, k1, A + m * lda, lda, wpan, C + m * ldc + j0, ldc)
+                    fr_tile4_d(k0, k1, A + m * ars, ars, aks, wpan, C + m * ldc + j0, ldc)
                 m += 4
             while m < M:
                 if floating is float:
-                    fr_tile1_f(k0, k1, A + m * lda, wpan, C + m * ldc + j0)
+                    fr_tile1_f(k0, k1, A + m * ars, aks, wpan, C + m * ldc + j0)
                 else:
-                    fr_tile1_d(k0, k1, A + m * lda, wpan, C + m * ldc + j0)
+                    fr_tile1_d(k0, k1, A + m * ars, aks, wpan, C + m * ldc + j0)
                 m += 1
             j0 += NR
         if nr > 0:
@@ -504,15 +508,15 @@ cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                     memcpy(ctile + i * NR, C + (m + i) * ldc + nfull, nr * sizeof(floating))
                 if m + 3 < M:
                     if floating is float:
-                        fr_tile4_f(k0, k1, A + m * lda, lda, wpan, ctile, NR)
+                        fr_tile4_f(k0, k1, A + m * ars, ars, aks, wpan, ctile, NR)
                     else:
-                        fr_tile4_d(k0, k1, A + m * lda, lda, wpan, ctile, NR)
+                        fr_tile4_d(k0, k1, A + m * ars, ars, aks, wpan, ctile, NR)
                 else:
                     for i in range(M - m):
                         if floating is float:
-                            fr_tile1_f(k0, k1, A + (m + i) * lda, wpan, ctile + i * NR)
+                            fr_tile1_f(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
                         else:
-                            fr_tile1_d(k0, k1, A + (m + i) * lda, wpan, ctile + i * NR)
+                            fr_tile1_d(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
                 for i in range(min(4, M - m)):
                     memcpy(C + (m + i) * ldc + nfull, ctile + i * NR, nr * sizeof(floating))
                 m += 4
@@ -612,6 +616,91 @@ cdef void _pack_panels(const floating* W, Py_ssize_t K,      # IN (rows, K) PyTo
             for c in range(nr):
                 dst[k * NR + c] = src[c][k]
         p0 += pstep * NR
+
+
+cdef void _pack_rows(const floating* B, Py_ssize_t ldb,   # IN (K, N) row-major, row stride ldb
+                     Py_ssize_t K, Py_ssize_t N,
+                     floating* out,                      # OUT (_packed_size(K, N)) panels
+                     Py_ssize_t pfirst, Py_ssize_t pstep) noexcept nogil:
+    """Panel-pack B (K, N) itself (no transpose: row copies); panels pfirst, pfirst+pstep, ..."""
+    cdef Py_ssize_t NR = 256 // sizeof(floating)
+    cdef Py_ssize_t p0 = pfirst * NR, nr, k
+    cdef floating* dst
+    while p0 < N:
+        nr = min(NR, N - p0)
+        dst = out + K * p0
+        for k in range(K):
+            memcpy(dst + k * NR, B + k * ldb + p0, nr * sizeof(floating))
+            if nr < NR:
+                memset(dst + k * NR + nr, 0, (NR - nr) * sizeof(floating))
+        p0 += pstep * NR
+
+
+cdef void _gemm_part(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                     const floating* A, Py_ssize_t lda, bint trans_a,
+                     const floating* B, Py_ssize_t ldb,
+                     floating* C, Py_ssize_t ldc, floating* bp) noexcept nogil:
+    """Thread ``tid`` of ``nth`` of ``_gemm``: its share of packing B, a barrier, its C rows."""
+    cdef Py_ssize_t MC = 128, chunk, r0, r1, m0, r
+    cdef Py_ssize_t ars = 1 if trans_a else lda
+    _pack_rows(B, ldb, K, N, bp, tid, nth)
+    if nth > 1:
+        fr_omp_barrier()
+    chunk = (M + nth - 1) // nth
+    chunk = ((chunk + 3) // 4) * 4
+    r0 = min(tid * chunk, M)
+    r1 = min(r0 + chunk, M)
+    for r in range(r0, r1):
+        memset(C + r * ldc, 0, N * sizeof(floating))
+    m0 = r0
+    while m0 < r1:
+        _small_gemm_acc(min(MC, r1 - m0), N, K, A + m0 * ars, lda, bp, C + m0 * ldc, ldc,
+                        trans_a)
+        m0 += MC
+
+
+def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit column stride
+         const floating[:, :] b,     # IN  (K, N), unit column stride
+         floating[:, ::1] c,         # OUT (M, N)
+         bint trans_a, int nthreads):
+    """``c[:] = op(a) @ b`` with the engine's own kernel on ``nthreads`` threads (``op(a)`` is
+    ``a.T`` if ``trans_a``): b panel-packed once (the threads share it), the rows of c split
+    between the threads.  Rows of ``a`` and ``b`` may be strided (column slices of a matrix)."""
+    cdef Py_ssize_t M = c.shape[0], N = c.shape[1]
+    cdef Py_ssize_t K = b.shape[0], lda, ldb
+    cdef int tid, nth
+    cdef unsigned int csr
+    if (a.shape[1] if trans_a else a.shape[0]) != M or (a.shape[0] if trans_a else a.shape[1]) != K \
+            or b.shape[1] != N:
+        raise ValueError("gemm: shapes do not match")
+    if M == 0 or N == 0:
+        return
+    if K == 0:
+        c[:, :] = 0
+        return
+    if a.strides[1] != sizeof(floating) or b.strides[1] != sizeof(floating):
+        raise ValueError("gemm: a and b need unit column strides")
+    lda = a.strides[0] // sizeof(floating)
+    ldb = b.strides[0] // sizeof(floating)
+    bp_arr = np.empty(_packed_size(K, N, sizeof(floating)),
+                      dtype=np.float64 if floating is double else np.float32)
+    cdef floating[::1] bp = bp_arr
+    if nthreads > 1 and M < 8:
+        nthreads = 1
+    with nogil:
+        if nthreads <= 1:
+            csr = fr_ftz_enter()
+            _gemm_part(0, 1, M, N, K, &a[0, 0], lda, trans_a, &b[0, 0], ldb, &c[0, 0], N,
+                       &bp[0])
+            fr_ftz_exit(csr)
+        else:
+            with parallel(num_threads=nthreads):
+                tid = openmp.omp_get_thread_num()
+                nth = openmp.omp_get_num_threads()
+                csr = fr_ftz_enter()
+                _gemm_part(tid, nth, M, N, K, &a[0, 0], lda, trans_a, &b[0, 0], ldb,
+                           &c[0, 0], N, &bp[0])
+                fr_ftz_exit(csr)
 
 
 def dot_gemm(const floating[:, ::1] a,    # IN  (M, K)
