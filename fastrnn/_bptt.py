@@ -7,13 +7,14 @@
 Only the ``dh`` (and LSTM ``dc``) recurrence is sequential.  It runs in one Numba kernel per
 layer (one per cell family) that walks the timesteps backwards, turns the stored gate
 activations into the gate pre-activation gradients ``dA`` (no forward recomputation) and pushes
-``dh`` through ``W_hh`` with one BLAS call per step on the *active* rows only (rows sorted by
-length, descending, so the active rows of a step are a prefix: a padded batch costs what its
-valid steps cost).  Batch blocks (or, bidirectional, the two directions) are independent work
-items; they run on separate threads (the kernels release the GIL, no synchronisation between
-items) and call scipy's OpenBLAS single-threaded.  Every step's ``dA`` is also stored at its
-``(b, t)`` place and the bias gradients are summed on the fly, so the weight gradients and the
-input gradient of *all* timesteps are a few large GEMMs (the engine's own kernel and threads,
+``dh`` through ``W_hh`` with one call of the engine's C GEMM kernel per step (W_hh packed once)
+on the *active* rows only (rows sorted by length, descending, so the active rows of a step are a
+prefix: a padded batch costs what its valid steps cost).  Batch blocks (or, bidirectional, the
+two directions) are independent work items; they run on separate threads (the kernels release
+the GIL, no synchronisation between items) and call no BLAS.  Denormals are flushed to zero
+inside the kernels, as in the forward.  Every step's ``dA`` is also stored at its ``(b, t)``
+place and the bias gradients are summed on the fly, so the weight gradients and the input
+gradient of *all* timesteps are a few large GEMMs (the engine's own kernel and threads,
 ``fastrnn._engine.matmul``)::
 
     dW_ih = dA^T @ X          dx = dA @ W_ih (both directions in one GEMM)
@@ -53,7 +54,7 @@ import threading
 
 import numpy as np
 
-from . import _engine
+from . import _engine, _forward
 
 __all__ = ["backward", "workspace_from_reference", "warmup"]
 
@@ -77,13 +78,28 @@ def _jit(**options):
 
 
 def _compiled():
-    """Import numba and turn the marked functions into cached njit dispatchers (once)."""
+    """Import numba and turn the marked functions into cached njit dispatchers (once).
+
+    The kernels call the engine's C GEMM kernel and its denormal switch by symbol name
+    (``_forward.bptt_symbols``, registered with LLVM here), so a kernel loaded from Numba's
+    cache finds them in a new process too.
+    """
     global _jit_ready
     if not _jit_ready:
         with _jit_lock:
             if not _jit_ready:
+                import llvmlite.binding as llvm
                 import numba
+                from numba import types
+                for name, address in _forward.bptt_symbols().items():
+                    llvm.add_symbol(name, address)
                 g = globals()
+                sz, ptr = types.intp, types.uintp
+                for bits in (32, 64):
+                    g[f"_ext_gemm_f{bits}"] = types.ExternalFunction(
+                        f"fastrnn_dh_gemm_f{bits}", types.void(sz, sz, sz, ptr, ptr, ptr, sz))
+                g["_ext_ftz_on"] = types.ExternalFunction("fastrnn_ftz_on", ptr())
+                g["_ext_ftz_off"] = types.ExternalFunction("fastrnn_ftz_off", ptr(ptr))
                 for name, options in _JIT_SPECS:
                     g[name] = numba.njit(cache=True, nogil=True, **options)(g[name])
                 _jit_ready = True
@@ -200,6 +216,16 @@ def _gru_row(one, H, dh, dy, gate, hn, h_prev, dah, dax_out, dah_out, dh_direct,
 # per step pushes dh through W_hh for exactly those rows.
 # ----------------------------------------------------------------------------------------------
 
+@_jit(inline="always")
+def _dh_gemm(is32, M, N, K, a, bp, c, accumulate):
+    """``c[:M*N] (+)= a[:M*K] @ B`` (row-major), B panel-packed by ``_forward.pack_rows``: the
+    engine's register-tiled C kernel, at the FMA rate whatever BLAS the machine has."""
+    if is32:
+        _ext_gemm_f32(M, N, K, a.ctypes.data, bp.ctypes.data, c.ctypes.data, accumulate)
+    else:
+        _ext_gemm_f64(M, N, K, a.ctypes.data, bp.ctypes.data, c.ctypes.data, accumulate)
+
+
 @_jit(fastmath=_FAST)
 def _active(rev, t, n, nact, lens):
     """Number of rows with ``lens > t`` (prefix of the sorted rows), updated from ``nact``."""
@@ -222,11 +248,12 @@ def _zero_tail(da, b, L, xo, GH):
 @_jit(fastmath=_FAST, error_model="numpy")
 def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1), rows, lengths
               y, dy, has_dy, dhn,                     # IN  outputs, grads on outputs / final h
-              whh,                                    # IN  (D, H, H)
+              whh, wpk, is32,                         # IN  (D, H, H), packed, float32?
               da, dh0, dbias):                        # OUT (B, T, D*H) pre-act grads, (D, B, H),
                                                       #     (items, H) bias-grad sums
     """BPTT through the time loop of a vanilla RNN layer (tanh or relu)."""
     GH = whh.shape[1]
+    csr = _ext_ftz_on()          # denormals flushed to zero, as in the forward
     for w in range(items.shape[0]):
         d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
         acc = dbias[slot]
@@ -244,7 +271,6 @@ def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1
             dhb[r * H:(r + 1) * H] = dhn[d, b]
             _zero_tail(da, b, lens[r], xo, GH)
         tmax = lens[0] if n > 0 else 0
-        wd = whh[d]
         nact = n if rev else 0
         for s in range(tmax):
             t = s if rev else tmax - 1 - s
@@ -255,19 +281,21 @@ def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1
                 _rnn_row(one, H, relu, dhb[r * H:(r + 1) * H], dyr, y[b, t, ho:ho + H],
                          dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH], acc)
             if nact > 0:
-                np.dot(dab[:nact * GH].reshape(nact, GH), wd, dhb[:nact * H].reshape(nact, H))
+                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 0)
         for r in range(n):
             dh0[d, order[p0 + r]] = dhb[r * H:(r + 1) * H]
+    _ext_ftz_off(csr)
 
 
 @_jit(fastmath=_FAST, error_model="numpy")
 def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1), rows, lengths
                gates, cst, y, c0, has_c0,             # IN  workspace, (D, B, H) initial c
                dy, has_dy, dhn, dcn,                  # IN  grads on outputs / final h, c
-               whh,                                   # IN  (D, 4H, H)
+               whh, wpk, is32,                        # IN  (D, 4H, H), packed, float32?
                da, dh0, dc0, dbias):                  # OUT (B, T, D*4H), (D, B, H) x2, (items, 4H)
     """BPTT through the time loop of an LSTM layer."""
     GH = whh.shape[1]
+    csr = _ext_ftz_on()          # denormals flushed to zero, as in the forward
     for w in range(items.shape[0]):
         d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
         acc = dbias[slot]
@@ -287,7 +315,6 @@ def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1
             dcb[r * H:(r + 1) * H] = dcn[d, b]
             _zero_tail(da, b, lens[r], xo, GH)
         tmax = lens[0] if n > 0 else 0
-        wd = whh[d]
         nact = n if rev else 0
         for s in range(tmax):
             t = s if rev else tmax - 1 - s
@@ -311,21 +338,23 @@ def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1
                           gates[d, b, t], y[b, t, ho:ho + H], cp,
                           dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH], acc)
             if nact > 0:
-                np.dot(dab[:nact * GH].reshape(nact, GH), wd, dhb[:nact * H].reshape(nact, H))
+                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 0)
         for r in range(n):
             b = order[p0 + r]
             dh0[d, b] = dhb[r * H:(r + 1) * H]
             dc0[d, b] = dcb[r * H:(r + 1) * H]
+    _ext_ftz_off(csr)
 
 
 @_jit(fastmath=_FAST, error_model="numpy")
 def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1), rows, lengths
               gates, hnw, y, h0, has_h0,              # IN  workspace, (D, B, H) initial h
               dy, has_dy, dhn,                        # IN  grads on outputs / final h
-              whh,                                    # IN  (D, 3H, H)
+              whh, wpk, is32,                         # IN  (D, 3H, H), packed, float32?
               da, dah, dh0, dbias):                   # OUT (B, T, D*3H) x2, (D, B, H), (items, 4H)
     """BPTT through the time loop of a GRU layer (``da`` input side, ``dah`` recurrent side)."""
     GH = whh.shape[1]
+    csr = _ext_ftz_on()          # denormals flushed to zero, as in the forward
     for w in range(items.shape[0]):
         d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
         acc = dbias[slot]
@@ -345,7 +374,6 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
             _zero_tail(da, b, lens[r], xo, GH)
             _zero_tail(dah, b, lens[r], xo, GH)
         tmax = lens[0] if n > 0 else 0
-        wd = whh[d]
         nact = n if rev else 0
         for s in range(tmax):
             t = s if rev else tmax - 1 - s
@@ -370,40 +398,16 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
                          da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], ddb[r * H:(r + 1) * H],
                          acc)
             if nact > 0:
-                np.dot(dab[:nact * GH].reshape(nact, GH), wd, dhb[:nact * H].reshape(nact, H))
-                for k in range(nact * H):
-                    dhb[k] += ddb[k]
+                dhb[:nact * H] = ddb[:nact * H]
+                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 1)
         for r in range(n):
             dh0[d, order[p0 + r]] = dhb[r * H:(r + 1) * H]
+    _ext_ftz_off(csr)
 
 
 # ----------------------------------------------------------------------------------------------
 # Threads
 # ----------------------------------------------------------------------------------------------
-
-_blas_ctl_lock = threading.Lock()
-_blas_ctl = None
-_blas_ctl_ready = False
-
-
-def _scipy_blas():
-    """threadpoolctl controller of scipy's OpenBLAS (the one Numba's np.dot calls), or None."""
-    global _blas_ctl, _blas_ctl_ready
-    if not _blas_ctl_ready:
-        with _blas_ctl_lock:
-            if not _blas_ctl_ready:
-                try:
-                    from threadpoolctl import ThreadpoolController
-                    import scipy.linalg.cython_blas  # noqa: F401
-                    mine = [c for c in ThreadpoolController().lib_controllers
-                            if "scipy" in os.path.basename(os.path.dirname(c.filepath))
-                            and "numpy" not in c.filepath]
-                    _blas_ctl = mine[0] if mine else None
-                except Exception:
-                    _blas_ctl = None
-                _blas_ctl_ready = True
-    return _blas_ctl
-
 
 _pool = None
 _pool_lock = threading.Lock()
@@ -422,26 +426,17 @@ def _executor():
 
 def _run_items(kernel, args, pos, groups):
     """Run ``kernel(*args)`` with ``args[pos]`` set to each group of work items, the groups on
-    separate threads (the kernels release the GIL), scipy's BLAS single-threaded meanwhile."""
-    ctl = _scipy_blas()
-    old = None
-    if ctl is not None and ctl.num_threads != 1:
-        old = ctl.num_threads
-        ctl.set_num_threads(1)
+    separate threads (the kernels release the GIL and call no BLAS)."""
+    calls = [args[:pos] + (g,) + args[pos + 1:] for g in groups]
+    if len(calls) == 1:
+        kernel(*calls[0])
+        return
+    futures = [_executor().submit(kernel, *c) for c in calls[1:]]
     try:
-        calls = [args[:pos] + (g,) + args[pos + 1:] for g in groups]
-        if len(calls) == 1:
-            kernel(*calls[0])
-        else:
-            futures = [_executor().submit(kernel, *c) for c in calls[1:]]
-            try:
-                kernel(*calls[0])
-            finally:
-                for f in futures:
-                    f.result()
+        kernel(*calls[0])
     finally:
-        if old is not None:
-            ctl.set_num_threads(old)
+        for f in futures:
+            f.result()
 
 
 def _num_threads():
@@ -588,6 +583,8 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         sfx = [f"_l{layer}" + ("_reverse" if d else "") for d in range(D)]
         whh = np.stack([weights["weight_hh" + s] for s in sfx]).astype(dtype, copy=False)
         whh = np.ascontiguousarray(whh)
+        wpk = np.stack([_forward.pack_rows(whh[d]) for d in range(D)])   # W_hh as (GH, H) panels
+        is32 = dtype == np.float32
         da = np.empty((B, T, D * GH), dtype=dtype)      # the kernels zero the unused steps
         dah = np.empty((B, T, D * GH), dtype=dtype) if code == 3 else da
         dbias = np.empty((len(items), GH if code != 3 else 4 * H), dtype=np.float64)
@@ -601,13 +598,13 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         one = dtype.type(1)
         if code <= 1:
             args = (one, code == 1, H, None, order, lengths, y3, dyl, dout is not None, dhnl,
-                    whh, da, dh0l, dbias)
+                    whh, wpk, is32, da, dh0l, dbias)
         elif code == 2:
             args = (one, H, None, order, lengths, gates, cst, y3, c0l, c0 is not None,
-                    dyl, dout is not None, dhnl, dcnl, whh, da, dh0l, dc0l, dbias)
+                    dyl, dout is not None, dhnl, dcnl, whh, wpk, is32, da, dh0l, dc0l, dbias)
         else:
             args = (one, H, None, order, lengths, gates, hnw, y3, h0l, h0 is not None,
-                    dyl, dout is not None, dhnl, whh, da, dah, dh0l, dbias)
+                    dyl, dout is not None, dhnl, whh, wpk, is32, da, dah, dh0l, dbias)
         _run_items(kernel, args, 3 if code <= 1 else 2, groups)
 
         # dense parts: all timesteps at once

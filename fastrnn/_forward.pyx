@@ -703,6 +703,57 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
                 fr_ftz_exit(csr)
 
 
+def pack_rows(const floating[:, ::1] b):
+    """Panel-pack ``b`` (K, N) itself for the small GEMM kernel (C = A @ b); see _pack_rows."""
+    cdef Py_ssize_t K = b.shape[0], N = b.shape[1]
+    out = np.zeros(_packed_size(K, N, sizeof(floating)),
+                   dtype=np.float64 if floating is double else np.float32)
+    cdef floating[::1] o = out
+    if K > 0 and N > 0:
+        with nogil:
+            _pack_rows(&b[0, 0], N, K, N, &o[0], 0, 1)
+    return out
+
+
+# Entry points for the Numba BPTT kernels (fastrnn._bptt), which call them by symbol name
+# (llvmlite.binding.add_symbol; a cached kernel refers to the name, not to an address).
+# Every argument is an integer: sizes, addresses of C-contiguous buffers, flags.
+
+cdef void _dh_gemm_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, size_t A, size_t Bp, size_t C,
+                     Py_ssize_t accumulate) noexcept nogil:
+    """C (M, N) [+]= A (M, K) @ B, B panel-packed by pack_rows (float32)."""
+    if not accumulate:
+        memset(<float*>C, 0, M * N * sizeof(float))
+    _small_gemm_acc(M, N, K, <const float*>A, K, <const float*>Bp, <float*>C, N)
+
+
+cdef void _dh_gemm_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, size_t A, size_t Bp, size_t C,
+                     Py_ssize_t accumulate) noexcept nogil:
+    """C (M, N) [+]= A (M, K) @ B, B panel-packed by pack_rows (float64)."""
+    if not accumulate:
+        memset(<double*>C, 0, M * N * sizeof(double))
+    _small_gemm_acc(M, N, K, <const double*>A, K, <const double*>Bp, <double*>C, N)
+
+
+cdef size_t _ftz_on() noexcept nogil:
+    """Flush denormals to zero in this thread; returns the previous MXCSR."""
+    return fr_ftz_enter()
+
+
+cdef size_t _ftz_off(size_t old) noexcept nogil:
+    """Restore the MXCSR that _ftz_on returned."""
+    fr_ftz_exit(<unsigned int>old)
+    return 0
+
+
+def bptt_symbols():
+    """{symbol name: address} of the C entry points that the Numba BPTT kernels call."""
+    return {"fastrnn_dh_gemm_f32": <size_t>&_dh_gemm_f,
+            "fastrnn_dh_gemm_f64": <size_t>&_dh_gemm_d,
+            "fastrnn_ftz_on": <size_t>&_ftz_on,
+            "fastrnn_ftz_off": <size_t>&_ftz_off}
+
+
 def dot_gemm(const floating[:, ::1] a,    # IN  (M, K)
              const floating[:, ::1] w,    # IN  (N, K)
              floating[:, ::1] c):         # INOUT (M, N): c += a @ w.T
