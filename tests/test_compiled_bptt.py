@@ -238,3 +238,45 @@ def test_import_and_forward_do_not_import_numba(tmp_path):
     assert out.stdout.strip().endswith("ok")
 
 
+
+
+def test_kernels_load_from_cache_in_a_new_process(tmp_path):
+    """The kernels call the engine's C GEMM by symbol name: a new process must load them from
+    Numba's cache (no recompilation) and still get the reference's gradients."""
+    backward_once = (
+        "import numpy as np\n"
+        "import fastrnn\n"
+        "from fastrnn import reference\n"
+        "rng = np.random.default_rng(0)\n"
+        "layer = fastrnn.LSTM(5, 7, num_layers=1, seed=1)\n"
+        "x = rng.standard_normal((3, 4, 5)).astype(np.float32)\n"
+        "y, _ = layer(x, training=True)\n"
+        "dy = rng.standard_normal(y.shape).astype(np.float32)\n"
+        "dx, _ = layer.backward(dy)\n"
+        "_, _, _, cache = reference.forward('lstm', x, layer.parameters())\n"
+        "want = reference.backward(cache, dy)[0]\n"
+        "err = np.abs(dx - want).max() / np.abs(want).max()\n"
+        "assert err < 1e-4, err\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastrnn.__file__)))
+    first = subprocess.run([sys.executable, "-c", backward_once], capture_output=True,
+                           text=True, timeout=600, cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run([sys.executable, "-c", backward_once], capture_output=True,
+                            text=True, timeout=600, cwd=tmp_path,
+                            env=dict(env, NUMBA_DEBUG_CACHE="1"))
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip().endswith("ok")
+    assert "[cache] data loaded" in second.stdout + second.stderr
+    assert "[cache] data saved" not in second.stdout + second.stderr
+
+
+def test_denormal_flush_does_not_leak_into_the_caller():
+    """The kernels flush denormals to zero inside, and restore the caller's floating-point
+    mode afterwards (checked on the calling thread, which runs one of the work items)."""
+    rng = np.random.default_rng(5)
+    for cell in CELLS:
+        run_case(cell, 6, 5, 4, 8, 1, 2, True, np.float32, None, False, "dy", "reference", rng)
+        tiny = np.array([1e-39], dtype=np.float32)
+        assert (tiny * np.float32(1.0))[0] != 0.0

@@ -6,6 +6,7 @@ bounded separately below).  Weights use PyTorch's default scale U(-1/sqrt(H), 1/
 which float32 itself is well conditioned (with much larger weights a tanh RNN becomes chaotic and
 float32 rounding alone, in the reference as much as here, exceeds 1e-5).
 """
+import math
 import zlib
 
 import numpy as np
@@ -454,3 +455,32 @@ def test_plan_choices():
     assert _engine._plan(1, 256, 4, 2, 150) == (1, 2, _engine.MODE_PANEL)   # unit blocks
     assert _engine._plan(4, 512, 4, 2, 25) == (1, 2, _engine.MODE_DOT)      # no packing
     assert _engine._plan(64, 512, 4, 1, 50) == (1, 1, _engine.MODE_PANEL)   # one thread
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (3, 5, 7), (5, 130, 65), (130, 257, 31),
+                                   (261, 129, 130), (64, 64, 64)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_matmul_matches_numpy(dtype, trans_a, M, K, N, threads):
+    """``_engine.matmul`` (BPTT's dense GEMMs): edges of every blocking (rows past 4 and 128,
+    K past a 128 block, N off the panel width), strided rows, both dtypes and thread counts."""
+    rng = np.random.default_rng(M * 7 + K * 3 + N)
+    _engine.set_num_threads(threads)
+    big_a = rng.standard_normal((K + 3, M + 5) if trans_a else (M + 3, K + 5)).astype(dtype)
+    a = big_a[1:K + 1, 2:M + 2] if trans_a else big_a[1:M + 1, 2:K + 2]   # strided rows
+    b = rng.standard_normal((K, N + 9)).astype(dtype)[:, 4:N + 4]
+    got = _engine.matmul(a, b, trans_a=trans_a)
+    want = (a.T if trans_a else a).astype(np.float64) @ b.astype(np.float64)
+    assert got.shape == (M, N) and got.dtype == dtype and got.flags.c_contiguous
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()) * math.sqrt(K)
+
+
+def test_engine_matmul_rejects_what_it_cannot_read():
+    a = np.ones((4, 6), np.float32)
+    with pytest.raises(ValueError, match="shapes"):
+        _engine.matmul(a, np.ones((5, 3), np.float32))
+    with pytest.raises(ValueError, match="unit column"):
+        _engine.matmul(a[:, ::2], np.ones((3, 3), np.float32))
+    assert _engine.matmul(np.ones((0, 3), np.float32), np.ones((3, 2), np.float32)).shape == (0, 2)
