@@ -9,9 +9,9 @@ layer (one per cell family) that walks the timesteps backwards, turns the stored
 activations into the gate pre-activation gradients ``dA`` (no forward recomputation) and pushes
 ``dh`` through ``W_hh`` with one call of the engine's C GEMM kernel per step (W_hh packed once)
 on the *active* rows only (rows sorted by length, descending, so the active rows of a step are a
-prefix: a padded batch costs what its valid steps cost).  Batch blocks (or, bidirectional, the
-two directions) are independent work items; they run on separate threads (the kernels release
-the GIL, no synchronisation between items) and call no BLAS.  Denormals are flushed to zero
+prefix: a padded batch costs what its valid steps cost).  The directions are work items run one
+after the other; both cores share each step's GEMM (split by column panels in the C kernel, on
+the engine's OpenMP threads), and no BLAS is called.  Denormals are flushed to zero
 inside the kernels, as in the forward.  Every step's ``dA`` is also stored at its ``(b, t)``
 place and the bias gradients are summed on the fly, so the weight gradients and the input
 gradient of *all* timesteps are a few large GEMMs (the engine's own kernel and threads,
@@ -48,8 +48,6 @@ builds the same layout from the NumPy reference forward (for tests).
 
 Gradient clipping lives in :mod:`fastrnn.optim` (``clip_grad_norm``, ``clip_grad_value``).
 """
-import math
-import os
 import threading
 
 import numpy as np
@@ -409,62 +407,19 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
 # Threads
 # ----------------------------------------------------------------------------------------------
 
-_pool = None
-_pool_lock = threading.Lock()
+def _items(D, lengths):
+    """Work items ``(direction, p0, p1, slot)``, one per direction, over ``order`` (the rows
+    sorted by length, descending, so that the active rows of a step are a prefix).
 
-
-def _executor():
-    global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-                _pool = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
-                                           thread_name_prefix="fastrnn-bptt")
-    return _pool
-
-
-def _run_items(kernel, args, pos, groups):
-    """Run ``kernel(*args)`` with ``args[pos]`` set to each group of work items, the groups on
-    separate threads (the kernels release the GIL and call no BLAS)."""
-    calls = [args[:pos] + (g,) + args[pos + 1:] for g in groups]
-    if len(calls) == 1:
-        kernel(*calls[0])
-        return
-    futures = [_executor().submit(kernel, *c) for c in calls[1:]]
-    try:
-        kernel(*calls[0])
-    finally:
-        for f in futures:
-            f.result()
-
-
-def _num_threads():
-    try:
-        from . import _engine
-        return max(1, int(_engine.get_num_threads()))
-    except Exception:
-        return max(1, os.cpu_count() or 1)
-
-
-def _items(D, B, lengths, GH, H, nthreads):
-    """Work items ``(direction, p0, p1, slot)`` over ``order`` (rows sorted by length, descending).
-
-    Rows of a batch block are independent sequences, so items never synchronise.  With two
-    directions and two threads the directions are the items; otherwise the batch is split
-    into interleaved blocks (so that every block gets long and short sequences alike).
+    The items run one after the other on the calling thread; the threads split each step's
+    GEMM instead (by column panels, inside the C kernel, on the engine's OpenMP threads), so
+    each core streams only its share of W_hh and no second thread pool competes with the
+    engine's (measured: as fast or faster than one thread per batch block, which made every
+    core stream all of W_hh).
     """
-    srt = np.argsort(-lengths, kind="stable")
-    nb = 1
-    per_dir = max(1, nthreads // D)
-    if per_dir > 1 and B >= 2 * per_dir and B * GH * H >= 32768:
-        nb = per_dir
-    blocks = [srt[i::nb] for i in range(nb)]
-    order = np.ascontiguousarray(np.concatenate(blocks), dtype=np.int64)
-    bounds = np.cumsum([0] + [len(b) for b in blocks])
-    items = np.array([(d, bounds[i], bounds[i + 1], d * nb + i) for d in range(D)
-                      for i in range(nb)], dtype=np.int64).reshape(-1, 4)
-    return order, items
+    order = np.ascontiguousarray(np.argsort(-lengths, kind="stable"), dtype=np.int64)
+    B = len(lengths)
+    return order, np.array([(d, 0, B, d) for d in range(D)], dtype=np.int64).reshape(-1, 4)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -553,9 +508,7 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     B, T = x.shape[0], x.shape[1]
     dtype = x.dtype
     lengths = np.ascontiguousarray(ws["lengths"], dtype=np.int64)
-    nthreads = _num_threads()
-    order, items = _items(D, B, lengths, GH, H, nthreads)
-    groups = [np.ascontiguousarray(items[i::nthreads]) for i in range(min(nthreads, len(items)))]
+    order, items = _items(D, lengths)
 
     def c_(a):
         return np.ascontiguousarray(a, dtype=dtype)
@@ -597,15 +550,15 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         dc0l = dc0[sl] if code == 2 else dc0_dummy
         one = dtype.type(1)
         if code <= 1:
-            args = (one, code == 1, H, None, order, lengths, y3, dyl, dout is not None, dhnl,
+            args = (one, code == 1, H, items, order, lengths, y3, dyl, dout is not None, dhnl,
                     whh, wpk, is32, da, dh0l, dbias)
         elif code == 2:
-            args = (one, H, None, order, lengths, gates, cst, y3, c0l, c0 is not None,
+            args = (one, H, items, order, lengths, gates, cst, y3, c0l, c0 is not None,
                     dyl, dout is not None, dhnl, dcnl, whh, wpk, is32, da, dh0l, dc0l, dbias)
         else:
-            args = (one, H, None, order, lengths, gates, hnw, y3, h0l, h0 is not None,
+            args = (one, H, items, order, lengths, gates, hnw, y3, h0l, h0 is not None,
                     dyl, dout is not None, dhnl, whh, wpk, is32, da, dah, dh0l, dbias)
-        _run_items(kernel, args, 3 if code <= 1 else 2, groups)
+        kernel(*args)
 
         # dense parts: all timesteps at once
         da2 = da.reshape(B * T, D * GH)

@@ -749,20 +749,63 @@ def pack_rows(const floating[:, ::1] b):
 # (llvmlite.binding.add_symbol; a cached kernel refers to the name, not to an address).
 # Every argument is an integer: sizes, addresses of C-contiguous buffers, flags.
 
+#: multiply-adds of one BPTT step GEMM from which it is split over the engine's threads
+DH_PARALLEL_MIN_WORK = 1 << 19
+cdef Py_ssize_t g_dh_par_work = DH_PARALLEL_MIN_WORK
+
+
+def set_dh_parallel_min_work(Py_ssize_t n):
+    """Set the size (multiply-adds) from which a BPTT step GEMM runs on several threads."""
+    global g_dh_par_work
+    g_dh_par_work = n
+
+
+cdef void _dh_cols(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                   const floating* A, const floating* Bp, floating* C,
+                   bint accumulate) noexcept nogil:
+    """Thread ``tid`` of ``nth``: C[:, its panels] (+)= A @ B[:, its panels] (whole panels, so
+    each thread streams only its share of B)."""
+    cdef Py_ssize_t NR = 256 // sizeof(floating)
+    cdef Py_ssize_t npan = (N + NR - 1) // NR, per, c0, c1, r
+    per = (npan + nth - 1) // nth
+    c0 = min(tid * per * NR, N)
+    c1 = min(c0 + per * NR, N)
+    if c1 <= c0:
+        return
+    if not accumulate:
+        for r in range(M):
+            memset(C + r * N + c0, 0, (c1 - c0) * sizeof(floating))
+    _small_gemm_acc(M, c1 - c0, K, A, K, Bp + K * c0, C + c0, N)
+
+
+cdef void _dh_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
+                   const floating* Bp, floating* C, bint accumulate) noexcept nogil:
+    """C (M, N) [+]= A (M, K) @ B, B panel-packed by pack_rows; split by column panels over the
+    engine's threads when the product has at least ``g_dh_par_work`` multiply-adds."""
+    cdef int tid, nth, nt = g_num_threads
+    cdef unsigned int csr
+    cdef Py_ssize_t NR = 256 // sizeof(floating)
+    if nt > 1 and M * N * K >= g_dh_par_work and N > NR:
+        with parallel(num_threads=nt):
+            tid = openmp.omp_get_thread_num()
+            nth = openmp.omp_get_num_threads()
+            csr = fr_ftz_enter()
+            _dh_cols(tid, nth, M, N, K, A, Bp, C, accumulate)
+            fr_ftz_exit(csr)
+    else:
+        _dh_cols(0, 1, M, N, K, A, Bp, C, accumulate)
+
+
 cdef void _dh_gemm_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, size_t A, size_t Bp, size_t C,
                      Py_ssize_t accumulate) noexcept nogil:
-    """C (M, N) [+]= A (M, K) @ B, B panel-packed by pack_rows (float32)."""
-    if not accumulate:
-        memset(<float*>C, 0, M * N * sizeof(float))
-    _small_gemm_acc(M, N, K, <const float*>A, K, <const float*>Bp, <float*>C, N)
+    """float32 ``_dh_gemm`` (all arguments integers, for the Numba kernels)."""
+    _dh_gemm(M, N, K, <const float*>A, <const float*>Bp, <float*>C, accumulate != 0)
 
 
 cdef void _dh_gemm_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, size_t A, size_t Bp, size_t C,
                      Py_ssize_t accumulate) noexcept nogil:
-    """C (M, N) [+]= A (M, K) @ B, B panel-packed by pack_rows (float64)."""
-    if not accumulate:
-        memset(<double*>C, 0, M * N * sizeof(double))
-    _small_gemm_acc(M, N, K, <const double*>A, K, <const double*>Bp, <double*>C, N)
+    """float64 ``_dh_gemm`` (all arguments integers, for the Numba kernels)."""
+    _dh_gemm(M, N, K, <const double*>A, <const double*>Bp, <double*>C, accumulate != 0)
 
 
 cdef size_t _ftz_on() noexcept nogil:

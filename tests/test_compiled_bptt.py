@@ -125,7 +125,7 @@ def test_matches_reference(cell, dtype, shape, source):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_larger_batch_threads_and_lengths(cell):
-    """Enough rows for several work items (batch blocks on the threads), shuffled lengths."""
+    """A larger batch with shuffled lengths, stacked, both directions."""
     rng = np.random.default_rng(7)
     lengths = rng.integers(1, 13, 40).astype(np.int64)
     for source in SOURCES:
@@ -133,6 +133,27 @@ def test_larger_batch_threads_and_lengths(cell):
             errs = run_case(cell, 40, 12, 9, 32, 2, D, True, np.float64, lengths, True, "both",
                             source, rng)
             check(errs, np.float64)
+
+
+@pytest.mark.skipif(_engine is None, reason="compiled engine not built")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("H", [70, 130])
+def test_step_gemm_split_over_threads(cell, dtype, H):
+    """Every step's dh GEMM split by column panels over 2 threads (threshold forced to 0),
+    with H off the panel width, variable lengths, both directions."""
+    from fastrnn import _forward
+    rng = np.random.default_rng(H)
+    lengths = rng.integers(1, 7, 5).astype(np.int64)
+    _engine.set_num_threads(2)
+    _forward.set_dh_parallel_min_work(0)
+    try:
+        for D in (1, 2):
+            errs = run_case(cell, 5, 6, 7, H, 1, D, True, dtype, lengths, True, "both",
+                            "engine", rng)
+            check(errs, dtype)
+    finally:
+        _forward.set_dh_parallel_min_work(_forward.DH_PARALLEL_MIN_WORK)
 
 
 @pytest.mark.parametrize("cell", CELLS)
