@@ -9,9 +9,10 @@ layer (one per cell family) that walks the timesteps backwards, turns the stored
 activations into the gate pre-activation gradients ``dA`` (no forward recomputation) and pushes
 ``dh`` through ``W_hh`` with one call of the engine's C GEMM kernel per step (W_hh packed once)
 on the *active* rows only (rows sorted by length, descending, so the active rows of a step are a
-prefix: a padded batch costs what its valid steps cost).  The directions are work items run one
-after the other; both cores share each step's GEMM (split by column panels in the C kernel, on
-the engine's OpenMP threads), and no BLAS is called.  Denormals are flushed to zero
+prefix: a padded batch costs what its valid steps cost).  Two cores share the work either as
+independent items (batch blocks, or the two directions) on two threads, or by splitting each
+step's GEMM by column panels in the C kernel, on the engine's OpenMP threads (large H; see
+:func:`_plan`).  No BLAS is called.  Denormals are flushed to zero
 inside the kernels, as in the forward.  Every step's ``dA`` is also stored at its ``(b, t)``
 place and the bias gradients are summed on the fly, so the weight gradients and the input
 gradient of *all* timesteps are a few large GEMMs (the engine's own kernel and threads,
@@ -95,7 +96,8 @@ def _compiled():
                 sz, ptr = types.intp, types.uintp
                 for bits in (32, 64):
                     g[f"_ext_gemm_f{bits}"] = types.ExternalFunction(
-                        f"fastrnn_dh_gemm_f{bits}", types.void(sz, sz, sz, ptr, ptr, ptr, sz))
+                        f"fastrnn_dh_gemm_f{bits}",
+                        types.void(sz, sz, sz, ptr, ptr, ptr, sz, sz))
                 g["_ext_ftz_on"] = types.ExternalFunction("fastrnn_ftz_on", ptr())
                 g["_ext_ftz_off"] = types.ExternalFunction("fastrnn_ftz_off", ptr(ptr))
                 for name, options in _JIT_SPECS:
@@ -213,13 +215,16 @@ def _gru_row(one, H, dh, dy, gate, hn, h_prev, dah, dax_out, dah_out, dh_direct,
 # ----------------------------------------------------------------------------------------------
 
 @_jit(inline="always")
-def _dh_gemm(is32, M, N, K, a, bp, c, accumulate):
+def _dh_gemm(is32, M, N, K, a, bp, c, accumulate, nthreads):
     """``c[:M*N] (+)= a[:M*K] @ B`` (row-major), B panel-packed by ``_forward.pack_rows``: the
-    engine's register-tiled C kernel, at the FMA rate whatever BLAS the machine has."""
+    engine's register-tiled C kernel, at the FMA rate whatever BLAS the machine has, split over
+    ``nthreads`` OpenMP threads when large enough."""
     if is32:
-        _ext_gemm_f32(M, N, K, a.ctypes.data, bp.ctypes.data, c.ctypes.data, accumulate)
+        _ext_gemm_f32(M, N, K, a.ctypes.data, bp.ctypes.data, c.ctypes.data, accumulate,
+                      nthreads)
     else:
-        _ext_gemm_f64(M, N, K, a.ctypes.data, bp.ctypes.data, c.ctypes.data, accumulate)
+        _ext_gemm_f64(M, N, K, a.ctypes.data, bp.ctypes.data, c.ctypes.data, accumulate,
+                      nthreads)
 
 
 @_jit(fastmath=_FAST)
@@ -244,7 +249,7 @@ def _zero_tail(da, b, L, xo, GH):
 @_jit(fastmath=_FAST, error_model="numpy")
 def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1), rows, lengths
               y, dy, has_dy, dhn,                     # IN  outputs, grads on outputs / final h
-              whh, wpk, is32,                         # IN  (D, H, H), packed, float32?
+              whh, wpk, is32, gth,                    # IN  W_hh (D, H, H), packed; f32?; threads
               da, dh0, dbias):                        # OUT (B, T, D*H) pre-act grads, (D, B, H),
                                                       #     (items, H) bias-grad sums
     """BPTT through the time loop of a vanilla RNN layer (tanh or relu)."""
@@ -277,7 +282,7 @@ def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1
                 _rnn_row(one, H, relu, dhb[r * H:(r + 1) * H], dyr, y[b, t, ho:ho + H],
                          dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH], acc)
             if nact > 0:
-                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 0)
+                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 0, gth)
         for r in range(n):
             dh0[d, order[p0 + r]] = dhb[r * H:(r + 1) * H]
     _ext_ftz_off(csr)
@@ -287,7 +292,7 @@ def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1
 def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1), rows, lengths
                gates, cst, y, c0, has_c0,             # IN  workspace, (D, B, H) initial c
                dy, has_dy, dhn, dcn,                  # IN  grads on outputs / final h, c
-               whh, wpk, is32,                        # IN  (D, 4H, H), packed, float32?
+               whh, wpk, is32, gth,                   # IN  W_hh (D, 4H, H), packed; f32?; threads
                da, dh0, dc0, dbias):                  # OUT (B, T, D*4H), (D, B, H) x2, (items, 4H)
     """BPTT through the time loop of an LSTM layer."""
     GH = whh.shape[1]
@@ -335,7 +340,7 @@ def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1
                           gates[d, b, t], y[b, t, ho:ho + H], cp, dar)
                 _store_row(dar, da[b, t, xo:xo + GH], acc)
             if nact > 0:
-                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 0)
+                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 0, gth)
         for r in range(n):
             b = order[p0 + r]
             dh0[d, b] = dhb[r * H:(r + 1) * H]
@@ -347,7 +352,7 @@ def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1
 def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1), rows, lengths
               gates, hnw, y, h0, has_h0,              # IN  workspace, (D, B, H) initial h
               dy, has_dy, dhn,                        # IN  grads on outputs / final h
-              whh, wpk, is32,                         # IN  (D, 3H, H), packed, float32?
+              whh, wpk, is32, gth,                    # IN  W_hh (D, 3H, H), packed; f32?; threads
               da, dah, dh0, dbias):                   # OUT (B, T, D*3H) x2, (D, B, H), (items, 4H)
     """BPTT through the time loop of a GRU layer (``da`` input side, ``dah`` recurrent side)."""
     GH = whh.shape[1]
@@ -396,7 +401,7 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
                          acc)
             if nact > 0:
                 dhb[:nact * H] = ddb[:nact * H]
-                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 1)
+                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 1, gth)
         for r in range(n):
             dh0[d, order[p0 + r]] = dhb[r * H:(r + 1) * H]
     _ext_ftz_off(csr)
@@ -406,19 +411,65 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
 # Threads
 # ----------------------------------------------------------------------------------------------
 
-def _items(D, lengths):
-    """Work items ``(direction, p0, p1, slot)``, one per direction, over ``order`` (the rows
-    sorted by length, descending, so that the active rows of a step are a prefix).
+#: from this hidden size, the threads share each step's GEMM; below it, each thread takes a
+#: block of the batch (or a direction)
+ITEMS_MAX_H = 128
 
-    The items run one after the other on the calling thread; the threads split each step's
-    GEMM instead (by column panels, inside the C kernel, on the engine's OpenMP threads), so
-    each core streams only its share of W_hh and no second thread pool competes with the
-    engine's (measured: as fast or faster than one thread per batch block, which made every
-    core stream all of W_hh).
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _executor():
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+                _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastrnn-bptt")
+    return _pool
+
+
+def _plan(D, B, H, nthreads):
+    """(item threads, GEMM threads) of one layer's BPTT.
+
+    Two ways to use two cores: the batch split into interleaved blocks (or, bidirectional, the
+    two directions) as independent work items, one per thread, each step's GEMM on one thread
+    (no synchronisation; every core reads all of W_hh: for small H); or the items one after the
+    other and each step's GEMM split by column panels over the engine's OpenMP threads (each
+    core streams only its share of W_hh: for large H).  Measured (float32, 2 cores, medians of
+    a training step): LSTM H=64 B=32 2.91 ms with items against 3.15 split; LSTM H=128 B=64
+    11.3 against 10.4; GRU and tanh RNN at H=128 within 5% either way; H=256 and 512 faster
+    split.
     """
-    order = np.ascontiguousarray(np.argsort(-lengths, kind="stable"), dtype=np.int64)
-    B = len(lengths)
-    return order, np.array([(d, 0, B, d) for d in range(D)], dtype=np.int64).reshape(-1, 4)
+    if nthreads > 1 and H < ITEMS_MAX_H and (D > 1 or B >= 4 * nthreads):
+        return min(2, nthreads), 1
+    return 1, nthreads
+
+
+def _items(D, lengths, nblocks):
+    """Work items ``(direction, p0, p1, slot)`` over ``order`` (rows sorted by length,
+    descending, in ``nblocks`` interleaved blocks per direction, so that the active rows of a
+    step are a prefix of a block and every block gets long and short sequences alike)."""
+    srt = np.argsort(-lengths, kind="stable")
+    blocks = [srt[i::nblocks] for i in range(nblocks)]
+    order = np.ascontiguousarray(np.concatenate(blocks), dtype=np.int64)
+    bounds = np.cumsum([0] + [len(b) for b in blocks])
+    items = np.array([(d, bounds[i], bounds[i + 1], d * nblocks + i) for d in range(D)
+                      for i in range(nblocks)], dtype=np.int64).reshape(-1, 4)
+    return order, items
+
+
+def _run_items(kernel, args, pos, items, nthreads):
+    """Run ``kernel(*args)`` with ``args[pos]`` set to the work items, split over ``nthreads``
+    threads (the calling one and the pool's; the kernels release the GIL and call no BLAS)."""
+    groups = [np.ascontiguousarray(items[i::nthreads]) for i in range(min(nthreads, len(items)))]
+    calls = [args[:pos] + (g,) + args[pos + 1:] for g in groups]
+    futures = [_executor().submit(kernel, *c) for c in calls[1:]]
+    try:
+        kernel(*calls[0])
+    finally:
+        for f in futures:
+            f.result()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -507,7 +558,8 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     B, T = x.shape[0], x.shape[1]
     dtype = x.dtype
     lengths = np.ascontiguousarray(ws["lengths"], dtype=np.int64)
-    order, items = _items(D, lengths)
+    item_threads, gemm_threads = _plan(D, B, H, _engine.get_num_threads())
+    order, items = _items(D, lengths, item_threads if D == 1 else 1)
 
     def c_(a):
         return np.ascontiguousarray(a, dtype=dtype)
@@ -550,14 +602,14 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         one = dtype.type(1)
         if code <= 1:
             args = (one, code == 1, H, items, order, lengths, y3, dyl, dout is not None, dhnl,
-                    whh, wpk, is32, da, dh0l, dbias)
+                    whh, wpk, is32, gemm_threads, da, dh0l, dbias)
         elif code == 2:
             args = (one, H, items, order, lengths, gates, cst, y3, c0l, c0 is not None,
-                    dyl, dout is not None, dhnl, dcnl, whh, wpk, is32, da, dh0l, dc0l, dbias)
+                    dyl, dout is not None, dhnl, dcnl, whh, wpk, is32, gemm_threads, da, dh0l, dc0l, dbias)
         else:
             args = (one, H, items, order, lengths, gates, hnw, y3, h0l, h0 is not None,
-                    dyl, dout is not None, dhnl, whh, wpk, is32, da, dah, dh0l, dbias)
-        kernel(*args)
+                    dyl, dout is not None, dhnl, whh, wpk, is32, gemm_threads, da, dah, dh0l, dbias)
+        _run_items(kernel, args, 3 if code <= 1 else 2, items, item_threads)
 
         # dense parts: all timesteps at once
         da2 = da.reshape(B * T, D * GH)

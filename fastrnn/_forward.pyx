@@ -779,10 +779,10 @@ cdef void _dh_cols(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
 
 
 cdef void _dh_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
-                   const floating* Bp, floating* C, bint accumulate) noexcept nogil:
-    """C (M, N) [+]= A (M, K) @ B, B panel-packed by pack_rows; split by column panels over the
-    engine's threads when the product has at least ``g_dh_par_work`` multiply-adds."""
-    cdef int tid, nth, nt = g_num_threads
+                   const floating* Bp, floating* C, bint accumulate, int nt) noexcept nogil:
+    """C (M, N) [+]= A (M, K) @ B, B panel-packed by pack_rows; split by column panels over
+    ``nt`` threads when the product has at least ``g_dh_par_work`` multiply-adds."""
+    cdef int tid, nth
     cdef unsigned int csr
     cdef Py_ssize_t NR = 256 // sizeof(floating)
     if nt > 1 and M * N * K >= g_dh_par_work and N > NR:
@@ -797,15 +797,17 @@ cdef void _dh_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
 
 
 cdef void _dh_gemm_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, size_t A, size_t Bp, size_t C,
-                     Py_ssize_t accumulate) noexcept nogil:
+                     Py_ssize_t accumulate, Py_ssize_t nthreads) noexcept nogil:
     """float32 ``_dh_gemm`` (all arguments integers, for the Numba kernels)."""
-    _dh_gemm(M, N, K, <const float*>A, <const float*>Bp, <float*>C, accumulate != 0)
+    _dh_gemm(M, N, K, <const float*>A, <const float*>Bp, <float*>C, accumulate != 0,
+             <int>nthreads)
 
 
 cdef void _dh_gemm_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, size_t A, size_t Bp, size_t C,
-                     Py_ssize_t accumulate) noexcept nogil:
+                     Py_ssize_t accumulate, Py_ssize_t nthreads) noexcept nogil:
     """float64 ``_dh_gemm`` (all arguments integers, for the Numba kernels)."""
-    _dh_gemm(M, N, K, <const double*>A, <const double*>Bp, <double*>C, accumulate != 0)
+    _dh_gemm(M, N, K, <const double*>A, <const double*>Bp, <double*>C, accumulate != 0,
+             <int>nthreads)
 
 
 cdef size_t _ftz_on() noexcept nogil:
