@@ -1337,6 +1337,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     ublk_p[nu] = H
     max_nj = step
     ldr = (G + (1 if cell == 3 else 0)) * max_nj
+    ldr = ((ldr + 15) // 16) * 16         # scratch rows start on 64-byte lines
     nitems = nb * nu
 
     h_n = _new(3, L * D, B, H, 0, typenum, False)
