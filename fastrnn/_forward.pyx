@@ -202,8 +202,34 @@ cdef extern from *:
         for (Py_ssize_t k = kv; k < K; ++k) t += A[k] * W[k];                                 \
         C[0] += t;                                                                            \
     }
+    /* Narrow edge tiles: 4 rows (or 1) x ONE vector of a padded edge panel (row stride NR),
+       for an edge of at most one vector of real columns (e.g. 4H = 516 at H = 129): a quarter
+       of the full tile's work, which would mostly multiply padding. */
+    #define FR_EDGE(T, S)                                                                     \
+    static inline void fr_edge4_##S(Py_ssize_t k0, Py_ssize_t k1, const T* A, Py_ssize_t lda, \
+                                    Py_ssize_t aks, const T* wpan, T* c, Py_ssize_t ldc) {    \
+        const Py_ssize_t NR = 4 * FR_VL_##S;                                                  \
+        fr_v_##S c0 = fr_ld_##S(c), c1 = fr_ld_##S(c + ldc), c2 = fr_ld_##S(c + 2 * ldc),     \
+                 c3 = fr_ld_##S(c + 3 * ldc);                                                 \
+        const T* ap = A + k0 * aks;                                                           \
+        for (Py_ssize_t k = k0; k < k1; ++k, ap += aks) {                                     \
+            fr_v_##S w = fr_ld_##S(wpan + k * NR);                                            \
+            c0 += ap[0] * w; c1 += ap[lda] * w; c2 += ap[2 * lda] * w; c3 += ap[3 * lda] * w; \
+        }                                                                                     \
+        fr_st_##S(c, c0); fr_st_##S(c + ldc, c1); fr_st_##S(c + 2 * ldc, c2);                 \
+        fr_st_##S(c + 3 * ldc, c3);                                                           \
+    }                                                                                         \
+    static inline void fr_edge1_##S(Py_ssize_t k0, Py_ssize_t k1, const T* A, Py_ssize_t aks, \
+                                    const T* wpan, T* c) {                                    \
+        const Py_ssize_t NR = 4 * FR_VL_##S;                                                  \
+        fr_v_##S c0 = fr_ld_##S(c);                                                           \
+        for (Py_ssize_t k = k0; k < k1; ++k) c0 += A[k * aks] * fr_ld_##S(wpan + k * NR);     \
+        fr_st_##S(c, c0);                                                                     \
+    }
     FR_TILES(float, f)
     FR_TILES(double, d)
+    FR_EDGE(float, f)
+    FR_EDGE(double, d)
     #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
     typedef float fr_v8_f __attribute__((vector_size(32)));
     typedef float fr_v4_f __attribute__((vector_size(16)));
@@ -334,6 +360,14 @@ cdef extern from *:
     void fr_tile1_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, Py_ssize_t aks,
                     const float* wpan, float* c) noexcept nogil
     void fr_tile1_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, Py_ssize_t aks,
+                    const double* wpan, double* c) noexcept nogil
+    void fr_edge4_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, Py_ssize_t lda,
+                    Py_ssize_t aks, const float* wpan, float* c, Py_ssize_t ldc) noexcept nogil
+    void fr_edge4_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, Py_ssize_t lda,
+                    Py_ssize_t aks, const double* wpan, double* c, Py_ssize_t ldc) noexcept nogil
+    void fr_edge1_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, Py_ssize_t aks,
+                    const float* wpan, float* c) noexcept nogil
+    void fr_edge1_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, Py_ssize_t aks,
                     const double* wpan, double* c) noexcept nogil
     void fr_dot4x4_f(Py_ssize_t K, const float* A, Py_ssize_t lda, const float* W,
                      Py_ssize_t ldw, float* C, Py_ssize_t ldc) noexcept nogil
@@ -476,7 +510,7 @@ cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     values from one place instead of four rows ``lda`` apart (which, with lda a multiple of
     1 KiB, all fall into one L1 set: 290 against 400 GFLOP/s on 2 threads, measured).
     """
-    cdef Py_ssize_t NR = 256 // sizeof(floating)
+    cdef Py_ssize_t NR = 256 // sizeof(floating), V = 64 // sizeof(floating)
     cdef Py_ssize_t KC = 32768 // (NR * sizeof(floating))
     cdef Py_ssize_t m, k0, k1, j0, nfull, nr, i
     cdef const floating* wpan
@@ -536,15 +570,27 @@ cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 if m + 3 < M:
                     at = apack + m * (k1 - k0) if pa else A + m * ars
                     if floating is float:
-                        fr_tile4_f(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, ctile, NR)
+                        if nr <= V:
+                            fr_edge4_f(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, ctile, NR)
+                        else:
+                            fr_tile4_f(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, ctile, NR)
                     else:
-                        fr_tile4_d(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, ctile, NR)
+                        if nr <= V:
+                            fr_edge4_d(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, ctile, NR)
+                        else:
+                            fr_tile4_d(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, ctile, NR)
                 else:
                     for i in range(M - m):
                         if floating is float:
-                            fr_tile1_f(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
+                            if nr <= V:
+                                fr_edge1_f(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
+                            else:
+                                fr_tile1_f(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
                         else:
-                            fr_tile1_d(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
+                            if nr <= V:
+                                fr_edge1_d(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
+                            else:
+                                fr_tile1_d(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
                 for i in range(min(4, M - m)):
                     memcpy(C + (m + i) * ldc + nfull, ctile + i * NR, nr * sizeof(floating))
                 m += 4
@@ -1228,7 +1274,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef Py_ssize_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
     cdef Py_ssize_t GH = G * H, BH = B * H, BT = B * T
     cdef Py_ssize_t layer, d, idx, i, j, p, b, tmax, rows, max_nj, ldr, step, align, I_l
-    cdef Py_ssize_t nitems, LX
+    cdef Py_ssize_t nitems, LX, GHp
     cdef bint partial = False, store
     cdef int64_t* lens
     cdef int64_t* order
@@ -1365,13 +1411,16 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             R += lens[b]
         xc = _new(1, R * max(I, D * H), 0, 0, 0, typenum, False)
         xc_p = <floating*>_ptr(xc)
-    xp = _new(2, R, D * GH, 0, 0, typenum, False)
+    # rows of the projection (and each direction's block) start on 64-byte lines: the GEMM's
+    # vector stores then never straddle two lines
+    GHp = ((GH + 15) // 16) * 16
+    xp = _new(2, R, D * GHp, 0, 0, typenum, False)
     hb = <floating*>_ptr(hbuf)
     cb = <floating*>_ptr(cbuf)
     bx_p = <floating*>_ptr(bx)
     bhn_p = <floating*>_ptr(bhn)
     xp_p = <floating*>_ptr(xp)
-    LX = D * GH
+    LX = D * GHp
     ws = None
     if training:
         ws = {"outputs": [], "gates": [] if cell >= 2 else None,
@@ -1406,7 +1455,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             wih_p = <const floating*>_ptr(w_ih[layer * D + d])
             wpi_p = <floating*>_ptr(wpi)
             with nogil:
-                _projection(R, I_l, GH, inp_p, wih_p, xp_p + d * GH, LX, proj_threads, wpi_p)
+                _projection(R, I_l, GH, inp_p, wih_p, xp_p + d * GHp, LX, proj_threads, wpi_p)
         for d in range(D):
             idx = layer * D + d
             # biases: bx = b_ih + b_hh (GRU: b_hh only for r, z), bhn = GRU b_hn
@@ -1442,7 +1491,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             hN_p = <floating*>_ptr(h_n) + idx * BH
             scr_p = <floating*>_ptr(scratch)
             with nogil:
-                _recurrence(cell, d == 1, B, T, H, G, tmax, xp_p + d * GH, LX, bx_p, bhn_p,
+                _recurrence(cell, d == 1, B, T, H, G, tmax, xp_p + d * GHp, LX, bx_p, bhn_p,
                             whh_p, mode, ublk_p, nu, bblk_p, nb, order, lens, hb, cb,
                             y_p + d * H, D * H, hN_p, cN_p, scr_p, rows * ldr, ldr, store,
                             wg_p + d * BT * GH if wg_p != NULL else NULL,
