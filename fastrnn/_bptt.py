@@ -119,20 +119,16 @@ _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}   # no nnan/ninf: keep NaN
 # Absent inputs (no dy, zero initial state) arrive as rows of zeros.
 
 @_jit(inline="always", fastmath=_FAST, error_model="numpy")
-def _rnn_row(one, H, relu, dh, dy, h, da, da_out, acc):
-    """``da = (dh + dy) * act'(a)`` from the output ``h = act(a)``; writes ``da`` to the scratch
-    row and to its ``(b, t)`` place and adds it to the bias-gradient accumulator ``acc``."""
+def _rnn_row(one, H, relu, dh, dy, h, da):
+    """``da = (dh + dy) * act'(a)`` from the output ``h = act(a)``, into the scratch row."""
     zero = one - one
-    for j in range(H):
+    for j in range(np.uint64(H)):
         g = dh[j] + dy[j]
         hv = h[j]
         if relu:
-            v = g if hv > zero else zero
+            da[j] = g if hv > zero else zero
         else:
-            v = g * (one - hv * hv)
-        da[j] = v
-        da_out[j] = v
-        acc[j] += v
+            da[j] = g * (one - hv * hv)
 
 
 @_jit(inline="always", fastmath=_FAST, error_model="numpy")
@@ -170,41 +166,44 @@ def _store_row(da, da_out, acc):
 
 
 @_jit(inline="always", fastmath=_FAST, error_model="numpy")
-def _gru_row(one, H, dh, dy, gate, hn, h_prev, dah, dax_out, dah_out, dh_direct, acc):
+def _gru_row(one, H, dh, dy, gate, hn, h_prev, dax, dah, dh_direct):
     """GRU gates ``r, z, n`` (linear before reset).
 
-    Writes the input-side gradient ``[dr, dz, dn]`` to ``dax_out``, the recurrent-side one
-    ``[dr, dz, dn * r]`` to ``dah`` (scratch row) and ``dah_out``, and ``dh * z`` (the direct
-    path to ``h_prev``) to ``dh_direct``; adds ``[dr, dz, dn, dn * r]`` to ``acc`` (4H).
+    Writes the input-side gradient ``[dr, dz, dn]`` to ``dax``, the recurrent-side one
+    ``[dr, dz, dn * r]`` to ``dah`` (both scratch rows) and ``dh * z`` (the direct path to
+    ``h_prev``) to ``dh_direct``.  Unsigned gate offsets, as in :func:`_lstm_row`, so that the
+    loop vectorises.
     """
-    gr, gz, gn = gate[0:H], gate[H:2 * H], gate[2 * H:3 * H]
-    a0, a1, a2 = dah[0:H], dah[H:2 * H], dah[2 * H:3 * H]
-    x0, x1, x2 = dax_out[0:H], dax_out[H:2 * H], dax_out[2 * H:3 * H]
-    b0, b1, b2 = dah_out[0:H], dah_out[H:2 * H], dah_out[2 * H:3 * H]
-    s0, s1, s2, s3 = acc[0:H], acc[H:2 * H], acc[2 * H:3 * H], acc[3 * H:4 * H]
-    for j in range(H):
+    n3 = np.uint64(H)
+    for j in range(n3):
         g = dh[j] + dy[j]
-        r = gr[j]
-        z = gz[j]
-        n = gn[j]
+        r = gate[j]
+        z = gate[n3 + j]
+        n = gate[2 * n3 + j]
         dn = g * (one - z) * (one - n * n)
         dz = g * (h_prev[j] - n) * z * (one - z)
         dr = dn * hn[j] * r * (one - r)
-        dnr = dn * r
-        x0[j] = dr
-        x1[j] = dz
-        x2[j] = dn
-        a0[j] = dr
-        a1[j] = dz
-        a2[j] = dnr
-        b0[j] = dr
-        b1[j] = dz
-        b2[j] = dnr
+        dax[j] = dr
+        dax[n3 + j] = dz
+        dax[2 * n3 + j] = dn
+        dah[j] = dr
+        dah[n3 + j] = dz
+        dah[2 * n3 + j] = dn * r
         dh_direct[j] = g * z
-        s0[j] += dr
-        s1[j] += dz
-        s2[j] += dn
-        s3[j] += dnr
+
+
+@_jit(inline="always", fastmath=_FAST, error_model="numpy")
+def _store_gru_row(H, dax, dah, dax_out, dah_out, acc):
+    """Copy both scratch rows to their ``(b, t)`` places; add ``[dr, dz, dn, dn * r]`` to the
+    bias-gradient sums ``acc`` (4H)."""
+    G3 = np.uint64(3 * H)
+    for k in range(G3):
+        v = dax[k]
+        dax_out[k] = v
+        acc[k] += v
+        dah_out[k] = dah[k]
+    for j in range(np.uint64(H)):
+        acc[G3 + j] += dah[2 * np.uint64(H) + j]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,8 +278,9 @@ def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1
             for r in range(nact):
                 b = order[p0 + r]
                 dyr = dy[b, t, ho:ho + H] if has_dy else zrow
-                _rnn_row(one, H, relu, dhb[r * H:(r + 1) * H], dyr, y[b, t, ho:ho + H],
-                         dab[r * GH:(r + 1) * GH], da[b, t, xo:xo + GH], acc)
+                dar = dab[r * GH:(r + 1) * GH]
+                _rnn_row(one, H, relu, dhb[r * H:(r + 1) * H], dyr, y[b, t, ho:ho + H], dar)
+                _store_row(dar, da[b, t, xo:xo + GH], acc)
             if nact > 0:
                 _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 0, gth)
         for r in range(n):
@@ -367,6 +367,7 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
         dhb = np.empty(n * H, dtype=whh.dtype)
         ddb = np.empty(n * H, dtype=whh.dtype)
         dab = np.empty(n * GH, dtype=whh.dtype)
+        dxr = np.empty(GH, dtype=whh.dtype)       # input-side scratch row
         zrow = np.zeros(H, dtype=whh.dtype)
         lens = np.empty(n, dtype=np.int64)
         for r in range(n):
@@ -395,10 +396,10 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
                 else:
                     hp = zrow
                 dyr = dy[b, t, ho:ho + H] if has_dy else zrow
+                dar = dab[r * GH:(r + 1) * GH]
                 _gru_row(one, H, dhb[r * H:(r + 1) * H], dyr, gates[d, b, t],
-                         hnw[d, b, t], hp, dab[r * GH:(r + 1) * GH],
-                         da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], ddb[r * H:(r + 1) * H],
-                         acc)
+                         hnw[d, b, t], hp, dxr, dar, ddb[r * H:(r + 1) * H])
+                _store_gru_row(H, dxr, dar, da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], acc)
             if nact > 0:
                 dhb[:nact * H] = ddb[:nact * H]
                 _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 1, gth)
