@@ -80,7 +80,8 @@ cdef extern from *:
     /* Keep loaded vectors in registers: without this GCC folds every use of a weight vector
        into its FMA as a memory operand, so a 4 x 4 tile issues 20 loads per 16 FMAs and runs
        load-bound at about half the FMA rate (measured on Zen 5: 90 vs 200 GFLOP/s a core). */
-    #if defined(__GNUC__) || defined(__clang__)
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__AVX512F__)
+    /* only where a 64-byte vector is one register (else "impossible constraint") */
     #define FR_IN_REGS4(a, b, c, d) __asm__("" : "+v"(a), "+v"(b), "+v"(c), "+v"(d))
     #else
     #define FR_IN_REGS4(a, b, c, d) ((void)0)
