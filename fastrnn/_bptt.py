@@ -197,19 +197,18 @@ def _store_gru_row(H, dax, dah, dax_out, dah_out, acc):
     """Copy both scratch rows to their ``(b, t)`` places; add ``[dr, dz, dn, dn * r]`` to the
     bias-gradient sums ``acc`` (4H)."""
     G3 = np.uint64(3 * H)
+    _store_row(dax, dax_out, acc[:G3])
+    n = np.uint64(H)
     for k in range(G3):
-        v = dax[k]
-        dax_out[k] = v
-        acc[k] += v
         dah_out[k] = dah[k]
-    for j in range(np.uint64(H)):
-        acc[G3 + j] += dah[2 * np.uint64(H) + j]
+    for j in range(n):
+        acc[G3 + j] += dah[2 * n + j]
 
 
 # ----------------------------------------------------------------------------------------------
 # The sequential kernels: one layer, a list of work items (direction, rows), one per cell family.
 # Each item is an independent set of sequences walked backwards in time; the rows of an item are
-# sorted by length (descending), so the active rows of a step are a prefix and one BLAS call
+# sorted by length (descending), so the active rows of a step are a prefix and one GEMM call
 # per step pushes dh through W_hh for exactly those rows.
 # ----------------------------------------------------------------------------------------------
 

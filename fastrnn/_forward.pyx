@@ -473,23 +473,6 @@ cdef inline void _blas_gemm(char ta, char tb, int m, int n, int k, floating alph
         dgemm(&ta, &tb, &m, &n, &k, &alpha, <double*>a, &lda, <double*>b, &ldb, &beta, c, &ldc)
 
 
-cdef inline void _gemm_edge(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                            const floating* A, Py_ssize_t lda, const floating* W, Py_ssize_t ldw,
-                            floating* C, Py_ssize_t ldc) noexcept nogil:
-    """C += A @ W, plain axpy form (edges of the tiled kernel)."""
-    cdef Py_ssize_t m, k, j
-    cdef floating a
-    cdef floating* c
-    cdef const floating* w
-    for m in range(M):
-        c = C + m * ldc
-        for k in range(K):
-            a = A[m * lda + k]
-            w = W + k * ldw
-            for j in range(N):
-                c[j] += a * w[j]
-
-
 cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                           const floating* A, Py_ssize_t lda,   # IN (M, K) row-major
                           const floating* Wp,                  # IN (K, N) panel-packed
@@ -711,17 +694,15 @@ cdef void _pack_rows(const floating* B, Py_ssize_t ldb,   # IN (K, N) row-major,
         p0 += pstep * NR
 
 
-cdef void _gemm_part(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+cdef void _gemm_rows(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* A, Py_ssize_t lda, bint trans_a,
-                     const floating* B, Py_ssize_t ldb,
-                     floating* C, Py_ssize_t ldc, floating* bp) noexcept nogil:
-    """Thread ``tid`` of ``nth`` of ``_gemm``: its share of packing B, a barrier, its C rows."""
+                     const floating* Bp,                  # IN packed, shared by the threads
+                     floating* C, Py_ssize_t ldc) noexcept nogil:
+    """Thread ``tid`` of ``nth``: ``C = op(A) @ B`` for its share of the rows (multiples of 4),
+    in blocks of 128 rows (``_small_gemm_acc``; transposed A through micro-panels)."""
     cdef Py_ssize_t MC = 128, chunk, r0, r1, m0, r
     cdef Py_ssize_t ars = 1 if trans_a else lda
-    cdef floating* apack = <floating*>malloc(128 * 128 * sizeof(floating)) if trans_a else NULL
-    _pack_rows(B, ldb, K, N, bp, tid, nth)
-    if nth > 1:
-        fr_omp_barrier()
+    cdef floating* apack = <floating*>malloc(MC * 128 * sizeof(floating)) if trans_a else NULL
     chunk = (M + nth - 1) // nth
     chunk = ((chunk + 3) // 4) * 4
     r0 = min(tid * chunk, M)
@@ -730,10 +711,21 @@ cdef void _gemm_part(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         memset(C + r * ldc, 0, N * sizeof(floating))
     m0 = r0
     while m0 < r1:
-        _small_gemm_acc(min(MC, r1 - m0), N, K, A + m0 * ars, lda, bp, C + m0 * ldc, ldc,
+        _small_gemm_acc(min(MC, r1 - m0), N, K, A + m0 * ars, lda, Bp, C + m0 * ldc, ldc,
                         trans_a, apack)
         m0 += MC
     free(apack)
+
+
+cdef void _gemm_part(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                     const floating* A, Py_ssize_t lda, bint trans_a,
+                     const floating* B, Py_ssize_t ldb,
+                     floating* C, Py_ssize_t ldc, floating* bp) noexcept nogil:
+    """Thread ``tid`` of ``nth`` of ``gemm``: its share of packing B, a barrier, its C rows."""
+    _pack_rows(B, ldb, K, N, bp, tid, nth)
+    if nth > 1:
+        fr_omp_barrier()
+    _gemm_rows(tid, nth, M, N, K, A, lda, trans_a, bp, C, ldc)
 
 
 def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit column stride
@@ -920,20 +912,10 @@ cdef void _proj_part(int tid, int nth, Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
                      const floating* X, const floating* W, floating* Y, Py_ssize_t ldy,
                      floating* wpk) noexcept nogil:
     """Thread ``tid`` of ``nth``: its share of packing W^T, a barrier, then its rows of Y."""
-    cdef Py_ssize_t MC = 128, chunk, r0, r1, m0, r
     _pack_panels(W, K, 1, N, 0, N, wpk, tid, nth)
     if nth > 1:
         fr_omp_barrier()
-    chunk = (R + nth - 1) // nth
-    chunk = ((chunk + 3) // 4) * 4
-    r0 = min(tid * chunk, R)
-    r1 = min(r0 + chunk, R)
-    for r in range(r0, r1):
-        memset(Y + r * ldy, 0, N * sizeof(floating))
-    m0 = r0
-    while m0 < r1:
-        _small_gemm_acc(min(MC, r1 - m0), N, K, X + m0 * K, K, wpk, Y + m0 * ldy, ldy)
-        m0 += MC
+    _gemm_rows(tid, nth, R, N, K, X, K, False, wpk, Y, ldy)
 
 
 cdef void _projection(Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
