@@ -508,7 +508,7 @@ def _dw_hh(dah3, y3, d, D, H, GH, h0d, lengths):
 # ----------------------------------------------------------------------------------------------
 
 def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None, h0=None,
-             c0=None):
+             c0=None, input_grad=True):
     """BPTT of a compiled training forward: gradients of inputs, initial states and weights.
 
     Parameters
@@ -526,10 +526,12 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     x, h0, c0 : ndarray, optional
         The forward's input and initial states, if the workspace does not carry them
         (``"x"``, ``"h0"``, ``"c0"``); ``h0`` / ``c0`` ``None`` mean zeros.
+    input_grad : bool
+        False skips the input gradient of layer 0 (its GEMM ``dA @ W_ih``); ``dx`` is None.
 
     Returns
     -------
-    dx : ndarray (B, T, I)
+    dx : ndarray (B, T, I) or None
     dh0 : ndarray (L*D, B, H)
     dc0 : ndarray (L*D, B, H) or None (not LSTM)
     grads : dict of str to ndarray, keyed like ``weights``
@@ -615,11 +617,14 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         da2 = da.reshape(B * T, D * GH)
         x2 = inp.reshape(B * T, I_l)
         dwih = _engine.matmul(da2, x2, trans_a=True)              # (D*GH, I)
-        if D == 1:
-            wih = weights["weight_ih" + sfx[0]]
+        if layer > 0 or input_grad:
+            if D == 1:
+                wih = weights["weight_ih" + sfx[0]]
+            else:
+                wih = np.concatenate([weights["weight_ih" + s] for s in sfx], axis=0)
+            dout = _engine.matmul(da2, np.ascontiguousarray(wih, dtype=dtype)).reshape(B, T, I_l)
         else:
-            wih = np.concatenate([weights["weight_ih" + s] for s in sfx], axis=0)
-        dx2 = _engine.matmul(da2, np.ascontiguousarray(wih, dtype=dtype))
+            dout = None
         dbd = dbias.reshape(D, -1, dbias.shape[1]).sum(axis=1)    # per direction
         dbx = dbd[:, :GH]
         dbh = dbx if code != 3 else np.concatenate([dbd[:, :2 * H], dbd[:, 3 * H:]], axis=1)
@@ -635,7 +640,6 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
                 grads["bias_ih" + s] = dbx[d].astype(dtype)
             if has_bhh:
                 grads["bias_hh" + s] = dbh[d].astype(dtype)
-        dout = dx2.reshape(B, T, I_l)
     return dout, dh0, dc0, grads
 
 

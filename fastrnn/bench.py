@@ -299,12 +299,14 @@ def fastrnn_runner(fastrnn, cfg: Config, backend: str, weights: dict, name: str)
 
         return Runner(name, run, check, check_calls=STREAM_CHECK_STEPS)
 
-    # training: forward(training=True) + backward(dy) + plain SGD on the live parameters
+    # training: forward(training=True) + backward(dy) + plain SGD on the live parameters.  No
+    # gradient for x, as in PyTorch where x does not require one (its oneDNN backward computes
+    # it anyway: same time with x.requires_grad, measured); fastrnn skips that GEMM.
     dy = np.broadcast_to(valid_mask(cfg), (cfg.B, cfg.T, cfg.H)).astype(np.float32)
 
     def fwd_bwd():
         layer(x, lengths=lengths, training=True)
-        layer.backward(dy)
+        layer.backward(dy, input_grad=False)
 
     def run():
         fwd_bwd()

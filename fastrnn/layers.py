@@ -207,7 +207,7 @@ class _Recurrent:
         self._cache = (x, h0, c0, saved) if training else None
         return y, h_n, c_n
 
-    def backward(self, dy, dstate=None):
+    def backward(self, dy, dstate=None, *, input_grad=True):
         """Backpropagation through time for the last call made with ``training=True``.
 
         Parameters
@@ -217,11 +217,15 @@ class _Recurrent:
         dstate : optional
             Gradient with respect to the final state, shaped like it (for an LSTM a tuple
             ``(dh, dc)`` whose entries may be None); None means zeros.
+        input_grad : bool
+            Compute the gradient with respect to ``x`` (default).  False skips it, and its
+            GEMM (a sixth of a training step's FLOPs when ``input_size == hidden_size``), when
+            ``x`` is data that nothing upstream learns from; ``dx`` is then None.
 
         Returns
         -------
-        dx : ndarray
-            Gradient with respect to ``x``.
+        dx : ndarray or None
+            Gradient with respect to ``x`` (None if ``input_grad`` is False).
         dstate0 : ndarray or tuple of ndarray
             Gradient with respect to the initial state, shaped like it.
 
@@ -240,19 +244,21 @@ class _Recurrent:
         dh_n, dc_n = self._check_dstate(dstate, batch)
         if dy is None and dh_n is None and dc_n is None:
             raise ValueError("backward() needs dy or dstate; both are None")
-        dx, dh0, dc0 = self._backward(dy, dh_n, dc_n)
+        dx, dh0, dc0 = self._backward(dy, dh_n, dc_n, bool(input_grad))
         return dx, self._pack_state(dh0, dc0)
 
-    def _backward(self, dy, dh_n, dc_n):
-        """BPTT on validated arrays: ``(dx, dh0, dc0)``; fills :attr:`grads`."""
+    def _backward(self, dy, dh_n, dc_n, input_grad=True):
+        """BPTT on validated arrays: ``(dx, dh0, dc0)`` (dx None unless ``input_grad``);
+        fills :attr:`grads`."""
         x, h0, c0, saved = self._cache
         if self.backend == "reference":
             dx, dh0, dc0, grads = reference.backward(saved, dy, dh_n, dc_n)
+            dx = dx if input_grad else None
         else:
             from . import _bptt     # imports Numba: only training pays for it
 
             dx, dh0, dc0, grads = _bptt.backward(self.cell, self._params, saved, dy, dh_n, dc_n,
-                                                 x=x, h0=h0, c0=c0)
+                                                 x=x, h0=h0, c0=c0, input_grad=input_grad)
         self.grads = grads
         return dx, dh0, dc0
 
@@ -358,14 +364,14 @@ class _Recurrent:
         # the output at the last valid step: the last layer's final state of each direction
         return np.concatenate(list(h_n[-self.num_directions:]), axis=1)
 
-    def _model_backward(self, dy):
+    def _model_backward(self, dy, input_grad=True):
         if self.return_sequences:
-            return self._backward(dy, None, None)[0]
+            return self._backward(dy, None, None, input_grad)[0]
         batch = dy.shape[0]
         dh_n = np.zeros(self._state_shape(batch), self.dtype)
         for d in range(self.num_directions):
             dh_n[-self.num_directions + d] = dy[:, d * self.hidden_size:(d + 1) * self.hidden_size]
-        return self._backward(None, dh_n, None)[0]
+        return self._backward(None, dh_n, None, input_grad)[0]
 
     def _model_step(self, x_t, state):
         return self.step(x_t, state)
@@ -542,20 +548,22 @@ class Dense:
     def _model_forward(self, x, lengths, training):
         return self._forward(x, training)
 
-    def _model_backward(self, dy, through_activation=True):
-        return self.backward(dy, through_activation)
+    def _model_backward(self, dy, through_activation=True, input_grad=True):
+        return self.backward(dy, through_activation, input_grad=input_grad)
 
     def _model_step(self, x_t, state):
         return self._forward(x_t, False), None
 
-    def backward(self, dy, through_activation=True):
-        """Gradient with respect to the input; fills :attr:`grads`.
+    def backward(self, dy, through_activation=True, *, input_grad=True):
+        """Gradient with respect to the input (None if not ``input_grad``); fills :attr:`grads`.
 
         Parameters
         ----------
         dy : ndarray
             Gradient with respect to the output, or to the pre-activation when
             ``through_activation`` is False (as a loss computed from logits gives).
+        input_grad : bool
+            False skips the input gradient (the input is data) and returns None.
         """
         if self._cache is None:
             raise RuntimeError("backward() needs a call with training=True first")
@@ -566,7 +574,7 @@ class Dense:
         self.grads = {"weight": da2.T @ x2}
         if self.bias:
             self.grads["bias"] = da2.sum(axis=0)
-        return da @ self._params["weight"]
+        return da @ self._params["weight"] if input_grad else None
 
     def __repr__(self):
         return (f"Dense({self.in_features}, {self.out_features}, "
@@ -642,8 +650,8 @@ class Embedding:
     def _model_forward(self, x, lengths, training):
         return self._forward(x, training)
 
-    def _model_backward(self, dy):
-        return self.backward(dy)
+    def _model_backward(self, dy, input_grad=True):
+        return self.backward(dy)        # tokens have no gradient: always None
 
     def _model_step(self, x_t, state):
         return self._forward(x_t, False), None
@@ -711,8 +719,8 @@ class Dropout:
     def _model_forward(self, x, lengths, training):
         return self(x, training)
 
-    def _model_backward(self, dy):
-        return self.backward(dy)
+    def _model_backward(self, dy, input_grad=True):
+        return self.backward(dy) if input_grad else None
 
     def _model_step(self, x_t, state):
         return x_t, None

@@ -270,12 +270,14 @@ class Sequential(_Model):
         last = self.layers[-1]
         if trace is not None:
             trace[len(self.layers) - 1] = grad
-        d = last._model_backward(grad, through_activation=False) if logits \
-            else last._model_backward(grad)
-        for i in reversed(range(len(self.layers) - 1)):
+        # the first layer's input is data: its gradient (a GEMM as large as dW_ih) is skipped
+        n = len(self.layers)
+        d = last._model_backward(grad, through_activation=False, input_grad=n > 1) if logits \
+            else last._model_backward(grad, input_grad=n > 1)
+        for i in reversed(range(n - 1)):
             if trace is not None:
                 trace[i] = d                # the gradient of the loss at layer i's output
-            d = self.layers[i]._model_backward(d)
+            d = self.layers[i]._model_backward(d, input_grad=i > 0)
 
     @staticmethod
     def _mask(out, lengths):

@@ -116,6 +116,28 @@ def test_backward_fills_grads_like_the_reference(cell, rng):
         np.testing.assert_allclose(layer.grads[name], g, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("backend", ["compiled", "reference"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_without_input_grad(cell, backend, rng):
+    """``input_grad=False``: dx is None, every other gradient is what the full backward gives
+    (two layers, both directions: layer 1's input gradient still flows into layer 0)."""
+    layer = make_layer(cell, 3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=4,
+                       backend=backend)
+    x = rng.standard_normal((3, 5, 3))
+    lengths = np.array([5, 3, 1])
+    y, _ = layer(x, lengths=lengths, training=True)
+    dy = rng.standard_normal(y.shape)
+    dx, full0 = layer.backward(dy)
+    full = {k: v.copy() for k, v in layer.grads.items()}
+    none, part0 = layer.backward(dy, input_grad=False)
+    assert dx is not None and none is None
+    for a, b in zip(state_arrays(full0), state_arrays(part0)):
+        np.testing.assert_array_equal(a, b)
+    assert set(layer.grads) == set(full)
+    for name, g in full.items():
+        np.testing.assert_array_equal(layer.grads[name], g)
+
+
 def test_backward_of_the_final_state_only(rng):
     """dy=None with a gradient on the final (h, c): only the last valid steps are seeded."""
     layer = fastrnn.LSTM(2, 3, dtype="float64", seed=5)
