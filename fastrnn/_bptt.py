@@ -411,37 +411,24 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
 # Threads
 # ----------------------------------------------------------------------------------------------
 
-#: from this hidden size, the threads share each step's GEMM; below it, each thread takes a
-#: block of the batch (or a direction)
-ITEMS_MAX_H = 128
-
-_pool = None
-_pool_lock = threading.Lock()
-
-
-def _executor():
-    global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-                _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastrnn-bptt")
-    return _pool
+#: fewest batch rows per thread for which the threads take independent batch blocks
+ITEM_MIN_ROWS = 4
 
 
 def _plan(D, B, H, nthreads):
     """(item threads, GEMM threads) of one layer's BPTT.
 
     Two ways to use two cores: the batch split into interleaved blocks (or, bidirectional, the
-    two directions) as independent work items, one per thread, each step's GEMM on one thread
-    (no synchronisation; every core reads all of W_hh: for small H); or the items one after the
-    other and each step's GEMM split by column panels over the engine's OpenMP threads (each
-    core streams only its share of W_hh: for large H).  Measured (float32, 2 cores, medians of
-    a training step): LSTM H=64 B=32 2.91 ms with items against 3.15 split; LSTM H=128 B=64
-    11.3 against 10.4; GRU and tanh RNN at H=128 within 5% either way; H=256 and 512 faster
-    split.
+    two directions) as independent work items, one per thread of the engine's OpenMP team,
+    each step's GEMM on its own thread (no synchronisation at all); or, for a batch too small
+    to split, the steps one after the other with each step's GEMM split by column panels over
+    the team (a fork and a join per step, the gate math on one thread).  Items win at every
+    hidden size once they run on the team rather than on a thread of their own (measured,
+    float32, 2 cores, medians of a training step, items against split: LSTM B=64 H=128 9.7
+    against 10.8 ms, GRU 8.2 against 10.3; LSTM B=16 H=256 21.3 against 22.0; LSTM B=32
+    H=512 25.9 against 26.3; B=8 H=512 within 2%).
     """
-    if nthreads > 1 and H < ITEMS_MAX_H and (D > 1 or B >= 4 * nthreads):
+    if nthreads > 1 and (D > 1 or B >= ITEM_MIN_ROWS * nthreads):
         return min(2, nthreads), 1
     return 1, nthreads
 
@@ -461,15 +448,14 @@ def _items(D, lengths, nblocks):
 
 def _run_items(kernel, args, pos, items, nthreads):
     """Run ``kernel(*args)`` with ``args[pos]`` set to the work items, split over ``nthreads``
-    threads (the calling one and the pool's; the kernels release the GIL and call no BLAS)."""
+    threads of the engine's OpenMP team (``_forward.run_on_team``; the kernels release the GIL
+    and call no BLAS)."""
     groups = [np.ascontiguousarray(items[i::nthreads]) for i in range(min(nthreads, len(items)))]
     calls = [args[:pos] + (g,) + args[pos + 1:] for g in groups]
-    futures = [_executor().submit(kernel, *c) for c in calls[1:]]
-    try:
+    if len(calls) == 1:
         kernel(*calls[0])
-    finally:
-        for f in futures:
-            f.result()
+    else:
+        _forward.run_on_team([lambda c=c: kernel(*c) for c in calls])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -860,6 +860,38 @@ cdef size_t _ftz_off(size_t old) noexcept nogil:
     return 0
 
 
+def run_on_team(list calls):
+    """Call ``calls[i]()`` on thread ``i`` of the engine's OpenMP team (``len(calls)`` threads),
+    each holding the GIL only while it starts its call: meant for Numba ``nogil`` kernels, which
+    release it at once.  The kernels then run on the threads that run every other part of the
+    engine, instead of beside them (libgomp's idle workers spin for a while after each parallel
+    region and would compete with a thread of another pool for the core).  Re-raises the first
+    exception after every call returned.  Runs the calls one after the other if the team cannot
+    have that many threads."""
+    cdef int n = len(calls), tid, got
+    errors = [None] * n
+    if n == 0:
+        return
+    with nogil, parallel(num_threads=n):
+        tid = openmp.omp_get_thread_num()
+        got = openmp.omp_get_num_threads()
+        with gil:
+            _team_call(calls, errors, tid, got)
+    for e in errors:
+        if e is not None:
+            raise e
+
+
+cdef void _team_call(list calls, list errors, int tid, int got):
+    """Thread ``tid`` of a team of ``got``: its share of ``calls`` (all of them if alone)."""
+    cdef int i
+    for i in range(tid, len(calls), got):
+        try:
+            calls[i]()
+        except BaseException as e:
+            errors[i] = e
+
+
 def bptt_symbols():
     """{symbol name: address} of the C entry points that the Numba BPTT kernels call."""
     return {"fastrnn_dh_gemm_f32": <size_t>&_dh_gemm_f,

@@ -123,14 +123,20 @@ def test_matches_reference(cell, dtype, shape, source):
         check(errs, dtype)
 
 
+@pytest.mark.parametrize("H", [32, 130])
 @pytest.mark.parametrize("cell", CELLS)
-def test_larger_batch_threads_and_lengths(cell):
-    """A larger batch with shuffled lengths, stacked, both directions."""
+def test_larger_batch_threads_and_lengths(cell, H):
+    """A larger batch with shuffled lengths, stacked, both directions: batch blocks on two
+    threads of the engine's team (small H, and H above two panels)."""
     rng = np.random.default_rng(7)
     lengths = rng.integers(1, 13, 40).astype(np.int64)
+    if _engine is not None:
+        from fastrnn import _bptt
+        assert _bptt._plan(1, 40, H, 2) == (2, 1)
+        _engine.set_num_threads(2)
     for source in SOURCES:
         for D in (1, 2):
-            errs = run_case(cell, 40, 12, 9, 32, 2, D, True, np.float64, lengths, True, "both",
+            errs = run_case(cell, 40, 12, 9, H, 2, D, True, np.float64, lengths, True, "both",
                             source, rng)
             check(errs, np.float64)
 
@@ -141,8 +147,10 @@ def test_larger_batch_threads_and_lengths(cell):
 @pytest.mark.parametrize("H", [70, 130])
 def test_step_gemm_split_over_threads(cell, dtype, H):
     """Every step's dh GEMM split by column panels over 2 threads (threshold forced to 0),
-    with H off the panel width, variable lengths, both directions."""
-    from fastrnn import _forward
+    with H off the panel width, variable lengths, both directions (a batch of 5: too small
+    for batch blocks, so one direction splits its steps)."""
+    from fastrnn import _bptt, _forward
+    assert _bptt._plan(1, 5, H, 2) == (1, 2)
     rng = np.random.default_rng(H)
     lengths = rng.integers(1, 7, 5).astype(np.int64)
     _engine.set_num_threads(2)
@@ -301,3 +309,25 @@ def test_denormal_flush_does_not_leak_into_the_caller():
         run_case(cell, 6, 5, 4, 8, 1, 2, True, np.float32, None, False, "dy", "reference", rng)
         tiny = np.array([1e-39], dtype=np.float32)
         assert (tiny * np.float32(1.0))[0] != 0.0
+
+
+@pytest.mark.skipif(_engine is None, reason="compiled engine not built")
+def test_run_on_team_runs_every_call_once_and_reraises():
+    """The helper that runs BPTT work items on the engine's OpenMP team: every call exactly
+    once, on distinct threads when the team has them, and an exception reaches the caller
+    after all calls finished."""
+    import threading
+    from fastrnn import _forward
+    seen = []
+    _forward.run_on_team([lambda i=i: seen.append((i, threading.get_ident())) for i in range(2)])
+    assert sorted(i for i, _ in seen) == [0, 1]
+    assert len({t for _, t in seen}) == 2
+    done = []
+
+    def boom():
+        raise ValueError("item failed")
+
+    with pytest.raises(ValueError, match="item failed"):
+        _forward.run_on_team([boom, lambda: done.append(1)])
+    assert done == [1]
+    _forward.run_on_team([])
