@@ -694,19 +694,18 @@ cdef void _pack_rows(const floating* B, Py_ssize_t ldb,   # IN (K, N) row-major,
         p0 += pstep * NR
 
 
-cdef void _gemm_rows(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                     const floating* A, Py_ssize_t lda, bint trans_a,
-                     const floating* Bp,                  # IN packed, shared by the threads
-                     floating* C, Py_ssize_t ldc) noexcept nogil:
-    """Thread ``tid`` of ``nth``: ``C = op(A) @ B`` for its share of the rows (multiples of 4),
-    in blocks of 128 rows (``_small_gemm_acc``; transposed A through micro-panels)."""
-    cdef Py_ssize_t MC = 128, chunk, r0, r1, m0, r
+cdef void _gemm_range(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t N, Py_ssize_t K,
+                      const floating* A, Py_ssize_t lda, bint trans_a,
+                      const floating* Bp,                  # IN packed, shared by the threads
+                      floating* C, Py_ssize_t ldc) noexcept nogil:
+    """Rows ``r0 .. r1`` of ``C = op(A) @ B`` in blocks of 128 rows (``_small_gemm_acc``;
+    a transposed A through micro-panels)."""
+    cdef Py_ssize_t MC = 128, m0, r
     cdef Py_ssize_t ars = 1 if trans_a else lda
-    cdef floating* apack = <floating*>malloc(MC * 128 * sizeof(floating)) if trans_a else NULL
-    chunk = (M + nth - 1) // nth
-    chunk = ((chunk + 3) // 4) * 4
-    r0 = min(tid * chunk, M)
-    r1 = min(r0 + chunk, M)
+    cdef floating* apack
+    if r1 <= r0:
+        return
+    apack = <floating*>malloc(MC * 128 * sizeof(floating)) if trans_a else NULL
     for r in range(r0, r1):
         memset(C + r * ldc, 0, N * sizeof(floating))
     m0 = r0
@@ -717,30 +716,63 @@ cdef void _gemm_rows(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     free(apack)
 
 
+cdef void _gemm_rows(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                     const floating* A, Py_ssize_t lda, bint trans_a,
+                     const floating* Bp,                  # IN packed, shared by the threads
+                     floating* C, Py_ssize_t ldc,
+                     const floating* A2=NULL, Py_ssize_t lda2=0,   # IN second operand
+                     Py_ssize_t M1=0) noexcept nogil:
+    """Thread ``tid`` of ``nth``: ``C = op(A) @ B`` for its share of the rows (multiples of 4).
+    With ``A2`` (transposed, like A): rows ``M1 ..`` of C come from ``A2`` (``C = [A | A2]^T
+    @ B``, one packing of B for both)."""
+    cdef Py_ssize_t chunk, r0, r1
+    chunk = (M + nth - 1) // nth
+    chunk = ((chunk + 3) // 4) * 4
+    r0 = min(tid * chunk, M)
+    r1 = min(r0 + chunk, M)
+    if A2 == NULL:
+        _gemm_range(r0, r1, N, K, A, lda, trans_a, Bp, C, ldc)
+    else:
+        _gemm_range(r0, min(r1, M1), N, K, A, lda, trans_a, Bp, C, ldc)
+        _gemm_range(max(r0, M1) - M1, r1 - M1, N, K, A2, lda2, trans_a, Bp, C + M1 * ldc, ldc)
+
+
 cdef void _gemm_part(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* A, Py_ssize_t lda, bint trans_a,
                      const floating* B, Py_ssize_t ldb,
-                     floating* C, Py_ssize_t ldc, floating* bp) noexcept nogil:
+                     floating* C, Py_ssize_t ldc, floating* bp,
+                     const floating* A2, Py_ssize_t lda2, Py_ssize_t M1) noexcept nogil:
     """Thread ``tid`` of ``nth`` of ``gemm``: its share of packing B, a barrier, its C rows."""
     _pack_rows(B, ldb, K, N, bp, tid, nth)
     if nth > 1:
         fr_omp_barrier()
-    _gemm_rows(tid, nth, M, N, K, A, lda, trans_a, bp, C, ldc)
+    _gemm_rows(tid, nth, M, N, K, A, lda, trans_a, bp, C, ldc, A2, lda2, M1)
 
 
 def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit column stride
          const floating[:, :] b,     # IN  (K, N), unit column stride
-         floating[:, ::1] c,         # OUT (M, N)
-         bint trans_a, int nthreads):
+         floating[:, ::1] c,         # OUT (M, N), or (M + M2, N) with a2
+         bint trans_a, int nthreads,
+         const floating[:, :] a2=None):  # IN  (K, M2), transposed like a (trans_a only)
     """``c[:] = op(a) @ b`` with the engine's own kernel on ``nthreads`` threads (``op(a)`` is
     ``a.T`` if ``trans_a``): b panel-packed once (the threads share it), the rows of c split
-    between the threads.  Rows of ``a`` and ``b`` may be strided (column slices of a matrix)."""
+    between the threads.  Rows of ``a`` and ``b`` may be strided (column slices of a matrix).
+    With ``a2`` (``trans_a`` only): ``c = [a | a2].T @ b``, two products on one packing of b
+    (BPTT's dW_ih and dW_hh)."""
+    cdef Py_ssize_t M1 = a.shape[1] if trans_a else a.shape[0]
     cdef Py_ssize_t M = c.shape[0], N = c.shape[1]
-    cdef Py_ssize_t K = b.shape[0], lda, ldb
+    cdef Py_ssize_t K = b.shape[0], lda, ldb, lda2 = 0
+    cdef const floating* a2p = NULL
     cdef int tid, nth
     cdef unsigned int csr
-    if (a.shape[1] if trans_a else a.shape[0]) != M or (a.shape[0] if trans_a else a.shape[1]) != K \
-            or b.shape[1] != N:
+    if a2 is not None:
+        if not trans_a or a2.shape[0] != K or M1 + a2.shape[1] != M:
+            raise ValueError("gemm: shapes do not match")
+        if a2.strides[1] != sizeof(floating):
+            raise ValueError("gemm: a2 needs a unit column stride")
+    elif M1 != M:
+        raise ValueError("gemm: shapes do not match")
+    if (a.shape[0] if trans_a else a.shape[1]) != K or b.shape[1] != N:
         raise ValueError("gemm: shapes do not match")
     if M == 0 or N == 0:
         return
@@ -751,24 +783,32 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
         raise ValueError("gemm: a and b need unit column strides")
     lda = a.strides[0] // sizeof(floating)
     ldb = b.strides[0] // sizeof(floating)
+    if a2 is not None and a2.shape[1] > 0:
+        a2p = &a2[0, 0]
+        lda2 = a2.strides[0] // sizeof(floating)
+    elif a2 is not None:
+        M1 = M          # nothing from a2: the rows of a are all of c
     bp_arr = np.empty(_packed_size(K, N, sizeof(floating)),
                       dtype=np.float64 if floating is double else np.float32)
     cdef floating[::1] bp = bp_arr
+    cdef const floating* ap = &a[0, 0] if M1 > 0 else a2p
+    if M1 == 0:         # everything from a2
+        lda, a2p, lda2 = lda2, NULL, 0
     if nthreads > 1 and M < 8:
         nthreads = 1
     with nogil:
         if nthreads <= 1:
             csr = fr_ftz_enter()
-            _gemm_part(0, 1, M, N, K, &a[0, 0], lda, trans_a, &b[0, 0], ldb, &c[0, 0], N,
-                       &bp[0])
+            _gemm_part(0, 1, M, N, K, ap, lda, trans_a, &b[0, 0], ldb, &c[0, 0], N,
+                       &bp[0], a2p, lda2, M1)
             fr_ftz_exit(csr)
         else:
             with parallel(num_threads=nthreads):
                 tid = openmp.omp_get_thread_num()
                 nth = openmp.omp_get_num_threads()
                 csr = fr_ftz_enter()
-                _gemm_part(tid, nth, M, N, K, &a[0, 0], lda, trans_a, &b[0, 0], ldb,
-                           &c[0, 0], N, &bp[0])
+                _gemm_part(tid, nth, M, N, K, ap, lda, trans_a, &b[0, 0], ldb,
+                           &c[0, 0], N, &bp[0], a2p, lda2, M1)
                 fr_ftz_exit(csr)
 
 

@@ -477,6 +477,26 @@ def test_engine_matmul_matches_numpy(dtype, trans_a, M, K, N, threads):
     assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()) * math.sqrt(K)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M1,M2,K,N", [(1, 1, 1, 1), (3, 5, 7, 9), (130, 6, 257, 65),
+                                       (64, 64, 300, 512), (0, 5, 4, 3), (5, 0, 4, 3),
+                                       (126, 131, 33, 70)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_matmul_pair_matches_numpy(dtype, M1, M2, K, N, threads):
+    """``matmul(a, b, trans_a=True, a2=a2)`` = ``[a | a2].T @ b`` (BPTT's fused dW_ih, dW_hh):
+    the row split between the threads falls inside either operand or on their border."""
+    rng = np.random.default_rng(M1 * 5 + M2 * 3 + K + N)
+    _engine.set_num_threads(threads)
+    a = rng.standard_normal((K, M1 + 3)).astype(dtype)[:, 1:M1 + 1]
+    a2 = rng.standard_normal((K, M2 + 4)).astype(dtype)[:, 2:M2 + 2]
+    b = rng.standard_normal((K, N + 9)).astype(dtype)[:, 4:N + 4]
+    got = _engine.matmul(a, b, trans_a=True, a2=a2)
+    want = np.concatenate([a, a2], axis=1).T.astype(np.float64) @ b.astype(np.float64)
+    assert got.shape == (M1 + M2, N) and got.dtype == dtype
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()) * math.sqrt(K)
+
+
 def test_engine_matmul_rejects_what_it_cannot_read():
     a = np.ones((4, 6), np.float32)
     with pytest.raises(ValueError, match="shapes"):
