@@ -1152,8 +1152,11 @@ cdef void _step_item(
                 zv = rr[nj + j]
                 hq[j] = nv + zv * (hp[j] - nv)
         if store and cell >= 2:
-            for k in range(G):
-                memcpy(wg + row * GH + k * H + u0, rr + k * nj, nj * sizeof(floating))
+            if nj == H:     # all units: the gates are one contiguous row
+                memcpy(wg + row * GH, rr, GH * sizeof(floating))
+            else:
+                for k in range(G):
+                    memcpy(wg + row * GH + k * H + u0, rr + k * nj, nj * sizeof(floating))
         memcpy(y + row * LY + u0, hq, nj * sizeof(floating))
         if s == L - 1:
             memcpy(hN + b * H + u0, hq, nj * sizeof(floating))
