@@ -141,6 +141,21 @@ def test_larger_batch_threads_and_lengths(cell, H):
             check(errs, np.float64)
 
 
+@pytest.mark.parametrize("lengths", [[6, 5, 5, 3, 1, 1, 1, 1], [6] * 8, [6, 2, 6, 2, 6, 2, 6, 2]],
+                         ids=["sorted", "equal", "alternating"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_batch_blocks_over_length_patterns(cell, lengths):
+    """Batch blocks on two threads over lengths already sorted, all equal, or alternating
+    (blocks with rows at a fixed stride, or not); the active rows shrink step by step."""
+    rng = np.random.default_rng(11)
+    lengths = np.array(lengths, dtype=np.int64)
+    for source in SOURCES:
+        for D in (1, 2):
+            errs = run_case(cell, 8, 6, 5, 7, 1, D, True, np.float64, lengths, True, "both",
+                            source, rng)
+            check(errs, np.float64)
+
+
 @pytest.mark.skipif(_engine is None, reason="compiled engine not built")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cell", CELLS)
