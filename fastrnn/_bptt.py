@@ -100,10 +100,52 @@ def _compiled():
                         types.void(sz, sz, sz, ptr, ptr, ptr, sz, sz))
                 g["_ext_ftz_on"] = types.ExternalFunction("fastrnn_ftz_on", ptr())
                 g["_ext_ftz_off"] = types.ExternalFunction("fastrnn_ftz_off", ptr(ptr))
+                g["_prefetch_line"] = _prefetch_intrinsic()
                 for name, options in _JIT_SPECS:
                     g[name] = numba.njit(cache=True, nogil=True, **options)(g[name])
                 _jit_ready = True
     return globals()
+
+
+def _prefetch_intrinsic():
+    """A Numba intrinsic ``_prefetch_line(address, write)``: LLVM's prefetch of one cache
+    line into all cache levels (``write`` a compile-time flag: 1 for a line about to be
+    written).  Compiled into the kernels, so cached kernels need nothing at load time."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core.extending import intrinsic
+
+    @intrinsic
+    def _prefetch_line(typingctx, address, write):
+        def codegen(context, builder, signature, args):
+            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            fn = builder.module.declare_intrinsic(
+                "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+            ptr = builder.inttoptr(args[0], i8p)
+            rw = builder.trunc(args[1], i32)
+            # the rw operand must be a constant: pick between two calls
+            with builder.if_else(builder.icmp_unsigned("!=", rw, i32(0))) as (then, other):
+                with then:
+                    builder.call(fn, [ptr, i32(1), i32(3), i32(1)])
+                with other:
+                    builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+        return types.void(types.uintp, types.intp), codegen
+
+    return _prefetch_line
+
+
+@_jit(inline="always")
+def _prefetch(a, write):
+    """Prefetch the cache lines of the 1-D contiguous array ``a`` (its next use is a step
+    away: the rows of the next timestep are scattered, 1-2 KiB each, too short for the
+    hardware prefetcher to start on before the loop needs them)."""
+    base = a.ctypes.data
+    end = base + a.size * a.itemsize
+    p = base & ~np.uintp(63)
+    while p < end:
+        _prefetch_line(p, write)
+        p += 64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,8 +316,14 @@ def _bptt_rnn(one, relu, H, items, order, lengths,   # IN  work items (d, p0, p1
         for s in range(tmax):
             t = s if rev else tmax - 1 - s
             nact = _active(rev, t, n, nact, lens)
+            tn = t + 1 if rev else t - 1         # the next step's rows, for the prefetch
             for r in range(nact):
                 b = order[p0 + r]
+                if 0 <= tn and tn < lens[r]:
+                    _prefetch(y[b, tn, ho:ho + H], 0)
+                    _prefetch(da[b, tn, xo:xo + GH], 1)
+                    if has_dy:
+                        _prefetch(dy[b, tn, ho:ho + H], 0)
                 dyr = dy[b, t, ho:ho + H] if has_dy else zrow
                 dar = dab[r * GH:(r + 1) * GH]
                 _rnn_row(one, H, relu, dhb[r * H:(r + 1) * H], dyr, y[b, t, ho:ho + H], dar)
@@ -319,8 +367,18 @@ def _bptt_lstm(one, H, items, order, lengths,        # IN  work items (d, p0, p1
         for s in range(tmax):
             t = s if rev else tmax - 1 - s
             nact = _active(rev, t, n, nact, lens)
+            tn = t + 1 if rev else t - 1         # the next step's rows, for the prefetch
             for r in range(nact):
                 b = order[p0 + r]
+                if 0 <= tn and tn < lens[r]:
+                    _prefetch(gates[d, b, tn], 0)
+                    _prefetch(y[b, tn, ho:ho + H], 0)
+                    _prefetch(da[b, tn, xo:xo + GH], 1)
+                    tc = tn + 1 if rev else tn - 1
+                    if 0 <= tc and tc < lens[r]:
+                        _prefetch(cst[d, b, tc], 0)
+                    if has_dy:
+                        _prefetch(dy[b, tn, ho:ho + H], 0)
                 if rev:
                     has_prev = t < lens[r] - 1
                     tp = t + 1
@@ -380,8 +438,19 @@ def _bptt_gru(one, H, items, order, lengths,         # IN  work items (d, p0, p1
         for s in range(tmax):
             t = s if rev else tmax - 1 - s
             nact = _active(rev, t, n, nact, lens)
+            tn = t + 1 if rev else t - 1         # the next step's rows, for the prefetch
             for r in range(nact):
                 b = order[p0 + r]
+                if 0 <= tn and tn < lens[r]:
+                    _prefetch(gates[d, b, tn], 0)
+                    _prefetch(hnw[d, b, tn], 0)
+                    _prefetch(da[b, tn, xo:xo + GH], 1)
+                    _prefetch(dah[b, tn, xo:xo + GH], 1)
+                    tc = tn + 1 if rev else tn - 1
+                    if 0 <= tc and tc < lens[r]:
+                        _prefetch(y[b, tc, ho:ho + H], 0)
+                    if has_dy:
+                        _prefetch(dy[b, tn, ho:ho + H], 0)
                 if rev:
                     has_prev = t < lens[r] - 1
                     tp = t + 1
