@@ -570,8 +570,7 @@ def _dw_hh(dah3, y3, d, D, H, GH, h0d, lengths):
     y2 = y3.reshape(B * T, D * H)[:, d * H:(d + 1) * H]
     dw = _engine.matmul(da2[rd], y2[ry], trans_a=True)
     first, corr = _h0_fix(dah3, y3, d, H, GH, h0d, lengths)
-    dw += _engine.matmul(first, corr, trans_a=True)
-    return dw
+    return _engine.matmul(first, corr, trans_a=True, out=dw)
 
 
 def _dw_ih_hh(da3, x2, y3, d, D, H, GH, h0d, lengths):
@@ -595,7 +594,7 @@ def _dw_ih_hh(da3, x2, y3, d, D, H, GH, h0d, lengths):
     w = _engine.matmul(x2[rd], da2[rd], trans_a=True, a2=y2[ry])     # (I + H, GH)
     w[:I] += np.outer(x2[miss], da2[miss])
     first, corr = _h0_fix(da3, y3, d, H, GH, h0d, lengths)
-    w[I:] += _engine.matmul(corr, first, trans_a=True)
+    _engine.matmul(corr, first, trans_a=True, out=w[I:])
     return np.ascontiguousarray(w[:I].T), np.ascontiguousarray(w[I:].T)
 
 
@@ -683,9 +682,11 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         cst = ws["c"][layer] if code == 2 else dummy4
         hnw = ws["hn"][layer] if code == 3 else dummy4
         sfx = [f"_l{layer}" + ("_reverse" if d else "") for d in range(D)]
-        whh = np.stack([weights["weight_hh" + s] for s in sfx]).astype(dtype, copy=False)
-        whh = np.ascontiguousarray(whh)
-        wpk = np.stack([_forward.pack_rows(whh[d]) for d in range(D)])   # W_hh as (GH, H) panels
+        wl = [np.ascontiguousarray(weights["weight_hh" + s], dtype=dtype) for s in sfx]
+        whh = wl[0][None] if D == 1 else np.stack(wl)
+        wpk = np.empty((D, _forward.packed_size(GH, H, dtype)), dtype=dtype)
+        for d in range(D):
+            _forward.pack_rows(wl[d], wpk[d])         # W_hh as (GH, H) panels
         is32 = dtype == np.float32
         da = np.empty((B, T, D * GH), dtype=dtype)      # the kernels zero the unused steps
         dah = np.empty((B, T, D * GH), dtype=dtype) if code == 3 else da

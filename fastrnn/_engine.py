@@ -248,15 +248,19 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
 SWAP_MAX_N = 128
 
 
-def matmul(a, b, trans_a=False, a2=None):
+def matmul(a, b, trans_a=False, a2=None, out=None):
     """``a @ b`` (``a.T @ b`` if ``trans_a``) on the engine's own kernel and threads.
 
     ``a``, ``b``: 2-D arrays of one dtype (float32 or float64) with unit column stride (rows may
-    be strided, e.g. column slices).  Returns a new C-contiguous array.  Used by BPTT for its
-    large GEMMs over all timesteps, so that they run at the FMA rate of our kernels and on the
-    engine's threads (no second thread pool spinning beside ours).  With ``a2`` (``trans_a``
-    only, same rows as ``a``): ``[a | a2].T @ b``, both products on one packing of ``b``.
+    be strided, e.g. column slices).  Returns a new C-contiguous array, or ``out`` (C-contiguous,
+    the product's shape) with the product added to it.  Used by BPTT for its large GEMMs over
+    all timesteps, so that they run at the FMA rate of our kernels and on the engine's threads
+    (no second thread pool spinning beside ours).  With ``a2`` (``trans_a`` only, same rows as
+    ``a``): ``[a | a2].T @ b``, both products on one packing of ``b``.
     """
+    if out is not None:
+        _forward.gemm(a, b, out, bool(trans_a), _num_threads, a2, True)
+        return out
     if a2 is not None:
         out = np.empty((a.shape[1] + a2.shape[1], b.shape[1]), dtype=a.dtype)
         _forward.gemm(a, b, out, True, _num_threads, a2)

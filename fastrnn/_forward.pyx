@@ -697,8 +697,8 @@ cdef void _pack_rows(const floating* B, Py_ssize_t ldb,   # IN (K, N) row-major,
 cdef void _gemm_range(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t N, Py_ssize_t K,
                       const floating* A, Py_ssize_t lda, bint trans_a,
                       const floating* Bp,                  # IN packed, shared by the threads
-                      floating* C, Py_ssize_t ldc) noexcept nogil:
-    """Rows ``r0 .. r1`` of ``C = op(A) @ B`` in blocks of 128 rows (``_small_gemm_acc``;
+                      floating* C, Py_ssize_t ldc, bint accumulate=False) noexcept nogil:
+    """Rows ``r0 .. r1`` of ``C (+)= op(A) @ B`` in blocks of 128 rows (``_small_gemm_acc``;
     a transposed A through micro-panels)."""
     cdef Py_ssize_t MC = 128, m0, r
     cdef Py_ssize_t ars = 1 if trans_a else lda
@@ -706,7 +706,7 @@ cdef void _gemm_range(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t N, Py_ssize_t K,
     if r1 <= r0:
         return
     apack = <floating*>malloc(MC * 128 * sizeof(floating)) if trans_a else NULL
-    for r in range(r0, r1):
+    for r in range(r0, r1 if not accumulate else r0):
         memset(C + r * ldc, 0, N * sizeof(floating))
     m0 = r0
     while m0 < r1:
@@ -721,7 +721,7 @@ cdef void _gemm_rows(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* Bp,                  # IN packed, shared by the threads
                      floating* C, Py_ssize_t ldc,
                      const floating* A2=NULL, Py_ssize_t lda2=0,   # IN second operand
-                     Py_ssize_t M1=0) noexcept nogil:
+                     Py_ssize_t M1=0, bint accumulate=False) noexcept nogil:
     """Thread ``tid`` of ``nth``: ``C = op(A) @ B`` for its share of the rows (multiples of 4).
     With ``A2`` (transposed, like A): rows ``M1 ..`` of C come from ``A2`` (``C = [A | A2]^T
     @ B``, one packing of B for both)."""
@@ -731,34 +731,37 @@ cdef void _gemm_rows(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     r0 = min(tid * chunk, M)
     r1 = min(r0 + chunk, M)
     if A2 == NULL:
-        _gemm_range(r0, r1, N, K, A, lda, trans_a, Bp, C, ldc)
+        _gemm_range(r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
     else:
-        _gemm_range(r0, min(r1, M1), N, K, A, lda, trans_a, Bp, C, ldc)
-        _gemm_range(max(r0, M1) - M1, r1 - M1, N, K, A2, lda2, trans_a, Bp, C + M1 * ldc, ldc)
+        _gemm_range(r0, min(r1, M1), N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
+        _gemm_range(max(r0, M1) - M1, r1 - M1, N, K, A2, lda2, trans_a, Bp, C + M1 * ldc, ldc,
+                    accumulate)
 
 
 cdef void _gemm_part(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* A, Py_ssize_t lda, bint trans_a,
                      const floating* B, Py_ssize_t ldb,
                      floating* C, Py_ssize_t ldc, floating* bp,
-                     const floating* A2, Py_ssize_t lda2, Py_ssize_t M1) noexcept nogil:
+                     const floating* A2, Py_ssize_t lda2, Py_ssize_t M1,
+                     bint accumulate) noexcept nogil:
     """Thread ``tid`` of ``nth`` of ``gemm``: its share of packing B, a barrier, its C rows."""
     _pack_rows(B, ldb, K, N, bp, tid, nth)
     if nth > 1:
         fr_omp_barrier()
-    _gemm_rows(tid, nth, M, N, K, A, lda, trans_a, bp, C, ldc, A2, lda2, M1)
+    _gemm_rows(tid, nth, M, N, K, A, lda, trans_a, bp, C, ldc, A2, lda2, M1, accumulate)
 
 
 def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit column stride
          const floating[:, :] b,     # IN  (K, N), unit column stride
          floating[:, ::1] c,         # OUT (M, N), or (M + M2, N) with a2
          bint trans_a, int nthreads,
-         const floating[:, :] a2=None):  # IN  (K, M2), transposed like a (trans_a only)
+         const floating[:, :] a2=None,   # IN  (K, M2), transposed like a (trans_a only)
+         bint accumulate=False):
     """``c[:] = op(a) @ b`` with the engine's own kernel on ``nthreads`` threads (``op(a)`` is
     ``a.T`` if ``trans_a``): b panel-packed once (the threads share it), the rows of c split
     between the threads.  Rows of ``a`` and ``b`` may be strided (column slices of a matrix).
     With ``a2`` (``trans_a`` only): ``c = [a | a2].T @ b``, two products on one packing of b
-    (BPTT's dW_ih and dW_hh)."""
+    (BPTT's dW_ih and dW_hh).  ``accumulate``: ``c += ...`` instead."""
     cdef Py_ssize_t M1 = a.shape[1] if trans_a else a.shape[0]
     cdef Py_ssize_t M = c.shape[0], N = c.shape[1]
     cdef Py_ssize_t K = b.shape[0], lda, ldb, lda2 = 0
@@ -777,7 +780,8 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
     if M == 0 or N == 0:
         return
     if K == 0:
-        c[:, :] = 0
+        if not accumulate:
+            c[:, :] = 0
         return
     if a.strides[1] != sizeof(floating) or b.strides[1] != sizeof(floating):
         raise ValueError("gemm: a and b need unit column strides")
@@ -800,7 +804,7 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
         if nthreads <= 1:
             csr = fr_ftz_enter()
             _gemm_part(0, 1, M, N, K, ap, lda, trans_a, &b[0, 0], ldb, &c[0, 0], N,
-                       &bp[0], a2p, lda2, M1)
+                       &bp[0], a2p, lda2, M1, accumulate)
             fr_ftz_exit(csr)
         else:
             with parallel(num_threads=nthreads):
@@ -808,16 +812,21 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
                 nth = openmp.omp_get_num_threads()
                 csr = fr_ftz_enter()
                 _gemm_part(tid, nth, M, N, K, ap, lda, trans_a, &b[0, 0], ldb,
-                           &c[0, 0], N, &bp[0], a2p, lda2, M1)
+                           &c[0, 0], N, &bp[0], a2p, lda2, M1, accumulate)
                 fr_ftz_exit(csr)
 
 
-def pack_rows(const floating[:, ::1] b):
-    """Panel-pack ``b`` (K, N) itself for the small GEMM kernel (C = A @ b); see _pack_rows."""
+def pack_rows(const floating[:, ::1] b, out=None):
+    """Panel-pack ``b`` (K, N) itself for the small GEMM kernel (C = A @ b); see _pack_rows.
+    Into ``out`` (1-D, ``packed_size(K, N)`` elements of b's dtype) if given; returns the
+    packed array."""
     cdef Py_ssize_t K = b.shape[0], N = b.shape[1]
-    out = np.zeros(_packed_size(K, N, sizeof(floating)),
-                   dtype=np.float64 if floating is double else np.float32)
+    if out is None:
+        out = np.empty(_packed_size(K, N, sizeof(floating)),
+                       dtype=np.float64 if floating is double else np.float32)
     cdef floating[::1] o = out
+    if o.shape[0] != _packed_size(K, N, sizeof(floating)):
+        raise ValueError("pack_rows: out has the wrong size")
     if K > 0 and N > 0:
         with nogil:
             _pack_rows(&b[0, 0], N, K, N, &o[0], 0, 1)

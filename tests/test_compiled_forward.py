@@ -497,6 +497,33 @@ def test_engine_matmul_pair_matches_numpy(dtype, M1, M2, K, N, threads):
     assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()) * math.sqrt(K)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_matmul_adds_into_out(dtype, trans_a, threads):
+    """``matmul(..., out=c)`` adds the product to ``c`` (no swap of roles, none of ``c``'s
+    values lost), also for the two-operand form and for an empty inner dimension."""
+    rng = np.random.default_rng(3)
+    _engine.set_num_threads(threads)
+    a = rng.standard_normal((37, 133) if trans_a else (133, 37)).astype(dtype)
+    b = rng.standard_normal((37, 70)).astype(dtype)
+    c0 = rng.standard_normal((133, 70)).astype(dtype)
+    c = c0.copy()
+    assert _engine.matmul(a, b, trans_a=trans_a, out=c) is c
+    want = c0 + (a.T if trans_a else a).astype(np.float64) @ b
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert np.abs(c - want).max() <= tol * np.abs(want).max() * 10
+    if trans_a:
+        a2 = rng.standard_normal((37, 9)).astype(dtype)
+        c2 = np.ones((142, 70), dtype)
+        _engine.matmul(a, b, trans_a=True, a2=a2, out=c2)
+        want = 1 + np.concatenate([a, a2], axis=1).T.astype(np.float64) @ b
+        assert np.abs(c2 - want).max() <= tol * np.abs(want).max() * 10
+    c3 = c0.copy()
+    _engine.matmul(np.ones((133, 0), dtype), np.ones((0, 70), dtype), out=c3)
+    np.testing.assert_array_equal(c3, c0)
+
+
 def test_engine_matmul_rejects_what_it_cannot_read():
     a = np.ones((4, 6), np.float32)
     with pytest.raises(ValueError, match="shapes"):
