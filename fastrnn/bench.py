@@ -104,10 +104,13 @@ class Config:
         return int(lens.sum())
 
     def flops(self) -> float:
-        """GEMM flops of one call: 2 * steps * G * H * (I + H), times 3 for a training step
-        (forward, backward to the inputs and the state, weight gradients)."""
-        f = 2.0 * self.valid_steps() * GATES[self.kind] * self.H * (self.I + self.H)
-        return 3.0 * f if self.mode.startswith("train") else f
+        """GEMM flops of one call: 2 * steps * G * H * (I + H); for a training step
+        2 * steps * G * H * (2I + 3H): the forward, the weight gradients (I + H) and the state
+        gradient (H), no input gradient (x is data)."""
+        per = 2.0 * self.valid_steps() * GATES[self.kind] * self.H
+        if self.mode.startswith("train"):
+            return per * (2 * self.I + 3 * self.H)
+        return per * (self.I + self.H)
 
 
 FORWARD_CONFIGS = [
@@ -1104,7 +1107,7 @@ def main(argv=None) -> int:
     print()
     print(f"# times: {args.stat} per call (streaming: per step); ratios are peer time / fastrnn time"
           " (>1: fastrnn faster); best = the faster peer")
-    print(f"# GFLOP/s counts 2*steps*G*H*(I+H) (training: x3); %gemm = fraction of {ceiling:.0f} GFLOP/s, the best "
+    print(f"# GFLOP/s counts 2*steps*G*H*(I+H) (training: 2*steps*G*H*(2I+3H), no input gradient); %gemm = fraction of {ceiling:.0f} GFLOP/s, the best "
           f"GEMM rate seen (NumPy sgemm, {len(sgemm_samples)} measurements: start {sgemm:.0f}, median "
           f"{statistics.median(sgemm_samples):.0f}, end {sgemm_samples[-1]:.0f}"
           + (f"; fastrnn's own kernel {engine_gemm:.0f}" if engine_gemm else "") + ")")
