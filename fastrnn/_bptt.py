@@ -10,16 +10,18 @@ activations into the gate pre-activation gradients ``dA`` (no forward recomputat
 ``dh`` through ``W_hh`` with one call of the engine's C GEMM kernel per step (W_hh packed once)
 on the *active* rows only (rows sorted by length, descending, so the active rows of a step are a
 prefix: a padded batch costs what its valid steps cost).  Two cores share the work either as
-independent items (batch blocks, or the two directions) on two threads, or by splitting each
-step's GEMM by column panels in the C kernel, on the engine's OpenMP threads (large H; see
-:func:`_plan`).  No BLAS is called.  Denormals are flushed to zero
-inside the kernels, as in the forward.  Every step's ``dA`` is also stored at its ``(b, t)``
-place and the bias gradients are summed on the fly, so the weight gradients and the input
-gradient of *all* timesteps are a few large GEMMs (the engine's own kernel and threads,
-``fastrnn._engine.matmul``)::
+independent items (batch blocks, or the two directions) on two threads of the engine's OpenMP
+team, or, for a batch too small to split, by splitting each step's GEMM by column panels in the
+C kernel (see :func:`_plan`).  No BLAS is called.  Denormals are flushed to zero inside the
+kernels, as in the forward, and the rows of the next step are prefetched while the current one
+runs.  Every step's ``dA`` is also stored at its ``(b, t)`` place and the bias gradients are
+summed on the fly, so the weight gradients and the input gradient of *all* timesteps are a few
+large GEMMs (the engine's own kernel and threads, ``fastrnn._engine.matmul``)::
 
-    dW_ih = dA^T @ X          dx = dA @ W_ih (both directions in one GEMM)
-    dW_hh = dA_h^T @ H_prev   (the output sequence shifted by one step, see _dw_hh)
+    dW_ih = dA^T @ X          dx = dA @ W_ih (both directions in one GEMM; skipped for
+                                              layer 0 with ``input_grad=False``)
+    dW_hh = dA_h^T @ H_prev   (the output sequence shifted by one step, see _dw_hh; LSTM and
+                               RNN with narrow X and H: one GEMM [X | H_prev]^T @ dA)
 
 Numba is imported lazily, by the first :func:`backward` call, so ``import fastrnn`` and the
 forward pass never pay for it.  All kernels are compiled with ``cache=True``.
