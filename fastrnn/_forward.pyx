@@ -785,19 +785,19 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
         return
     if a.strides[1] != sizeof(floating) or b.strides[1] != sizeof(floating):
         raise ValueError("gemm: a and b need unit column strides")
+    if a2 is not None and a2.shape[1] == 0:      # an empty operand: one product
+        a2 = None
+    elif a2 is not None and M1 == 0:
+        a, a2, M1 = a2, None, M
     lda = a.strides[0] // sizeof(floating)
     ldb = b.strides[0] // sizeof(floating)
-    if a2 is not None and a2.shape[1] > 0:
+    if a2 is not None:
         a2p = &a2[0, 0]
         lda2 = a2.strides[0] // sizeof(floating)
-    elif a2 is not None:
-        M1 = M          # nothing from a2: the rows of a are all of c
     bp_arr = np.empty(_packed_size(K, N, sizeof(floating)),
                       dtype=np.float64 if floating is double else np.float32)
     cdef floating[::1] bp = bp_arr
-    cdef const floating* ap = &a[0, 0] if M1 > 0 else a2p
-    if M1 == 0:         # everything from a2
-        lda, a2p, lda2 = lda2, NULL, 0
+    cdef const floating* ap = &a[0, 0]
     if nthreads > 1 and M < 8:
         nthreads = 1
     with nogil:
