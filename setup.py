@@ -1,14 +1,70 @@
-"""Build script: compiles the Cython forward engine (``fastrnn._forward``).
+"""Build script: compiles the engine (``fastrnn._forward``) with its kernels for every target.
 
-Metadata lives in ``pyproject.toml``; this file only declares the extension, because it needs
-NumPy's headers and OpenMP flags at build time.
+Metadata lives in ``pyproject.toml``; this file declares the extension, because it needs
+NumPy's headers, OpenMP flags and one compilation of the kernels per instruction set.
+
+The arithmetic kernels (``fastrnn/engine/kernels/fr_isa.c``) are compiled once per target of
+the platform with that target's flags (``TARGETS``) and linked into the one extension, which
+chooses the best table the CPU can run at import (``fr_runtime.c``).  Nothing depends on the
+machine that builds: a source build and a wheel are the same artefact, and run on any CPU of
+the platform.
 """
 import os
+import platform
 import sys
 
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+KERNELS = os.path.join("fastrnn", "engine", "kernels")
+KERNEL_HEADERS = [os.path.join(KERNELS, h)
+                  for h in ("fr_config.h", "fr_kernels.h", "fr_kernels_impl.h")]
+
+# target name -> flags (GCC / Clang, MSVC), best first; "baseline" is the platform's minimum
+X86_TARGETS = [
+    ("avx512", ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma",
+                "-mprefer-vector-width=512"], ["/arch:AVX512"]),
+    ("avx2", ["-mavx2", "-mfma"], ["/arch:AVX2"]),
+    ("baseline", [], []),
+]
+ARM64_TARGETS = [("neon", [], [])]
+OTHER_TARGETS = [("baseline", [], [])]
+
+
+def targets():
+    """The kernel targets of the platform being built for."""
+    machine = os.environ.get("FASTRNN_TARGET_MACHINE", platform.machine()).lower()
+    if sys.platform == "darwin" and "arm64" in os.environ.get("ARCHFLAGS", ""):
+        machine = "arm64"           # cross-building an arm64 wheel on an Intel Mac
+    if machine in ("x86_64", "amd64", "x64"):
+        return X86_TARGETS
+    if machine in ("aarch64", "arm64"):
+        return ARM64_TARGETS
+    return OTHER_TARGETS
+
+
+class BuildWithKernels(build_ext):
+    """build_ext that first compiles the kernels once per target and links them in."""
+
+    def build_extension(self, ext):
+        msvc = self.compiler.compiler_type == "msvc"
+        common = ["/O2", "/fp:contract"] if msvc else ["-O3", "-ffp-contract=fast"]
+        objects = []
+        for name, gnu_flags, msvc_flags in targets():
+            objects += self.compiler.compile(
+                [os.path.join(KERNELS, "fr_isa.c")],
+                output_dir=os.path.join(self.build_temp, "kernels", name),
+                macros=[("FR_TARGET", name)],
+                include_dirs=[KERNELS],
+                extra_postargs=common + (msvc_flags if msvc else gnu_flags),
+                depends=KERNEL_HEADERS,
+            )
+            ext.define_macros.append((f"FR_HAVE_{name.upper()}", "1"))
+        ext.extra_objects = objects + list(ext.extra_objects or [])
+        super().build_extension(ext)
+
 
 if sys.platform == "win32":
     openmp_compile, openmp_link = ["/openmp"], []
@@ -17,30 +73,20 @@ elif sys.platform == "darwin":
 else:
     openmp_compile, openmp_link = ["-fopenmp"], ["-fopenmp"]
 
-# The gate math and the small recurrent GEMM are compiled loops that need the machine's vector
-# width (AVX2 / AVX-512) to keep up with oneDNN; BLAS dispatches at run time by itself.  Source
-# builds therefore target the build machine; set FASTRNN_PORTABLE=1 for redistributable wheels.
-native = []
-if sys.platform != "win32" and not os.environ.get("FASTRNN_PORTABLE"):
-    import platform
-
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        native = ["-march=native", "-mprefer-vector-width=512"]
-    elif platform.machine().lower() in ("aarch64", "arm64") and sys.platform != "darwin":
-        native = ["-mcpu=native"]
-
 extensions = [
     Extension(
         "fastrnn._forward",
-        ["fastrnn/_forward.pyx"],
-        include_dirs=[np.get_include()],
+        ["fastrnn/_forward.pyx", os.path.join(KERNELS, "fr_runtime.c")],
+        include_dirs=[np.get_include(), KERNELS],
+        depends=KERNEL_HEADERS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=(["-O3"] + native + openmp_compile) if sys.platform != "win32" else openmp_compile,
+        extra_compile_args=(["-O3"] if sys.platform != "win32" else []) + openmp_compile,
         extra_link_args=openmp_link,
     )
 ]
 
 setup(
+    cmdclass={"build_ext": BuildWithKernels},
     ext_modules=cythonize(
         extensions,
         compiler_directives={

@@ -12,21 +12,26 @@ forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
 make_stepper(cell, weights, num_layers=1) -> Stepper;  Stepper.step(x_t, h=None, c=None)
 set_num_threads(n), get_num_threads()
 
-Threads: the engine uses ``get_num_threads()`` OpenMP threads (default: the CPU count).  Its
-GEMMs are its own kernels; only the optional BLAS recurrent mode calls scipy's OpenBLAS, which
-is then set to one thread through threadpoolctl when that is installed (and restored
-afterwards); without threadpoolctl that mode runs on one thread.  Neither forward nor a Stepper keeps
-state between calls except the Stepper's weight snapshot and scratch buffers, so one Stepper
-must not be used from two threads at once (forward may be).
+Kernels: the C kernels are compiled once per instruction set (``_forward.compiled_isas()``:
+x86-64 baseline, AVX2 + FMA, AVX-512; NEON on aarch64); at import the best one this CPU can run
+is used, or the one named by the environment variable ``FASTRNN_ISA`` (``baseline``, ``avx2``,
+``avx512``, ``neon``), which can force a lower path but never one the CPU lacks.
+``fastrnn.show_config()`` says which is in use.
+
+Threads: the engine uses ``get_num_threads()`` OpenMP threads (default: the CPU count); its
+GEMMs are its own kernels, no BLAS is called.  Neither forward nor a Stepper keeps state
+between calls except the Stepper's weight snapshot and scratch buffers, so one Stepper must not
+be used from two threads at once (forward may be).
 """
+import contextlib
 import os
-import threading
 
 import numpy as np
 
 from . import _forward
 
 __all__ = ["forward", "make_stepper", "Stepper", "set_num_threads", "get_num_threads", "matmul",
+           "isa", "supported_isas", "compiled_isas", "use_isa",
            "TANH_F32_MAX_ABS_ERR", "SIGMOID_F32_MAX_ABS_ERR"]
 
 #: documented bounds of the float32 activation approximations (float64 uses exact libm)
@@ -44,7 +49,7 @@ _forward.set_threads(_num_threads)
 
 
 def set_num_threads(n):
-    """Set the number of threads the engine uses (>= 1).  BLAS stays single-threaded inside."""
+    """Set the number of threads the engine uses (>= 1)."""
     global _num_threads
     n = int(n)
     if n < 1:
@@ -58,40 +63,43 @@ def get_num_threads():
     return _num_threads
 
 
-_blas_lock = threading.Lock()
-_blas_fns = None          # (get, set) ctypes functions of scipy's OpenBLAS (the one cython_blas uses)
+# ----------------------------------------------------------------------------------------------
+# instruction sets
+# ----------------------------------------------------------------------------------------------
+
+compiled_isas = _forward.compiled_isas
+supported_isas = _forward.supported_isas
+isa = _forward.isa
 
 
-def _scipy_blas_fns():
-    """ctypes (get_num_threads, set_num_threads) of scipy's OpenBLAS, or None if not found.
+def _select_isa_from_environment():
+    """Honour ``FASTRNN_ISA`` (at import): a clear error for a name this build or this CPU
+    cannot run, never an illegal instruction."""
+    want = os.environ.get("FASTRNN_ISA", "").strip().lower()
+    if not want or want in ("auto", "best"):
+        return
+    if want not in compiled_isas():
+        raise ValueError(f"FASTRNN_ISA={want!r}: not an instruction set of this build "
+                         f"(it has: {', '.join(compiled_isas())}; or 'auto')")
+    if want not in supported_isas():
+        raise ValueError(f"FASTRNN_ISA={want!r}: this CPU cannot run it (it can run: "
+                         f"{', '.join(supported_isas())})")
+    _forward.set_isa(want)
 
-    threadpoolctl (when installed) locates the library once; the calls themselves then cost
-    about a microsecond, unlike a ``threadpool_limits`` context (hundreds of microseconds).
-    """
-    global _blas_fns
-    if _blas_fns is None:
-        with _blas_lock:
-            if _blas_fns is None:
-                fns = ()
-                try:
-                    from threadpoolctl import ThreadpoolController
-                    import scipy.linalg.cython_blas  # noqa: F401  (make sure it is loaded)
-                    for c in ThreadpoolController().lib_controllers:
-                        folder = os.path.basename(os.path.dirname(c.filepath))
-                        if c.internal_api != "openblas" or "scipy" not in folder:
-                            continue
-                        for prefix in ("scipy_openblas", "openblas"):
-                            get = getattr(c.dynlib, prefix + "_get_num_threads", None)
-                            put = getattr(c.dynlib, prefix + "_set_num_threads", None)
-                            if get is not None and put is not None:
-                                fns = (get, put)
-                                break
-                        if fns:
-                            break
-                except Exception:  # threadpoolctl missing or unusable: leave BLAS alone
-                    fns = ()
-                _blas_fns = fns
-    return _blas_fns or None
+
+_select_isa_from_environment()
+
+
+@contextlib.contextmanager
+def use_isa(name):
+    """Run the engine on the kernels of instruction set ``name`` inside the block (for tests and
+    benchmarks; not while another thread runs the engine)."""
+    old = _forward.isa()
+    _forward.set_isa(name)
+    try:
+        yield
+    finally:
+        _forward.set_isa(old)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,7 +120,7 @@ DOT_KERNEL_MIN_H = 256
 DOT_KERNEL_MAX_ROWS = 128
 
 #: recurrent GEMM modes (the third element of a plan)
-MODE_PANEL, MODE_DOT, MODE_BLAS = 0, 1, 2
+MODE_PANEL, MODE_DOT = 0, 1
 
 
 def _plan(B, H, G, nthreads, T=None):
@@ -120,8 +128,7 @@ def _plan(B, H, G, nthreads, T=None):
 
     Kernels: ``MODE_PANEL`` (the engine's register-tiled kernel on weights panel-packed once
     per call; best for small and medium H), ``MODE_DOT`` (dot-product kernel on the weights as
-    given: no per-call transpose of a large W_hh), ``MODE_BLAS`` (scipy's BLAS, one call per
-    step; kept as an option).  Two ways to use several cores:
+    given: no per-call transpose of a large W_hh).  Two ways to use several cores:
 
     * batch blocks (nb > 1): independent sequences per thread, no synchronisation; each core
       reads all of W_hh, so it suits small H with enough batch rows;
@@ -207,7 +214,6 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     nthreads = _num_threads
     if _plan_override is not None:
         nb, nu, mode = _plan_override
-        mode = int(mode) if not isinstance(mode, bool) else (MODE_BLAS if mode else MODE_PANEL)
     else:
         nb, nu, mode = _plan(B, H, G, nthreads, T)
     w_ih, w_hh, b_ih, b_hh = [], [], [], []
@@ -219,21 +225,9 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
             b_ih.append(weights.get("bias_ih" + sfx))
             b_hh.append(weights.get("bias_hh" + sfx))
     proj_threads = nthreads if B * T * max(I, H * D) * G * H >= MIN_PARALLEL_PROJ_WORK else 1
-    # only the BLAS recurrent mode calls BLAS, from inside the engine's threads: keep scipy's
-    # OpenBLAS single-threaded meanwhile (without threadpoolctl: the recurrence on one thread)
-    fns = _scipy_blas_fns() if mode == MODE_BLAS else None
-    if mode == MODE_BLAS and fns is None:
-        nthreads = 1
-    old = fns[0]() if fns is not None else 1
-    if old != 1:
-        fns[1](1)
-    try:
-        y, h_n, c_n, ws = _forward.forward_stack(
-            code, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, num_layers, D, training,
-            nthreads, nb, nu, mode, proj_threads)
-    finally:
-        if old != 1:
-            fns[1](old)
+    y, h_n, c_n, ws = _forward.forward_stack(
+        code, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, num_layers, D, training,
+        nthreads, nb, nu, int(mode), proj_threads)
     if ws is not None:
         ws.update(cell=cell, num_layers=num_layers, num_directions=D, hidden_size=H,
                   x=x, h0=h0, c0=c0 if code == 2 else None)

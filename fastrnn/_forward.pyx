@@ -1,11 +1,16 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled forward kernels for fastrnn (private).
+"""Compiled forward driver of fastrnn (private).
 
 Entry points: ``forward_stack`` (the whole stacked, (bi)directional forward in one call, driven
-by ``fastrnn._engine.forward``) and ``StepKernel`` (streaming, one timestep per call).  Inner
-kernels take raw pointers to C-contiguous buffers of one floating dtype (float32 or float64:
-the fused type ``floating``, one code path) and never allocate; all allocation happens once per
-call in ``forward_stack`` / once per stepper.
+by ``fastrnn._engine.forward``), ``StepKernel`` (streaming, one timestep per call), ``gemm``
+(the engine's GEMM, for BPTT's dense products) and the C entry points of the Numba BPTT
+kernels (``bptt_symbols``).  The arithmetic itself lives in C, in ``fastrnn/engine/kernels/``:
+one source compiled once per instruction set (x86-64 baseline, AVX2 + FMA, AVX-512; NEON on
+aarch64), each exporting a table of kernels (``fr_kernels.h``).  At import the best table this
+CPU can run is chosen (``FASTRNN_ISA`` forces a lower one, see ``fastrnn._engine``); this module
+only plans, allocates, sorts, splits the work over threads and calls the table.  Kernels take
+raw pointers to C-contiguous buffers of one floating dtype (float32 or float64: the fused type
+``floating``, one code path here) and never allocate in the time loop.
 
 Cell codes: 0 = tanh RNN, 1 = relu RNN, 2 = LSTM (gates i, f, g, o), 3 = GRU (gates r, z, n).
 
@@ -21,734 +26,314 @@ Algorithm per layer and direction
    sorted order; outputs, final states and the workspace are written in the caller's order.
 3. Per step and work item: prefill a scratch row ``[gate_0 | gate_1 | ...]`` (each ``nj``
    wide) with ``xp + bias`` (GRU: the n slot with ``b_hn``, and ``x W_in^T + b_in`` in a fourth
-   slot), accumulate ``h W_hh^T`` with one GEMM, then the fused gate math.
+   slot), accumulate ``h W_hh^T`` with one GEMM, then the fused gate math (the table's
+   ``gates``).
 
-Recurrent GEMM modes: 0 = the engine's register-tiled kernel on W_hh^T panel-packed once per
-call (``_small_gemm_acc``; default), 1 = dot-product kernel on W_hh as given (no packing),
-2 = scipy's BLAS per step.
+Recurrent GEMM modes: 0 = the register-tiled kernel on W_hh^T panel-packed once per call
+(default), 1 = the dot-product kernel on W_hh as given (no packing).
 
 Parallelism: the batch is split into ``nb`` blocks and the hidden units into ``nu`` blocks;
 work item ``w = bi*nu + uj``.  With ``nu == 1`` the items are independent sequences (no
 synchronisation at all); with ``nu > 1`` all threads meet at one barrier per timestep (a
 sense-reversing spin barrier that yields the core after a short spin).  Packing of W_hh is
-shared between the threads.  BLAS is only called in recurrent mode 2 (from inside the threads;
-``fastrnn._engine`` keeps scipy's OpenBLAS single-threaded around the call).  Our own kernels
-need no BLAS: they run at the FMA rate whatever kernels OpenBLAS picked for the machine (on
-a Zen 5 VM with ``OPENBLAS_CORETYPE=Haswell``, sgemm gets half of the AVX-512 rate they get).
+shared between the threads.  No BLAS is called anywhere: the kernels run at the FMA rate of the
+target whatever kernels a BLAS would pick.
 
-Activations (float32): ``tanh`` is an odd [9/8] rational approximation ``x P(x^2) / Q(x^2)``
-on ``|x| <= 9`` (clamped outside; the result is clamped to [-1, 1]; NaN propagates), fitted
-for this project (Lawson-weighted least squares).  Measured max absolute error against the exact
-tanh, evaluated in float32 on a dense grid: 3.1e-7 (documented bound 5e-7); relative error
-near 0 below 3e-7.  ``sigmoid(x) = 0.5 tanh(x/2) + 0.5``: measured 1.6e-7 (bound 4e-7).
-float64 uses exact libm ``tanh`` / ``exp``.  Denormals are flushed to zero inside the kernels
-(MXCSR FTZ/DAZ, restored on exit).
+Activations (float32): ``tanh`` is an odd [9/8] rational approximation (max absolute error
+3.1e-7 measured, documented bound ``TANH_F32_MAX_ABS_ERR``), ``sigmoid(x) = 0.5 tanh(x/2) +
+0.5`` (bound ``SIGMOID_F32_MAX_ABS_ERR``); float64 uses libm.  Denormals are flushed to zero
+inside the kernels (MXCSR FTZ/DAZ on x86, FPCR.FZ on aarch64; restored on exit).
 """
 cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel
 cimport openmp
-from libc.math cimport tanh as libm_tanh, exp as libm_exp
 from libc.stdint cimport int64_t
-from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
-from scipy.linalg.cython_blas cimport sgemm, dgemm
 cimport numpy as cnp
 import numpy as np
 
 cnp.import_array()
 
+cdef extern from "fr_kernels.h" nogil:
+    ctypedef Py_ssize_t fr_idx
+    ctypedef struct fr_kernels_t:
+        const char* name
+        int vector_bytes, mr, nv
+        fr_idx nr_f, nr_d
+        void (*gemm_acc_f)(fr_idx M, fr_idx N, fr_idx K, const float* A, fr_idx lda,
+                           const float* Wp, float* C, fr_idx ldc) noexcept nogil
+        void (*gemm_acc_d)(fr_idx M, fr_idx N, fr_idx K, const double* A, fr_idx lda,
+                           const double* Wp, double* C, fr_idx ldc) noexcept nogil
+        void (*gemm_range_f)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const float* A,
+                             fr_idx lda, int trans_a, const float* Bp, float* C, fr_idx ldc,
+                             int accumulate) noexcept nogil
+        void (*gemm_range_d)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const double* A,
+                             fr_idx lda, int trans_a, const double* Bp, double* C, fr_idx ldc,
+                             int accumulate) noexcept nogil
+        void (*dot_gemm_acc_f)(fr_idx M, fr_idx N, fr_idx K, const float* A, fr_idx lda,
+                               const float* W, fr_idx ldw, float* C, fr_idx ldc) noexcept nogil
+        void (*dot_gemm_acc_d)(fr_idx M, fr_idx N, fr_idx K, const double* A, fr_idx lda,
+                               const double* W, fr_idx ldw, double* C,
+                               fr_idx ldc) noexcept nogil
+        void (*pack_panels_f)(const float* W, fr_idx K, fr_idx G, fr_idx H, fr_idx u0,
+                              fr_idx nj, float* out, fr_idx pfirst, fr_idx pstep) noexcept nogil
+        void (*pack_panels_d)(const double* W, fr_idx K, fr_idx G, fr_idx H, fr_idx u0,
+                              fr_idx nj, double* out, fr_idx pfirst,
+                              fr_idx pstep) noexcept nogil
+        void (*pack_rows_f)(const float* B, fr_idx ldb, fr_idx K, fr_idx N, float* out,
+                            fr_idx pfirst, fr_idx pstep) noexcept nogil
+        void (*pack_rows_d)(const double* B, fr_idx ldb, fr_idx K, fr_idx N, double* out,
+                            fr_idx pfirst, fr_idx pstep) noexcept nogil
+        void (*gates_f)(int cell, float* rec, fr_idx nj, const float* h_prev, float* c,
+                        float* h_out, float* hn_out) noexcept nogil
+        void (*gates_d)(int cell, double* rec, fr_idx nj, const double* h_prev, double* c,
+                        double* h_out, double* hn_out) noexcept nogil
+        void (*tanh_f)(const float* x, float* out, fr_idx n) noexcept nogil
+        void (*tanh_d)(const double* x, double* out, fr_idx n) noexcept nogil
+        void (*sigmoid_f)(const float* x, float* out, fr_idx n) noexcept nogil
+        void (*sigmoid_d)(const double* x, double* out, fr_idx n) noexcept nogil
+    fr_idx fr_packed_size(fr_idx K, fr_idx N, fr_idx nr)
+    const fr_kernels_t* const* fr_compiled_tables()
+    int fr_cpu_can_run(const fr_kernels_t* k)
+    const fr_kernels_t* fr_best_table()
+    unsigned long fr_ftz_enter()
+    void fr_ftz_exit(unsigned long old)
+    ctypedef struct fr_barrier_t:
+        int count
+        int sense
+    void fr_barrier_init(fr_barrier_t* b)
+    void fr_barrier_wait(fr_barrier_t* b, int n, int* local_sense)
+
+
 cdef extern from *:
     """
-    #if defined(__SSE__) || defined(_M_X64) || defined(_M_AMD64)
-    #include <xmmintrin.h>
-    static unsigned int fr_ftz_enter(void) {
-        unsigned int old = _mm_getcsr();
-        _mm_setcsr(old | 0x8040u);   /* flush-to-zero + denormals-are-zero */
-        return old;
-    }
-    static void fr_ftz_exit(unsigned int old) { _mm_setcsr(old); }
-    #else
-    static unsigned int fr_ftz_enter(void) { return 0u; }
-    static void fr_ftz_exit(unsigned int old) { (void)old; }
-    #endif
-    /* Register micro-kernels of the small GEMM (see _small_gemm_acc).  GCC/Clang vector
-       extensions: 64-byte vectors (one AVX-512 register; split into narrower registers by the
-       compiler on machines without AVX-512).  A tile is 4 rows (or 1 row) x 4 vectors of
-       columns of a panel-packed W (row stride NR = 4 vectors); the accumulators are named
-       variables so that they live in registers across the k loop. */
-    /* Keep loaded vectors in registers: without this GCC folds every use of a weight vector
-       into its FMA as a memory operand, so a 4 x 4 tile issues 20 loads per 16 FMAs and runs
-       load-bound at about half the FMA rate (measured on Zen 5: 90 vs 200 GFLOP/s a core). */
-    #if (defined(__GNUC__) || defined(__clang__)) && defined(__AVX512F__)
-    /* only where a 64-byte vector is one register (else "impossible constraint") */
-    #define FR_IN_REGS4(a, b, c, d) __asm__("" : "+v"(a), "+v"(b), "+v"(c), "+v"(d))
-    #else
-    #define FR_IN_REGS4(a, b, c, d) ((void)0)
-    #endif
-    #define FR_TILES(T, S)                                                                    \
-    typedef T fr_v_##S __attribute__((vector_size(64)));                                      \
-    typedef T fr_vu_##S __attribute__((vector_size(64), aligned(sizeof(T))));                 \
-    enum { FR_VL_##S = 64 / sizeof(T) };                                                      \
-    static inline fr_v_##S fr_ld_##S(const T* p) { return *(const fr_vu_##S*)p; }             \
-    static inline void fr_st_##S(T* p, fr_v_##S v) { *(fr_vu_##S*)p = v; }                   \
-    static inline void fr_tile4_##S(Py_ssize_t k0, Py_ssize_t k1, const T* A, Py_ssize_t lda, \
-                                    Py_ssize_t aks, const T* wpan, T* c, Py_ssize_t ldc) {    \
-        const Py_ssize_t V = FR_VL_##S, NR = 4 * FR_VL_##S;                                   \
-        fr_v_##S c00 = fr_ld_##S(c), c01 = fr_ld_##S(c + V), c02 = fr_ld_##S(c + 2 * V),      \
-                 c03 = fr_ld_##S(c + 3 * V);                                                  \
-        fr_v_##S c10 = fr_ld_##S(c + ldc), c11 = fr_ld_##S(c + ldc + V),                      \
-                 c12 = fr_ld_##S(c + ldc + 2 * V), c13 = fr_ld_##S(c + ldc + 3 * V);          \
-        fr_v_##S c20 = fr_ld_##S(c + 2 * ldc), c21 = fr_ld_##S(c + 2 * ldc + V),              \
-                 c22 = fr_ld_##S(c + 2 * ldc + 2 * V), c23 = fr_ld_##S(c + 2 * ldc + 3 * V);  \
-        fr_v_##S c30 = fr_ld_##S(c + 3 * ldc), c31 = fr_ld_##S(c + 3 * ldc + V),              \
-                 c32 = fr_ld_##S(c + 3 * ldc + 2 * V), c33 = fr_ld_##S(c + 3 * ldc + 3 * V);  \
-        const T* ap = A + k0 * aks;                                                           \
-        for (Py_ssize_t k = k0; k < k1; ++k, ap += aks) {                                     \
-            const T* w = wpan + k * NR;                                                       \
-            fr_v_##S w0 = fr_ld_##S(w), w1 = fr_ld_##S(w + V), w2 = fr_ld_##S(w + 2 * V),     \
-                     w3 = fr_ld_##S(w + 3 * V);                                               \
-            FR_IN_REGS4(w0, w1, w2, w3);                                                      \
-            T a0 = ap[0], a1 = ap[lda], a2 = ap[2 * lda], a3 = ap[3 * lda];                   \
-            c00 += a0 * w0; c01 += a0 * w1; c02 += a0 * w2; c03 += a0 * w3;                   \
-            c10 += a1 * w0; c11 += a1 * w1; c12 += a1 * w2; c13 += a1 * w3;                   \
-            c20 += a2 * w0; c21 += a2 * w1; c22 += a2 * w2; c23 += a2 * w3;                   \
-            c30 += a3 * w0; c31 += a3 * w1; c32 += a3 * w2; c33 += a3 * w3;                   \
-        }                                                                                     \
-        fr_st_##S(c, c00); fr_st_##S(c + V, c01); fr_st_##S(c + 2 * V, c02);                  \
-        fr_st_##S(c + 3 * V, c03);                                                            \
-        fr_st_##S(c + ldc, c10); fr_st_##S(c + ldc + V, c11);                                 \
-        fr_st_##S(c + ldc + 2 * V, c12); fr_st_##S(c + ldc + 3 * V, c13);                     \
-        fr_st_##S(c + 2 * ldc, c20); fr_st_##S(c + 2 * ldc + V, c21);                         \
-        fr_st_##S(c + 2 * ldc + 2 * V, c22); fr_st_##S(c + 2 * ldc + 3 * V, c23);             \
-        fr_st_##S(c + 3 * ldc, c30); fr_st_##S(c + 3 * ldc + V, c31);                         \
-        fr_st_##S(c + 3 * ldc + 2 * V, c32); fr_st_##S(c + 3 * ldc + 3 * V, c33);             \
-    }                                                                                         \
-    static inline void fr_tile1_##S(Py_ssize_t k0, Py_ssize_t k1, const T* A, Py_ssize_t aks, \
-                                    const T* wpan, T* c) {                                    \
-        const Py_ssize_t V = FR_VL_##S, NR = 4 * FR_VL_##S;                                   \
-        fr_v_##S c0 = fr_ld_##S(c), c1 = fr_ld_##S(c + V), c2 = fr_ld_##S(c + 2 * V),         \
-                 c3 = fr_ld_##S(c + 3 * V);                                                   \
-        fr_v_##S d0 = {0}, d1 = {0}, d2 = {0}, d3 = {0};                                      \
-        Py_ssize_t k = k0;                                                                    \
-        for (; k + 1 < k1; k += 2) {                                                          \
-            const T* w = wpan + k * NR;                                                       \
-            T a0 = A[k * aks], a1 = A[(k + 1) * aks];                                         \
-            c0 += a0 * fr_ld_##S(w); c1 += a0 * fr_ld_##S(w + V);                             \
-            c2 += a0 * fr_ld_##S(w + 2 * V); c3 += a0 * fr_ld_##S(w + 3 * V);                 \
-            d0 += a1 * fr_ld_##S(w + NR); d1 += a1 * fr_ld_##S(w + NR + V);                   \
-            d2 += a1 * fr_ld_##S(w + NR + 2 * V); d3 += a1 * fr_ld_##S(w + NR + 3 * V);       \
-        }                                                                                     \
-        if (k < k1) {                                                                         \
-            const T* w = wpan + k * NR;                                                       \
-            T a0 = A[k * aks];                                                                \
-            c0 += a0 * fr_ld_##S(w); c1 += a0 * fr_ld_##S(w + V);                             \
-            c2 += a0 * fr_ld_##S(w + 2 * V); c3 += a0 * fr_ld_##S(w + 3 * V);                 \
-        }                                                                                     \
-        fr_st_##S(c, c0 + d0); fr_st_##S(c + V, c1 + d1);                                     \
-        fr_st_##S(c + 2 * V, c2 + d2); fr_st_##S(c + 3 * V, c3 + d3);                         \
-    }
-    /* Dot-product micro-kernels on un-packed weights (PyTorch layout, one output per row):
-       C[i, j] += sum_k A[i, k] W[j, k] for tiles of 4 or 1 rows i x 4 or 1 outputs j; the
-       k loop runs over whole vectors, the horizontal sums and the k tail are scalar. */
-    #define FR_DOTS(T, S)                                                                     \
-    static void fr_dot4x4_##S(Py_ssize_t K, const T* A, Py_ssize_t lda, const T* W,           \
-                              Py_ssize_t ldw, T* C, Py_ssize_t ldc) {                         \
-        const Py_ssize_t V = FR_VL_##S, kv = K - K % FR_VL_##S;                               \
-        fr_v_##S z = {0};                                                                     \
-        fr_v_##S s00 = z, s01 = z, s02 = z, s03 = z, s10 = z, s11 = z, s12 = z, s13 = z;      \
-        fr_v_##S s20 = z, s21 = z, s22 = z, s23 = z, s30 = z, s31 = z, s32 = z, s33 = z;      \
-        for (Py_ssize_t k = 0; k < kv; k += V) {                                              \
-            fr_v_##S a0 = fr_ld_##S(A + k), a1 = fr_ld_##S(A + lda + k),                      \
-                     a2 = fr_ld_##S(A + 2 * lda + k), a3 = fr_ld_##S(A + 3 * lda + k);        \
-            fr_v_##S w0 = fr_ld_##S(W + k), w1 = fr_ld_##S(W + ldw + k),                      \
-                     w2 = fr_ld_##S(W + 2 * ldw + k), w3 = fr_ld_##S(W + 3 * ldw + k);        \
-            FR_IN_REGS4(a0, a1, a2, a3);                                                      \
-            FR_IN_REGS4(w0, w1, w2, w3);                                                      \
-            s00 += a0 * w0; s01 += a0 * w1; s02 += a0 * w2; s03 += a0 * w3;                   \
-            s10 += a1 * w0; s11 += a1 * w1; s12 += a1 * w2; s13 += a1 * w3;                   \
-            s20 += a2 * w0; s21 += a2 * w1; s22 += a2 * w2; s23 += a2 * w3;                   \
-            s30 += a3 * w0; s31 += a3 * w1; s32 += a3 * w2; s33 += a3 * w3;                   \
-        }                                                                                     \
-        fr_v_##S acc[16] = {s00, s01, s02, s03, s10, s11, s12, s13,                           \
-                            s20, s21, s22, s23, s30, s31, s32, s33};                          \
-        for (int i = 0; i < 4; ++i)                                                           \
-            for (int j = 0; j < 4; ++j) {                                                     \
-                T t = fr_hsum_##S(acc[4 * i + j]);                                            \
-                for (Py_ssize_t k = kv; k < K; ++k) t += A[i * lda + k] * W[j * ldw + k];     \
-                C[i * ldc + j] += t;                                                          \
-            }                                                                                 \
-    }                                                                                         \
-    static void fr_dot1x4_##S(Py_ssize_t K, const T* A, const T* W, Py_ssize_t ldw, T* C) {   \
-        const Py_ssize_t V = FR_VL_##S, kv = K - K % FR_VL_##S;                               \
-        fr_v_##S z = {0};                                                                     \
-        fr_v_##S s0 = z, s1 = z, s2 = z, s3 = z;                                              \
-        for (Py_ssize_t k = 0; k < kv; k += V) {                                              \
-            fr_v_##S a = fr_ld_##S(A + k);                                                    \
-            s0 += a * fr_ld_##S(W + k); s1 += a * fr_ld_##S(W + ldw + k);                     \
-            s2 += a * fr_ld_##S(W + 2 * ldw + k); s3 += a * fr_ld_##S(W + 3 * ldw + k);       \
-        }                                                                                     \
-        fr_v_##S acc[4] = {s0, s1, s2, s3};                                                   \
-        for (int j = 0; j < 4; ++j) {                                                         \
-            T t = fr_hsum_##S(acc[j]);                                                        \
-            for (Py_ssize_t k = kv; k < K; ++k) t += A[k] * W[j * ldw + k];                   \
-            C[j] += t;                                                                        \
-        }                                                                                     \
-    }                                                                                         \
-    static void fr_dot1x1_##S(Py_ssize_t K, const T* A, const T* W, T* C) {                   \
-        const Py_ssize_t V = FR_VL_##S, kv = K - K % FR_VL_##S;                               \
-        fr_v_##S s0 = {0};                                                                    \
-        for (Py_ssize_t k = 0; k < kv; k += V) s0 += fr_ld_##S(A + k) * fr_ld_##S(W + k);     \
-        T t = fr_hsum_##S(s0);                                                                \
-        for (Py_ssize_t k = kv; k < K; ++k) t += A[k] * W[k];                                 \
-        C[0] += t;                                                                            \
-    }
-    /* Narrow edge tiles: 4 rows (or 1) x ONE vector of a padded edge panel (row stride NR),
-       for an edge of at most one vector of real columns (e.g. 4H = 516 at H = 129): a quarter
-       of the full tile's work, which would mostly multiply padding. */
-    #define FR_EDGE(T, S)                                                                     \
-    static inline void fr_edge4_##S(Py_ssize_t k0, Py_ssize_t k1, const T* A, Py_ssize_t lda, \
-                                    Py_ssize_t aks, const T* wpan, T* c, Py_ssize_t ldc) {    \
-        const Py_ssize_t NR = 4 * FR_VL_##S;                                                  \
-        fr_v_##S c0 = fr_ld_##S(c), c1 = fr_ld_##S(c + ldc), c2 = fr_ld_##S(c + 2 * ldc),     \
-                 c3 = fr_ld_##S(c + 3 * ldc);                                                 \
-        const T* ap = A + k0 * aks;                                                           \
-        for (Py_ssize_t k = k0; k < k1; ++k, ap += aks) {                                     \
-            fr_v_##S w = fr_ld_##S(wpan + k * NR);                                            \
-            c0 += ap[0] * w; c1 += ap[lda] * w; c2 += ap[2 * lda] * w; c3 += ap[3 * lda] * w; \
-        }                                                                                     \
-        fr_st_##S(c, c0); fr_st_##S(c + ldc, c1); fr_st_##S(c + 2 * ldc, c2);                 \
-        fr_st_##S(c + 3 * ldc, c3);                                                           \
-    }                                                                                         \
-    static inline void fr_edge1_##S(Py_ssize_t k0, Py_ssize_t k1, const T* A, Py_ssize_t aks, \
-                                    const T* wpan, T* c) {                                    \
-        const Py_ssize_t NR = 4 * FR_VL_##S;                                                  \
-        fr_v_##S c0 = fr_ld_##S(c);                                                           \
-        for (Py_ssize_t k = k0; k < k1; ++k) c0 += A[k * aks] * fr_ld_##S(wpan + k * NR);     \
-        fr_st_##S(c, c0);                                                                     \
-    }
-    FR_TILES(float, f)
-    FR_TILES(double, d)
-    FR_EDGE(float, f)
-    FR_EDGE(double, d)
-    #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
-    typedef float fr_v8_f __attribute__((vector_size(32)));
-    typedef float fr_v4_f __attribute__((vector_size(16)));
-    typedef double fr_v4_d __attribute__((vector_size(32)));
-    typedef double fr_v2_d __attribute__((vector_size(16)));
-    static inline float fr_hsum_f(fr_v_f v) {       /* halving tree: 16 -> 8 -> 4 -> 1 */
-        fr_v8_f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
-                  + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-        fr_v4_f b = __builtin_shufflevector(a, a, 0, 1, 2, 3)
-                  + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-        return (b[0] + b[2]) + (b[1] + b[3]);
-    }
-    static inline double fr_hsum_d(fr_v_d v) {      /* 8 -> 4 -> 2 -> 1 */
-        fr_v4_d a = __builtin_shufflevector(v, v, 0, 1, 2, 3)
-                  + __builtin_shufflevector(v, v, 4, 5, 6, 7);
-        fr_v2_d b = __builtin_shufflevector(a, a, 0, 1) + __builtin_shufflevector(a, a, 2, 3);
-        return b[0] + b[1];
-    }
-    /* V x V block transpose for panel packing: rows i of the block are V consecutive k of
-       source row src[c0 + i]; after the butterfly (stages h = V/2 .. 1, each a two-input
-       shuffle of rows r and r+h) row j holds element k0 + j of the V source rows, which is
-       stored as V consecutive columns of panel row k0 + j. */
-    #define FR_HAVE_TRANSPOSE 1
-    static inline void fr_pack_block_f(const float* const* src, Py_ssize_t k0, float* dst,
-                                       Py_ssize_t ldd) {
-        fr_v_f r[16], t[16];
-        for (int i = 0; i < 16; ++i) r[i] = fr_ld_f(src[i] + k0);
-        #define FR_ST_F(h, LO, HI) \
-            for (int i = 0; i < 16; ++i) { if (i & h) continue; \
-                t[i] = __builtin_shufflevector(r[i], r[i + h], LO); \
-                t[i + h] = __builtin_shufflevector(r[i], r[i + h], HI); } \
-            for (int i = 0; i < 16; ++i) r[i] = t[i];
-        #define L8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
-        #define H8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
-        #define L4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
-        #define H4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
-        #define L2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
-        #define H2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
-        #define L1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
-        #define H1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
-        FR_ST_F(8, L8, H8)
-        FR_ST_F(4, L4, H4)
-        FR_ST_F(2, L2, H2)
-        FR_ST_F(1, L1, H1)
-        #undef L8
-        #undef H8
-        #undef L4
-        #undef H4
-        #undef L2
-        #undef H2
-        #undef L1
-        #undef H1
-        for (int j = 0; j < 16; ++j) fr_st_f(dst + (k0 + j) * ldd, r[j]);
-    }
-    static inline void fr_pack_block_d(const double* const* src, Py_ssize_t k0, double* dst,
-                                       Py_ssize_t ldd) {
-        fr_v_d r[8], t[8];
-        for (int i = 0; i < 8; ++i) r[i] = fr_ld_d(src[i] + k0);
-        #define FR_ST_D(h, LO, HI) \
-            for (int i = 0; i < 8; ++i) { if (i & h) continue; \
-                t[i] = __builtin_shufflevector(r[i], r[i + h], LO); \
-                t[i + h] = __builtin_shufflevector(r[i], r[i + h], HI); } \
-            for (int i = 0; i < 8; ++i) r[i] = t[i];
-        #define DL4 0, 1, 2, 3, 8, 9, 10, 11
-        #define DH4 4, 5, 6, 7, 12, 13, 14, 15
-        #define DL2 0, 1, 8, 9, 4, 5, 12, 13
-        #define DH2 2, 3, 10, 11, 6, 7, 14, 15
-        #define DL1 0, 8, 2, 10, 4, 12, 6, 14
-        #define DH1 1, 9, 3, 11, 5, 13, 7, 15
-        FR_ST_D(4, DL4, DH4)
-        FR_ST_D(2, DL2, DH2)
-        FR_ST_D(1, DL1, DH1)
-        for (int j = 0; j < 8; ++j) fr_st_d(dst + (k0 + j) * ldd, r[j]);
-    }
-    #else
-    #define FR_HAVE_TRANSPOSE 0
-    static inline void fr_pack_block_f(const float* const* src, Py_ssize_t k0, float* dst,
-                                       Py_ssize_t ldd) {
-        for (int j = 0; j < 16; ++j) for (int i = 0; i < 16; ++i)
-            dst[(k0 + j) * ldd + i] = src[i][k0 + j];
-    }
-    static inline void fr_pack_block_d(const double* const* src, Py_ssize_t k0, double* dst,
-                                       Py_ssize_t ldd) {
-        for (int j = 0; j < 8; ++j) for (int i = 0; i < 8; ++i)
-            dst[(k0 + j) * ldd + i] = src[i][k0 + j];
-    }
-    static inline float fr_hsum_f(fr_v_f v) {
-        float s = 0; for (int i = 0; i < FR_VL_f; ++i) s += v[i]; return s; }
-    static inline double fr_hsum_d(fr_v_d v) {
-        double s = 0; for (int i = 0; i < FR_VL_d; ++i) s += v[i]; return s; }
-    #endif
-    FR_DOTS(float, f)
-    FR_DOTS(double, d)
-
-    /* A sense-reversing spin barrier for the per-timestep synchronisation of the unit-split
-       plan: a short spin (cheap when both cores are ours), then sched_yield() so that on an
-       oversubscribed machine the waiting thread hands its core to the one it waits for. */
-    #include <sched.h>
-    typedef struct { int count; int sense; } fr_barrier_t;
-    static void fr_barrier_init(fr_barrier_t* b) { b->count = 0; b->sense = 0; }
-    static void fr_barrier_wait(fr_barrier_t* b, int n, int* local_sense) {
-        int s = !*local_sense, spins = 0;
-        *local_sense = s;
-        if (n <= 1) return;
-        if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == n) {
-            __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
-            __atomic_store_n(&b->sense, s, __ATOMIC_RELEASE);
-            return;
-        }
-        while (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != s) {
-            if (++spins >= 200) { sched_yield(); spins = 0; }
-    #if defined(__x86_64__) || defined(__i386__)
-            else __builtin_ia32_pause();
-    #endif
-        }
-    }
-
     static void fr_omp_barrier(void) {
     #ifdef _OPENMP
     #pragma omp barrier
     #endif
     }
     """
-    void fr_tile4_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, Py_ssize_t lda,
-                    Py_ssize_t aks, const float* wpan, float* c, Py_ssize_t ldc) noexcept nogil
-    void fr_tile4_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, Py_ssize_t lda,
-                    Py_ssize_t aks, const double* wpan, double* c, Py_ssize_t ldc) noexcept nogil
-    void fr_tile1_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, Py_ssize_t aks,
-                    const float* wpan, float* c) noexcept nogil
-    void fr_tile1_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, Py_ssize_t aks,
-                    const double* wpan, double* c) noexcept nogil
-    void fr_edge4_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, Py_ssize_t lda,
-                    Py_ssize_t aks, const float* wpan, float* c, Py_ssize_t ldc) noexcept nogil
-    void fr_edge4_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, Py_ssize_t lda,
-                    Py_ssize_t aks, const double* wpan, double* c, Py_ssize_t ldc) noexcept nogil
-    void fr_edge1_f(Py_ssize_t k0, Py_ssize_t k1, const float* A, Py_ssize_t aks,
-                    const float* wpan, float* c) noexcept nogil
-    void fr_edge1_d(Py_ssize_t k0, Py_ssize_t k1, const double* A, Py_ssize_t aks,
-                    const double* wpan, double* c) noexcept nogil
-    void fr_dot4x4_f(Py_ssize_t K, const float* A, Py_ssize_t lda, const float* W,
-                     Py_ssize_t ldw, float* C, Py_ssize_t ldc) noexcept nogil
-    void fr_dot4x4_d(Py_ssize_t K, const double* A, Py_ssize_t lda, const double* W,
-                     Py_ssize_t ldw, double* C, Py_ssize_t ldc) noexcept nogil
-    void fr_dot1x4_f(Py_ssize_t K, const float* A, const float* W, Py_ssize_t ldw,
-                     float* C) noexcept nogil
-    void fr_dot1x4_d(Py_ssize_t K, const double* A, const double* W, Py_ssize_t ldw,
-                     double* C) noexcept nogil
-    void fr_dot1x1_f(Py_ssize_t K, const float* A, const float* W, float* C) noexcept nogil
-    void fr_dot1x1_d(Py_ssize_t K, const double* A, const double* W, double* C) noexcept nogil
-    void fr_pack_block_f(const float* const* src, Py_ssize_t k0, float* dst,
-                         Py_ssize_t ldd) noexcept nogil
-    void fr_pack_block_d(const double* const* src, Py_ssize_t k0, double* dst,
-                         Py_ssize_t ldd) noexcept nogil
-    unsigned int fr_ftz_enter() noexcept nogil
-    void fr_ftz_exit(unsigned int old) noexcept nogil
     void fr_omp_barrier() noexcept nogil
-    ctypedef struct fr_barrier_t:
-        int count
-        int sense
-    void fr_barrier_init(fr_barrier_t* b) noexcept nogil
-    void fr_barrier_wait(fr_barrier_t* b, int n, int* local_sense) noexcept nogil
 
 
 # ---------------------------------------------------------------------------------------------
-# Activations
+# Kernel tables (run-time dispatch)
 # ---------------------------------------------------------------------------------------------
 
-# tanh(x) ~= x * P(x^2) / Q(x^2) on |x| <= 9 (least-squares/Lawson minimax fit, see module doc)
+#: the kernel table in use; every entry point reads it once per call (a StepKernel keeps the
+#: one it packed its weights for)
+cdef const fr_kernels_t* g_kt = fr_best_table()
+
+
+cdef const fr_kernels_t* _table(str name) except NULL:
+    cdef const fr_kernels_t* const* t = fr_compiled_tables()
+    cdef int i = 0
+    while t[i] != NULL:
+        if t[i].name.decode() == name:
+            return t[i]
+        i += 1
+    raise ValueError(f"no kernels for {name!r} in this build (it has: {', '.join(compiled_isas())})")
+
+
+def compiled_isas():
+    """Names of the instruction sets compiled into this build, best first."""
+    cdef const fr_kernels_t* const* t = fr_compiled_tables()
+    cdef int i = 0
+    names = []
+    while t[i] != NULL:
+        names.append(t[i].name.decode())
+        i += 1
+    return names
+
+
+def supported_isas():
+    """The compiled instruction sets that this CPU can run, best first."""
+    return [n for n in compiled_isas() if fr_cpu_can_run(_table(n))]
+
+
+def isa():
+    """Name of the instruction set whose kernels are in use."""
+    return g_kt.name.decode()
+
+
+def set_isa(str name):
+    """Use the kernels of instruction set ``name`` (one of ``supported_isas()``) from now on.
+
+    Not to be called while another thread runs the engine: a call in flight keeps the kernels
+    it started with, but weights packed for one table must not meet the other's kernels.
+    """
+    global g_kt
+    cdef const fr_kernels_t* t = _table(name)
+    if not fr_cpu_can_run(t):
+        raise ValueError(f"this CPU cannot run the {name!r} kernels (it can run: "
+                         f"{', '.join(supported_isas())})")
+    g_kt = t
+
+
+def isa_info(name=None):
+    """Register tile and panel widths of the kernels of ``name`` (default: those in use)."""
+    cdef const fr_kernels_t* t = g_kt if name is None else _table(name)
+    return {"name": t.name.decode(), "vector_bytes": t.vector_bytes, "tile_rows": t.mr,
+            "tile_vectors": t.nv, "panel_width_float32": t.nr_f,
+            "panel_width_float64": t.nr_d}
+
+
+# The table's kernels for the fused floating type (one wrapper each, no logic of their own)
+
+cdef inline Py_ssize_t _packed_size(const fr_kernels_t* kt, Py_ssize_t K, Py_ssize_t N,
+                                    Py_ssize_t elsize) noexcept nogil:
+    """Elements of a (K, N) matrix panel-packed for ``kt``'s GEMM (N rounded up to panels)."""
+    return fr_packed_size(K, N, kt.nr_d if elsize == 8 else kt.nr_f)
+
+
+cdef inline Py_ssize_t _block_offset(const fr_kernels_t* kt, Py_ssize_t K, Py_ssize_t G,
+                                     Py_ssize_t u0, Py_ssize_t step,
+                                     Py_ssize_t elsize) noexcept nogil:
+    """Offset of unit block u0 (blocks of ``step`` units, each packed separately as G*step
+    columns) in an array of packed blocks."""
+    return (u0 // step) * _packed_size(kt, K, G * step, elsize) if u0 > 0 else 0
+
+
+cdef inline void _gemm_acc(const fr_kernels_t* kt, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                           const floating* A, Py_ssize_t lda,   # IN (M, K) row-major
+                           const floating* Wp,                  # IN (K, N) panel-packed
+                           floating* C, Py_ssize_t ldc) noexcept nogil:  # INOUT (M, N)
+    """C += A @ W (register-tiled kernel)."""
+    if floating is float:
+        kt.gemm_acc_f(M, N, K, A, lda, Wp, C, ldc)
+    else:
+        kt.gemm_acc_d(M, N, K, A, lda, Wp, C, ldc)
+
+
+cdef inline void _gemm_range(const fr_kernels_t* kt, Py_ssize_t r0, Py_ssize_t r1,
+                             Py_ssize_t N, Py_ssize_t K,
+                             const floating* A, Py_ssize_t lda, bint trans_a,  # IN op(A)
+                             const floating* Bp,                 # IN packed, shared
+                             floating* C, Py_ssize_t ldc,        # OUT rows r0 .. r1
+                             bint accumulate) noexcept nogil:
+    """Rows ``r0 .. r1`` of ``C (+)= op(A) @ B``."""
+    if floating is float:
+        kt.gemm_range_f(r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
+    else:
+        kt.gemm_range_d(r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
+
+
+cdef inline void _dot_gemm_acc(const fr_kernels_t* kt, Py_ssize_t M, Py_ssize_t N,
+                               Py_ssize_t K,
+                               const floating* A, Py_ssize_t lda,  # IN (M, K)
+                               const floating* W, Py_ssize_t ldw,  # IN (N, K) PyTorch layout
+                               floating* C, Py_ssize_t ldc) noexcept nogil:  # INOUT (M, N)
+    """C += A @ W^T on un-packed weights (dot-product kernel)."""
+    if floating is float:
+        kt.dot_gemm_acc_f(M, N, K, A, lda, W, ldw, C, ldc)
+    else:
+        kt.dot_gemm_acc_d(M, N, K, A, lda, W, ldw, C, ldc)
+
+
+cdef inline void _pack_panels(const fr_kernels_t* kt, const floating* W, Py_ssize_t K,
+                              Py_ssize_t G, Py_ssize_t H, Py_ssize_t u0, Py_ssize_t nj,
+                              floating* out,          # OUT (K * G*nj) panel-packed
+                              Py_ssize_t pfirst=0, Py_ssize_t pstep=1) noexcept nogil:
+    """Panel-pack W[rows]^T (K, G*nj): column g*nj + uu is row g*H + u0 + uu of W; only
+    panels pfirst, pfirst + pstep, ... (to share the work between threads)."""
+    if floating is float:
+        kt.pack_panels_f(W, K, G, H, u0, nj, out, pfirst, pstep)
+    else:
+        kt.pack_panels_d(W, K, G, H, u0, nj, out, pfirst, pstep)
+
+
+cdef inline void _pack_rows(const fr_kernels_t* kt, const floating* B, Py_ssize_t ldb,
+                            Py_ssize_t K, Py_ssize_t N,
+                            floating* out,            # OUT packed panels
+                            Py_ssize_t pfirst, Py_ssize_t pstep) noexcept nogil:
+    """Panel-pack B (K, N) itself (row copies); panels pfirst, pfirst + pstep, ..."""
+    if floating is float:
+        kt.pack_rows_f(B, ldb, K, N, out, pfirst, pstep)
+    else:
+        kt.pack_rows_d(B, ldb, K, N, out, pfirst, pstep)
+
+
+cdef inline void _gates(const fr_kernels_t* kt, int cell, floating* rec, Py_ssize_t nj,
+                        const floating* h_prev, floating* c, floating* h_out,
+                        floating* hn_out) noexcept nogil:
+    """Gate math of one row of a unit block (see fr_kernels.h)."""
+    if floating is float:
+        kt.gates_f(cell, rec, nj, h_prev, c, h_out, hn_out)
+    else:
+        kt.gates_d(cell, rec, nj, h_prev, c, h_out, hn_out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations (exposed for the tests of their error bounds)
+# ---------------------------------------------------------------------------------------------
 
 TANH_F32_MAX_ABS_ERR = 5e-7
 SIGMOID_F32_MAX_ABS_ERR = 4e-7
 
 
-cdef inline float _tanh_f32(float x) noexcept nogil:
-    cdef float u, p, q
-    # clamp written so that NaN propagates (a comparison with NaN is false)
-    x = <float>9.0 if x > <float>9.0 else x
-    x = <float>(-9.0) if x < <float>(-9.0) else x
-    u = x * x
-    p = ((((<float>1.318422325100594e-08) * u + <float>2.0471829302420864e-05) * u + <float>0.0034865817761282497) * u + <float>0.13373197582110807) * u + <float>0.999999906334163
-    q = ((((<float>7.702663020739875e-07) * u + <float>0.0003271385226798963) * u + <float>0.02584197869851762) * u + <float>0.4670649444421864) * u + <float>1.0
-    p = x * p / q
-    p = <float>1.0 if p > <float>1.0 else p
-    return <float>(-1.0) if p < <float>(-1.0) else p
-
-
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return _tanh_f32(x)
-    else:
-        return libm_tanh(x)
-
-
-cdef inline floating _sigmoid(floating x) noexcept nogil:
-    if floating is float:
-        return <float>0.5 * _tanh_f32(<float>0.5 * x) + <float>0.5
-    else:
-        return 1.0 / (1.0 + libm_exp(-x))
-
-
-cdef inline void _sigmoid_inplace(floating* a, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t j
-    for j in range(n):
-        a[j] = _sigmoid(a[j])
-
-
-cdef inline void _tanh_inplace(floating* a, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t j
-    for j in range(n):
-        a[j] = _tanh(a[j])
-
-
 def tanh_approx(const floating[::1] x,  # IN
                 floating[::1] out):     # OUT
     """Apply the engine's tanh to ``x`` (for testing the approximation bound)."""
-    cdef Py_ssize_t j
-    for j in range(x.shape[0]):
-        out[j] = _tanh(x[j])
+    if x.shape[0] != out.shape[0]:
+        raise ValueError("tanh_approx: x and out differ in length")
+    if floating is float:
+        g_kt.tanh_f(&x[0], &out[0], x.shape[0]) if x.shape[0] else None
+    else:
+        g_kt.tanh_d(&x[0], &out[0], x.shape[0]) if x.shape[0] else None
 
 
 def sigmoid_approx(const floating[::1] x,  # IN
                    floating[::1] out):     # OUT
     """Apply the engine's sigmoid to ``x`` (for testing the approximation bound)."""
-    cdef Py_ssize_t j
-    for j in range(x.shape[0]):
-        out[j] = _sigmoid(x[j])
-
-
-# ---------------------------------------------------------------------------------------------
-# GEMM helpers (row-major wrappers around Fortran BLAS, and a small register-friendly kernel)
-# ---------------------------------------------------------------------------------------------
-
-cdef inline void _blas_gemm(char ta, char tb, int m, int n, int k, floating alpha,
-                            const floating* a, int lda, const floating* b, int ldb,
-                            floating beta, floating* c, int ldc) noexcept nogil:
-    """Column-major C(m, n) = alpha op(A) op(B) + beta C (plain Fortran BLAS semantics)."""
+    if x.shape[0] != out.shape[0]:
+        raise ValueError("sigmoid_approx: x and out differ in length")
     if floating is float:
-        sgemm(&ta, &tb, &m, &n, &k, &alpha, <float*>a, &lda, <float*>b, &ldb, &beta, c, &ldc)
+        g_kt.sigmoid_f(&x[0], &out[0], x.shape[0]) if x.shape[0] else None
     else:
-        dgemm(&ta, &tb, &m, &n, &k, &alpha, <double*>a, &lda, <double*>b, &ldb, &beta, c, &ldc)
+        g_kt.sigmoid_d(&x[0], &out[0], x.shape[0]) if x.shape[0] else None
 
 
-cdef void _small_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                          const floating* A, Py_ssize_t lda,   # IN (M, K) row-major
-                          const floating* Wp,                  # IN (K, N) panel-packed
-                          floating* C, Py_ssize_t ldc,         # INOUT (M, N)
-                          bint trans_a=False,                  # A stored (K, M), row stride lda
-                          floating* apack=NULL) noexcept nogil:  # scratch (128 * 128), see below
-    """C += A @ W with the engine's own register-tiled kernel (no call or packing overhead).
+# ---------------------------------------------------------------------------------------------
+# GEMM on the engine's threads
+# ---------------------------------------------------------------------------------------------
 
-    ``Wp`` holds W (K, N) as consecutive column panels of width NR (``panel_width(dtype)``:
-    four 512-bit vectors, 64 float32 / 32 float64): panel p = columns p*NR .. p*NR+NR as a
-    contiguous (K, NR) row-major block, the last one padded with zero columns (its size:
-    ``_packed_size(K, N)``), so the kernel streams weights sequentially and the ragged edge runs
-    the same vector tiles, through a small buffer for its C rows.  Loop order: K blocks of KC rows (a KC x NR block of a panel,
-    32 KiB, stays in L1) > panels > tiles of 4 (then 1) rows; the tiles are the C micro-kernels
-    ``fr_tile4_*`` / ``fr_tile1_*`` (vector extensions, accumulators in registers).
-
-    A transposed A (``trans_a``) with ``apack`` given (and 4 < M <= 128) is packed per K block
-    into 4-row micro-panels (``apack[tile*4*kc + k*4 + i]``), so that a tile reads its four A
-    values from one place instead of four rows ``lda`` apart (which, with lda a multiple of
-    1 KiB, all fall into one L1 set: 290 against 400 GFLOP/s on 2 threads, measured).
-    """
-    cdef Py_ssize_t NR = 256 // sizeof(floating), V = 64 // sizeof(floating)
-    cdef Py_ssize_t KC = 32768 // (NR * sizeof(floating))
-    cdef Py_ssize_t m, k0, k1, j0, nfull, nr, i
-    cdef const floating* wpan
-    cdef floating ctile[4 * 64]            # the edge panel's C rows, NR wide (NR <= 64)
-    # element (m, k) of A at A[m * ars + k * aks]
-    cdef Py_ssize_t ars = 1 if trans_a else lda, aks = lda if trans_a else 1
-    cdef bint pa = trans_a and apack != NULL and 4 < M <= 128
-    cdef Py_ssize_t kk0, kk1, ar, ak, k, t, ntile = M // 4
-    cdef const floating* at
-    cdef const floating* src
-    cdef floating* dst
-    nfull = (N // NR) * NR
-    nr = N - nfull
-    if M <= 4:
-        KC = K      # a single row tile: no reuse of a W block, stream each panel straight through
-    k0 = 0
-    while k0 < K:
-        k1 = min(k0 + KC, K)
-        if pa:      # 4-row micro-panels of this K block of A
-            for k in range(k1 - k0):
-                src = A + (k0 + k) * lda
-                for t in range(ntile):
-                    dst = apack + t * 4 * (k1 - k0) + k * 4
-                    dst[0] = src[4 * t]
-                    dst[1] = src[4 * t + 1]
-                    dst[2] = src[4 * t + 2]
-                    dst[3] = src[4 * t + 3]
-            kk0, kk1, ar, ak = 0, k1 - k0, 1, 4
-        else:
-            kk0, kk1, ar, ak = k0, k1, ars, aks
-        j0 = 0
-        while j0 < nfull:
-            wpan = Wp + K * j0
-            m = 0
-            while m + 3 < M:
-                at = apack + m * (k1 - k0) if pa else A + m * ars
-                if floating is float:
-                    fr_tile4_f(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, C + m * ldc + j0,
-                               ldc)
-                else:
-                    fr_tile4_d(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, C + m * ldc + j0,
-                               ldc)
-                m += 4
-            while m < M:
-                if floating is float:
-                    fr_tile1_f(k0, k1, A + m * ars, aks, wpan, C + m * ldc + j0)
-                else:
-                    fr_tile1_d(k0, k1, A + m * ars, aks, wpan, C + m * ldc + j0)
-                m += 1
-            j0 += NR
-        if nr > 0:
-            wpan = Wp + K * nfull
-            m = 0
-            while m < M:
-                for i in range(min(4, M - m)):
-                    memcpy(ctile + i * NR, C + (m + i) * ldc + nfull, nr * sizeof(floating))
-                if m + 3 < M:
-                    at = apack + m * (k1 - k0) if pa else A + m * ars
-                    if floating is float:
-                        if nr <= V:
-                            fr_edge4_f(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, ctile, NR)
-                        else:
-                            fr_tile4_f(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, ctile, NR)
-                    else:
-                        if nr <= V:
-                            fr_edge4_d(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, ctile, NR)
-                        else:
-                            fr_tile4_d(kk0, kk1, at, ar, ak, wpan + (k0 - kk0) * NR, ctile, NR)
-                else:
-                    for i in range(M - m):
-                        if floating is float:
-                            if nr <= V:
-                                fr_edge1_f(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
-                            else:
-                                fr_tile1_f(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
-                        else:
-                            if nr <= V:
-                                fr_edge1_d(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
-                            else:
-                                fr_tile1_d(k0, k1, A + (m + i) * ars, aks, wpan, ctile + i * NR)
-                for i in range(min(4, M - m)):
-                    memcpy(C + (m + i) * ldc + nfull, ctile + i * NR, nr * sizeof(floating))
-                m += 4
-        k0 = k1
-
-
-cdef inline Py_ssize_t _packed_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_t elsize) noexcept nogil:
-    """Elements of a (K, N) matrix panel-packed for _small_gemm_acc (N rounded up to NR)."""
-    cdef Py_ssize_t NR = 256 // elsize
-    return K * ((N + NR - 1) // NR) * NR
-
-
-cdef inline Py_ssize_t _block_offset(Py_ssize_t K, Py_ssize_t G, Py_ssize_t u0, Py_ssize_t step,
-                                     Py_ssize_t elsize) noexcept nogil:
-    """Offset of unit block u0 (blocks of ``step`` units, each packed separately as G*step
-    columns) in an array of packed blocks."""
-    return (u0 // step) * _packed_size(K, G * step, elsize) if u0 > 0 else 0
-
-
-cdef void _dot_gemm_acc(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                        const floating* A, Py_ssize_t lda,   # IN (M, K) row-major
-                        const floating* W, Py_ssize_t ldw,   # IN (N, K) row-major (PyTorch layout)
-                        floating* C, Py_ssize_t ldc) noexcept nogil:  # INOUT (M, N)
-    """C += A @ W^T on un-packed weights (dot-product micro-kernels ``fr_dot*``).
-
-    No packing at all, at the price of one horizontal sum per output; used for large K (hidden
-    sizes >= 256) where the sum is amortised and packing W per call would cost a transpose of
-    the whole matrix.  Loop order: 4 outputs (a 4 x K block of W, reused from L1) > 4 rows.
-    Rows left over go one at a time; outputs left over one at a time.
-    """
-    cdef Py_ssize_t m, n
-    n = 0
-    while n + 3 < N:
-        m = 0
-        while m + 3 < M:
-            if floating is float:
-                fr_dot4x4_f(K, A + m * lda, lda, W + n * ldw, ldw, C + m * ldc + n, ldc)
-            else:
-                fr_dot4x4_d(K, A + m * lda, lda, W + n * ldw, ldw, C + m * ldc + n, ldc)
-            m += 4
-        while m < M:
-            if floating is float:
-                fr_dot1x4_f(K, A + m * lda, W + n * ldw, ldw, C + m * ldc + n)
-            else:
-                fr_dot1x4_d(K, A + m * lda, W + n * ldw, ldw, C + m * ldc + n)
-            m += 1
-        n += 4
-    while n < N:
-        for m in range(M):
-            if floating is float:
-                fr_dot1x1_f(K, A + m * lda, W + n * ldw, C + m * ldc + n)
-            else:
-                fr_dot1x1_d(K, A + m * lda, W + n * ldw, C + m * ldc + n)
-        n += 1
-
-
-cdef void _pack_panels(const floating* W, Py_ssize_t K,      # IN (rows, K) PyTorch layout
-                       Py_ssize_t G, Py_ssize_t H, Py_ssize_t u0, Py_ssize_t nj,
-                       floating* out,                        # OUT (K * G*nj) panel-packed
-                       Py_ssize_t pfirst=0, Py_ssize_t pstep=1) noexcept nogil:
-    """Panel-pack M = W[rows]^T (K, G*nj) for _small_gemm_acc, where column g*nj + uu of M is
-    row g*H + u0 + uu of W (the gates of one unit block; u0=0, nj=H, G=1 packs all rows).
-    Only panels pfirst, pfirst + pstep, ... are written (to share the work between threads).
-    Every panel is NR columns wide; the last one's padding columns are zeroed."""
-    cdef Py_ssize_t NR = 256 // sizeof(floating)
-    cdef Py_ssize_t N = G * nj, p0, nr, c, g, k, k0, V, kfull
-    cdef const floating* src[64]
-    cdef floating* dst
-    p0 = pfirst * NR
-    while p0 < N:
-        nr = min(NR, N - p0)
-        dst = out + K * p0
-        if nr < NR:
-            for k in range(K):
-                memset(dst + k * NR + nr, 0, (NR - nr) * sizeof(floating))
-        for c in range(nr):
-            g = (p0 + c) // nj
-            src[c] = W + (g * H + u0 + (p0 + c - g * nj)) * K
-        # V x V blocks (V = one vector: 16 float32 / 8 float64) transposed in registers,
-        # then the edges element by element
-        V = 64 // sizeof(floating)
-        kfull = (K // V) * V
-        k0 = 0
-        while k0 < kfull:           # V whole panel rows at a time: contiguous writes
-            c = 0
-            while c + V <= nr:
-                if floating is float:
-                    fr_pack_block_f(<const float* const*>&src[c], k0, dst + c, NR)
-                else:
-                    fr_pack_block_d(<const double* const*>&src[c], k0, dst + c, NR)
-                c += V
-            k0 += V
-        for k in range(kfull):
-            for c in range((nr // V) * V, nr):
-                dst[k * NR + c] = src[c][k]
-        for k in range(kfull, K):
-            for c in range(nr):
-                dst[k * NR + c] = src[c][k]
-        p0 += pstep * NR
-
-
-cdef void _pack_rows(const floating* B, Py_ssize_t ldb,   # IN (K, N) row-major, row stride ldb
-                     Py_ssize_t K, Py_ssize_t N,
-                     floating* out,                      # OUT (_packed_size(K, N)) panels
-                     Py_ssize_t pfirst, Py_ssize_t pstep) noexcept nogil:
-    """Panel-pack B (K, N) itself (no transpose: row copies); panels pfirst, pfirst+pstep, ..."""
-    cdef Py_ssize_t NR = 256 // sizeof(floating)
-    cdef Py_ssize_t p0 = pfirst * NR, nr, k
-    cdef floating* dst
-    while p0 < N:
-        nr = min(NR, N - p0)
-        dst = out + K * p0
-        for k in range(K):
-            memcpy(dst + k * NR, B + k * ldb + p0, nr * sizeof(floating))
-            if nr < NR:
-                memset(dst + k * NR + nr, 0, (NR - nr) * sizeof(floating))
-        p0 += pstep * NR
-
-
-cdef void _gemm_range(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t N, Py_ssize_t K,
-                      const floating* A, Py_ssize_t lda, bint trans_a,
-                      const floating* Bp,                  # IN packed, shared by the threads
-                      floating* C, Py_ssize_t ldc, bint accumulate=False) noexcept nogil:
-    """Rows ``r0 .. r1`` of ``C (+)= op(A) @ B`` in blocks of 128 rows (``_small_gemm_acc``;
-    a transposed A through micro-panels)."""
-    cdef Py_ssize_t MC = 128, m0, r
-    cdef Py_ssize_t ars = 1 if trans_a else lda
-    cdef floating* apack
-    if r1 <= r0:
-        return
-    apack = <floating*>malloc(MC * 128 * sizeof(floating)) if trans_a else NULL
-    for r in range(r0, r1 if not accumulate else r0):
-        memset(C + r * ldc, 0, N * sizeof(floating))
-    m0 = r0
-    while m0 < r1:
-        _small_gemm_acc(min(MC, r1 - m0), N, K, A + m0 * ars, lda, Bp, C + m0 * ldc, ldc,
-                        trans_a, apack)
-        m0 += MC
-    free(apack)
-
-
-cdef void _gemm_rows(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+cdef void _gemm_rows(const fr_kernels_t* kt, int tid, int nth,
+                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* A, Py_ssize_t lda, bint trans_a,
                      const floating* Bp,                  # IN packed, shared by the threads
                      floating* C, Py_ssize_t ldc,
                      const floating* A2=NULL, Py_ssize_t lda2=0,   # IN second operand
                      Py_ssize_t M1=0, bint accumulate=False) noexcept nogil:
-    """Thread ``tid`` of ``nth``: ``C = op(A) @ B`` for its share of the rows (multiples of 4).
+    """Thread ``tid`` of ``nth``: ``C = op(A) @ B`` for its share of the rows (multiples of the
+    tile's rows).
     With ``A2`` (transposed, like A): rows ``M1 ..`` of C come from ``A2`` (``C = [A | A2]^T
     @ B``, one packing of B for both)."""
     cdef Py_ssize_t chunk, r0, r1
     chunk = (M + nth - 1) // nth
-    chunk = ((chunk + 3) // 4) * 4
+    chunk = ((chunk + kt.mr - 1) // kt.mr) * kt.mr
     r0 = min(tid * chunk, M)
     r1 = min(r0 + chunk, M)
     if A2 == NULL:
-        _gemm_range(r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
+        _gemm_range(kt, r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
     else:
-        _gemm_range(r0, min(r1, M1), N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
-        _gemm_range(max(r0, M1) - M1, r1 - M1, N, K, A2, lda2, trans_a, Bp, C + M1 * ldc, ldc,
-                    accumulate)
+        _gemm_range(kt, r0, min(r1, M1), N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
+        _gemm_range(kt, max(r0, M1) - M1, r1 - M1, N, K, A2, lda2, trans_a, Bp, C + M1 * ldc,
+                    ldc, accumulate)
 
 
-cdef void _gemm_part(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+cdef void _gemm_part(const fr_kernels_t* kt, int tid, int nth,
+                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* A, Py_ssize_t lda, bint trans_a,
                      const floating* B, Py_ssize_t ldb,
                      floating* C, Py_ssize_t ldc, floating* bp,
                      const floating* A2, Py_ssize_t lda2, Py_ssize_t M1,
                      bint accumulate) noexcept nogil:
     """Thread ``tid`` of ``nth`` of ``gemm``: its share of packing B, a barrier, its C rows."""
-    _pack_rows(B, ldb, K, N, bp, tid, nth)
+    _pack_rows(kt, B, ldb, K, N, bp, tid, nth)
     if nth > 1:
         fr_omp_barrier()
-    _gemm_rows(tid, nth, M, N, K, A, lda, trans_a, bp, C, ldc, A2, lda2, M1, accumulate)
+    _gemm_rows(kt, tid, nth, M, N, K, A, lda, trans_a, bp, C, ldc, A2, lda2, M1, accumulate)
 
 
 def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit column stride
@@ -767,7 +352,7 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
     cdef Py_ssize_t K = b.shape[0], lda, ldb, lda2 = 0
     cdef const floating* a2p = NULL
     cdef int tid, nth
-    cdef unsigned int csr
+    cdef unsigned long csr
     if a2 is not None:
         if not trans_a or a2.shape[0] != K or M1 + a2.shape[1] != M:
             raise ValueError("gemm: shapes do not match")
@@ -794,7 +379,8 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
     if a2 is not None:
         a2p = &a2[0, 0]
         lda2 = a2.strides[0] // sizeof(floating)
-    bp_arr = np.empty(_packed_size(K, N, sizeof(floating)),
+    cdef const fr_kernels_t* kt = g_kt
+    bp_arr = np.empty(_packed_size(kt, K, N, sizeof(floating)),
                       dtype=np.float64 if floating is double else np.float32)
     cdef floating[::1] bp = bp_arr
     cdef const floating* ap = &a[0, 0]
@@ -803,7 +389,7 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
     with nogil:
         if nthreads <= 1:
             csr = fr_ftz_enter()
-            _gemm_part(0, 1, M, N, K, ap, lda, trans_a, &b[0, 0], ldb, &c[0, 0], N,
+            _gemm_part(kt, 0, 1, M, N, K, ap, lda, trans_a, &b[0, 0], ldb, &c[0, 0], N,
                        &bp[0], a2p, lda2, M1, accumulate)
             fr_ftz_exit(csr)
         else:
@@ -811,25 +397,26 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
                 tid = openmp.omp_get_thread_num()
                 nth = openmp.omp_get_num_threads()
                 csr = fr_ftz_enter()
-                _gemm_part(tid, nth, M, N, K, ap, lda, trans_a, &b[0, 0], ldb,
+                _gemm_part(kt, tid, nth, M, N, K, ap, lda, trans_a, &b[0, 0], ldb,
                            &c[0, 0], N, &bp[0], a2p, lda2, M1, accumulate)
                 fr_ftz_exit(csr)
 
 
 def pack_rows(const floating[:, ::1] b, out=None):
-    """Panel-pack ``b`` (K, N) itself for the small GEMM kernel (C = A @ b); see _pack_rows.
+    """Panel-pack ``b`` (K, N) itself for the GEMM kernel in use (C = A @ b); see _pack_rows.
     Into ``out`` (1-D, ``packed_size(K, N)`` elements of b's dtype) if given; returns the
     packed array."""
     cdef Py_ssize_t K = b.shape[0], N = b.shape[1]
+    cdef const fr_kernels_t* kt = g_kt
     if out is None:
-        out = np.empty(_packed_size(K, N, sizeof(floating)),
+        out = np.empty(_packed_size(kt, K, N, sizeof(floating)),
                        dtype=np.float64 if floating is double else np.float32)
     cdef floating[::1] o = out
-    if o.shape[0] != _packed_size(K, N, sizeof(floating)):
+    if o.shape[0] != _packed_size(kt, K, N, sizeof(floating)):
         raise ValueError("pack_rows: out has the wrong size")
     if K > 0 and N > 0:
         with nogil:
-            _pack_rows(&b[0, 0], N, K, N, &o[0], 0, 1)
+            _pack_rows(kt, &b[0, 0], N, K, N, &o[0], 0, 1)
     return out
 
 
@@ -848,12 +435,12 @@ def set_dh_parallel_min_work(Py_ssize_t n):
     g_dh_par_work = n
 
 
-cdef void _dh_cols(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                   const floating* A, const floating* Bp, floating* C,
+cdef void _dh_cols(const fr_kernels_t* kt, int tid, int nth, Py_ssize_t M, Py_ssize_t N,
+                   Py_ssize_t K, const floating* A, const floating* Bp, floating* C,
                    bint accumulate) noexcept nogil:
     """Thread ``tid`` of ``nth``: C[:, its panels] (+)= A @ B[:, its panels] (whole panels, so
     each thread streams only its share of B)."""
-    cdef Py_ssize_t NR = 256 // sizeof(floating)
+    cdef Py_ssize_t NR = kt.nr_d if floating is double else kt.nr_f
     cdef Py_ssize_t npan = (N + NR - 1) // NR, per, c0, c1, r
     per = (npan + nth - 1) // nth
     c0 = min(tid * per * NR, N)
@@ -863,7 +450,7 @@ cdef void _dh_cols(int tid, int nth, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     if not accumulate:
         for r in range(M):
             memset(C + r * N + c0, 0, (c1 - c0) * sizeof(floating))
-    _small_gemm_acc(M, c1 - c0, K, A, K, Bp + K * c0, C + c0, N)
+    _gemm_acc(kt, M, c1 - c0, K, A, K, Bp + K * c0, C + c0, N)
 
 
 cdef void _dh_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
@@ -871,17 +458,18 @@ cdef void _dh_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
     """C (M, N) [+]= A (M, K) @ B, B panel-packed by pack_rows; split by column panels over
     ``nt`` threads when the product has at least ``g_dh_par_work`` multiply-adds."""
     cdef int tid, nth
-    cdef unsigned int csr
-    cdef Py_ssize_t NR = 256 // sizeof(floating)
+    cdef unsigned long csr
+    cdef const fr_kernels_t* kt = g_kt
+    cdef Py_ssize_t NR = kt.nr_d if floating is double else kt.nr_f
     if nt > 1 and M * N * K >= g_dh_par_work and N > NR:
         with parallel(num_threads=nt):
             tid = openmp.omp_get_thread_num()
             nth = openmp.omp_get_num_threads()
             csr = fr_ftz_enter()
-            _dh_cols(tid, nth, M, N, K, A, Bp, C, accumulate)
+            _dh_cols(kt, tid, nth, M, N, K, A, Bp, C, accumulate)
             fr_ftz_exit(csr)
     else:
-        _dh_cols(0, 1, M, N, K, A, Bp, C, accumulate)
+        _dh_cols(kt, 0, 1, M, N, K, A, Bp, C, accumulate)
 
 
 cdef void _dh_gemm_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, size_t A, size_t Bp, size_t C,
@@ -899,13 +487,13 @@ cdef void _dh_gemm_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, size_t A, size_t 
 
 
 cdef size_t _ftz_on() noexcept nogil:
-    """Flush denormals to zero in this thread; returns the previous MXCSR."""
+    """Flush denormals to zero in this thread; returns the previous control word."""
     return fr_ftz_enter()
 
 
 cdef size_t _ftz_off(size_t old) noexcept nogil:
-    """Restore the MXCSR that _ftz_on returned."""
-    fr_ftz_exit(<unsigned int>old)
+    """Restore the control word that _ftz_on returned."""
+    fr_ftz_exit(<unsigned long>old)
     return 0
 
 
@@ -959,7 +547,7 @@ def dot_gemm(const floating[:, ::1] a,    # IN  (M, K)
     if M == 0 or N == 0 or K == 0:
         return
     with nogil:
-        _dot_gemm_acc(M, N, K, &a[0, 0], K, &w[0, 0], K, &c[0, 0], N)
+        _dot_gemm_acc(g_kt, M, N, K, &a[0, 0], K, &w[0, 0], K, &c[0, 0], N)
 
 
 def pack_panels(const floating[:, ::1] w,      # IN  (G*H, K) PyTorch layout
@@ -967,39 +555,40 @@ def pack_panels(const floating[:, ::1] w,      # IN  (G*H, K) PyTorch layout
                 floating[::1] out):            # OUT (packed_size(K, G*nj, dtype))
     """Panel-pack the rows of one unit block of ``w`` (see _pack_panels)."""
     cdef Py_ssize_t K = w.shape[1], H = w.shape[0] // G
-    if out.shape[0] != _packed_size(K, G * nj, sizeof(floating)) or u0 + nj > H:
+    if out.shape[0] != _packed_size(g_kt, K, G * nj, sizeof(floating)) or u0 + nj > H:
         raise ValueError("pack_panels: shapes do not match")
     if out.shape[0] == 0:
         return
     with nogil:
-        _pack_panels(&w[0, 0], K, G, H, u0, nj, &out[0])
+        _pack_panels(g_kt, &w[0, 0], K, G, H, u0, nj, &out[0])
 
 
 def packed_size(Py_ssize_t K, Py_ssize_t N, dtype):
-    """Elements of a (K, N) matrix panel-packed for the small GEMM kernel (see _small_gemm_acc)."""
-    return _packed_size(K, N, np.dtype(dtype).itemsize)
+    """Elements of a (K, N) matrix panel-packed for the GEMM kernel in use."""
+    return _packed_size(g_kt, K, N, np.dtype(dtype).itemsize)
 
 
 def panel_width(dtype):
-    """Column panel width NR of the small GEMM kernel for ``dtype`` (see _small_gemm_acc)."""
-    return 256 // np.dtype(dtype).itemsize
+    """Column panel width of the GEMM kernel in use for ``dtype`` (see fr_kernels.h)."""
+    return g_kt.nr_d if np.dtype(dtype).itemsize == 8 else g_kt.nr_f
 
 
 # ---------------------------------------------------------------------------------------------
 # Input projection: xp[:, off:off+N] = X @ W^T  (one GEMM over all B*T rows, split by rows)
 # ---------------------------------------------------------------------------------------------
 
-cdef void _proj_part(int tid, int nth, Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
+cdef void _proj_part(const fr_kernels_t* kt, int tid, int nth,
+                     Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
                      const floating* X, const floating* W, floating* Y, Py_ssize_t ldy,
                      floating* wpk) noexcept nogil:
     """Thread ``tid`` of ``nth``: its share of packing W^T, a barrier, then its rows of Y."""
-    _pack_panels(W, K, 1, N, 0, N, wpk, tid, nth)
+    _pack_panels(kt, W, K, 1, N, 0, N, wpk, tid, nth)
     if nth > 1:
         fr_omp_barrier()
-    _gemm_rows(tid, nth, R, N, K, X, K, False, wpk, Y, ldy)
+    _gemm_rows(kt, tid, nth, R, N, K, X, K, False, wpk, Y, ldy)
 
 
-cdef void _projection(Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
+cdef void _projection(const fr_kernels_t* kt, Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
                       const floating* X,            # IN  (R, K) layer input, rows b*T + t
                       const floating* W,            # IN  (N, K) weight_ih (PyTorch layout)
                       floating* Y, Py_ssize_t ldy,  # OUT (R, ldy): columns 0 .. N written
@@ -1007,9 +596,9 @@ cdef void _projection(Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
                       floating* wpk) noexcept nogil:  # scratch (_packed_size(K, N))
     """``Y[:, :N] = X @ W.T`` as one GEMM with the engine's own kernel: W^T panel-packed once
     (the threads share the packing), then the rows split over ``nthreads`` threads in blocks
-    of 128 (no BLAS: the kernel runs at the FMA rate whatever kernels BLAS would pick)."""
+    of 128."""
     cdef int tid, nth
-    cdef unsigned int csr
+    cdef unsigned long csr
     cdef Py_ssize_t r0
     if R == 0 or N == 0:
         return
@@ -1019,14 +608,14 @@ cdef void _projection(Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
         return
     if nthreads <= 1 or R < 2 * 16:
         csr = fr_ftz_enter()
-        _proj_part(0, 1, R, K, N, X, W, Y, ldy, wpk)
+        _proj_part(kt, 0, 1, R, K, N, X, W, Y, ldy, wpk)
         fr_ftz_exit(csr)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
         csr = fr_ftz_enter()
-        _proj_part(tid, nth, R, K, N, X, W, Y, ldy, wpk)
+        _proj_part(kt, tid, nth, R, K, N, X, W, Y, ldy, wpk)
         fr_ftz_exit(csr)
 
 
@@ -1035,6 +624,7 @@ cdef void _projection(Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
 # ---------------------------------------------------------------------------------------------
 
 cdef void _step_item(
+        const fr_kernels_t* kt,                  # IN  the kernels
         int cell, bint reverse, Py_ssize_t s, Py_ssize_t T, Py_ssize_t H, Py_ssize_t G,
         Py_ssize_t p0, Py_ssize_t na,            # first sorted position of the block, active rows
         Py_ssize_t u0, Py_ssize_t nj,            # unit block
@@ -1043,8 +633,8 @@ cdef void _step_item(
         const floating* bhn,                     # IN  (H)  GRU b_hn
         const floating* whh,                     # IN  recurrent weights: mode 0: W_hh^T block
                                                  #     (H, G*nj) of this unit block, panel-packed;
-                                                 #     modes 1, 2: weight_hh (G*H, H) as given
-        int mode,                                #     GEMM: 0 panel kernel, 1 dot kernel, 2 BLAS
+                                                 #     mode 1: weight_hh (G*H, H) as given
+        int mode,                                #     GEMM: 0 panel kernel, 1 dot kernel
         const int64_t* order, const int64_t* lengths,  # IN
         const floating* cur,                     # IN  (na, H) previous h, rows of the block
         floating* nxt,                           # OUT (na, H) new h (only units u0..u0+nj)
@@ -1071,7 +661,6 @@ cdef void _step_item(
     cdef const floating* hp
     cdef floating* hq
     cdef floating* cr
-    cdef floating cn, hv, nv, zv
     # 1. prefill: rec[r] = xp[row] + bias (GRU: n slot <- b_hn, 4th slot <- x_n + b_in)
     if xp == NULL:
         for r in range(na):
@@ -1085,10 +674,10 @@ cdef void _step_item(
                 for j in range(nj):
                     rr[3 * nj + j] = bx[2 * H + u0 + j]
         if cell == 3:
-            _small_gemm_acc(na, 2 * nj, Kx, xin, Kx, wx1, rec, ldr)
-            _small_gemm_acc(na, nj, Kx, xin, Kx, wx2, rec + 3 * nj, ldr)
+            _gemm_acc(kt, na, 2 * nj, Kx, xin, Kx, wx1, rec, ldr)
+            _gemm_acc(kt, na, nj, Kx, xin, Kx, wx2, rec + 3 * nj, ldr)
         else:
-            _small_gemm_acc(na, N, Kx, xin, Kx, wx1, rec, ldr)
+            _gemm_acc(kt, na, N, Kx, xin, Kx, wx1, rec, ldr)
     for r in range(na if xp != NULL else 0):
         b = order[p0 + r]
         L = lengths[b]
@@ -1110,20 +699,11 @@ cdef void _step_item(
                     rr[k * nj + j] = xr[k * H + u0 + j] + bx[k * H + u0 + j]
     # 2. recurrent GEMM, accumulated: rec[:, :N] += cur @ W_hh[block]^T
     if mode == 0:
-        _small_gemm_acc(na, N, H, cur, H, whh, rec, ldr)
-    elif mode == 2 and u0 == 0 and nj == H:
-        # rec^T (N, na) = W_hh (row-major (N, H) -> 'T') times cur^T (H, na)
-        _blas_gemm(c'T', c'N', <int>N, <int>na, <int>H, <floating>1.0, whh, <int>H,
-                   cur, <int>H, <floating>1.0, rec, <int>ldr)
+        _gemm_acc(kt, na, N, H, cur, H, whh, rec, ldr)
     else:
         # per gate k: rows k*H + u0 .. k*H + u0 + nj of W_hh feed rec columns k*nj ..
         for k in range(G):
-            if mode == 1:
-                _dot_gemm_acc(na, nj, H, cur, H, whh + (k * H + u0) * H, H, rec + k * nj, ldr)
-            else:
-                _blas_gemm(c'T', c'N', <int>nj, <int>na, <int>H, <floating>1.0,
-                           whh + (k * H + u0) * H, <int>H, cur, <int>H, <floating>1.0,
-                           rec + k * nj, <int>ldr)
+            _dot_gemm_acc(kt, na, nj, H, cur, H, whh + (k * H + u0) * H, H, rec + k * nj, ldr)
     # 3. gate math, state update, outputs
     for r in range(na):
         b = order[p0 + r]
@@ -1133,33 +713,11 @@ cdef void _step_item(
         rr = rec + r * ldr
         hp = cur + r * H + u0
         hq = nxt + r * H + u0
-        if cell == 0:
-            for j in range(nj):
-                hq[j] = _tanh(rr[j])
-        elif cell == 1:
-            for j in range(nj):
-                hv = rr[j]
-                hq[j] = hv if hv > 0 else <floating>0.0
-        elif cell == 2:
-            cr = cst + r * H + u0
-            _sigmoid_inplace(rr, 2 * nj)
-            _tanh_inplace(rr + 2 * nj, nj)
-            _sigmoid_inplace(rr + 3 * nj, nj)
-            for j in range(nj):
-                cn = rr[nj + j] * cr[j] + rr[j] * rr[2 * nj + j]
-                cr[j] = cn
-                hq[j] = rr[3 * nj + j] * _tanh(cn)
-            if store:
-                memcpy(wc + row * H + u0, cr, nj * sizeof(floating))
-        else:
-            _sigmoid_inplace(rr, 2 * nj)
-            if store:
-                memcpy(whn + row * H + u0, rr + 2 * nj, nj * sizeof(floating))
-            for j in range(nj):
-                nv = _tanh(rr[3 * nj + j] + rr[j] * rr[2 * nj + j])
-                rr[2 * nj + j] = nv
-                zv = rr[nj + j]
-                hq[j] = nv + zv * (hp[j] - nv)
+        cr = cst + r * H + u0
+        _gates(kt, cell, rr, nj, hp, cr, hq,
+               whn + row * H + u0 if store and cell == 3 else NULL)
+        if store and cell == 2:
+            memcpy(wc + row * H + u0, cr, nj * sizeof(floating))
         if store and cell >= 2:
             if nj == H:     # all units: the gates are one contiguous row
                 memcpy(wg + row * GH, rr, GH * sizeof(floating))
@@ -1181,7 +739,7 @@ cdef inline Py_ssize_t _active(Py_ssize_t na, Py_ssize_t s, Py_ssize_t p0,
     return na
 
 
-cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssize_t tmax,
+cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssize_t tmax,
                   Py_ssize_t B, Py_ssize_t H, Py_ssize_t G,
                   const floating* xp, Py_ssize_t LX, const floating* bx, const floating* bhn,
                   const floating* whh, int mode,
@@ -1201,7 +759,7 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
     cdef const floating* wblk
     cdef floating* cur
     cdef floating* nxt
-    cdef unsigned int csr = fr_ftz_enter()
+    cdef unsigned long csr = fr_ftz_enter()
     cdef Py_ssize_t na_local[64]          # per-item active counts (nitems <= 64 enforced by caller)
     for w in range(nitems):
         na_local[w] = bblk[w // nu + 1] - bblk[w // nu]
@@ -1209,12 +767,12 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
         if nu > 1:
             w = tid
             while w < nu:
-                _pack_panels(w_src, H, G, H, ublk[w], ublk[w + 1] - ublk[w],
-                             <floating*>whh + _block_offset(H, G, ublk[w], ublk[1],
+                _pack_panels(kt, w_src, H, G, H, ublk[w], ublk[w + 1] - ublk[w],
+                             <floating*>whh + _block_offset(kt, H, G, ublk[w], ublk[1],
                                                             sizeof(floating)))
                 w += nth
         else:
-            _pack_panels(w_src, H, G, H, 0, H, <floating*>whh, tid, nth)
+            _pack_panels(kt, w_src, H, G, H, 0, H, <floating*>whh, tid, nth)
         fr_barrier_wait(bar, nth, &sense)
     if nu == 1:
         # independent batch blocks: each runs its own time loop, no synchronisation
@@ -1228,7 +786,7 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
                     break
                 cur = hbuf + (s & 1) * BH + p0 * H
                 nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
-                _step_item(cell, reverse, s, T, H, G, p0, na, 0, H, xp, LX, bx, bhn, whh,
+                _step_item(kt, cell, reverse, s, T, H, G, p0, na, 0, H, xp, LX, bx, bhn, whh,
                            mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
                            scratch + w * scr_stride, ldr, store, wg, wc, whn,
                            NULL, 0, NULL, NULL, xrow)
@@ -1247,9 +805,9 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
                     nj = ublk[uj + 1] - u0
                     cur = hbuf + (s & 1) * BH + p0 * H
                     nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
-                    wblk = (whh + _block_offset(H, G, u0, ublk[1], sizeof(floating))
+                    wblk = (whh + _block_offset(kt, H, G, u0, ublk[1], sizeof(floating))
                             if mode == 0 else whh)
-                    _step_item(cell, reverse, s, T, H, G, p0, na, u0, nj, xp, LX, bx, bhn,
+                    _step_item(kt, cell, reverse, s, T, H, G, p0, na, u0, nj, xp, LX, bx, bhn,
                                wblk, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY,
                                hN, cN, scratch + w * scr_stride, ldr, store, wg, wc, whn,
                                NULL, 0, NULL, NULL, xrow)
@@ -1258,7 +816,7 @@ cdef void _worker(int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssi
     fr_ftz_exit(csr)
 
 
-cdef void _recurrence(int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
+cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
                       Py_ssize_t G, Py_ssize_t tmax,
                       const floating* xp, Py_ssize_t LX,      # IN  input projection, dir offset applied
                       const floating* bx, const floating* bhn,  # IN biases (see _step_item)
@@ -1284,14 +842,14 @@ cdef void _recurrence(int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssi
     if nthreads > nb * nu:
         nthreads = <int>(nb * nu)
     if nthreads <= 1:
-        _worker(0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
+        _worker(kt, 0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
                 bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
                 store, wg, wc, whn, &bar, w_src, xrow)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
-        _worker(tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
+        _worker(kt, tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
                 nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
                 ldr, store, wg, wc, whn, &bar, w_src, xrow)
 
@@ -1372,6 +930,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef floating* xc_p = NULL
     cdef int64_t* xrow
     cdef Py_ssize_t R
+    cdef const fr_kernels_t* kt = g_kt
 
     # cheap guards against memory errors (the layers validate properly beforehand)
     for layer in range(L):
@@ -1461,9 +1020,10 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     scratch = _new(1, nitems * rows * ldr, 0, 0, 0, typenum, False)
     bx = _new(1, GH, 0, 0, 0, typenum, False)
     bhn = _new(1, H, 0, 0, 0, typenum, False)
-    wpk = (_new(1, nu * _packed_size(H, G * step, sizeof(floating)), 0, 0, 0, typenum, False)
-           if mode == 0 else None)
-    wpi = _new(1, _packed_size(max(I, D * H), GH, sizeof(floating)), 0, 0, 0, typenum, False)
+    wpk = (_new(1, nu * _packed_size(kt, H, G * step, sizeof(floating)), 0, 0, 0, typenum,
+                False) if mode == 0 else None)
+    wpi = _new(1, _packed_size(kt, max(I, D * H), GH, sizeof(floating)), 0, 0, 0, typenum,
+               False)
     # variable lengths: the input projection only covers valid steps; sequence b's rows are
     # compacted to xc[xrow[b] : xrow[b] + lens[b]] (one copy of the layer input, then one GEMM)
     R = BT
@@ -1522,7 +1082,8 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             wih_p = <const floating*>_ptr(w_ih[layer * D + d])
             wpi_p = <floating*>_ptr(wpi)
             with nogil:
-                _projection(R, I_l, GH, inp_p, wih_p, xp_p + d * GHp, LX, proj_threads, wpi_p)
+                _projection(kt, R, I_l, GH, inp_p, wih_p, xp_p + d * GHp, LX, proj_threads,
+                            wpi_p)
         for d in range(D):
             idx = layer * D + d
             # biases: bx = b_ih + b_hh (GRU: b_hh only for r, z), bhn = GRU b_hn
@@ -1558,7 +1119,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             hN_p = <floating*>_ptr(h_n) + idx * BH
             scr_p = <floating*>_ptr(scratch)
             with nogil:
-                _recurrence(cell, d == 1, B, T, H, G, tmax, xp_p + d * GHp, LX, bx_p, bhn_p,
+                _recurrence(kt, cell, d == 1, B, T, H, G, tmax, xp_p + d * GHp, LX, bx_p, bhn_p,
                             whh_p, mode, ublk_p, nu, bblk_p, nb, order, lens, hb, cb,
                             y_p + d * H, D * H, hN_p, cN_p, scr_p, rows * ldr, ldr, store,
                             wg_p + d * BT * GH if wg_p != NULL else NULL,
@@ -1578,9 +1139,11 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
     Arrays must be validated C-contiguous arrays of x's dtype (lengths int64 or None); the
     parameter lists are indexed by ``layer * num_directions + direction`` (bias entries None
     when absent).  ``nb`` / ``nu``: batch / unit blocks; ``mode``: recurrent GEMM 0 panel
-    kernel (weights packed once per call), 1 dot kernel (un-packed), 2 BLAS.
+    kernel (weights packed once per call), 1 dot kernel (un-packed).
     Returns (y, h_n, c_n, workspace-or-None).
     """
+    if mode not in (0, 1):
+        raise ValueError(f"mode must be 0 (panel kernel) or 1 (dot kernel), got {mode}")
     if (cnp.PyArray_NDIM(x) != 3 or not cnp.PyArray_IS_C_CONTIGUOUS(x)
             or cnp.PyArray_TYPE(x) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)):
         raise ValueError("x must be a C-contiguous float32 or float64 array of shape (B, T, I)")
@@ -1614,7 +1177,7 @@ def set_threads(int n):
     g_num_threads = max(1, n)
 
 
-cdef void _stack_step_worker(int tid, int nth, int cell, Py_ssize_t L, Py_ssize_t B,
+cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell, Py_ssize_t L, Py_ssize_t B,
                              Py_ssize_t I, Py_ssize_t H, Py_ssize_t G,
                              const floating* x,        # IN  (B, I)
                              void** wih1, void** wih2, # IN  per layer packed W_ih^T blocks
@@ -1633,7 +1196,7 @@ cdef void _stack_step_worker(int tid, int nth, int cell, Py_ssize_t L, Py_ssize_
     cdef Py_ssize_t l, w, u0, nj, I_l, n1
     cdef int sense = 0
     cdef const floating* inp = x
-    cdef unsigned int csr = fr_ftz_enter()
+    cdef unsigned long csr = fr_ftz_enter()
     n1 = 2 if cell == 3 else G
     for l in range(L):
         I_l = I if l == 0 else H
@@ -1641,16 +1204,16 @@ cdef void _stack_step_worker(int tid, int nth, int cell, Py_ssize_t L, Py_ssize_
         while w < nu:
             u0 = ublk[w]
             nj = ublk[w + 1] - u0
-            _step_item(cell, False, 0, 1, H, G, 0, B, u0, nj, NULL, 0,
+            _step_item(kt, cell, False, 0, 1, H, G, 0, B, u0, nj, NULL, 0,
                        <const floating*>bx[l], <const floating*>bhn[l],
-                       <const floating*>whh[l] + _block_offset(H, G, u0, ublk[1],
+                       <const floating*>whh[l] + _block_offset(kt, H, G, u0, ublk[1],
                                                                sizeof(floating)), 0, order, ones,
                        h + l * B * H, hs, c_out + l * B * H, h_out + l * B * H, H,
                        h_out + l * B * H, cs, rec + w * rec_stride, ldr, False, NULL, NULL, NULL,
                        inp, I_l,
-                       <const floating*>wih1[l] + _block_offset(I_l, n1, u0, ublk[1],
+                       <const floating*>wih1[l] + _block_offset(kt, I_l, n1, u0, ublk[1],
                                                                 sizeof(floating)),
-                       <const floating*>wih2[l] + _block_offset(I_l, 1, u0, ublk[1],
+                       <const floating*>wih2[l] + _block_offset(kt, I_l, 1, u0, ublk[1],
                                                                 sizeof(floating))
                        if cell == 3 else NULL)
             w += nth
@@ -1664,12 +1227,15 @@ cdef class StepKernel:
 
     Built by ``fastrnn._engine.make_stepper``; the weights are *copied* (packed) at
     construction, so later changes to the caller's arrays are not seen (rebuild instead).
+    The packing is that of the kernels in use at construction (``isa``), which every step uses.
     Hidden units are split into ``unit_blocks`` blocks (2 for large layers); a call runs on
     min(engine threads, unit_blocks) threads when the step is big enough to pay for it.
     """
     cdef readonly int cell
     cdef readonly Py_ssize_t num_layers, input_size, hidden_size, gates, unit_blocks
     cdef readonly object dtype
+    cdef readonly str isa
+    cdef const fr_kernels_t* _kt
     cdef bint is_double
     cdef Py_ssize_t par_work
     cdef list _keep
@@ -1686,6 +1252,8 @@ cdef class StepKernel:
         """w_ih / w_hh: per layer weights in PyTorch layout; bx, bhn: per layer biases as in
         ``fastrnn._engine._biases``; unit_blocks: number of hidden-unit blocks."""
         cdef Py_ssize_t l, j, u0, nj, H, G, I_l, step, n1, nb, o
+        self._kt = g_kt           # the weights are packed for these kernels
+        self.isa = isa()
         self.cell = cell
         G = self.gates = 4 if cell == 2 else (3 if cell == 3 else 1)
         self.num_layers = len(w_ih)
@@ -1815,13 +1383,13 @@ cdef class StepKernel:
         with nogil:
             if nt <= 1:
                 if self.is_double:
-                    _stack_step_worker(0, 1, self.cell, L, B, I, H, G, <const double*>xq,
+                    _stack_step_worker(self._kt, 0, 1, self.cell, L, B, I, H, G, <const double*>xq,
                                        self._wih1, self._wih2, self._whh, self._bx, self._bhn,
                                        ubq, nu, ordq, oneq, <const double*>hq, <double*>ho,
                                        <double*>cptr, <double*>hsq, <double*>csq,
                                        <double*>recq, B * ldr, ldr, &bar)
                 else:
-                    _stack_step_worker(0, 1, self.cell, L, B, I, H, G, <const float*>xq,
+                    _stack_step_worker(self._kt, 0, 1, self.cell, L, B, I, H, G, <const float*>xq,
                                        self._wih1, self._wih2, self._whh, self._bx, self._bhn,
                                        ubq, nu, ordq, oneq, <const float*>hq, <float*>ho,
                                        <float*>cptr, <float*>hsq, <float*>csq,
@@ -1831,13 +1399,13 @@ cdef class StepKernel:
                     tid = openmp.omp_get_thread_num()
                     nth = openmp.omp_get_num_threads()
                     if self.is_double:
-                        _stack_step_worker(tid, nth, self.cell, L, B, I, H, G, <const double*>xq,
+                        _stack_step_worker(self._kt, tid, nth, self.cell, L, B, I, H, G, <const double*>xq,
                                            self._wih1, self._wih2, self._whh, self._bx,
                                            self._bhn, ubq, nu, ordq, oneq, <const double*>hq,
                                            <double*>ho, <double*>cptr, <double*>hsq,
                                            <double*>csq, <double*>recq, B * ldr, ldr, &bar)
                     else:
-                        _stack_step_worker(tid, nth, self.cell, L, B, I, H, G, <const float*>xq,
+                        _stack_step_worker(self._kt, tid, nth, self.cell, L, B, I, H, G, <const float*>xq,
                                            self._wih1, self._wih2, self._whh, self._bx,
                                            self._bhn, ubq, nu, ordq, oneq, <const float*>hq,
                                            <float*>ho, <float*>cptr, <float*>hsq,
@@ -1846,13 +1414,13 @@ cdef class StepKernel:
 
 
 def small_gemm(const floating[:, ::1] a,    # IN  (M, K)
-               const floating[::1] wp,      # IN  W (K, N) panel-packed (see _small_gemm_acc)
+               const floating[::1] wp,      # IN  W (K, N) panel-packed (see pack_rows)
                floating[:, ::1] c):         # INOUT (M, N): c += a @ W
-    """The engine's small GEMM kernel, exposed for tests and benchmarks."""
+    """The engine's register-tiled GEMM kernel, exposed for tests and benchmarks."""
     cdef Py_ssize_t M = a.shape[0], K = a.shape[1], N = c.shape[1]
-    if c.shape[0] != M or wp.shape[0] != _packed_size(K, N, sizeof(floating)):
+    if c.shape[0] != M or wp.shape[0] != _packed_size(g_kt, K, N, sizeof(floating)):
         raise ValueError("small_gemm: shapes do not match")
     if M == 0 or N == 0 or K == 0:
         return
     with nogil:
-        _small_gemm_acc(M, N, K, &a[0, 0], K, &wp[0], &c[0, 0], N)
+        _gemm_acc(g_kt, M, N, K, &a[0, 0], K, &wp[0], &c[0, 0], N)

@@ -1,0 +1,58 @@
+/* Blocking constants of the compiled kernels, one set per instruction-set target.
+ *
+ * fr_isa.c is compiled once per target with that target's flags (setup.py: TARGETS); the
+ * compiler's predefined macros (__AVX512F__, __AVX2__, __ARM_NEON, ...) then select one block
+ * below.  A register tile is FR_MR rows x FR_NV vectors of FR_VBYTES bytes: its accumulators,
+ * the FR_NV weight vectors loaded per k and one broadcast must fit the register file, or the
+ * compiler spills (BLIS's shapes are the guide: AVX2 sgemm 6x16, AVX-512 6x64 / 4x64, ARMv8
+ * 8x12).  The dot-product tile (un-packed weights) keeps FR_DR x FR_DC accumulators plus
+ * FR_DR + FR_DC operand vectors.  FR_KC_BYTES: one K block of a weight panel (FR_KC rows x
+ * the panel width) is meant to stay in L1.
+ */
+#ifndef FR_CONFIG_H
+#define FR_CONFIG_H
+
+#if defined(__AVX512F__)
+/* 32 zmm: 16 accumulators + 4 weights + 1 broadcast (4 x 64 floats) */
+#  define FR_TARGET_NAME "avx512"
+#  define FR_VBYTES 64
+#  define FR_MR 4
+#  define FR_NV 4
+#  define FR_DR 4
+#  define FR_DC 4
+#  define FR_KC_BYTES 32768
+#elif defined(__AVX2__) && defined(__FMA__)
+/* 16 ymm: 12 accumulators + 2 weights + 1 broadcast (6 x 16 floats, BLIS's haswell sgemm) */
+#  define FR_TARGET_NAME "avx2"
+#  define FR_VBYTES 32
+#  define FR_MR 6
+#  define FR_NV 2
+#  define FR_DR 3
+#  define FR_DC 3
+#  define FR_KC_BYTES 16384
+#elif defined(__aarch64__) || defined(_M_ARM64)
+/* 32 q registers with FMA: 24 accumulators + 3 weights + 1 broadcast (8 x 12 floats) */
+#  define FR_TARGET_NAME "neon"
+#  define FR_VBYTES 16
+#  define FR_MR 8
+#  define FR_NV 3
+#  define FR_DR 4
+#  define FR_DC 4
+#  define FR_KC_BYTES 16384
+#else
+/* x86-64 baseline (SSE2) or any other CPU: 16 registers of 16 bytes, no FMA, so a product
+   needs a temporary: 8 accumulators + 2 weights + 1 broadcast + 1 temporary (4 x 8 floats) */
+#  define FR_TARGET_NAME "baseline"
+#  define FR_VBYTES 16
+#  define FR_MR 4
+#  define FR_NV 2
+#  define FR_DR 2
+#  define FR_DC 2
+#  define FR_KC_BYTES 16384
+#endif
+
+/* independent FMA chains a tile needs to hide the FMA latency (2 units x 4 cycles): tiles
+   with fewer accumulators split the k loop into several accumulator sets */
+#define FR_CHAINS 8
+
+#endif

@@ -1,0 +1,89 @@
+/* fastrnn's compiled kernels: the interface seen by the driver (fastrnn/_forward.pyx).
+ *
+ * The arithmetic kernels (register-tiled GEMM, its packing, the dot-product GEMM on un-packed
+ * weights, the gate math of every cell and the activations) are written once, in
+ * fr_kernels_impl.h, and compiled once per instruction-set target (fr_isa.c with that
+ * target's flags; blocking constants in fr_config.h).  Each target exports one table of
+ * function pointers, fr_kernels_<target>; fr_runtime.c (compiled for the baseline) asks the CPU
+ * what it can run and hands out the best table, or the one that FASTRNN_ISA names.
+ *
+ * Conventions: all matrices are row-major with explicit row strides (in elements); kernels
+ * never allocate except fr gemm_range's scratch, never validate (the Python layers do), and
+ * accumulate into C (C += ...).  A "panel-packed" (K, N) matrix is stored as consecutive
+ * column panels of nr columns (nr = the table's nr_f / nr_d): panel p holds columns
+ * p*nr .. p*nr+nr-1 as a contiguous (K, nr) row-major block, the last panel padded with zero
+ * columns (fr_packed_size elements in all).
+ */
+#ifndef FR_KERNELS_H
+#define FR_KERNELS_H
+
+#include <stddef.h>
+
+typedef ptrdiff_t fr_idx;
+
+/* cell codes */
+enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3 };
+
+#define FR_KERNEL_SIGNATURES(T, S)                                                            \
+    /* C (M, N) += A (M, K) @ W, W panel-packed */                                             \
+    void (*gemm_acc_##S)(fr_idx M, fr_idx N, fr_idx K, const T* A, fr_idx lda,                  \
+                         const T* Wp, T* C, fr_idx ldc);                                        \
+    /* rows r0..r1 of C (+)= op(A) @ B, B panel-packed; op(A) = A^T (A stored (K, M)) if       \
+       trans_a; C rows zeroed first unless accumulate */                                        \
+    void (*gemm_range_##S)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const T* A, fr_idx lda,    \
+                           int trans_a, const T* Bp, T* C, fr_idx ldc, int accumulate);         \
+    /* C (M, N) += A (M, K) @ W^T, W (N, K) as given (PyTorch layout) */                       \
+    void (*dot_gemm_acc_##S)(fr_idx M, fr_idx N, fr_idx K, const T* A, fr_idx lda,              \
+                             const T* W, fr_idx ldw, T* C, fr_idx ldc);                         \
+    /* panel-pack W[rows]^T (K, G*nj): column g*nj + u is row g*H + u0 + u of W (K columns);   \
+       only panels pfirst, pfirst + pstep, ... (the threads share the work) */                  \
+    void (*pack_panels_##S)(const T* W, fr_idx K, fr_idx G, fr_idx H, fr_idx u0, fr_idx nj,     \
+                            T* out, fr_idx pfirst, fr_idx pstep);                               \
+    /* panel-pack B (K, N) itself (row stride ldb); panels pfirst, pfirst + pstep, ... */      \
+    void (*pack_rows_##S)(const T* B, fr_idx ldb, fr_idx K, fr_idx N, T* out, fr_idx pfirst,    \
+                          fr_idx pstep);                                                        \
+    /* gate math of one row of one unit block of nj units: rec holds the pre-activations       \
+       [gate 0 | gate 1 | ...] (each nj wide; GRU: r, z, h W_hn^T + b_hn, x W_in^T + b_in)    \
+       and is overwritten with the activations (GRU: r, z, n); h_prev (GRU) / c (LSTM, updated \
+       in place) and h_out are the block's units; hn_out (GRU, may be NULL) receives the       \
+       h W_hn^T + b_hn term */                                                                  \
+    void (*gates_##S)(int cell, T* rec, fr_idx nj, const T* h_prev, T* c, T* h_out, T* hn_out); \
+    /* the engine's activations over an array (for tests of their error bounds) */             \
+    void (*tanh_##S)(const T* x, T* out, fr_idx n);                                            \
+    void (*sigmoid_##S)(const T* x, T* out, fr_idx n);
+
+typedef struct fr_kernels {
+    const char* name;       /* "baseline", "avx2", "avx512", "neon" */
+    int vector_bytes;       /* bytes of one vector register */
+    int mr, nv;             /* register tile: rows x vectors */
+    fr_idx nr_f, nr_d;      /* panel width (columns) of packed float32 / float64 matrices */
+    FR_KERNEL_SIGNATURES(float, f)
+    FR_KERNEL_SIGNATURES(double, d)
+} fr_kernels_t;
+
+/* elements of a (K, N) matrix panel-packed with panel width nr */
+static inline fr_idx fr_packed_size(fr_idx K, fr_idx N, fr_idx nr) {
+    return K * ((N + nr - 1) / nr) * nr;
+}
+
+/* ---- fr_runtime.c (baseline code) ---- */
+
+/* the tables compiled into this build, best first, NULL-terminated */
+const fr_kernels_t* const* fr_compiled_tables(void);
+/* 1 if this CPU (and its OS) can run the table's instructions */
+int fr_cpu_can_run(const fr_kernels_t* k);
+/* the best table this CPU can run */
+const fr_kernels_t* fr_best_table(void);
+
+/* flush denormals to zero (and treat denormal inputs as zero) in this thread; returns the
+   previous control word for fr_ftz_exit */
+unsigned long fr_ftz_enter(void);
+void fr_ftz_exit(unsigned long old);
+
+/* a sense-reversing barrier for n threads: a short spin, then the core is yielded, so that a
+   waiting thread on an oversubscribed machine hands its core to the one it waits for */
+typedef struct { int count; int sense; } fr_barrier_t;
+void fr_barrier_init(fr_barrier_t* b);
+void fr_barrier_wait(fr_barrier_t* b, int n, int* local_sense);
+
+#endif

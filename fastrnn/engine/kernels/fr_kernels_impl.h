@@ -1,0 +1,368 @@
+/* The arithmetic kernels, written once for one floating type.
+ *
+ * Included by fr_isa.c twice per target, with FR_T = float, FR_S = f and FR_T = double,
+ * FR_S = d; fr_isa.c defines the vector type V (FR_VBYTES bytes: one register of the target),
+ * its loads, stores and FR_KEEP (keep a vector in a register), and FR_UNROLL.  Blocking
+ * constants come from fr_config.h.  See fr_kernels.h for what each kernel computes.
+ */
+#define FN(name) FR_CAT(name##_, FR_S)
+#define V FR_CAT(fr_v_, FR_S)
+#define VL ((fr_idx)(FR_VBYTES / sizeof(FR_T)))   /* lanes of one vector */
+#define NR (FR_NV * VL)                           /* panel width */
+#define KC ((fr_idx)(FR_KC_BYTES / (NR * sizeof(FR_T))))   /* rows of a K block */
+#define MC 128                                    /* rows of A per block of gemm_range */
+
+static FR_INLINE V FN(vld)(const FR_T* p) { V v; FR_VLOAD(v, p); return v; }
+static FR_INLINE void FN(vst)(FR_T* p, V v) { FR_VSTORE(p, v); }
+
+/* ---------------------------------------------------------------------------------------------
+ * Register tile: c (R rows, row stride ldc, NVV vectors wide) += A[R rows, k0:k1] @ P[k0:k1, :]
+ * with P a column panel (row stride NR) and element (i, k) of A at A[i*lda + k*aks].  R, NVV and
+ * KS are compile-time constants at every call (FR_INLINE + constant arguments), so the arrays
+ * below become named registers.  KS accumulator sets take alternate k (a tile with few
+ * accumulators needs several independent chains to hide the FMA latency).
+ * ------------------------------------------------------------------------------------------- */
+static FR_INLINE void FN(tile)(const int R, const int NVV, const int KS, fr_idx k0, fr_idx k1,
+                               const FR_T* A, fr_idx lda, fr_idx aks, const FR_T* pan,
+                               FR_T* c, fr_idx ldc) {
+    V acc[FR_CHAINS][FR_MR][FR_NV];
+    fr_idx k = k0;
+    FR_UNROLL for (int i = 0; i < R; ++i)
+        FR_UNROLL for (int j = 0; j < NVV; ++j) {
+            acc[0][i][j] = FN(vld)(c + i * ldc + j * VL);
+            FR_UNROLL for (int s = 1; s < KS; ++s) acc[s][i][j] = FR_VZERO(V);
+        }
+    for (; k + KS <= k1; k += KS) {
+        FR_UNROLL for (int s = 0; s < KS; ++s) {
+            const FR_T* w = pan + (k + s) * NR;
+            const FR_T* a = A + (k + s) * aks;
+            V wv[FR_NV];
+            FR_UNROLL for (int j = 0; j < NVV; ++j) { wv[j] = FN(vld)(w + j * VL); FR_KEEP(wv[j]); }
+            FR_UNROLL for (int i = 0; i < R; ++i) {
+                const FR_T ai = a[i * lda];
+                FR_UNROLL for (int j = 0; j < NVV; ++j) FR_VMADD_S(acc[s][i][j], ai, wv[j]);
+            }
+        }
+    }
+    for (; k < k1; ++k) {
+        const FR_T* w = pan + k * NR;
+        const FR_T* a = A + k * aks;
+        FR_UNROLL for (int i = 0; i < R; ++i) {
+            const FR_T ai = a[i * lda];
+            FR_UNROLL for (int j = 0; j < NVV; ++j) FR_VMADD_S(acc[0][i][j], ai, FN(vld)(w + j * VL));
+        }
+    }
+    FR_UNROLL for (int i = 0; i < R; ++i)
+        FR_UNROLL for (int j = 0; j < NVV; ++j) {
+            FR_UNROLL for (int s = 1; s < KS; ++s) FR_VADD(acc[0][i][j], acc[s][i][j]);
+            FN(vst)(c + i * ldc + j * VL, acc[0][i][j]);
+        }
+}
+
+/* accumulator sets for a tile of r rows x nv vectors */
+#define FR_KSETS(r, nv) ((r) * (nv) >= FR_CHAINS ? 1 : FR_CHAINS / ((r) * (nv)))
+
+/* one tile of r (1..FR_MR) rows and nv (1..FR_NV) vectors, dispatched to its constant shape */
+static void FN(tile_any)(int r, int nv, fr_idx k0, fr_idx k1, const FR_T* A, fr_idx lda,
+                         fr_idx aks, const FR_T* pan, FR_T* c, fr_idx ldc) {
+#define FR_TILE_CASE(RR, NN)                                                                     \
+    case (RR) * 16 + (NN):                                                                       \
+        FN(tile)(RR, NN, FR_KSETS(RR, NN), k0, k1, A, lda, aks, pan, c, ldc);                     \
+        return;
+#if FR_NV >= 2
+#  define FR_TILE_CASE2(RR) FR_TILE_CASE(RR, 2)
+#else
+#  define FR_TILE_CASE2(RR)
+#endif
+#if FR_NV >= 3
+#  define FR_TILE_CASE3(RR) FR_TILE_CASE(RR, 3)
+#else
+#  define FR_TILE_CASE3(RR)
+#endif
+#if FR_NV >= 4
+#  define FR_TILE_CASE4(RR) FR_TILE_CASE(RR, 4)
+#else
+#  define FR_TILE_CASE4(RR)
+#endif
+#define FR_TILE_ROW(RR) FR_TILE_CASE(RR, 1) FR_TILE_CASE2(RR) FR_TILE_CASE3(RR) FR_TILE_CASE4(RR)
+    switch (r * 16 + nv) {
+        FR_TILE_ROW(1)
+#if FR_MR >= 2
+        FR_TILE_ROW(2)
+#endif
+#if FR_MR >= 3
+        FR_TILE_ROW(3)
+#endif
+#if FR_MR >= 4
+        FR_TILE_ROW(4)
+#endif
+#if FR_MR >= 5
+        FR_TILE_ROW(5)
+#endif
+#if FR_MR >= 6
+        FR_TILE_ROW(6)
+#endif
+#if FR_MR >= 7
+        FR_TILE_ROW(7)
+#endif
+#if FR_MR >= 8
+        FR_TILE_ROW(8)
+#endif
+        default: return;
+    }
+#undef FR_TILE_ROW
+#undef FR_TILE_CASE
+#undef FR_TILE_CASE2
+#undef FR_TILE_CASE3
+#undef FR_TILE_CASE4
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Register-tiled GEMM on a panel-packed W:  C (M, N) += op(A) (M, K) @ W (K, N).
+ * Loop order: K blocks of KC rows (a KC x NR block of a panel stays in L1) > panels > tiles of
+ * FR_MR rows (the rows left over: one tile of fewer rows).  The last panel's ragged columns go
+ * through a small buffer of C rows NR wide, with a tile only as many vectors wide as needed.
+ * With apack (trans_a, FR_MR < M <= MC) the tiles' rows of a transposed A are first copied into
+ * FR_MR-row micro-panels per K block, so that a tile reads its FR_MR values from one place
+ * instead of FR_MR rows lda apart (which, with lda a multiple of 1 KiB, all fall in one L1
+ * set).  Element (m, k) of A is at A[m * ars + k * aks].
+ * ------------------------------------------------------------------------------------------- */
+static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ars, fr_idx aks,
+                          const FR_T* Wp, FR_T* C, fr_idx ldc, FR_T* apack) {
+    FR_T ctile[FR_MR * NR];
+    const fr_idx nfull = (N / NR) * NR, nr = N - nfull, ntile = M / FR_MR;
+    const int nv_edge = (int)((nr + VL - 1) / VL);
+    const int pa = apack != NULL && M > FR_MR && M <= MC;
+    const fr_idx kc = M <= FR_MR ? K : KC;   /* one row tile: no reuse of a W block */
+    for (fr_idx k0 = 0; k0 < K; k0 += kc) {
+        const fr_idx k1 = k0 + kc < K ? k0 + kc : K, kn = k1 - k0;
+        if (pa) {
+            for (fr_idx k = 0; k < kn; ++k) {
+                const FR_T* src = A + (k0 + k) * aks;
+                for (fr_idx t = 0; t < ntile; ++t)
+                    for (int i = 0; i < FR_MR; ++i)
+                        apack[t * FR_MR * kn + k * FR_MR + i] = src[(t * FR_MR + i) * ars];
+            }
+        }
+        for (fr_idx j0 = 0; j0 <= nfull; j0 += NR) {
+            const int edge = j0 == nfull;
+            if (edge && nr == 0) break;
+            const FR_T* pan = Wp + K * j0 + k0 * NR;
+            for (fr_idx m = 0; m < M; m += FR_MR) {
+                const int r = (int)(M - m < FR_MR ? M - m : FR_MR);
+                const FR_T* a;
+                fr_idx lda, ak;
+                if (pa && r == FR_MR) {
+                    a = apack + m * kn; lda = 1; ak = FR_MR;
+                } else {
+                    a = A + m * ars + k0 * aks; lda = ars; ak = aks;
+                }
+                if (!edge) {
+                    FN(tile_any)(r, FR_NV, 0, kn, a, lda, ak, pan, C + m * ldc + j0, ldc);
+                } else {
+                    for (int i = 0; i < r; ++i)
+                        memcpy(ctile + i * NR, C + (m + i) * ldc + nfull, nr * sizeof(FR_T));
+                    FN(tile_any)(r, nv_edge, 0, kn, a, lda, ak, pan, ctile, NR);
+                    for (int i = 0; i < r; ++i)
+                        memcpy(C + (m + i) * ldc + nfull, ctile + i * NR, nr * sizeof(FR_T));
+                }
+            }
+        }
+    }
+}
+
+static void FN(gemm_acc)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx lda,
+                         const FR_T* Wp, FR_T* C, fr_idx ldc) {
+    if (M > 0 && N > 0 && K > 0) FN(gemm_core)(M, N, K, A, lda, 1, Wp, C, ldc, NULL);
+}
+
+static void FN(gemm_range)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const FR_T* A, fr_idx lda,
+                           int trans_a, const FR_T* Bp, FR_T* C, fr_idx ldc, int accumulate) {
+    const fr_idx ars = trans_a ? 1 : lda, aks = trans_a ? lda : 1;
+    FR_T* apack = NULL;
+    if (r1 <= r0 || N <= 0) return;
+    if (!accumulate)
+        for (fr_idx r = r0; r < r1; ++r) memset(C + r * ldc, 0, N * sizeof(FR_T));
+    if (K <= 0) return;
+    if (trans_a) apack = (FR_T*)malloc(MC * (K < KC ? K : KC) * sizeof(FR_T));
+    for (fr_idx m0 = r0; m0 < r1; m0 += MC) {
+        const fr_idx m = r1 - m0 < MC ? r1 - m0 : MC;
+        FN(gemm_core)(m, N, K, A + m0 * ars, ars, aks, Bp, C + m0 * ldc, ldc, apack);
+    }
+    free(apack);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Dot-product GEMM on un-packed weights: C (M, N) += A (M, K) @ W^T, W (N, K).  No packing at
+ * all, at the price of one horizontal sum per output: for large K where packing W per call
+ * would cost a transpose of the whole matrix.  Tiles of FR_DR rows x FR_DC outputs (a block of
+ * W reused from L1); rows and outputs left over one at a time.
+ * ------------------------------------------------------------------------------------------- */
+static FR_INLINE FR_T FN(hsum)(V v) {
+    FR_T s = 0;
+    FR_UNROLL for (int i = 0; i < (int)VL; ++i) s += FR_VLANE(v, i);
+    return s;
+}
+
+static FR_INLINE void FN(dot_tile)(const int R, const int DC, fr_idx K, const FR_T* A,
+                                   fr_idx lda, const FR_T* W, fr_idx ldw, FR_T* C, fr_idx ldc) {
+    const fr_idx kv = K - K % VL;
+    V s[FR_DR][FR_DC];
+    FR_UNROLL for (int i = 0; i < R; ++i)
+        FR_UNROLL for (int j = 0; j < DC; ++j) s[i][j] = FR_VZERO(V);
+    for (fr_idx k = 0; k < kv; k += VL) {
+        V a[FR_DR], w[FR_DC];
+        FR_UNROLL for (int i = 0; i < R; ++i) { a[i] = FN(vld)(A + i * lda + k); FR_KEEP(a[i]); }
+        FR_UNROLL for (int j = 0; j < DC; ++j) { w[j] = FN(vld)(W + j * ldw + k); FR_KEEP(w[j]); }
+        FR_UNROLL for (int i = 0; i < R; ++i)
+            FR_UNROLL for (int j = 0; j < DC; ++j) FR_VMADD_V(s[i][j], a[i], w[j]);
+    }
+    FR_UNROLL for (int i = 0; i < R; ++i)
+        FR_UNROLL for (int j = 0; j < DC; ++j) {
+            FR_T t = FN(hsum)(s[i][j]);
+            for (fr_idx k = kv; k < K; ++k) t += A[i * lda + k] * W[j * ldw + k];
+            C[i * ldc + j] += t;
+        }
+}
+
+static void FN(dot_gemm_acc)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx lda,
+                             const FR_T* W, fr_idx ldw, FR_T* C, fr_idx ldc) {
+    fr_idx n = 0;
+    if (M <= 0 || N <= 0 || K < VL) {
+        for (fr_idx m = 0; m < M; ++m)
+            for (fr_idx j = 0; j < N; ++j) {
+                FR_T t = 0;
+                for (fr_idx k = 0; k < K; ++k) t += A[m * lda + k] * W[j * ldw + k];
+                C[m * ldc + j] += t;
+            }
+        return;
+    }
+    for (; n + FR_DC <= N; n += FR_DC) {
+        fr_idx m = 0;
+        for (; m + FR_DR <= M; m += FR_DR)
+            FN(dot_tile)(FR_DR, FR_DC, K, A + m * lda, lda, W + n * ldw, ldw, C + m * ldc + n, ldc);
+        for (; m < M; ++m)
+            FN(dot_tile)(1, FR_DC, K, A + m * lda, lda, W + n * ldw, ldw, C + m * ldc + n, ldc);
+    }
+    for (; n < N; ++n)
+        for (fr_idx m = 0; m < M; ++m)
+            FN(dot_tile)(1, 1, K, A + m * lda, lda, W + n * ldw, ldw, C + m * ldc + n, ldc);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Packing.  pack_panels transposes VL x VL blocks in registers (FR_TRANSPOSE, a butterfly of
+ * two-input shuffles, where the compiler has them), then the edges element by element.
+ * ------------------------------------------------------------------------------------------- */
+static FR_INLINE void FN(pack_block)(const FR_T* const* src, fr_idx k0, FR_T* dst, fr_idx ldd) {
+#if FR_HAVE_SHUFFLE
+    V r[VL];
+    FR_UNROLL for (int i = 0; i < (int)VL; ++i) r[i] = FN(vld)(src[i] + k0);
+    FR_CAT(FR_TRANSPOSE_, FR_S)(r);
+    FR_UNROLL for (int j = 0; j < (int)VL; ++j) FN(vst)(dst + (k0 + j) * ldd, r[j]);
+#else
+    for (fr_idx j = 0; j < VL; ++j)
+        for (fr_idx i = 0; i < VL; ++i) dst[(k0 + j) * ldd + i] = src[i][k0 + j];
+#endif
+}
+
+static void FN(pack_panels)(const FR_T* W, fr_idx K, fr_idx G, fr_idx H, fr_idx u0, fr_idx nj,
+                            FR_T* out, fr_idx pfirst, fr_idx pstep) {
+    const fr_idx N = G * nj, kfull = (K / VL) * VL;
+    const FR_T* src[NR];
+    for (fr_idx p0 = pfirst * NR; p0 < N; p0 += pstep * NR) {
+        const fr_idx nr = N - p0 < NR ? N - p0 : NR;
+        FR_T* dst = out + K * p0;
+        if (nr < NR)
+            for (fr_idx k = 0; k < K; ++k) memset(dst + k * NR + nr, 0, (NR - nr) * sizeof(FR_T));
+        for (fr_idx c = 0; c < nr; ++c) {
+            const fr_idx g = (p0 + c) / nj;
+            src[c] = W + (g * H + u0 + (p0 + c - g * nj)) * K;
+        }
+        for (fr_idx k0 = 0; k0 < kfull; k0 += VL)
+            for (fr_idx c = 0; c + VL <= nr; c += VL) FN(pack_block)(&src[c], k0, dst + c, NR);
+        for (fr_idx k = 0; k < kfull; ++k)
+            for (fr_idx c = (nr / VL) * VL; c < nr; ++c) dst[k * NR + c] = src[c][k];
+        for (fr_idx k = kfull; k < K; ++k)
+            for (fr_idx c = 0; c < nr; ++c) dst[k * NR + c] = src[c][k];
+    }
+}
+
+static void FN(pack_rows)(const FR_T* B, fr_idx ldb, fr_idx K, fr_idx N, FR_T* out,
+                          fr_idx pfirst, fr_idx pstep) {
+    for (fr_idx p0 = pfirst * NR; p0 < N; p0 += pstep * NR) {
+        const fr_idx nr = N - p0 < NR ? N - p0 : NR;
+        FR_T* dst = out + K * p0;
+        for (fr_idx k = 0; k < K; ++k) {
+            memcpy(dst + k * NR, B + k * ldb + p0, nr * sizeof(FR_T));
+            if (nr < NR) memset(dst + k * NR + nr, 0, (NR - nr) * sizeof(FR_T));
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Activations and gate math.  Plain loops over restrict pointers: the compiler vectorises them
+ * for the target (float32: the rational tanh below; float64: libm).
+ * ------------------------------------------------------------------------------------------- */
+static FR_INLINE FR_T FN(act_tanh)(FR_T x) { return FR_CAT(fr_tanh_, FR_S)(x); }
+static FR_INLINE FR_T FN(act_sigmoid)(FR_T x) { return FR_CAT(fr_sigmoid_, FR_S)(x); }
+
+static void FN(tanh_arr)(const FR_T* FR_RESTRICT x, FR_T* FR_RESTRICT out, fr_idx n) {
+    for (fr_idx j = 0; j < n; ++j) out[j] = FN(act_tanh)(x[j]);
+}
+
+static void FN(sigmoid_arr)(const FR_T* FR_RESTRICT x, FR_T* FR_RESTRICT out, fr_idx n) {
+    for (fr_idx j = 0; j < n; ++j) out[j] = FN(act_sigmoid)(x[j]);
+}
+
+static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
+                      const FR_T* FR_RESTRICT h_prev, FR_T* FR_RESTRICT c,
+                      FR_T* FR_RESTRICT h_out, FR_T* FR_RESTRICT hn_out) {
+    fr_idx j;
+    switch (cell) {
+    case FR_RNN_TANH:
+        for (j = 0; j < nj; ++j) h_out[j] = FN(act_tanh)(rec[j]);
+        break;
+    case FR_RNN_RELU:   /* written so that NaN propagates, as in the reference */
+        for (j = 0; j < nj; ++j) h_out[j] = rec[j] < 0 ? (FR_T)0 : rec[j];
+        break;
+    case FR_LSTM: {
+        FR_T* FR_RESTRICT gi = rec;
+        FR_T* FR_RESTRICT gf = rec + nj;
+        FR_T* FR_RESTRICT gg = rec + 2 * nj;
+        FR_T* FR_RESTRICT go = rec + 3 * nj;
+        for (j = 0; j < nj; ++j) {
+            const FR_T i = FN(act_sigmoid)(gi[j]), f = FN(act_sigmoid)(gf[j]);
+            const FR_T g = FN(act_tanh)(gg[j]), o = FN(act_sigmoid)(go[j]);
+            const FR_T cn = f * c[j] + i * g;
+            gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
+            c[j] = cn;
+            h_out[j] = o * FN(act_tanh)(cn);
+        }
+        break;
+    }
+    case FR_GRU: {
+        FR_T* FR_RESTRICT gr = rec;
+        FR_T* FR_RESTRICT gz = rec + nj;
+        FR_T* FR_RESTRICT ghn = rec + 2 * nj;
+        const FR_T* FR_RESTRICT gxn = rec + 3 * nj;
+        if (hn_out != NULL) memcpy(hn_out, ghn, nj * sizeof(FR_T));
+        for (j = 0; j < nj; ++j) {
+            const FR_T r = FN(act_sigmoid)(gr[j]), z = FN(act_sigmoid)(gz[j]);
+            const FR_T n = FN(act_tanh)(gxn[j] + r * ghn[j]);
+            gr[j] = r; gz[j] = z; ghn[j] = n;
+            h_out[j] = n + z * (h_prev[j] - n);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+#undef FN
+#undef V
+#undef VL
+#undef NR
+#undef KC
+#undef MC
+#undef FR_KSETS
