@@ -1,0 +1,184 @@
+/* Run-time side of the kernels, compiled for the baseline of the platform: which of the
+ * compiled targets this CPU can run (CPUID and the OS's saved register state on x86-64; NEON
+ * is part of every aarch64), the denormal switch and the barrier of the unit-split plan.
+ *
+ * setup.py defines FR_HAVE_<TARGET> for each target compiled into the build.
+ */
+#include "fr_kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#  define FR_X86 1
+#  include <xmmintrin.h>
+#  if defined(_MSC_VER) && !defined(__clang__)
+#    include <intrin.h>
+#  else
+#    include <cpuid.h>
+#  endif
+#else
+#  define FR_X86 0
+#endif
+
+#if defined(_WIN32)
+#  include <windows.h>
+#  define fr_yield() SwitchToThread()
+#else
+#  include <sched.h>
+#  define fr_yield() sched_yield()
+#endif
+
+#if defined(FR_HAVE_AVX512)
+extern const fr_kernels_t fr_kernels_avx512;
+#endif
+#if defined(FR_HAVE_AVX2)
+extern const fr_kernels_t fr_kernels_avx2;
+#endif
+#if defined(FR_HAVE_NEON)
+extern const fr_kernels_t fr_kernels_neon;
+#endif
+#if defined(FR_HAVE_BASELINE)
+extern const fr_kernels_t fr_kernels_baseline;
+#endif
+
+static const fr_kernels_t* const fr_tables[] = {
+#if defined(FR_HAVE_AVX512)
+    &fr_kernels_avx512,
+#endif
+#if defined(FR_HAVE_AVX2)
+    &fr_kernels_avx2,
+#endif
+#if defined(FR_HAVE_NEON)
+    &fr_kernels_neon,
+#endif
+#if defined(FR_HAVE_BASELINE)
+    &fr_kernels_baseline,
+#endif
+    NULL,
+};
+
+const fr_kernels_t* const* fr_compiled_tables(void) { return fr_tables; }
+
+#if FR_X86
+static void fr_cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
+#  if defined(_MSC_VER) && !defined(__clang__)
+    int v[4];
+    __cpuidex(v, (int)leaf, (int)sub);
+    r[0] = (unsigned)v[0]; r[1] = (unsigned)v[1]; r[2] = (unsigned)v[2]; r[3] = (unsigned)v[3];
+#  else
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+#  endif
+}
+
+static unsigned long long fr_xcr0(void) {
+#  if defined(_MSC_VER) && !defined(__clang__)
+    return _xgetbv(0);
+#  else
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+#  endif
+}
+
+/* 2: AVX-512 (F, BW, DQ, VL), 1: AVX2 + FMA, 0: baseline -- each only if the OS saves the
+   registers it needs (XCR0) */
+static int fr_x86_level(void) {
+    unsigned r[4], max_leaf, l1_ecx, l7_ebx;
+    unsigned long long xcr0;
+    fr_cpuid(0, 0, r);
+    max_leaf = r[0];
+    if (max_leaf < 7) return 0;
+    fr_cpuid(1, 0, r);
+    l1_ecx = r[2];
+    if (!(l1_ecx & (1u << 27)) || !(l1_ecx & (1u << 28)) || !(l1_ecx & (1u << 12)))
+        return 0;                                   /* OSXSAVE, AVX, FMA */
+    xcr0 = fr_xcr0();
+    if ((xcr0 & 0x6) != 0x6) return 0;              /* SSE and AVX state */
+    fr_cpuid(7, 0, r);
+    l7_ebx = r[1];
+    if (!(l7_ebx & (1u << 5))) return 0;            /* AVX2 */
+    if ((xcr0 & 0xe0) == 0xe0                       /* opmask, ZMM_Hi256, Hi16_ZMM state */
+        && (l7_ebx & (1u << 16)) && (l7_ebx & (1u << 17))      /* AVX512F, DQ */
+        && (l7_ebx & (1u << 30)) && (l7_ebx & (1u << 31)))     /* AVX512BW, VL */
+        return 2;
+    return 1;
+}
+#endif
+
+int fr_cpu_can_run(const fr_kernels_t* k) {
+    const char* n = k->name;
+#if FR_X86
+    static int level = -1;
+    if (level < 0) level = fr_x86_level();
+    if (n[0] == 'a' && n[3] == '5') return level >= 2;      /* avx512 */
+    if (n[0] == 'a' && n[3] == '2') return level >= 1;      /* avx2 */
+#endif
+    (void)n;
+    return 1;                                               /* baseline, neon */
+}
+
+const fr_kernels_t* fr_best_table(void) {
+    for (const fr_kernels_t* const* t = fr_tables; *t != NULL; ++t)
+        if (fr_cpu_can_run(*t)) return *t;
+    return NULL;
+}
+
+/* ---- denormals ---- */
+unsigned long fr_ftz_enter(void) {
+#if FR_X86
+    unsigned int old = _mm_getcsr();
+    _mm_setcsr(old | 0x8040u);          /* flush-to-zero + denormals-are-zero */
+    return old;
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+    unsigned long old;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(old));
+    __asm__ volatile("msr fpcr, %0" : : "r"(old | (1ul << 24)));    /* FZ */
+    return old;
+#else
+    return 0;
+#endif
+}
+
+void fr_ftz_exit(unsigned long old) {
+#if FR_X86
+    _mm_setcsr((unsigned int)old);
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+    __asm__ volatile("msr fpcr, %0" : : "r"(old));
+#else
+    (void)old;
+#endif
+}
+
+/* ---- barrier ---- */
+#if defined(_MSC_VER) && !defined(__clang__)
+#  define fr_fetch_add(p, v) (_InterlockedExchangeAdd((volatile long*)(p), (v)) + (v))
+#  define fr_store(p, v) _InterlockedExchange((volatile long*)(p), (v))
+#  define fr_load(p) _InterlockedCompareExchange((volatile long*)(p), 0, 0)
+#  define fr_pause() _mm_pause()
+#else
+#  define fr_fetch_add(p, v) __atomic_add_fetch((p), (v), __ATOMIC_ACQ_REL)
+#  define fr_store(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#  define fr_load(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#  if FR_X86
+#    define fr_pause() _mm_pause()
+#  elif defined(__aarch64__)
+#    define fr_pause() __asm__ volatile("yield")
+#  else
+#    define fr_pause() ((void)0)
+#  endif
+#endif
+
+void fr_barrier_init(fr_barrier_t* b) { b->count = 0; b->sense = 0; }
+
+void fr_barrier_wait(fr_barrier_t* b, int n, int* local_sense) {
+    int s = !*local_sense, spins = 0;
+    *local_sense = s;
+    if (n <= 1) return;
+    if (fr_fetch_add(&b->count, 1) == n) {
+        fr_store(&b->count, 0);
+        fr_store(&b->sense, s);
+        return;
+    }
+    while (fr_load(&b->sense) != s) {
+        if (++spins >= 200) { fr_yield(); spins = 0; }
+        else fr_pause();
+    }
+}
