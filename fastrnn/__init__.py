@@ -7,7 +7,7 @@ models from them with ``fit`` / ``evaluate`` / ``predict`` / ``save``; :func:`lo
 a saved model back.
 """
 from . import callbacks, diagnostics, init, losses, metrics, optim, reference, text
-from ._engine import get_num_threads, set_num_threads
+from ._engine import get_num_threads, set_num_threads, show_config
 from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding
 from .models import EncoderDecoder, Sequential, load_model
 
@@ -16,5 +16,5 @@ __version__ = "0.1.0"
 __all__ = [
     "GRU", "LSTM", "RNN", "Dense", "Dropout", "Embedding", "EncoderDecoder", "Sequential",
     "callbacks", "diagnostics", "get_num_threads", "init", "load_model", "losses", "metrics",
-    "optim", "reference", "set_num_threads", "text", "__version__",
+    "optim", "reference", "set_num_threads", "show_config", "text", "__version__",
 ]

@@ -24,14 +24,16 @@ between calls except the Stepper's weight snapshot and scratch buffers, so one S
 be used from two threads at once (forward may be).
 """
 import contextlib
+import importlib.metadata
 import os
+import platform
 
 import numpy as np
 
 from . import _forward
 
 __all__ = ["forward", "make_stepper", "Stepper", "set_num_threads", "get_num_threads", "matmul",
-           "isa", "supported_isas", "compiled_isas", "use_isa",
+           "isa", "supported_isas", "compiled_isas", "use_isa", "show_config", "config",
            "TANH_F32_MAX_ABS_ERR", "SIGMOID_F32_MAX_ABS_ERR"]
 
 #: documented bounds of the float32 activation approximations (float64 uses exact libm)
@@ -100,6 +102,75 @@ def use_isa(name):
         yield
     finally:
         _forward.set_isa(old)
+
+
+def cpu_model():
+    """The CPU's model name as the OS reports it (``/proc/cpuinfo`` on Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def config():
+    """What the engine runs on, as a dict (see :func:`show_config`)."""
+    from . import __version__
+
+    def version(dist):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    info = _forward.isa_info()
+    return {
+        "fastrnn": __version__,
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "isa": isa(),
+        "isa_forced": os.environ.get("FASTRNN_ISA") or None,
+        "compiled_isas": compiled_isas(),
+        "supported_isas": supported_isas(),
+        "register_tile": f"{info['tile_rows']} rows x {info['tile_vectors']} vectors of "
+                         f"{info['vector_bytes']} bytes",
+        "panel_width": {"float32": info["panel_width_float32"],
+                        "float64": info["panel_width_float64"]},
+        "threads": get_num_threads(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": version("numba"),
+    }
+
+
+def show_config(mode="stdout"):
+    """Print (``mode="stdout"``) or return (``mode="dicts"``) the engine's configuration.
+
+    In the spirit of ``numpy.show_config()``: the instruction set whose kernels are in use
+    (and whether ``FASTRNN_ISA`` forced it), the sets compiled into this build and those this
+    CPU can run, the register tile, the engine's thread count and the versions that matter.
+
+    Parameters
+    ----------
+    mode : {"stdout", "dicts"}
+        Print a readable summary, or return it as a dict.
+    """
+    info = config()
+    if mode == "dicts":
+        return info
+    if mode != "stdout":
+        raise ValueError(f"show_config: mode must be 'stdout' or 'dicts', got {mode!r}")
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if isinstance(value, list):
+            value = ", ".join(value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        print(f"{key:<{width}}  {value if value is not None else '-'}")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

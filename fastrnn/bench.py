@@ -6,6 +6,8 @@ Usage (``fastrnn bench`` and ``python benchmarks/compare.py`` take the same argu
     python -m fastrnn.bench --quick              # smoke run for CI (well under 2 minutes)
     python -m fastrnn.bench --only F1,S1 --repeat 50 --json out.json
     python -m fastrnn.bench --list               # list the configurations
+    python -m fastrnn.bench --isa all            # fastrnn on every instruction set this CPU runs
+    python -m fastrnn.bench --load 1             # also time each row beside 1 busy process
 
 Every contender runs the same layer with the same weights (generated here, loaded into each
 through PyTorch-style ``state_dict`` names).  Before anything is timed, every contender's output
@@ -21,11 +23,17 @@ only where one call is cheap.
 
 Contenders, each only when available:
 
-- ``fastrnn``  fastrnn, ``backend="compiled"``
+- ``fastrnn``  fastrnn, ``backend="compiled"``, on the kernels in use (the best this CPU runs, or
+               ``FASTRNN_ISA``'s, or the first of ``--isa``)
+- ``fastrnn[avx2]`` ...  the same on the other instruction sets named by ``--isa``
 - ``ref``      fastrnn, ``backend="reference"`` (the NumPy specification; few samples)
 - ``torch``    ``torch.nn.LSTM/GRU/RNN(batch_first=True)`` under ``torch.inference_mode()``
 - ``onnx``     the same PyTorch module exported with ``torch.onnx.export(..., dynamo=False)``, run
                by an ONNX Runtime ``InferenceSession`` with ``intra_op_num_threads`` = threads
+
+Under load (``--load N``): after its normal samples, each row is timed again while N other
+processes spin on the CPU (started once, kept busy between rows); the table then gives each
+contender's slowdown factor, loaded time / unloaded time, from the same run.
 
 Exit status: 0 when every contender that ran gave the right numbers, 1 otherwise.
 """
@@ -268,7 +276,17 @@ def fastrnn_layer(fastrnn, cfg: Config, backend: str, weights: dict):
     return layer
 
 
-def fastrnn_runner(fastrnn, cfg: Config, backend: str, weights: dict, name: str) -> Runner:
+def fastrnn_runner(fastrnn, cfg: Config, backend: str, weights: dict, name: str,
+                   isa: Optional[str] = None) -> Runner:
+    """A fastrnn contender; with ``isa``, every call (and the check) runs on that instruction
+    set's kernels."""
+    runner = _fastrnn_runner(fastrnn, cfg, backend, weights, name)
+    if isa is not None:
+        runner.ctx = lambda: fastrnn._engine.use_isa(isa)
+    return runner
+
+
+def _fastrnn_runner(fastrnn, cfg: Config, backend: str, weights: dict, name: str) -> Runner:
     layer = fastrnn_layer(fastrnn, cfg, backend, weights)
     x = make_input(cfg)
     lengths = cfg.lengths()
@@ -714,15 +732,12 @@ def time_runners(runners: list, budget_s: float, min_reps: int, max_reps: int,
 # --------------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
+def _cpu_model() -> str:
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        from fastrnn._engine import cpu_model
+    except ImportError:  # the comparison runs without the compiled engine too
+        return platform.processor() or platform.machine()
+    return cpu_model()
 
 
 def cpu_flags() -> str:
@@ -760,26 +775,65 @@ def measure_sgemm(n: int, reps: int) -> float:
     return 2.0 * n ** 3 / best / 1e9
 
 
-def measure_engine_gemm(fastrnn, n: int, reps: int) -> Optional[float]:
+def measure_engine_gemm(fastrnn, n: int, reps: int, isa: Optional[str] = None) -> Optional[float]:
     """Best-of-``reps`` rate of fastrnn's own float32 n^3 GEMM kernel in GFLOP/s, or None.
 
     NumPy's sgemm is no ceiling where OpenBLAS runs kernels below the machine's vector width
     (``OPENBLAS_CORETYPE=Haswell`` on an AVX-512 machine: half the FMA rate); the engine's kernel
     is what fastrnn's own GEMMs run at.
     """
-    matmul = getattr(getattr(fastrnn, "_engine", None), "matmul", None)
+    engine = getattr(fastrnn, "_engine", None)
+    matmul = getattr(engine, "matmul", None)
     if matmul is None:
         return None
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(np.float32)
     b = rng.standard_normal((n, n)).astype(np.float32)
-    matmul(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
+    with engine.use_isa(isa) if isa else contextlib.nullcontext():
         matmul(a, b)
-        best = min(best, time.perf_counter() - t0)
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            matmul(a, b)
+            best = min(best, time.perf_counter() - t0)
     return 2.0 * n ** 3 / best / 1e9
+
+
+def fastrnn_isas(fastrnn, wanted: Optional[str]) -> list:
+    """The instruction sets to run fastrnn on (``--isa``): the first is the 'fastrnn' column."""
+    engine = getattr(fastrnn, "_engine", None)
+    if engine is None or not hasattr(engine, "supported_isas"):
+        return []
+    runnable = engine.supported_isas()
+    if not wanted:
+        return [engine.isa()]
+    if wanted == "all":
+        return [engine.isa()] + [i for i in runnable if i != engine.isa()]
+    isas = list(dict.fromkeys(s.strip() for s in wanted.split(",") if s.strip()))
+    bad = [i for i in isas if i not in runnable]
+    if bad:
+        raise SystemExit(f"--isa: this CPU cannot run {', '.join(bad)} (it runs: {', '.join(runnable)})")
+    return isas
+
+
+def fastrnn_name(isas: list, isa: str) -> str:
+    """Contender name of fastrnn on ``isa``: 'fastrnn' for the first of ``isas``."""
+    return "fastrnn" if not isas or isa == isas[0] else f"fastrnn[{isa}]"
+
+
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """``n`` processes spinning on the CPU for the duration of the block (``--load``)."""
+    import subprocess
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.3)   # let them start spinning
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
 
 
 # --------------------------------------------------------------------------------------------
@@ -836,6 +890,11 @@ def main(argv=None) -> int:
     ap.add_argument("--gap", type=float, default=None, metavar="SECONDS",
                     help="pause before each sample so the previous contender's spinning threads go idle "
                          "(default 0.05, 0.01 with --quick; 0 disables)")
+    ap.add_argument("--isa", metavar="NAMES",
+                    help="instruction sets to run fastrnn on: comma-separated (the first is the "
+                         "'fastrnn' column), or 'all' that this CPU can run (default: the one in use)")
+    ap.add_argument("--load", type=int, default=0, metavar="N",
+                    help="also time every row beside N busy processes and report the slowdowns")
     ap.add_argument("--list", action="store_true", help="list the configurations and exit")
     args = ap.parse_args(argv)
 
@@ -862,7 +921,10 @@ def main(argv=None) -> int:
     time.sleep(0.2)
 
     fastrnn, fr_na = fastrnn_backends()
-    engine_gemm = measure_engine_gemm(fastrnn, sgemm_n, sgemm_reps)
+    isas = fastrnn_isas(fastrnn, args.isa) if fastrnn is not None else []
+    engine_gemm_by_isa = {i: measure_engine_gemm(fastrnn, sgemm_n, sgemm_reps, i) for i in isas}
+    engine_gemm = (engine_gemm_by_isa.get(isas[0]) if isas
+                   else measure_engine_gemm(fastrnn, sgemm_n, sgemm_reps))
     time.sleep(0.2)
     torch = ort = None
     na_global = {}
@@ -913,12 +975,17 @@ def main(argv=None) -> int:
 
     meta = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
+        "cpu": _cpu_model(),
         "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "sgemm_n": sgemm_n,
         "sgemm_gflops": sgemm,
         "engine_gemm_gflops": engine_gemm,
+        "engine_gemm_gflops_by_isa": engine_gemm_by_isa,
+        "engine": (fastrnn._engine.config() if fastrnn is not None
+                   and hasattr(getattr(fastrnn, "_engine", None), "config") else None),
+        "isas": isas,
+        "load_processes": args.load,
         "threads": {"requested": args.threads, "torch": torch_threads, "fastrnn": fr_threads,
                     "onnxruntime_intra_op": args.threads or os.cpu_count()},
         "versions": versions,
@@ -930,8 +997,17 @@ def main(argv=None) -> int:
     print(f"# fastrnn comparison  {meta['date']}")
     print(f"# machine: {meta['cpu']} ({meta['cpu_flags']}), {meta['cores']} cores; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if meta["engine"]:
+        e = meta["engine"]
+        print(f"# fastrnn engine: kernels {e['isa']}{' (forced by FASTRNN_ISA)' if e['isa_forced'] else ''}"
+              f", compiled: {', '.join(e['compiled_isas'])}; this CPU runs: {', '.join(e['supported_isas'])}"
+              f"; register tile {e['register_tile']}; timed here on: {', '.join(isas)}")
     print(f"# sgemm (NumPy float32 {sgemm_n}^3, best of {sgemm_reps}) at start: {sgemm:.1f} GFLOP/s"
-          + (f"; fastrnn's own GEMM kernel: {engine_gemm:.1f} GFLOP/s" if engine_gemm else ""))
+          + (f"; fastrnn's own GEMM kernel: " + ", ".join(f"{g:.1f} ({i})" for i, g in engine_gemm_by_isa.items() if g)
+             + " GFLOP/s" if any(engine_gemm_by_isa.values()) else
+             (f"; fastrnn's own GEMM kernel: {engine_gemm:.1f} GFLOP/s" if engine_gemm else "")))
+    if args.load:
+        print(f"# under load: every row is timed again beside {args.load} busy process(es)")
     print(f"# threads: torch {torch_threads}, onnxruntime intra_op {meta['threads']['onnxruntime_intra_op']}, "
           f"fastrnn {fr_threads if fr_threads is not None else 'default'}")
     busy = float(meta["loadavg_start"].split()[0]) if meta["loadavg_start"] != "?" else 0.0
@@ -989,7 +1065,12 @@ def main(argv=None) -> int:
             if name == "ref" and not cfg.small:
                 na[name] = "too slow here (the reference runs on the small configurations only)"
                 continue
-            add(name, lambda b=backend, n=name: fastrnn_runner(fastrnn, cfg, b, weights, n))
+            if name == "fastrnn" and isas:
+                for isa in isas:
+                    nm = fastrnn_name(isas, isa)
+                    add(nm, lambda b=backend, n=nm, i=isa: fastrnn_runner(fastrnn, cfg, b, weights, n, i))
+            else:
+                add(name, lambda b=backend, n=name: fastrnn_runner(fastrnn, cfg, b, weights, n))
         if torch is not None:
             add("torch", lambda: torch_runner(torch, cfg, weights))
         if ort is not None:
@@ -1002,7 +1083,8 @@ def main(argv=None) -> int:
         for r in list(runners):
             try:
                 t0 = time.perf_counter()
-                results[r.name] = r.check()
+                with r.ctx():
+                    results[r.name] = r.check()
                 r.check_time = time.perf_counter() - t0
             except NotImplementedError as exc:
                 na[r.name] = f"NotImplementedError: {exc}"
@@ -1045,6 +1127,21 @@ def main(argv=None) -> int:
 
         stat = statistics.median if args.stat == "median" else min
         med = {r.name: (stat(r.samples) if r.samples else None) for r in runners}
+        loaded = {}
+        if args.load and not late and runners:
+            # the same contenders again, beside busy processes: the slowdown of each
+            kept = {r.name: r.samples for r in runners}
+            for r in runners:
+                r.samples = []
+            try:
+                with busy_processes(args.load):
+                    time_runners(runners, budget, min_reps, max_reps, target, args.repeat, args.gap)
+                loaded = {r.name: (stat(r.samples) if r.samples else None) for r in runners}
+            except Exception as exc:
+                failures.append(f"{cfg.name}: crashed while timing under load: {type(exc).__name__}: {exc}")
+                traceback.print_exc(file=sys.stderr)
+            for r in runners:
+                r.samples = kept[r.name]
         for r in runners:
             if r.note:
                 notes.append(f"{cfg.name} {r.name}: {r.note}")
@@ -1054,6 +1151,7 @@ def main(argv=None) -> int:
         valid_peers = [t for t in peers.values() if t]
         best = min(valid_peers) if valid_peers else None
         best_ratio = best / fr if (best and fr) else None
+        fr_names = [fastrnn_name(isas, i) for i in isas] or ["fastrnn"]
         gflops = cfg.flops() / fr / 1e9 if fr else None
         row = {
             "config": cfg.name,
@@ -1069,6 +1167,11 @@ def main(argv=None) -> int:
             "ratio_peer_over_fastrnn": ratios,
             "best_peer_over_fastrnn": best_ratio,
             "fastrnn_gflops": gflops,
+            "best_peer_over": {n: (best / med[n] if (best and med.get(n)) else None) for n in fr_names},
+            "gflops": {n: (cfg.flops() / med[n] / 1e9 if med.get(n) else None) for n in fr_names},
+            "loaded_s": loaded,
+            "slowdown": {n: (loaded[n] / med[n] if (loaded.get(n) and med.get(n)) else None)
+                         for n in loaded},
             "fastrnn_sgemm_fraction": None,  # filled in at the end, against the best sgemm seen
             "na": na,
             "oracle": oracle_name,
@@ -1090,7 +1193,7 @@ def main(argv=None) -> int:
     for i, row in enumerate(rows):
         if row["fastrnn_gflops"]:
             row["fastrnn_sgemm_fraction"] = row["fastrnn_gflops"] / ceiling
-        print(format_row(row, row["mode"] == "stream", header=(i == 0)))
+        print(format_row(row, row["mode"] == "stream", header=(i == 0), isas=isas))
 
     # ---- P1 vs its padded twin
     by = {r["config"]: r for r in rows}
@@ -1107,6 +1210,9 @@ def main(argv=None) -> int:
     print()
     print(f"# times: {args.stat} per call (streaming: per step); ratios are peer time / fastrnn time"
           " (>1: fastrnn faster); best = the faster peer")
+    if args.load:
+        print()
+        print(format_slowdowns(rows, args.load))
     print(f"# GFLOP/s counts 2*steps*G*H*(I+H) (training: 2*steps*G*H*(2I+3H), no input gradient); %gemm = fraction of {ceiling:.0f} GFLOP/s, the best "
           f"GEMM rate seen (NumPy sgemm, {len(sgemm_samples)} measurements: start {sgemm:.0f}, median "
           f"{statistics.median(sgemm_samples):.0f}, end {sgemm_samples[-1]:.0f}"
@@ -1148,16 +1254,21 @@ def main(argv=None) -> int:
 COLS = ("fastrnn", "ref", "torch", "onnx")
 
 
-def format_row(row: dict, stream: bool, header: bool) -> str:
+def format_row(row: dict, stream: bool, header: bool, isas: tuple = ()) -> str:
+    """One line of the table (and the header before the first); with several instruction sets,
+    a time and a best-peer ratio per extra set after the usual columns."""
+    extra = [fastrnn_name(list(isas), i) for i in isas[1:]]
+    cols = COLS[:1] + tuple(extra) + COLS[1:]
     lines = []
     if header:
-        h = (f"{'config':6s} {'description':44s} " + " ".join(f"{c:>11s}" for c in COLS)
-             + f" {'torch/fr':>8s} {'onnx/fr':>8s} {'best/fr':>8s} {'GFLOP/s':>8s} {'%gemm':>6s}")
+        h = (f"{'config':6s} {'description':44s} " + " ".join(f"{c:>15s}" if c in extra else f"{c:>11s}" for c in cols)
+             + f" {'torch/fr':>8s} {'onnx/fr':>8s} {'best/fr':>8s} {'GFLOP/s':>8s} {'%gemm':>6s}"
+             + "".join(f" {'best/' + c[8:-1]:>11s}" for c in extra))
         lines.append(h)
         lines.append("-" * len(h))
     med = row["time_s"]
     cells = []
-    for c in COLS:
+    for c in cols:
         if c in med and med[c] is not None:
             cells.append(fmt_time(med[c], stream))
         else:
@@ -1167,12 +1278,32 @@ def format_row(row: dict, stream: bool, header: bool) -> str:
     r = row["ratio_peer_over_fastrnn"]
     g = row["fastrnn_gflops"]
     frac = row["fastrnn_sgemm_fraction"]
+    over = row.get("best_peer_over", {})
     lines.append(
         f"{row['config']:6s} {row['desc'][:44]:44s} "
-        + " ".join(f"{c + (onnx_note if i == 3 else ''):>11s}" for i, c in enumerate(cells))
+        + " ".join((f"{cell:>15s}" if c in extra else f"{cell + (onnx_note if c == 'onnx' else ''):>11s}")
+                   for c, cell in zip(cols, cells))
         + f" {fmt_ratio(r.get('torch')):>8s} {fmt_ratio(r.get('onnx')):>8s} {fmt_ratio(row['best_peer_over_fastrnn']):>8s}"
         + f" {('%.1f' % g) if g else '-':>8s} {('%.0f%%' % (100 * frac)) if frac else '-':>6s}"
+        + "".join(f" {fmt_ratio(over.get(c)):>11s}" for c in extra)
     )
+    return "\n".join(lines)
+
+
+def format_slowdowns(rows: list, n: int) -> str:
+    """The table of slowdown factors under load (``--load``): loaded time / unloaded time."""
+    who = []
+    for row in rows:
+        for k in row.get("slowdown", {}):
+            if k not in who:
+                who.append(k)
+    h = f"# slowdown beside {n} busy process(es): loaded / unloaded median\n{'config':6s} " + \
+        " ".join(f"{k:>15s}" for k in who)
+    lines = [h, "-" * len(h.splitlines()[-1])]
+    for row in rows:
+        s = row.get("slowdown", {})
+        if s:
+            lines.append(f"{row['config']:6s} " + " ".join(f"{fmt_ratio(s.get(k)):>15s}" for k in who))
     return "\n".join(lines)
 
 

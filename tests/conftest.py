@@ -14,6 +14,29 @@ def make_layer(cell, input_size, hidden_size, **kwargs):
     return {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell](input_size, hidden_size, **kwargs)
 
 
+def _runnable_isas():
+    try:
+        from fastrnn import _engine
+    except ImportError:  # compiled engine not built
+        return []
+    return _engine.supported_isas()
+
+
+#: the instruction sets whose kernels this CPU can run (best first)
+ISAS = _runnable_isas()
+
+
+@pytest.fixture(params=ISAS or [None])
+def isa(request):
+    """Run the test on the kernels of every instruction set this CPU can run, each forced
+    through the dispatcher (``pytestmark = pytest.mark.usefixtures("isa")`` in a module)."""
+    if request.param is None:
+        pytest.skip("compiled engine not built")
+    from fastrnn import _engine
+    with _engine.use_isa(request.param):
+        yield request.param
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

@@ -27,6 +27,9 @@ try:
 except ImportError:  # pragma: no cover - compiled forward not built
     _engine = None
 
+#: every test here runs on the kernels of every instruction set this CPU can run
+pytestmark = pytest.mark.usefixtures("isa")
+
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 TOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
 SOURCES = ["reference"] + (["engine"] if _engine is not None else [])
@@ -234,7 +237,7 @@ def test_engine_workspace_matches_layout(cell):
 
 if given is not None:
     @settings(max_examples=60, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow])
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(cell=st.sampled_from(CELLS), dtype=st.sampled_from([np.float32, np.float64]),
            B=st.integers(1, 5), T=st.integers(1, 6), I=st.integers(1, 5),
            H=st.sampled_from([1, 2, 3, 5, 17]), L=st.integers(1, 3), D=st.integers(1, 2),

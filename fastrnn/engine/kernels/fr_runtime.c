@@ -4,6 +4,8 @@
  *
  * setup.py defines FR_HAVE_<TARGET> for each target compiled into the build.
  */
+#include <string.h>
+
 #include "fr_kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
@@ -104,15 +106,14 @@ static int fr_x86_level(void) {
 #endif
 
 int fr_cpu_can_run(const fr_kernels_t* k) {
-    const char* n = k->name;
 #if FR_X86
-    static int level = -1;
+    static int level = -1;          /* a benign race: every thread computes the same value */
     if (level < 0) level = fr_x86_level();
-    if (n[0] == 'a' && n[3] == '5') return level >= 2;      /* avx512 */
-    if (n[0] == 'a' && n[3] == '2') return level >= 1;      /* avx2 */
+    if (strcmp(k->name, "avx512") == 0) return level >= 2;
+    if (strcmp(k->name, "avx2") == 0) return level >= 1;
 #endif
-    (void)n;
-    return 1;                                               /* baseline, neon */
+    (void)k;
+    return 1;                       /* baseline, neon: the platform's minimum */
 }
 
 const fr_kernels_t* fr_best_table(void) {
