@@ -11,6 +11,8 @@
 #define NR (FR_NV * VL)                           /* panel width */
 #define KC ((fr_idx)(FR_KC_BYTES / (NR * sizeof(FR_T))))   /* rows of a K block */
 #define MC 128                                    /* rows of A per block of gemm_range */
+/* accumulators of a tile: the full tile, or FR_CHAINS for the small ones split in k */
+#define FR_ACC (FR_MR * FR_NV > FR_CHAINS ? FR_MR * FR_NV : FR_CHAINS)
 
 static FR_INLINE V FN(vld)(const FR_T* p) { V v; FR_VLOAD(v, p); return v; }
 static FR_INLINE void FN(vst)(FR_T* p, V v) { FR_VSTORE(p, v); }
@@ -25,12 +27,13 @@ static FR_INLINE void FN(vst)(FR_T* p, V v) { FR_VSTORE(p, v); }
 static FR_INLINE void FN(tile)(const int R, const int NVV, const int KS, fr_idx k0, fr_idx k1,
                                const FR_T* A, fr_idx lda, fr_idx aks, const FR_T* pan,
                                FR_T* c, fr_idx ldc) {
-    V acc[FR_CHAINS][FR_MR][FR_NV];
+    /* accumulator (s, i, j) is acc[(s * R + i) * NVV + j]: KS * R * NVV <= FR_ACC of them */
+    V acc[FR_ACC];
     fr_idx k = k0;
     FR_UNROLL for (int i = 0; i < R; ++i)
         FR_UNROLL for (int j = 0; j < NVV; ++j) {
-            acc[0][i][j] = FN(vld)(c + i * ldc + j * VL);
-            FR_UNROLL for (int s = 1; s < KS; ++s) acc[s][i][j] = FR_VZERO(V);
+            acc[i * NVV + j] = FN(vld)(c + i * ldc + j * VL);
+            FR_UNROLL for (int s = 1; s < KS; ++s) acc[(s * R + i) * NVV + j] = FR_VZERO(V);
         }
     for (; k + KS <= k1; k += KS) {
         FR_UNROLL for (int s = 0; s < KS; ++s) {
@@ -40,7 +43,8 @@ static FR_INLINE void FN(tile)(const int R, const int NVV, const int KS, fr_idx 
             FR_UNROLL for (int j = 0; j < NVV; ++j) { wv[j] = FN(vld)(w + j * VL); FR_KEEP(wv[j]); }
             FR_UNROLL for (int i = 0; i < R; ++i) {
                 const FR_T ai = a[i * lda];
-                FR_UNROLL for (int j = 0; j < NVV; ++j) FR_VMADD_S(acc[s][i][j], ai, wv[j]);
+                FR_UNROLL for (int j = 0; j < NVV; ++j)
+                    FR_VMADD_S(acc[(s * R + i) * NVV + j], ai, wv[j]);
             }
         }
     }
@@ -49,13 +53,15 @@ static FR_INLINE void FN(tile)(const int R, const int NVV, const int KS, fr_idx 
         const FR_T* a = A + k * aks;
         FR_UNROLL for (int i = 0; i < R; ++i) {
             const FR_T ai = a[i * lda];
-            FR_UNROLL for (int j = 0; j < NVV; ++j) FR_VMADD_S(acc[0][i][j], ai, FN(vld)(w + j * VL));
+            FR_UNROLL for (int j = 0; j < NVV; ++j)
+                FR_VMADD_S(acc[i * NVV + j], ai, FN(vld)(w + j * VL));
         }
     }
     FR_UNROLL for (int i = 0; i < R; ++i)
         FR_UNROLL for (int j = 0; j < NVV; ++j) {
-            FR_UNROLL for (int s = 1; s < KS; ++s) FR_VADD(acc[0][i][j], acc[s][i][j]);
-            FN(vst)(c + i * ldc + j * VL, acc[0][i][j]);
+            FR_UNROLL for (int s = 1; s < KS; ++s)
+                FR_VADD(acc[i * NVV + j], acc[(s * R + i) * NVV + j]);
+            FN(vst)(c + i * ldc + j * VL, acc[i * NVV + j]);
         }
 }
 
@@ -366,3 +372,4 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
 #undef KC
 #undef MC
 #undef FR_KSETS
+#undef FR_ACC
