@@ -69,7 +69,8 @@ class BuildWithKernels(build_ext):
 if sys.platform == "win32":
     openmp_compile, openmp_link = ["/openmp"], []
 elif sys.platform == "darwin":
-    openmp_compile, openmp_link = [], []
+    # Apple's clang: OpenMP through libomp (CPPFLAGS / LDFLAGS point at it, see pyproject.toml)
+    openmp_compile, openmp_link = ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
 else:
     openmp_compile, openmp_link = ["-fopenmp"], ["-fopenmp"]
 

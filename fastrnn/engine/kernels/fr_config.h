@@ -15,15 +15,17 @@
 #if defined(__AVX512F__)
 /* 32 zmm: 16 accumulators + 4 weights + 1 broadcast (4 x 64 floats) */
 #  define FR_TARGET_NAME "avx512"
+#  define FR_TARGET_ID 2
 #  define FR_VBYTES 64
 #  define FR_MR 4
 #  define FR_NV 4
 #  define FR_DR 4
 #  define FR_DC 4
 #  define FR_KC_BYTES 32768
-#elif defined(__AVX2__) && defined(__FMA__)
+#elif defined(__AVX2__) && (defined(__FMA__) || defined(_MSC_VER))   /* MSVC: /arch:AVX2 */
 /* 16 ymm: 12 accumulators + 2 weights + 1 broadcast (6 x 16 floats, BLIS's haswell sgemm) */
 #  define FR_TARGET_NAME "avx2"
+#  define FR_TARGET_ID 1
 #  define FR_VBYTES 32
 #  define FR_MR 6
 #  define FR_NV 2
@@ -33,6 +35,7 @@
 #elif defined(__aarch64__) || defined(_M_ARM64)
 /* 32 q registers with FMA: 24 accumulators + 3 weights + 1 broadcast (8 x 12 floats) */
 #  define FR_TARGET_NAME "neon"
+#  define FR_TARGET_ID 3
 #  define FR_VBYTES 16
 #  define FR_MR 8
 #  define FR_NV 3
@@ -43,6 +46,7 @@
 /* x86-64 baseline (SSE2) or any other CPU: 16 registers of 16 bytes, no FMA, so a product
    needs a temporary: 8 accumulators + 2 weights + 1 broadcast + 1 temporary (4 x 8 floats) */
 #  define FR_TARGET_NAME "baseline"
+#  define FR_TARGET_ID 0
 #  define FR_VBYTES 16
 #  define FR_MR 4
 #  define FR_NV 2

@@ -21,6 +21,13 @@
 #ifndef FR_TARGET
 #  error "compile with -DFR_TARGET=<target> (see setup.py)"
 #endif
+#define FR_ID_baseline 0
+#define FR_ID_avx2 1
+#define FR_ID_avx512 2
+#define FR_ID_neon 3
+#if FR_CAT(FR_ID_, FR_TARGET) != FR_TARGET_ID
+#  error "the compiler flags do not enable the instruction set that FR_TARGET names"
+#endif
 
 #if defined(_MSC_VER) && !defined(__clang__)
 #  define FR_INLINE static __forceinline
