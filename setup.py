@@ -50,7 +50,11 @@ class BuildWithKernels(build_ext):
 
     def build_extension(self, ext):
         msvc = self.compiler.compiler_type == "msvc"
-        common = ["/O2", "/fp:contract"] if msvc else ["-O3", "-ffp-contract=fast"]
+        # -ffp-contract=fast: a * b + c as one FMA (ISO C mode would not contract);
+        # -fno-trapping-math: the clamps in the activations become vector selects on targets
+        # without mask registers (floating-point traps are never enabled by the engine)
+        common = (["/O2", "/fp:contract"] if msvc
+                  else ["-O3", "-ffp-contract=fast", "-fno-trapping-math"])
         objects = []
         for name, gnu_flags, msvc_flags in targets():
             objects += self.compiler.compile(

@@ -54,7 +54,7 @@ def test_kernels_compile_for_every_target_without_warnings(cc, tmp_path):
                else ns["ARM64_TARGETS"] if machine in ("aarch64", "arm64") else ns["OTHER_TARGETS"])
     for name, flags, _msvc in targets:
         obj = tmp_path / f"fr_{name}.o"
-        cmd = [cc, "-O3", "-ffp-contract=fast", "-Wall", "-Wextra", "-Werror", "-c",
+        cmd = [cc, "-O3", "-ffp-contract=fast", "-fno-trapping-math", "-Wall", "-Wextra", "-Werror", "-c",
                str(KERNELS / "fr_isa.c"), f"-DFR_TARGET={name}", *flags, "-o", str(obj)]
         run = subprocess.run(cmd, capture_output=True, text=True)
         assert run.returncode == 0, " ".join(cmd) + "\n" + run.stderr[-3000:]

@@ -128,10 +128,10 @@ static void FN(tile_any)(int r, int nv, fr_idx k0, fr_idx k1, const FR_T* A, fr_
  * Loop order: K blocks of KC rows (a KC x NR block of a panel stays in L1) > panels > tiles of
  * FR_MR rows (the rows left over: one tile of fewer rows).  The last panel's ragged columns go
  * through a small buffer of C rows NR wide, with a tile only as many vectors wide as needed.
- * With apack (trans_a, FR_MR < M <= MC) the tiles' rows of a transposed A are first copied into
- * FR_MR-row micro-panels per K block, so that a tile reads its FR_MR values from one place
- * instead of FR_MR rows lda apart (which, with lda a multiple of 1 KiB, all fall in one L1
- * set).  Element (m, k) of A is at A[m * ars + k * aks].
+ * With apack (FR_MR < M <= MC) the tiles' rows of A are first copied into FR_MR-row
+ * micro-panels per K block, so that a tile reads its FR_MR values from one place instead of
+ * FR_MR rows (or, transposed, columns) lda apart, which with lda a multiple of 1 KiB all fall
+ * in one L1 set.  Element (m, k) of A is at A[m * ars + k * aks].
  * ------------------------------------------------------------------------------------------- */
 static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ars, fr_idx aks,
                           const FR_T* Wp, FR_T* C, fr_idx ldc, FR_T* apack) {
@@ -143,11 +143,20 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
     for (fr_idx k0 = 0; k0 < K; k0 += kc) {
         const fr_idx k1 = k0 + kc < K ? k0 + kc : K, kn = k1 - k0;
         if (pa) {
-            for (fr_idx k = 0; k < kn; ++k) {
-                const FR_T* src = A + (k0 + k) * aks;
+            if (aks == 1) {         /* A row-major: read each row's K block in order */
                 for (fr_idx t = 0; t < ntile; ++t)
-                    for (int i = 0; i < FR_MR; ++i)
-                        apack[t * FR_MR * kn + k * FR_MR + i] = src[(t * FR_MR + i) * ars];
+                    for (int i = 0; i < FR_MR; ++i) {
+                        const FR_T* src = A + (t * FR_MR + i) * ars + k0;
+                        FR_T* dst = apack + t * FR_MR * kn + i;
+                        for (fr_idx k = 0; k < kn; ++k) dst[k * FR_MR] = src[k];
+                    }
+            } else {                /* A transposed: a K row holds consecutive m */
+                for (fr_idx k = 0; k < kn; ++k) {
+                    const FR_T* src = A + (k0 + k) * aks;
+                    for (fr_idx t = 0; t < ntile; ++t)
+                        for (int i = 0; i < FR_MR; ++i)
+                            apack[t * FR_MR * kn + k * FR_MR + i] = src[(t * FR_MR + i) * ars];
+                }
             }
         }
         for (fr_idx j0 = 0; j0 <= nfull; j0 += NR) {
@@ -190,7 +199,7 @@ static void FN(gemm_range)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const FR_T*
     if (!accumulate)
         for (fr_idx r = r0; r < r1; ++r) memset(C + r * ldc, 0, N * sizeof(FR_T));
     if (K <= 0) return;
-    if (trans_a) apack = (FR_T*)malloc(MC * (K < KC ? K : KC) * sizeof(FR_T));
+    if (r1 - r0 > FR_MR) apack = (FR_T*)malloc(MC * (K < KC ? K : KC) * sizeof(FR_T));
     for (fr_idx m0 = r0; m0 < r1; m0 += MC) {
         const fr_idx m = r1 - m0 < MC ? r1 - m0 : MC;
         FN(gemm_core)(m, N, K, A + m0 * ars, ars, aks, Bp, C + m0 * ldc, ldc, apack);
