@@ -102,19 +102,82 @@ cdef extern from "fr_kernels.h" nogil:
     ctypedef struct fr_barrier_t:
         int count
         int sense
+        int stalled
+        double t_start
+    ctypedef struct fr_member_t:
+        int sense
+        double t_last
     void fr_barrier_init(fr_barrier_t* b)
-    void fr_barrier_wait(fr_barrier_t* b, int n, int* local_sense)
+    void fr_member_init(fr_member_t* m)
+    void fr_barrier_wait(fr_barrier_t* b, int n, fr_member_t* m)
+    double fr_now()
+    int fr_team_done(const fr_barrier_t* b)
+    int fr_contended()
+    void fr_note_contention(double hold_seconds)
+    double FR_CONTENDED_WAIT
+    double FR_CONTENDED_HOLD
+    int FR_CONTENDED_REGIONS
 
 
-cdef extern from *:
-    """
-    static void fr_omp_barrier(void) {
-    #ifdef _OPENMP
-    #pragma omp barrier
-    #endif
-    }
-    """
-    void fr_omp_barrier() noexcept nogil
+# ---------------------------------------------------------------------------------------------
+# Threads under contention
+# ---------------------------------------------------------------------------------------------
+# Every parallel region ends with a barrier of the engine's own (fr_barrier_wait), which notices
+# a thread that waited for a descheduled team mate, and fr_team_done after it (fr_kernels.h):
+# after FR_CONTENDED_REGIONS such regions in a row, entry points run on one thread for a while
+# (_threads).
+
+cdef inline int _threads(int n) noexcept nogil:
+    """The number of threads to use for a parallel part asking for ``n``: one while another
+    process keeps the engine's threads from running together."""
+    return 1 if n > 1 and fr_contended() else n
+
+
+def contended():
+    """True while the engine runs on one thread because another process competes for the
+    cores (in ``CONTENDED_REGIONS`` parallel regions in a row a thread waited more than
+    ``CONTENDED_WAIT`` s for a descheduled team mate, less than ``CONTENDED_HOLD`` s ago)."""
+    return bool(fr_contended())
+
+
+def note_contention(double hold_seconds):
+    """Act as if contention had just been seen, for ``hold_seconds`` (0: forget it); for
+    tests."""
+    fr_note_contention(hold_seconds)
+
+
+CONTENDED_WAIT = FR_CONTENDED_WAIT
+CONTENDED_REGIONS = FR_CONTENDED_REGIONS
+CONTENDED_HOLD = FR_CONTENDED_HOLD
+
+
+cdef void _probe_part(int tid, int nth, double delay, fr_barrier_t* bar) noexcept nogil:
+    """Thread ``tid`` of ``_team_probe``: thread 1 arrives ``delay`` seconds late."""
+    cdef fr_member_t me
+    cdef double t0
+    fr_member_init(&me)
+    if tid == 1:
+        t0 = fr_now()
+        while fr_now() - t0 < delay:
+            pass
+    fr_barrier_wait(bar, nth, &me)
+
+
+def _team_probe(double delay):
+    """Run a two-thread region whose second thread arrives ``delay`` seconds late at the join
+    (the contention detector's test); returns (team size, whether the region stalled)."""
+    cdef int tid, nth
+    cdef int team[1]
+    cdef fr_barrier_t bar
+    fr_barrier_init(&bar)
+    team[0] = 1
+    with nogil, parallel(num_threads=2):
+        tid = openmp.omp_get_thread_num()
+        nth = openmp.omp_get_num_threads()
+        if tid == 0:
+            team[0] = nth
+        _probe_part(tid, nth, delay, &bar)
+    return team[0], bool(fr_team_done(&bar))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,12 +391,17 @@ cdef void _gemm_part(const fr_kernels_t* kt, int tid, int nth,
                      const floating* B, Py_ssize_t ldb,
                      floating* C, Py_ssize_t ldc, floating* bp,
                      const floating* A2, Py_ssize_t lda2, Py_ssize_t M1,
-                     bint accumulate) noexcept nogil:
-    """Thread ``tid`` of ``nth`` of ``gemm``: its share of packing B, a barrier, its C rows."""
+                     bint accumulate, fr_barrier_t* bar) noexcept nogil:
+    """Thread ``tid`` of ``nth`` of ``gemm``: its share of packing B, a barrier, its C rows,
+    the join."""
+    cdef fr_member_t me
+    cdef unsigned long csr = fr_ftz_enter()
+    fr_member_init(&me)
     _pack_rows(kt, B, ldb, K, N, bp, tid, nth)
-    if nth > 1:
-        fr_omp_barrier()
+    fr_barrier_wait(bar, nth, &me)
     _gemm_rows(kt, tid, nth, M, N, K, A, lda, trans_a, bp, C, ldc, A2, lda2, M1, accumulate)
+    fr_barrier_wait(bar, nth, &me)
+    fr_ftz_exit(csr)
 
 
 def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit column stride
@@ -352,7 +420,6 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
     cdef Py_ssize_t K = b.shape[0], lda, ldb, lda2 = 0
     cdef const floating* a2p = NULL
     cdef int tid, nth
-    cdef unsigned long csr
     if a2 is not None:
         if not trans_a or a2.shape[0] != K or M1 + a2.shape[1] != M:
             raise ValueError("gemm: shapes do not match")
@@ -384,22 +451,22 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
                       dtype=np.float64 if floating is double else np.float32)
     cdef floating[::1] bp = bp_arr
     cdef const floating* ap = &a[0, 0]
+    cdef fr_barrier_t bar
+    fr_barrier_init(&bar)
     if nthreads > 1 and M < 8:
         nthreads = 1
+    nthreads = _threads(nthreads)
     with nogil:
         if nthreads <= 1:
-            csr = fr_ftz_enter()
             _gemm_part(kt, 0, 1, M, N, K, ap, lda, trans_a, &b[0, 0], ldb, &c[0, 0], N,
-                       &bp[0], a2p, lda2, M1, accumulate)
-            fr_ftz_exit(csr)
+                       &bp[0], a2p, lda2, M1, accumulate, &bar)
         else:
             with parallel(num_threads=nthreads):
                 tid = openmp.omp_get_thread_num()
                 nth = openmp.omp_get_num_threads()
-                csr = fr_ftz_enter()
                 _gemm_part(kt, tid, nth, M, N, K, ap, lda, trans_a, &b[0, 0], ldb,
-                           &c[0, 0], N, &bp[0], a2p, lda2, M1, accumulate)
-                fr_ftz_exit(csr)
+                           &c[0, 0], N, &bp[0], a2p, lda2, M1, accumulate, &bar)
+            fr_team_done(&bar)
 
 
 def pack_rows(const floating[:, ::1] b, out=None):
@@ -458,18 +525,30 @@ cdef void _dh_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
     """C (M, N) [+]= A (M, K) @ B, B panel-packed by pack_rows; split by column panels over
     ``nt`` threads when the product has at least ``g_dh_par_work`` multiply-adds."""
     cdef int tid, nth
-    cdef unsigned long csr
     cdef const fr_kernels_t* kt = g_kt
     cdef Py_ssize_t NR = kt.nr_d if floating is double else kt.nr_f
-    if nt > 1 and M * N * K >= g_dh_par_work and N > NR:
+    cdef fr_barrier_t bar
+    fr_barrier_init(&bar)
+    if nt > 1 and M * N * K >= g_dh_par_work and N > NR and _threads(nt) > 1:
         with parallel(num_threads=nt):
             tid = openmp.omp_get_thread_num()
             nth = openmp.omp_get_num_threads()
-            csr = fr_ftz_enter()
-            _dh_cols(kt, tid, nth, M, N, K, A, Bp, C, accumulate)
-            fr_ftz_exit(csr)
+            _dh_part(kt, tid, nth, M, N, K, A, Bp, C, accumulate, &bar)
+        fr_team_done(&bar)
     else:
         _dh_cols(kt, 0, 1, M, N, K, A, Bp, C, accumulate)
+
+
+cdef void _dh_part(const fr_kernels_t* kt, int tid, int nth, Py_ssize_t M, Py_ssize_t N,
+                   Py_ssize_t K, const floating* A, const floating* Bp, floating* C,
+                   bint accumulate, fr_barrier_t* bar) noexcept nogil:
+    """Thread ``tid`` of ``nth`` of ``_dh_gemm``: its column panels, then the join."""
+    cdef fr_member_t me
+    cdef unsigned long csr = fr_ftz_enter()
+    fr_member_init(&me)
+    _dh_cols(kt, tid, nth, M, N, K, A, Bp, C, accumulate)
+    fr_barrier_wait(bar, nth, &me)
+    fr_ftz_exit(csr)
 
 
 cdef void _dh_gemm_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, size_t A, size_t Bp, size_t C,
@@ -500,23 +579,38 @@ cdef size_t _ftz_off(size_t old) noexcept nogil:
 def run_on_team(list calls):
     """Call ``calls[i]()`` on thread ``i`` of the engine's OpenMP team (``len(calls)`` threads),
     each holding the GIL only while it starts its call: meant for Numba ``nogil`` kernels, which
-    release it at once.  The kernels then run on the threads that run every other part of the
+    release it at once.  Under contention (see ``contended``) the calls run on the caller.  The kernels then run on the threads that run every other part of the
     engine, instead of beside them (libgomp's idle workers spin for a while after each parallel
     region and would compete with a thread of another pool for the core).  Re-raises the first
     exception after every call returned.  Runs the calls one after the other if the team cannot
     have that many threads."""
     cdef int n = len(calls), tid, got
+    cdef fr_barrier_t bar
+    fr_barrier_init(&bar)
     errors = [None] * n
     if n == 0:
         return
-    with nogil, parallel(num_threads=n):
-        tid = openmp.omp_get_thread_num()
-        got = openmp.omp_get_num_threads()
-        with gil:
-            _team_call(calls, errors, tid, got)
+    if _threads(n) == 1:
+        _team_call(calls, errors, 0, 1)
+    else:
+        with nogil, parallel(num_threads=n):
+            tid = openmp.omp_get_thread_num()
+            got = openmp.omp_get_num_threads()
+            _team_part(calls, errors, tid, got, &bar)
+        fr_team_done(&bar)
     for e in errors:
         if e is not None:
             raise e
+
+
+cdef void _team_part(list calls, list errors, int tid, int got,
+                     fr_barrier_t* bar) noexcept nogil:
+    """Thread ``tid`` of ``run_on_team``: its calls (holding the GIL to start each), the join."""
+    cdef fr_member_t me
+    fr_member_init(&me)
+    with gil:
+        _team_call(calls, errors, tid, got)
+    fr_barrier_wait(bar, got, &me)
 
 
 cdef void _team_call(list calls, list errors, int tid, int got):
@@ -580,12 +674,17 @@ def panel_width(dtype):
 cdef void _proj_part(const fr_kernels_t* kt, int tid, int nth,
                      Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
                      const floating* X, const floating* W, floating* Y, Py_ssize_t ldy,
-                     floating* wpk) noexcept nogil:
-    """Thread ``tid`` of ``nth``: its share of packing W^T, a barrier, then its rows of Y."""
+                     floating* wpk, fr_barrier_t* bar) noexcept nogil:
+    """Thread ``tid`` of ``nth``: its share of packing W^T, a barrier, its rows of Y, the
+    join."""
+    cdef fr_member_t me
+    cdef unsigned long csr = fr_ftz_enter()
+    fr_member_init(&me)
     _pack_panels(kt, W, K, 1, N, 0, N, wpk, tid, nth)
-    if nth > 1:
-        fr_omp_barrier()
+    fr_barrier_wait(bar, nth, &me)
     _gemm_rows(kt, tid, nth, R, N, K, X, K, False, wpk, Y, ldy)
+    fr_barrier_wait(bar, nth, &me)
+    fr_ftz_exit(csr)
 
 
 cdef void _projection(const fr_kernels_t* kt, Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
@@ -598,25 +697,23 @@ cdef void _projection(const fr_kernels_t* kt, Py_ssize_t R, Py_ssize_t K, Py_ssi
     (the threads share the packing), then the rows split over ``nthreads`` threads in blocks
     of 128."""
     cdef int tid, nth
-    cdef unsigned long csr
     cdef Py_ssize_t r0
+    cdef fr_barrier_t bar
+    fr_barrier_init(&bar)
     if R == 0 or N == 0:
         return
     if K == 0:
         for r0 in range(R):
             memset(Y + r0 * ldy, 0, N * sizeof(floating))
         return
-    if nthreads <= 1 or R < 2 * 16:
-        csr = fr_ftz_enter()
-        _proj_part(kt, 0, 1, R, K, N, X, W, Y, ldy, wpk)
-        fr_ftz_exit(csr)
+    if _threads(nthreads) <= 1 or R < 2 * 16:
+        _proj_part(kt, 0, 1, R, K, N, X, W, Y, ldy, wpk, &bar)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
-        csr = fr_ftz_enter()
-        _proj_part(kt, tid, nth, R, K, N, X, W, Y, ldy, wpk)
-        fr_ftz_exit(csr)
+        _proj_part(kt, tid, nth, R, K, N, X, W, Y, ldy, wpk, &bar)
+    fr_team_done(&bar)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -754,12 +851,13 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
     (each thread its own unit blocks, or a share of the panels of the single block), then run
     its work items over time."""
     cdef Py_ssize_t w, s, bi, uj, p0, na, u0, nj, nitems = nb * nu
-    cdef int sense = 0
+    cdef fr_member_t me
     cdef Py_ssize_t BH = B * H
     cdef const floating* wblk
     cdef floating* cur
     cdef floating* nxt
     cdef unsigned long csr = fr_ftz_enter()
+    fr_member_init(&me)
     cdef Py_ssize_t na_local[64]          # per-item active counts (nitems <= 64 enforced by caller)
     for w in range(nitems):
         na_local[w] = bblk[w // nu + 1] - bblk[w // nu]
@@ -773,7 +871,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                 w += nth
         else:
             _pack_panels(kt, w_src, H, G, H, 0, H, <floating*>whh, tid, nth)
-        fr_barrier_wait(bar, nth, &sense)
+        fr_barrier_wait(bar, nth, &me)
     if nu == 1:
         # independent batch blocks: each runs its own time loop, no synchronisation
         w = tid
@@ -812,7 +910,8 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                                hN, cN, scratch + w * scr_stride, ldr, store, wg, wc, whn,
                                NULL, 0, NULL, NULL, xrow)
                 w += nth
-            fr_barrier_wait(bar, nth, &sense)
+            fr_barrier_wait(bar, nth, &me)
+    fr_barrier_wait(bar, nth, &me)      # the join (measured: see _threads)
     fr_ftz_exit(csr)
 
 
@@ -841,6 +940,7 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
         return
     if nthreads > nb * nu:
         nthreads = <int>(nb * nu)
+    nthreads = _threads(nthreads)
     if nthreads <= 1:
         _worker(kt, 0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
                 bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
@@ -852,6 +952,7 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
         _worker(kt, tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
                 nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
                 ldr, store, wg, wc, whn, &bar, w_src, xrow)
+    fr_team_done(&bar)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1194,9 +1295,10 @@ cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell,
     """One timestep of a stacked unidirectional network; thread ``tid`` of ``nth`` handles unit
     blocks tid, tid+nth, ... of every layer, with a barrier between layers."""
     cdef Py_ssize_t l, w, u0, nj, I_l, n1
-    cdef int sense = 0
+    cdef fr_member_t me
     cdef const floating* inp = x
     cdef unsigned long csr = fr_ftz_enter()
+    fr_member_init(&me)
     n1 = 2 if cell == 3 else G
     for l in range(L):
         I_l = I if l == 0 else H
@@ -1217,7 +1319,7 @@ cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell,
                                                                 sizeof(floating))
                        if cell == 3 else NULL)
             w += nth
-        fr_barrier_wait(bar, nth, &sense)
+        fr_barrier_wait(bar, nth, &me)
         inp = h_out + l * B * H
     fr_ftz_exit(csr)
 
@@ -1380,6 +1482,7 @@ cdef class StepKernel:
             nt = <int>nu
         if B * G * H * (I + H) < self.par_work:
             nt = 1
+        nt = _threads(nt)
         with nogil:
             if nt <= 1:
                 if self.is_double:
@@ -1410,6 +1513,7 @@ cdef class StepKernel:
                                            self._bhn, ubq, nu, ordq, oneq, <const float*>hq,
                                            <float*>ho, <float*>cptr, <float*>hsq,
                                            <float*>csq, <float*>recq, B * ldr, ldr, &bar)
+                fr_team_done(&bar)
         return h_out[L - 1], h_out, c_out
 
 

@@ -80,10 +80,33 @@ const fr_kernels_t* fr_best_table(void);
 unsigned long fr_ftz_enter(void);
 void fr_ftz_exit(unsigned long old);
 
-/* a sense-reversing barrier for n threads: a short spin, then the core is yielded, so that a
-   waiting thread on an oversubscribed machine hands its core to the one it waits for */
-typedef struct { int count; int sense; } fr_barrier_t;
+/* A sense-reversing barrier for n threads: a short spin, then the core is yielded, so that a
+   waiting thread on an oversubscribed machine hands its core to the one it waits for.  Each
+   thread passes its own fr_member_t (fr_member_init once at the start of its share). */
+typedef struct { int count; int sense; int stalled; double t_start; } fr_barrier_t;
+typedef struct { int sense; double t_last; } fr_member_t;
 void fr_barrier_init(fr_barrier_t* b);
-void fr_barrier_wait(fr_barrier_t* b, int n, int* local_sense);
+void fr_member_init(fr_member_t* m);
+void fr_barrier_wait(fr_barrier_t* b, int n, fr_member_t* m);
+
+/* Contention: another process busy on the cores that the engine's threads run on.  A thread
+   that waits at a barrier longer than FR_CONTENDED_WAIT seconds, and longer than it worked
+   since its last barrier, marks the region stalled (a team mate was not running); after
+   FR_CONTENDED_REGIONS stalled regions in a row the engine runs on one thread for
+   FR_CONTENDED_HOLD seconds (fr_contended), instead of waiting a scheduler time slice at every
+   synchronisation.  The first FR_WAKING_REGIONS regions after the engine was idle for FR_IDLE
+   seconds do not count: on these virtual machines the idle cores take milliseconds to wake up
+   (measured: after 20 ms or more of idleness the next two regions stalled 4 and 12 ms, the
+   third never).  fr_barrier_init starts a region; fr_team_done is called once after it with
+   its barrier, and returns 1 if the region stalled. */
+#define FR_CONTENDED_WAIT 2e-3
+#define FR_CONTENDED_REGIONS 2
+#define FR_CONTENDED_HOLD 1.0
+#define FR_IDLE 5e-3
+#define FR_WAKING_REGIONS 2
+double fr_now(void);               /* monotonic clock, seconds */
+int fr_team_done(const fr_barrier_t* b);
+int fr_contended(void);
+void fr_note_contention(double hold_seconds);
 
 #endif

@@ -25,6 +25,7 @@
 #  define fr_yield() SwitchToThread()
 #else
 #  include <sched.h>
+#  include <time.h>
 #  define fr_yield() sched_yield()
 #endif
 
@@ -148,16 +149,33 @@ void fr_ftz_exit(unsigned long old) {
 #endif
 }
 
-/* ---- barrier ---- */
+/* ---- clock and contention ---- */
+double fr_now(void) {
+#if defined(_WIN32)
+    LARGE_INTEGER f, c;
+    QueryPerformanceFrequency(&f);
+    QueryPerformanceCounter(&c);
+    return (double)c.QuadPart / (double)f.QuadPart;
+#else
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+#endif
+}
+
 #if defined(_MSC_VER) && !defined(__clang__)
 #  define fr_fetch_add(p, v) (_InterlockedExchangeAdd((volatile long*)(p), (v)) + (v))
 #  define fr_store(p, v) _InterlockedExchange((volatile long*)(p), (v))
 #  define fr_load(p) _InterlockedCompareExchange((volatile long*)(p), 0, 0)
+#  define fr_store64(p, v) _InterlockedExchange64((volatile long long*)(p), (v))
+#  define fr_load64(p) _InterlockedCompareExchange64((volatile long long*)(p), 0, 0)
 #  define fr_pause() _mm_pause()
 #else
 #  define fr_fetch_add(p, v) __atomic_add_fetch((p), (v), __ATOMIC_ACQ_REL)
 #  define fr_store(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #  define fr_load(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#  define fr_store64(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#  define fr_load64(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 #  if FR_X86
 #    define fr_pause() _mm_pause()
 #  elif defined(__aarch64__)
@@ -167,19 +185,65 @@ void fr_ftz_exit(unsigned long old) {
 #  endif
 #endif
 
-void fr_barrier_init(fr_barrier_t* b) { b->count = 0; b->sense = 0; }
+/* until when the engine runs on one thread, in microseconds of fr_now (0: not contended) */
+static long long fr_contended_until_us = 0;
 
-void fr_barrier_wait(fr_barrier_t* b, int n, int* local_sense) {
-    int s = !*local_sense, spins = 0;
-    *local_sense = s;
+void fr_note_contention(double hold_seconds) {
+    fr_store64(&fr_contended_until_us, (long long)((fr_now() + hold_seconds) * 1e6));
+}
+
+int fr_contended(void) {
+    const long long until = fr_load64(&fr_contended_until_us);
+    return until != 0 && (long long)(fr_now() * 1e6) < until;
+}
+
+/* ---- barrier ---- */
+void fr_barrier_init(fr_barrier_t* b) {
+    b->count = 0; b->sense = 0; b->stalled = 0; b->t_start = fr_now();
+}
+
+/* consecutive stalled parallel regions, the end of the last region, and how many regions
+   after an idle pause are the cores waking up (benign races between callers) */
+static int fr_stalled_regions = 0, fr_waking_regions = 0;
+static double fr_last_region_end = 0;
+
+int fr_team_done(const fr_barrier_t* b) {
+    const int stalled = fr_load(&b->stalled);
+    int counts = stalled;
+    if (b->t_start - fr_last_region_end > FR_IDLE) fr_waking_regions = FR_WAKING_REGIONS;
+    if (fr_waking_regions > 0) {
+        --fr_waking_regions;
+        counts = 0;
+    }
+    fr_last_region_end = fr_now();
+    if (!stalled) fr_stalled_regions = 0;
+    if (counts && ++fr_stalled_regions >= FR_CONTENDED_REGIONS) {
+        fr_stalled_regions = 0;
+        fr_note_contention(FR_CONTENDED_HOLD);
+    }
+    return stalled;
+}
+
+void fr_member_init(fr_member_t* m) { m->sense = 0; m->t_last = fr_now(); }
+
+void fr_barrier_wait(fr_barrier_t* b, int n, fr_member_t* m) {
+    int s = !m->sense, spins = 0;
+    double arrived, left;
+    m->sense = s;
     if (n <= 1) return;
+    arrived = fr_now();
     if (fr_fetch_add(&b->count, 1) == n) {
         fr_store(&b->count, 0);
         fr_store(&b->sense, s);
+        m->t_last = arrived;
         return;
     }
     while (fr_load(&b->sense) != s) {
         if (++spins >= 200) { fr_yield(); spins = 0; }
         else fr_pause();
     }
+    left = fr_now();
+    if (left - arrived > FR_CONTENDED_WAIT && left - arrived > arrived - m->t_last)
+        fr_store(&b->stalled, 1);
+    m->t_last = left;
 }

@@ -1,0 +1,86 @@
+"""The engine under contention: another process busy on the cores its threads need.
+
+A parallel region whose thread waited at a barrier for a descheduled team mate is "stalled";
+two stalled regions in a row (not counting the first two after an idle pause, which are the
+cores waking up) make the engine run on one thread for a while, with the same results.
+"""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+_engine = pytest.importorskip("fastrnn._engine", reason="compiled engine not built")
+from fastrnn import _forward, reference  # noqa: E402
+
+LATE = 5 * _forward.CONTENDED_WAIT        # a team mate this late was not running
+
+
+@pytest.fixture(autouse=True)
+def _forget_contention():
+    _forward.note_contention(0)
+    yield
+    _forward.note_contention(0)
+
+
+def _busy_regions(n=3):
+    """Parallel regions back to back, so that the next ones do not follow an idle pause."""
+    for _ in range(n):
+        _forward._team_probe(0.0)
+
+
+def test_two_stalled_regions_in_a_row_mean_contention():
+    if _engine.get_num_threads() < 2 or _forward._team_probe(0.0)[0] < 2:
+        pytest.skip("needs a team of two threads")
+    _busy_regions()
+    assert _forward._team_probe(LATE) == (2, True)
+    assert not _forward.contended()                  # one stall alone is not contention
+    assert _forward._team_probe(0.0) == (2, False)   # ... and a clean region resets the count
+    assert _forward._team_probe(LATE) == (2, True)
+    assert not _forward.contended()
+    assert _forward._team_probe(LATE) == (2, True)
+    assert _forward.contended()
+    _forward.note_contention(0)
+    assert not _forward.contended()
+
+
+def test_regions_after_an_idle_pause_do_not_count():
+    if _forward._team_probe(0.0)[0] < 2:
+        pytest.skip("needs a team of two threads")
+    time.sleep(0.05)
+    for _ in range(_forward.CONTENDED_REGIONS):
+        assert _forward._team_probe(LATE)[1]         # stalled, but the cores were waking up
+    assert not _forward.contended()
+    for _ in range(_forward.CONTENDED_REGIONS):
+        _forward._team_probe(LATE)
+    assert _forward.contended()
+
+
+@pytest.mark.parametrize("cell,B,H,plan", [("lstm", 16, 40, (2, 1, 0)),   # batch blocks
+                                           ("gru", 3, 64, (1, 2, 0)),     # unit blocks
+                                           ("rnn_tanh", 5, 300, (1, 2, 1))])
+def test_contended_engine_runs_on_one_thread_with_the_same_results(cell, B, H, plan):
+    rng = np.random.default_rng(0)
+    G = reference.GATES[cell]
+    w = {"weight_ih_l0": rng.uniform(-0.2, 0.2, (G * H, 7)).astype(np.float32),
+         "weight_hh_l0": rng.uniform(-0.2, 0.2, (G * H, H)).astype(np.float32)}
+    x = rng.standard_normal((B, 9, 7)).astype(np.float32)
+    lengths = rng.integers(1, 10, B).astype(np.int64)
+    free = _engine.forward(cell, x, w, lengths=lengths, _plan_override=plan, training=True)
+    _forward.note_contention(60)
+    busy = _engine.forward(cell, x, w, lengths=lengths, _plan_override=plan, training=True)
+    for a, b in zip(free[:3], busy[:3]):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(free[3]["outputs"], busy[3]["outputs"]):
+        np.testing.assert_array_equal(a, b)
+    a = rng.standard_normal((300, 200)).astype(np.float32)
+    b = rng.standard_normal((200, 150)).astype(np.float32)
+    np.testing.assert_allclose(_engine.matmul(a, b), a @ b, rtol=1e-4, atol=1e-3)
+
+
+def test_contended_team_calls_run_on_the_caller():
+    seen = []
+    _forward.note_contention(60)
+    _forward.run_on_team([lambda: seen.append(threading.get_ident()) for _ in range(2)])
+    assert seen == [threading.get_ident()] * 2
