@@ -184,11 +184,13 @@ MIN_PARALLEL_PROJ_WORK = 1 << 22
 
 
 #: the dot-product kernel on un-packed weights (mode 1) is the default for hidden sizes from
-#: DOT_KERNEL_MIN_H when a call has fewer than DOT_KERNEL_MAX_ROWS (batch x timesteps) rows:
-#: then packing W_hh (a transpose of G*H*H elements) is not amortised by the steps.  Measured:
-#: LSTM B=4 T=25 H=512 is ~20% faster without packing; B=1 T=150 H=256 is faster with it.
+#: DOT_KERNEL_MIN_H when a call has fewer than H / DOT_KERNEL_H_PER_ROW rows (batch x
+#: timesteps): then packing W_hh (a transpose of G*H*H elements) is not amortised by the steps.
+#: Measured with the per-target kernels (Zen 5, AVX2 and AVX-512 alike, 2 threads): LSTM
+#: B=1 T=10 H=512 and B=2 T=30 H=1024 are 15-40% faster without packing; B=4 T=25 H=512,
+#: B=1 T=50 H=256 and B=8 T=10 H=256 are 10-30% faster with it.
 DOT_KERNEL_MIN_H = 256
-DOT_KERNEL_MAX_ROWS = 128
+DOT_KERNEL_H_PER_ROW = 8
 
 #: recurrent GEMM modes (the third element of a plan)
 MODE_PANEL, MODE_DOT = 0, 1
@@ -206,7 +208,7 @@ def _plan(B, H, G, nthreads, T=None):
     * unit blocks (nu > 1): each core owns a slice of the hidden units (and of W_hh, which then
       stays in its own L2) and the threads meet at one barrier per step; for large H or small B.
     """
-    few_rows = T is not None and B * T < DOT_KERNEL_MAX_ROWS
+    few_rows = T is not None and B * T * DOT_KERNEL_H_PER_ROW < H
     mode = MODE_DOT if H >= DOT_KERNEL_MIN_H and few_rows else MODE_PANEL
     if nthreads <= 1 or B * G * H * H < MIN_PARALLEL_STEP_WORK:
         return 1, 1, mode

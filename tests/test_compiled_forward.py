@@ -445,7 +445,9 @@ def test_plan_choices():
     assert _engine._plan(1, 64, 4, 2, 100) == (1, 1, _engine.MODE_PANEL)    # tiny: one thread
     assert _engine._plan(32, 64, 4, 2, 100) == (2, 1, _engine.MODE_PANEL)   # batch blocks
     assert _engine._plan(1, 256, 4, 2, 150) == (1, 2, _engine.MODE_PANEL)   # unit blocks
-    assert _engine._plan(4, 512, 4, 2, 25) == (1, 2, _engine.MODE_DOT)      # no packing
+    assert _engine._plan(4, 512, 4, 2, 25) == (1, 2, _engine.MODE_PANEL)    # packing pays
+    assert _engine._plan(1, 512, 4, 2, 10) == (1, 2, _engine.MODE_DOT)      # no packing
+    assert _engine._plan(2, 1024, 4, 2, 30) == (1, 2, _engine.MODE_DOT)
     assert _engine._plan(64, 512, 4, 1, 50) == (1, 1, _engine.MODE_PANEL)   # one thread
 
 
