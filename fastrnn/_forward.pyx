@@ -103,13 +103,16 @@ cdef extern from "fr_kernels.h" nogil:
         int count
         int sense
         int stalled
+        int preempted
         double t_start
     ctypedef struct fr_member_t:
         int sense
         double t_last
+        long preemptions
     void fr_barrier_init(fr_barrier_t* b)
     void fr_member_init(fr_member_t* m)
     void fr_barrier_wait(fr_barrier_t* b, int n, fr_member_t* m)
+    void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m)
     double fr_now()
     int fr_team_done(const fr_barrier_t* b)
     int fr_contended()
@@ -117,15 +120,18 @@ cdef extern from "fr_kernels.h" nogil:
     double FR_CONTENDED_WAIT
     double FR_CONTENDED_HOLD
     int FR_CONTENDED_REGIONS
+    double FR_IDLE
+    double FR_WAKING
+    long fr_thread_preemptions()
 
 
 # ---------------------------------------------------------------------------------------------
 # Threads under contention
 # ---------------------------------------------------------------------------------------------
-# Every parallel region ends with a barrier of the engine's own (fr_barrier_wait), which notices
-# a thread that waited for a descheduled team mate, and fr_team_done after it (fr_kernels.h):
-# after FR_CONTENDED_REGIONS such regions in a row, entry points run on one thread for a while
-# (_threads).
+# Every thread's share of a parallel region ends with fr_team_leave (the join: a barrier of the
+# engine's own, which notices a thread that waited long and a thread that the OS preempted),
+# and fr_team_done follows the region (fr_kernels.h): after FR_CONTENDED_REGIONS contended
+# regions in a row, entry points run on one thread for a while (_threads).
 
 cdef inline int _threads(int n) noexcept nogil:
     """The number of threads to use for a parallel part asking for ``n``: one while another
@@ -136,7 +142,8 @@ cdef inline int _threads(int n) noexcept nogil:
 def contended():
     """True while the engine runs on one thread because another process competes for the
     cores (in ``CONTENDED_REGIONS`` parallel regions in a row a thread waited more than
-    ``CONTENDED_WAIT`` s for a descheduled team mate, less than ``CONTENDED_HOLD`` s ago)."""
+    ``CONTENDED_WAIT`` s for a team mate that the OS had preempted, less than
+    ``CONTENDED_HOLD`` s ago)."""
     return bool(fr_contended())
 
 
@@ -148,6 +155,15 @@ def note_contention(double hold_seconds):
 
 CONTENDED_WAIT = FR_CONTENDED_WAIT
 CONTENDED_REGIONS = FR_CONTENDED_REGIONS
+#: regions starting less than WAKING s after IDLE s without one do not count
+IDLE = FR_IDLE
+WAKING = FR_WAKING
+
+
+def preemptions_known():
+    """True where the OS counts each thread's involuntary context switches (Linux), so that a
+    stalled region is contended only if a thread was preempted."""
+    return fr_thread_preemptions() >= 0
 CONTENDED_HOLD = FR_CONTENDED_HOLD
 
 
@@ -160,12 +176,15 @@ cdef void _probe_part(int tid, int nth, double delay, fr_barrier_t* bar) noexcep
         t0 = fr_now()
         while fr_now() - t0 < delay:
             pass
-    fr_barrier_wait(bar, nth, &me)
+    fr_team_leave(bar, nth, &me)
 
 
-def _team_probe(double delay):
-    """Run a two-thread region whose second thread arrives ``delay`` seconds late at the join
-    (the contention detector's test); returns (team size, whether the region stalled)."""
+def _team_probe(double delay, bint preempted=True):
+    """Run a two-thread region whose second thread arrives ``delay`` seconds late at the join,
+    as if preempted by another process (``preempted``) or not (an idle core waking up): the
+    contention detector's test (the preemption count of the region is set, not measured, so
+    that a stray preemption on an idle machine cannot decide it).  Returns (team size,
+    whether the region counted as contended)."""
     cdef int tid, nth
     cdef int team[1]
     cdef fr_barrier_t bar
@@ -177,7 +196,9 @@ def _team_probe(double delay):
         if tid == 0:
             team[0] = nth
         _probe_part(tid, nth, delay, &bar)
+    bar.preempted = preempted       # what the OS would have counted, made deterministic
     return team[0], bool(fr_team_done(&bar))
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,7 +421,7 @@ cdef void _gemm_part(const fr_kernels_t* kt, int tid, int nth,
     _pack_rows(kt, B, ldb, K, N, bp, tid, nth)
     fr_barrier_wait(bar, nth, &me)
     _gemm_rows(kt, tid, nth, M, N, K, A, lda, trans_a, bp, C, ldc, A2, lda2, M1, accumulate)
-    fr_barrier_wait(bar, nth, &me)
+    fr_team_leave(bar, nth, &me)
     fr_ftz_exit(csr)
 
 
@@ -547,7 +568,7 @@ cdef void _dh_part(const fr_kernels_t* kt, int tid, int nth, Py_ssize_t M, Py_ss
     cdef unsigned long csr = fr_ftz_enter()
     fr_member_init(&me)
     _dh_cols(kt, tid, nth, M, N, K, A, Bp, C, accumulate)
-    fr_barrier_wait(bar, nth, &me)
+    fr_team_leave(bar, nth, &me)
     fr_ftz_exit(csr)
 
 
@@ -610,7 +631,7 @@ cdef void _team_part(list calls, list errors, int tid, int got,
     fr_member_init(&me)
     with gil:
         _team_call(calls, errors, tid, got)
-    fr_barrier_wait(bar, got, &me)
+    fr_team_leave(bar, got, &me)
 
 
 cdef void _team_call(list calls, list errors, int tid, int got):
@@ -683,7 +704,7 @@ cdef void _proj_part(const fr_kernels_t* kt, int tid, int nth,
     _pack_panels(kt, W, K, 1, N, 0, N, wpk, tid, nth)
     fr_barrier_wait(bar, nth, &me)
     _gemm_rows(kt, tid, nth, R, N, K, X, K, False, wpk, Y, ldy)
-    fr_barrier_wait(bar, nth, &me)
+    fr_team_leave(bar, nth, &me)
     fr_ftz_exit(csr)
 
 
@@ -911,7 +932,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                                NULL, 0, NULL, NULL, xrow)
                 w += nth
             fr_barrier_wait(bar, nth, &me)
-    fr_barrier_wait(bar, nth, &me)      # the join (measured: see _threads)
+    fr_team_leave(bar, nth, &me)        # the join (see _threads)
     fr_ftz_exit(csr)
 
 
@@ -1319,7 +1340,10 @@ cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell,
                                                                 sizeof(floating))
                        if cell == 3 else NULL)
             w += nth
-        fr_barrier_wait(bar, nth, &me)
+        if l == L - 1:
+            fr_team_leave(bar, nth, &me)    # the join (see _threads)
+        else:
+            fr_barrier_wait(bar, nth, &me)
         inp = h_out + l * B * H
     fr_ftz_exit(csr)
 

@@ -31,9 +31,10 @@ Contenders, each only when available:
 - ``onnx``     the same PyTorch module exported with ``torch.onnx.export(..., dynamo=False)``, run
                by an ONNX Runtime ``InferenceSession`` with ``intra_op_num_threads`` = threads
 
-Under load (``--load N``): after its normal samples, each row is timed again while N other
-processes spin on the CPU (started once, kept busy between rows); the table then gives each
-contender's slowdown factor, loaded time / unloaded time, from the same run.
+Under load (``--load N``): after its normal samples, each row is timed twice more, alone and
+while N other processes spin on the CPU, each sample after 0.15 s of untimed calls of the same
+contender (the steady state of sustained work); the table then gives each contender's slowdown
+factor, loaded time / unloaded time of those two passes, from the same run.
 
 Exit status: 0 when every contender that ran gave the right numbers, 1 otherwise.
 """
@@ -170,6 +171,9 @@ STREAM_CHECK_STEPS = 6
 # learning rate, hundreds of repetitions on one batch drifted the weights into saturation, and the
 # cost of a step changed along the way (fastrnn's T5 went from 22 ms to 200 ms per step).
 SGD_LR = 1e-9
+# Under --load every sample follows this much untimed work of the same contender: a busy
+# neighbour matters for sustained work (training, serving), whose steady state this is.
+LOAD_WARM_S = 0.15
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,10 +657,13 @@ def compare_outputs(got: dict, want: dict, tol: float = 1e-4) -> Optional[str]:
     return "; ".join(problems) or None
 
 
-def _sample(r: Runner, rewarm: bool = False) -> float:
+def _sample(r: Runner, rewarm: bool = False, warm_s: float = 0.0) -> float:
     with r.ctx():
         if rewarm:
             r.run()   # untimed: wakes the contender's threads and caches after a pause
+        t_warm = time.perf_counter()
+        while time.perf_counter() - t_warm < warm_s:
+            r.run()   # untimed: the contender in its steady state (--load)
         t0 = time.perf_counter()
         for _ in range(r.number):
             r.run()
@@ -678,7 +685,8 @@ def _calibrate(r: Runner, target_sample_s: float) -> float:
 
 
 def time_runners(runners: list, budget_s: float, min_reps: int, max_reps: int,
-                 target_sample_s: float, repeat: Optional[int], gap_s: float = 0.0) -> None:
+                 target_sample_s: float, repeat: Optional[int], gap_s: float = 0.0,
+                 warm_s: float = 0.0) -> None:
     """Calibrate, then take samples round-robin; fills ``runner.samples``.
 
     Every runner has been warmed up by its correctness check.  The number of rounds fits the
@@ -688,6 +696,8 @@ def time_runners(runners: list, budget_s: float, min_reps: int, max_reps: int,
     and OpenBLAS workers spin-wait for a while after their work) stop competing for the cores;
     after it, one untimed call before the timed ones (a call right after a pause is 2-3x slower
     on these VMs, for every contender: that measured the wake-up, not the steady state).
+    ``warm_s``: before each sample, untimed calls for that long (the steady state of sustained
+    work, used under ``--load``).
     """
     if repeat == 0:
         for r in runners:
@@ -715,7 +725,7 @@ def time_runners(runners: list, budget_s: float, min_reps: int, max_reps: int,
             for r in main[k:] + main[:k]:
                 if gap_s:
                     time.sleep(gap_s)
-                r.samples.append(_sample(r, rewarm=bool(gap_s)))
+                r.samples.append(_sample(r, rewarm=bool(gap_s), warm_s=warm_s))
         # The capped (reference) contenders after the others: NumPy's OpenBLAS threads spin for a
         # while after each matmul and would slow down whoever ran next.
         for r in capped:
@@ -1127,16 +1137,19 @@ def main(argv=None) -> int:
 
         stat = statistics.median if args.stat == "median" else min
         med = {r.name: (stat(r.samples) if r.samples else None) for r in runners}
-        loaded = {}
+        loaded, steady = {}, {}
         if args.load and not late and runners:
-            # the same contenders again, beside busy processes: the slowdown of each
+            # the same contenders in their steady state, alone and beside busy processes: the
+            # slowdown of each (both passes sample alike)
             kept = {r.name: r.samples for r in runners}
-            for r in runners:
-                r.samples = []
             try:
-                with busy_processes(args.load):
-                    time_runners(runners, budget, min_reps, max_reps, target, args.repeat, args.gap)
-                loaded = {r.name: (stat(r.samples) if r.samples else None) for r in runners}
+                for busy, into in ((0, steady), (args.load, loaded)):
+                    for r in runners:
+                        r.samples = []
+                    with busy_processes(busy):
+                        time_runners(runners, budget, min_reps, max_reps, target, args.repeat,
+                                     args.gap, warm_s=LOAD_WARM_S)
+                    into.update({r.name: (stat(r.samples) if r.samples else None) for r in runners})
             except Exception as exc:
                 failures.append(f"{cfg.name}: crashed while timing under load: {type(exc).__name__}: {exc}")
                 traceback.print_exc(file=sys.stderr)
@@ -1169,8 +1182,9 @@ def main(argv=None) -> int:
             "fastrnn_gflops": gflops,
             "best_peer_over": {n: (best / med[n] if (best and med.get(n)) else None) for n in fr_names},
             "gflops": {n: (cfg.flops() / med[n] / 1e9 if med.get(n) else None) for n in fr_names},
+            "steady_s": steady,
             "loaded_s": loaded,
-            "slowdown": {n: (loaded[n] / med[n] if (loaded.get(n) and med.get(n)) else None)
+            "slowdown": {n: (loaded[n] / steady[n] if (loaded.get(n) and steady.get(n)) else None)
                          for n in loaded},
             "fastrnn_sgemm_fraction": None,  # filled in at the end, against the best sgemm seen
             "na": na,
@@ -1297,7 +1311,8 @@ def format_slowdowns(rows: list, n: int) -> str:
         for k in row.get("slowdown", {}):
             if k not in who:
                 who.append(k)
-    h = f"# slowdown beside {n} busy process(es): loaded / unloaded median\n{'config':6s} " + \
+    h = (f"# slowdown beside {n} busy process(es): loaded / unloaded median, both sampled after "
+         f"{LOAD_WARM_S:g} s of untimed calls\n{'config':6s} ") + \
         " ".join(f"{k:>15s}" for k in who)
     lines = [h, "-" * len(h.splitlines()[-1])]
     for row in rows:

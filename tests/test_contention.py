@@ -1,8 +1,9 @@
 """The engine under contention: another process busy on the cores its threads need.
 
-A parallel region whose thread waited at a barrier for a descheduled team mate is "stalled";
-two stalled regions in a row (not counting the first two after an idle pause, which are the
-cores waking up) make the engine run on one thread for a while, with the same results.
+A parallel region in which a thread waited at a barrier for a team mate that the OS had
+preempted is contended; a few contended regions in a row make the engine run on one thread for
+a while, with the same results.  Regions right after an idle pause never count (the cores are
+waking up then), nor, where the OS counts preemptions, stalls without one.
 """
 import threading
 import time
@@ -13,7 +14,7 @@ import pytest
 _engine = pytest.importorskip("fastrnn._engine", reason="compiled engine not built")
 from fastrnn import _forward, reference  # noqa: E402
 
-LATE = 5 * _forward.CONTENDED_WAIT        # a team mate this late was not running
+LATE = 5 * _forward.CONTENDED_WAIT        # a team mate this late held the region up
 
 
 @pytest.fixture(autouse=True)
@@ -23,20 +24,24 @@ def _forget_contention():
     _forward.note_contention(0)
 
 
-def _busy_regions(n=3):
-    """Parallel regions back to back, so that the next ones do not follow an idle pause."""
-    for _ in range(n):
+def _busy():
+    """Parallel regions back to back for longer than the waking window after an idle pause."""
+    if _forward._team_probe(0.0)[0] < 2:
+        pytest.skip("needs a team of two threads")
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 2 * _forward.WAKING:
         _forward._team_probe(0.0)
 
 
-def test_two_stalled_regions_in_a_row_mean_contention():
-    if _engine.get_num_threads() < 2 or _forward._team_probe(0.0)[0] < 2:
-        pytest.skip("needs a team of two threads")
-    _busy_regions()
-    assert _forward._team_probe(LATE) == (2, True)
-    assert not _forward.contended()                  # one stall alone is not contention
+def test_contended_regions_in_a_row_mean_contention():
+    n = _forward.CONTENDED_REGIONS
+    _busy()
+    for _ in range(n - 1):
+        assert _forward._team_probe(LATE) == (2, True)
+    assert not _forward.contended()                  # fewer in a row are not contention
     assert _forward._team_probe(0.0) == (2, False)   # ... and a clean region resets the count
-    assert _forward._team_probe(LATE) == (2, True)
+    for _ in range(n - 1):
+        assert _forward._team_probe(LATE) == (2, True)
     assert not _forward.contended()
     assert _forward._team_probe(LATE) == (2, True)
     assert _forward.contended()
@@ -44,16 +49,23 @@ def test_two_stalled_regions_in_a_row_mean_contention():
     assert not _forward.contended()
 
 
-def test_regions_after_an_idle_pause_do_not_count():
-    if _forward._team_probe(0.0)[0] < 2:
-        pytest.skip("needs a team of two threads")
-    time.sleep(0.05)
-    for _ in range(_forward.CONTENDED_REGIONS):
-        assert _forward._team_probe(LATE)[1]         # stalled, but the cores were waking up
+def test_a_stall_without_preemption_is_no_contention():
+    if not _forward.preemptions_known():
+        pytest.skip("this OS does not count preemptions per thread")
+    _busy()
+    for _ in range(3 * _forward.CONTENDED_REGIONS):
+        assert _forward._team_probe(LATE, preempted=False) == (2, False)
     assert not _forward.contended()
+
+
+def test_regions_after_an_idle_pause_do_not_count():
+    _busy()
+    time.sleep(2 * _forward.IDLE)
+    t0 = time.perf_counter()
     for _ in range(_forward.CONTENDED_REGIONS):
         _forward._team_probe(LATE)
-    assert _forward.contended()
+    if time.perf_counter() - t0 < _forward.WAKING:   # still in the waking window
+        assert not _forward.contended()
 
 
 @pytest.mark.parametrize("cell,B,H,plan", [("lstm", 16, 40, (2, 1, 0)),   # batch blocks

@@ -83,28 +83,36 @@ void fr_ftz_exit(unsigned long old);
 /* A sense-reversing barrier for n threads: a short spin, then the core is yielded, so that a
    waiting thread on an oversubscribed machine hands its core to the one it waits for.  Each
    thread passes its own fr_member_t (fr_member_init once at the start of its share). */
-typedef struct { int count; int sense; int stalled; double t_start; } fr_barrier_t;
-typedef struct { int sense; double t_last; } fr_member_t;
+typedef struct { int count; int sense; int stalled; int preempted; double t_start; } fr_barrier_t;
+typedef struct { int sense; double t_last; long preemptions; } fr_member_t;
 void fr_barrier_init(fr_barrier_t* b);
 void fr_member_init(fr_member_t* m);
 void fr_barrier_wait(fr_barrier_t* b, int n, fr_member_t* m);
+/* the last barrier of a region (the join): also notes whether this thread was preempted */
+void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m);
 
 /* Contention: another process busy on the cores that the engine's threads run on.  A thread
    that waits at a barrier longer than FR_CONTENDED_WAIT seconds, and longer than it worked
-   since its last barrier, marks the region stalled (a team mate was not running); after
-   FR_CONTENDED_REGIONS stalled regions in a row the engine runs on one thread for
+   since its last barrier, marks the region stalled; a thread that the OS preempted during the
+   region (an involuntary context switch, counted per thread on Linux; elsewhere assumed)
+   marks it preempted.  A region both stalled and preempted was held up by another process;
+   after FR_CONTENDED_REGIONS such regions in a row the engine runs on one thread for
    FR_CONTENDED_HOLD seconds (fr_contended), instead of waiting a scheduler time slice at every
-   synchronisation.  The first FR_WAKING_REGIONS regions after the engine was idle for FR_IDLE
-   seconds do not count: on these virtual machines the idle cores take milliseconds to wake up
-   (measured: after 20 ms or more of idleness the next two regions stalled 4 and 12 ms, the
-   third never).  fr_barrier_init starts a region; fr_team_done is called once after it with
-   its barrier, and returns 1 if the region stalled. */
+   synchronisation.  Regions that start less than FR_WAKING seconds after an idle pause (no
+   region for FR_IDLE seconds) never count: then the cores are waking up, and on these virtual
+   machines the regions of the next ~40 ms can stall for milliseconds (measured: after 20 ms or
+   more of idleness, 4 and 12 ms in the next two regions, and stalls in a training step up to
+   40 ms after the pause, the engine's threads preempting each other while the scheduler
+   spreads them over the cores).  fr_barrier_init starts a
+   region, each thread ends its share with fr_team_leave, and fr_team_done is called once
+   after the region; it returns 1 if the region counted as contended. */
 #define FR_CONTENDED_WAIT 2e-3
-#define FR_CONTENDED_REGIONS 2
+#define FR_CONTENDED_REGIONS 3
 #define FR_CONTENDED_HOLD 1.0
 #define FR_IDLE 5e-3
-#define FR_WAKING_REGIONS 2
+#define FR_WAKING 60e-3
 double fr_now(void);               /* monotonic clock, seconds */
+long fr_thread_preemptions(void);  /* this thread's involuntary context switches, or -1 */
 int fr_team_done(const fr_barrier_t* b);
 int fr_contended(void);
 void fr_note_contention(double hold_seconds);

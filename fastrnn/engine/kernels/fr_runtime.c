@@ -4,6 +4,9 @@
  *
  * setup.py defines FR_HAVE_<TARGET> for each target compiled into the build.
  */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#  define _GNU_SOURCE 1         /* RUSAGE_THREAD */
+#endif
 #include <string.h>
 
 #include "fr_kernels.h"
@@ -27,6 +30,9 @@
 #  include <sched.h>
 #  include <time.h>
 #  define fr_yield() sched_yield()
+#endif
+#if defined(__linux__)
+#  include <sys/resource.h>
 #endif
 
 #if defined(FR_HAVE_AVX512)
@@ -198,33 +204,54 @@ int fr_contended(void) {
 }
 
 /* ---- barrier ---- */
-void fr_barrier_init(fr_barrier_t* b) {
-    b->count = 0; b->sense = 0; b->stalled = 0; b->t_start = fr_now();
+
+/* involuntary context switches of the calling thread so far (-1: not known on this OS) */
+long fr_thread_preemptions(void) {
+#if defined(__linux__) && defined(RUSAGE_THREAD)
+    struct rusage u;
+    return getrusage(RUSAGE_THREAD, &u) == 0 ? (long)u.ru_nivcsw : -1;
+#else
+    return -1;
+#endif
 }
 
-/* consecutive stalled parallel regions, the end of the last region, and how many regions
-   after an idle pause are the cores waking up (benign races between callers) */
-static int fr_stalled_regions = 0, fr_waking_regions = 0;
-static double fr_last_region_end = 0;
+void fr_barrier_init(fr_barrier_t* b) {
+    b->count = 0; b->sense = 0; b->stalled = 0; b->preempted = 0; b->t_start = fr_now();
+}
+
+/* consecutive contended parallel regions, the end of the last region, and until when the
+   cores are still waking up from an idle pause (benign races between callers) */
+static int fr_contended_regions = 0;
+static double fr_last_region_end = 0, fr_waking_until = 0;
 
 int fr_team_done(const fr_barrier_t* b) {
-    const int stalled = fr_load(&b->stalled);
-    int counts = stalled;
-    if (b->t_start - fr_last_region_end > FR_IDLE) fr_waking_regions = FR_WAKING_REGIONS;
-    if (fr_waking_regions > 0) {
-        --fr_waking_regions;
-        counts = 0;
-    }
+    const int preempted = fr_load(&b->preempted);
+    int counts = fr_load(&b->stalled) && preempted != 0;   /* preempted, or not known (-1) */
+    if (b->t_start - fr_last_region_end > FR_IDLE) fr_waking_until = b->t_start + FR_WAKING;
+    if (b->t_start < fr_waking_until) counts = 0;
     fr_last_region_end = fr_now();
-    if (!stalled) fr_stalled_regions = 0;
-    if (counts && ++fr_stalled_regions >= FR_CONTENDED_REGIONS) {
-        fr_stalled_regions = 0;
+    if (!counts) fr_contended_regions = 0;
+    else if (++fr_contended_regions >= FR_CONTENDED_REGIONS) {
+        fr_contended_regions = 0;
         fr_note_contention(FR_CONTENDED_HOLD);
     }
-    return stalled;
+    return counts;
 }
 
-void fr_member_init(fr_member_t* m) { m->sense = 0; m->t_last = fr_now(); }
+void fr_member_init(fr_member_t* m) {
+    m->sense = 0;
+    m->t_last = fr_now();
+    m->preemptions = fr_thread_preemptions();
+}
+
+void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m) {
+    if (n > 1) {
+        const long now = m->preemptions < 0 ? -1 : fr_thread_preemptions();
+        if (now < 0) fr_store(&b->preempted, -1);          /* unknown */
+        else if (now > m->preemptions) fr_store(&b->preempted, 1);
+    }
+    fr_barrier_wait(b, n, m);
+}
 
 void fr_barrier_wait(fr_barrier_t* b, int n, fr_member_t* m) {
     int s = !m->sense, spins = 0;
