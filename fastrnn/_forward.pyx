@@ -361,10 +361,12 @@ def tanh_approx(const floating[::1] x,  # IN
     """Apply the engine's tanh to ``x`` (for testing the approximation bound)."""
     if x.shape[0] != out.shape[0]:
         raise ValueError("tanh_approx: x and out differ in length")
+    if x.shape[0] == 0:
+        return
     if floating is float:
-        g_kt.tanh_f(&x[0], &out[0], x.shape[0]) if x.shape[0] else None
+        g_kt.tanh_f(&x[0], &out[0], x.shape[0])
     else:
-        g_kt.tanh_d(&x[0], &out[0], x.shape[0]) if x.shape[0] else None
+        g_kt.tanh_d(&x[0], &out[0], x.shape[0])
 
 
 def sigmoid_approx(const floating[::1] x,  # IN
@@ -372,10 +374,12 @@ def sigmoid_approx(const floating[::1] x,  # IN
     """Apply the engine's sigmoid to ``x`` (for testing the approximation bound)."""
     if x.shape[0] != out.shape[0]:
         raise ValueError("sigmoid_approx: x and out differ in length")
+    if x.shape[0] == 0:
+        return
     if floating is float:
-        g_kt.sigmoid_f(&x[0], &out[0], x.shape[0]) if x.shape[0] else None
+        g_kt.sigmoid_f(&x[0], &out[0], x.shape[0])
     else:
-        g_kt.sigmoid_d(&x[0], &out[0], x.shape[0]) if x.shape[0] else None
+        g_kt.sigmoid_d(&x[0], &out[0], x.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------

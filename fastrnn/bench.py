@@ -707,7 +707,7 @@ def time_runners(runners: list, budget_s: float, min_reps: int, max_reps: int,
     main = [r for r in runners if r.max_samples is None]
     capped = [r for r in runners if r.max_samples is not None]
     # time per round of the contenders that sample every round (the capped reference aside)
-    per_round = sum(_calibrate(r, target_sample_s) + gap_s for r in main)
+    per_round = sum(_calibrate(r, target_sample_s) + gap_s + warm_s for r in main)
     if repeat:
         reps = repeat
     else:
