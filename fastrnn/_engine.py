@@ -334,10 +334,11 @@ def matmul(a, b, trans_a=False, a2=None, out=None):
         return out
     if trans_a and b.shape[1] <= SWAP_MAX_N and b.shape[1] < a.shape[1] \
             and a.shape[0] == b.shape[0]:
-        # a.T @ b = (b.T @ a).T: the transposed operand is packed into 4-row micro-panels, at a
-        # cost proportional to its size, and b's columns fill panels of 64 (32 in float64)
-        # only partly when few; then b takes that role.  Measured (2 threads, float32):
-        # 256 x 3200 x 32 from 66 to 246 GFLOP/s; with wide b (512 columns) it loses.
+        # a.T @ b = (b.T @ a).T: the transposed operand is packed into micro-panels of the
+        # tile's rows, at a cost proportional to its size, and b's few columns would fill the
+        # column panels (``_forward.panel_width``: 64 float32 on AVX-512) only partly; then b
+        # takes that role.  Measured (AVX-512, 2 threads, float32): 256 x 3200 x 32 from 66 to
+        # 246 GFLOP/s; with wide b (512 columns) it loses.
         out_t = np.empty((b.shape[1], a.shape[1]), dtype=a.dtype)
         _forward.gemm(b, a, out_t, True, _num_threads)
         return np.ascontiguousarray(out_t.T)
