@@ -2,6 +2,7 @@
 
 Picks the fastrnn backend once: ``compiled`` when it works, else ``reference`` (then only the
 small configurations run). Set ``FASTRNN_BENCH_BACKEND=reference`` (or ``compiled``) to force one.
+The compiled backend's benchmarks run once per instruction set this CPU can run (``kernels``).
 """
 import os
 
@@ -25,3 +26,25 @@ def fastrnn_backend():
         if backend not in na:
             return fastrnn, backend
     pytest.skip(f"no fastrnn backend works: {na}")
+
+
+def _runnable_isas():
+    try:
+        from fastrnn import _engine
+    except ImportError:
+        return [None]
+    return _engine.supported_isas()
+
+
+@pytest.fixture(params=_runnable_isas())
+def kernels(request, fastrnn_backend):
+    """The instruction set whose kernels the benchmark runs on (forced through the
+    dispatcher), or None for the reference backend (which runs once)."""
+    fastrnn, backend = fastrnn_backend
+    if backend != "compiled" or request.param is None:
+        if request.param != _runnable_isas()[0]:
+            pytest.skip("the reference backend has no instruction sets")
+        yield None
+        return
+    with fastrnn._engine.use_isa(request.param):
+        yield request.param

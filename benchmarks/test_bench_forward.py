@@ -39,20 +39,21 @@ def _fastrnn_layer(fastrnn_backend, cfg):
 
 
 @pytest.mark.parametrize("cfg", FORWARD, ids=_ids(FORWARD))
-def test_forward(benchmark, fastrnn_backend, cfg):
+def test_forward(benchmark, fastrnn_backend, kernels, cfg):
     layer, backend = _fastrnn_layer(fastrnn_backend, cfg)
     x = compare.make_input(cfg)
     lengths = cfg.lengths()
     benchmark.group = cfg.name
-    benchmark.name = f"{cfg.name} fastrnn[{backend}]"
-    benchmark.extra_info.update(config=cfg.describe(), flops=cfg.flops(), backend=backend)
+    benchmark.name = f"{cfg.name} fastrnn[{backend}{' ' + kernels if kernels else ''}]"
+    benchmark.extra_info.update(config=cfg.describe(), flops=cfg.flops(), backend=backend,
+                                kernels=kernels)
     y, state = benchmark(layer, x, lengths=lengths)
     assert y.shape == (cfg.B, cfg.T, cfg.H)
     assert np.all(np.isfinite(y))
 
 
 @pytest.mark.parametrize("cfg", STREAM, ids=_ids(STREAM))
-def test_stream(benchmark, fastrnn_backend, cfg):
+def test_stream(benchmark, fastrnn_backend, kernels, cfg):
     layer, backend = _fastrnn_layer(fastrnn_backend, cfg)
     x = compare.make_input(cfg)  # (1, I)
     holder = [None]
@@ -62,8 +63,9 @@ def test_stream(benchmark, fastrnn_backend, cfg):
         return y
 
     benchmark.group = cfg.name
-    benchmark.name = f"{cfg.name} fastrnn[{backend}]"
-    benchmark.extra_info.update(config=cfg.describe(), flops=cfg.flops(), backend=backend)
+    benchmark.name = f"{cfg.name} fastrnn[{backend}{' ' + kernels if kernels else ''}]"
+    benchmark.extra_info.update(config=cfg.describe(), flops=cfg.flops(), backend=backend,
+                                kernels=kernels)
     y = benchmark(step)
     assert y.shape == (1, cfg.H)
     assert np.all(np.isfinite(y))

@@ -39,7 +39,7 @@ def _fastrnn_runner(fastrnn_backend, cfg):
 
 
 @pytest.mark.parametrize("cfg", TRAIN, ids=_ids(TRAIN))
-def test_train(benchmark, fastrnn_backend, cfg):
+def test_train(benchmark, fastrnn_backend, kernels, cfg):
     runner, backend = _fastrnn_runner(fastrnn_backend, cfg)
     got = runner.check()
     try:
@@ -52,8 +52,9 @@ def test_train(benchmark, fastrnn_backend, cfg):
         assert err is None, err
     assert all(np.all(np.isfinite(v)) for v in got.values())
     benchmark.group = cfg.name
-    benchmark.name = f"{cfg.name} fastrnn[{backend}]"
-    benchmark.extra_info.update(config=cfg.describe(), flops=cfg.flops(), backend=backend)
+    benchmark.name = f"{cfg.name} fastrnn[{backend}{' ' + kernels if kernels else ''}]"
+    benchmark.extra_info.update(config=cfg.describe(), flops=cfg.flops(), backend=backend,
+                                kernels=kernels)
     benchmark(runner.run)
 
 
