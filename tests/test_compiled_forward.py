@@ -525,3 +525,18 @@ def test_engine_matmul_rejects_what_it_cannot_read():
     with pytest.raises(ValueError, match="unit column"):
         _engine.matmul(a[:, ::2], np.ones((3, 3), np.float32))
     assert _engine.matmul(np.ones((0, 3), np.float32), np.ones((3, 2), np.float32)).shape == (0, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_propagates_nan_like_the_reference(dtype):
+    """A NaN pre-activation stays NaN through the relu (forward and streaming), as in the
+    reference and PyTorch, instead of becoming 0."""
+    rng = np.random.default_rng(2)
+    x, w, _, _, _ = make_case("rnn_relu", 2, 3, 4, 5, 1, 1, dtype, rng)
+    w["weight_ih_l0"][1, 2] = np.nan
+    want = reference.forward("rnn_relu", x, w)[0]
+    got = _engine.forward("rnn_relu", x, w)[0]
+    assert np.isnan(want).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    y_t, h, _ = _engine.make_stepper("rnn_relu", w, 1).step(np.ascontiguousarray(x[:, 0]))
+    np.testing.assert_array_equal(np.isnan(y_t), np.isnan(want[:, 0]))
