@@ -35,7 +35,7 @@ OTHER_TARGETS = [("baseline", [], [])]
 
 def targets():
     """The kernel targets of the platform being built for."""
-    machine = os.environ.get("FASTRNN_TARGET_MACHINE", platform.machine()).lower()
+    machine = platform.machine().lower()
     if sys.platform == "darwin" and "arm64" in os.environ.get("ARCHFLAGS", ""):
         machine = "arm64"           # cross-building an arm64 wheel on an Intel Mac
     if machine in ("x86_64", "amd64", "x64"):

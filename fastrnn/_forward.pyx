@@ -265,10 +265,15 @@ def isa_info(name=None):
 
 # The table's kernels for the fused floating type (one wrapper each, no logic of their own)
 
+cdef inline Py_ssize_t _panel_width(const fr_kernels_t* kt, Py_ssize_t elsize) noexcept nogil:
+    """Columns of one panel of ``kt``'s packed matrices for elements of ``elsize`` bytes."""
+    return kt.nr_d if elsize == 8 else kt.nr_f
+
+
 cdef inline Py_ssize_t _packed_size(const fr_kernels_t* kt, Py_ssize_t K, Py_ssize_t N,
                                     Py_ssize_t elsize) noexcept nogil:
     """Elements of a (K, N) matrix panel-packed for ``kt``'s GEMM (N rounded up to panels)."""
-    return fr_packed_size(K, N, kt.nr_d if elsize == 8 else kt.nr_f)
+    return fr_packed_size(K, N, _panel_width(kt, elsize))
 
 
 cdef inline Py_ssize_t _block_offset(const fr_kernels_t* kt, Py_ssize_t K, Py_ssize_t G,
@@ -356,30 +361,28 @@ TANH_F32_MAX_ABS_ERR = 5e-7
 SIGMOID_F32_MAX_ABS_ERR = 4e-7
 
 
-def tanh_approx(const floating[::1] x,  # IN
-                floating[::1] out):     # OUT
-    """Apply the engine's tanh to ``x`` (for testing the approximation bound)."""
+cdef _activation(bint sigmoid, str name, const floating[::1] x, floating[::1] out):
+    """out = the engine's tanh or sigmoid of x (one element loop of the table)."""
     if x.shape[0] != out.shape[0]:
-        raise ValueError("tanh_approx: x and out differ in length")
+        raise ValueError(f"{name}: x and out differ in length")
     if x.shape[0] == 0:
         return
     if floating is float:
-        g_kt.tanh_f(&x[0], &out[0], x.shape[0])
+        (g_kt.sigmoid_f if sigmoid else g_kt.tanh_f)(&x[0], &out[0], x.shape[0])
     else:
-        g_kt.tanh_d(&x[0], &out[0], x.shape[0])
+        (g_kt.sigmoid_d if sigmoid else g_kt.tanh_d)(&x[0], &out[0], x.shape[0])
+
+
+def tanh_approx(const floating[::1] x,  # IN
+                floating[::1] out):     # OUT
+    """Apply the engine's tanh to ``x`` (for testing the approximation bound)."""
+    _activation(False, "tanh_approx", x, out)
 
 
 def sigmoid_approx(const floating[::1] x,  # IN
                    floating[::1] out):     # OUT
     """Apply the engine's sigmoid to ``x`` (for testing the approximation bound)."""
-    if x.shape[0] != out.shape[0]:
-        raise ValueError("sigmoid_approx: x and out differ in length")
-    if x.shape[0] == 0:
-        return
-    if floating is float:
-        g_kt.sigmoid_f(&x[0], &out[0], x.shape[0])
-    else:
-        g_kt.sigmoid_d(&x[0], &out[0], x.shape[0])
+    _activation(True, "sigmoid_approx", x, out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,7 +535,7 @@ cdef void _dh_cols(const fr_kernels_t* kt, int tid, int nth, Py_ssize_t M, Py_ss
                    bint accumulate) noexcept nogil:
     """Thread ``tid`` of ``nth``: C[:, its panels] (+)= A @ B[:, its panels] (whole panels, so
     each thread streams only its share of B)."""
-    cdef Py_ssize_t NR = kt.nr_d if floating is double else kt.nr_f
+    cdef Py_ssize_t NR = _panel_width(kt, sizeof(floating))
     cdef Py_ssize_t npan = (N + NR - 1) // NR, per, c0, c1, r
     per = (npan + nth - 1) // nth
     c0 = min(tid * per * NR, N)
@@ -551,7 +554,7 @@ cdef void _dh_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
     ``nt`` threads when the product has at least ``g_dh_par_work`` multiply-adds."""
     cdef int tid, nth
     cdef const fr_kernels_t* kt = g_kt
-    cdef Py_ssize_t NR = kt.nr_d if floating is double else kt.nr_f
+    cdef Py_ssize_t NR = _panel_width(kt, sizeof(floating))
     cdef fr_barrier_t bar
     fr_barrier_init(&bar)
     if nt > 1 and M * N * K >= g_dh_par_work and N > NR and _threads(nt) > 1:
@@ -689,7 +692,7 @@ def packed_size(Py_ssize_t K, Py_ssize_t N, dtype):
 
 def panel_width(dtype):
     """Column panel width of the GEMM kernel in use for ``dtype`` (see fr_kernels.h)."""
-    return g_kt.nr_d if np.dtype(dtype).itemsize == 8 else g_kt.nr_f
+    return _panel_width(g_kt, np.dtype(dtype).itemsize)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 /* Run-time side of the kernels, compiled for the baseline of the platform: which of the
  * compiled targets this CPU can run (CPUID and the OS's saved register state on x86-64; NEON
- * is part of every aarch64), the denormal switch and the barrier of the unit-split plan.
+ * is part of every aarch64), the denormal switch, the engine's barrier and the contention
+ * detector built on it (fr_kernels.h).
  *
  * setup.py defines FR_HAVE_<TARGET> for each target compiled into the build.
  */
