@@ -1,4 +1,4 @@
-"""Build script: compiles the engine (``fastrnn._forward``) with its kernels for every target.
+"""Build script: compiles the engine (``fastrnn.engine._compiled``) with its kernels for every target.
 
 Metadata lives in ``pyproject.toml``; this file declares the extension, because it needs
 NumPy's headers, OpenMP flags and one compilation of the kernels per instruction set.
@@ -80,10 +80,11 @@ else:
 
 extensions = [
     Extension(
-        "fastrnn._forward",
-        ["fastrnn/_forward.pyx", os.path.join(KERNELS, "fr_runtime.c")],
+        "fastrnn.engine._compiled",
+        ["fastrnn/engine/_compiled.pyx", os.path.join(KERNELS, "fr_runtime.c")],
         include_dirs=[np.get_include(), KERNELS],
-        depends=KERNEL_HEADERS,
+        depends=KERNEL_HEADERS + [os.path.join("fastrnn", "engine", f"_{part}.pxi")
+                                  for part in ("kernels", "team", "gemm", "forward", "stream")],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=(["-O3"] if sys.platform != "win32" else []) + openmp_compile,
         extra_link_args=openmp_link,

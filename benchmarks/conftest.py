@@ -29,11 +29,8 @@ def fastrnn_backend():
 
 
 def _runnable_isas():
-    try:
-        from fastrnn import _engine
-    except ImportError:
-        return [None]
-    return _engine.supported_isas()
+    from fastrnn import engine
+    return engine.supported_isas() or [None]
 
 
 @pytest.fixture(params=_runnable_isas())
@@ -46,5 +43,5 @@ def kernels(request, fastrnn_backend):
             pytest.skip("the reference backend has no instruction sets")
         yield None
         return
-    with fastrnn._engine.use_isa(request.param):
+    with fastrnn.engine.use_isa(request.param):
         yield request.param

@@ -6,8 +6,9 @@ reference in :mod:`fastrnn.reference`. :class:`Sequential` and :class:`EncoderDe
 models from them with ``fit`` / ``evaluate`` / ``predict`` / ``save``; :func:`load_model` reads
 a saved model back.
 """
+from . import cell_table, engine  # noqa: F401  (engine first: its import warns if unbuilt)
 from . import callbacks, diagnostics, init, losses, metrics, optim, reference, text
-from ._engine import get_num_threads, set_num_threads, show_config
+from .engine import get_num_threads, set_num_threads, show_config
 from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding
 from .models import EncoderDecoder, Sequential, load_model
 

@@ -22,12 +22,23 @@ def _state_batch(state):
 
 
 def _compiled_engine():
-    """The compiled engine module, or None when it is not available in this build."""
-    try:
-        from . import _engine
-    except ImportError:  # pragma: no cover - the extension is built by every install
-        return None
-    return _engine
+    """The compiled engine package, or None when its extension could not be imported."""
+    from . import engine
+    return engine if engine.AVAILABLE else None
+
+
+def _resolve_backend(backend):
+    """``backend`` checked; None means the compiled engine when it is available (else the
+    reference, which ``import fastrnn`` has warned about)."""
+    if backend is None:
+        return "compiled" if _compiled_engine() is not None else "reference"
+    backend = check_choice("backend", backend, BACKENDS)
+    if backend == "compiled" and _compiled_engine() is None:
+        from . import engine
+        raise ValueError("backend='compiled' is not available: the compiled engine cannot be "
+                         f"imported ({engine.IMPORT_ERROR}); use backend='reference' or "
+                         "reinstall fastrnn")
+    return backend
 
 
 class _Recurrent:
@@ -48,9 +59,7 @@ class _Recurrent:
         self.bias = bool(bias)
         self.bidirectional = bool(bidirectional)
         self.dtype = check_dtype(dtype)
-        self.backend = check_choice("backend", backend, BACKENDS)
-        if self.backend == "compiled" and _compiled_engine() is None:
-            raise ValueError("backend='compiled' is not available in this build; use 'reference'")
+        self.backend = _resolve_backend(backend)
         self.cell = cell
         self.num_directions = 2 if self.bidirectional else 1
         self._params = self._init_params(seed)
@@ -202,7 +211,8 @@ class _Recurrent:
         if self.backend == "reference":
             y, h_n, c_n, saved = reference.forward(*args, **shape)
         else:
-            y, h_n, c_n, saved = _compiled_engine().forward(*args, **shape, training=training)
+            y, h_n, c_n, saved = _compiled_engine().forward.forward(*args, **shape,
+                                                                    training=training)
         # what BPTT needs: the reference's cache, or the compiled forward's workspace
         self._cache = (x, h0, c0, saved) if training else None
         return y, h_n, c_n
@@ -255,9 +265,9 @@ class _Recurrent:
             dx, dh0, dc0, grads = reference.backward(saved, dy, dh_n, dc_n)
             dx = dx if input_grad else None
         else:
-            from . import _bptt     # imports Numba: only training pays for it
+            from .engine import bptt
 
-            dx, dh0, dc0, grads = _bptt.backward(self.cell, self._params, saved, dy, dh_n, dc_n,
+            dx, dh0, dc0, grads = bptt.backward(self.cell, self._params, saved, dy, dh_n, dc_n,
                                                  x=x, h0=h0, c0=c0, input_grad=input_grad)
         self.grads = grads
         return dx, dh0, dc0
@@ -316,7 +326,7 @@ class _Recurrent:
             y_t = y[:, 0]
         else:
             if self._stepper is None:
-                self._stepper = _compiled_engine().make_stepper(self.cell, self._params,
+                self._stepper = _compiled_engine().stream.make_stepper(self.cell, self._params,
                                                                 self.num_layers)
             y_t, h_n, c_n = self._stepper.step(x_t, h0, c0)
         self._last_state = self._pack_state(h_n, c_n)
@@ -400,8 +410,10 @@ _SIGNATURE_DOC = """
     dtype : {"float32", "float64"}
     seed : int, optional
         Seed of the default initialisation (uniform in ``+-1/sqrt(hidden_size)``).
-    backend : {"compiled", "reference"}
-        The compiled engine or the NumPy reference; the same results to tolerance.
+    backend : {"compiled", "reference"}, optional
+        The compiled engine or the NumPy reference; the same results to tolerance.  Default:
+        the compiled engine, or the reference when the compiled engine cannot be imported
+        (``import fastrnn`` then warns once).
     return_sequences : bool
         In a model, pass on the whole output sequence (True) or only the output at each
         sequence's last valid step (False; for a bidirectional layer the forward direction's
@@ -416,7 +428,7 @@ class RNN(_Recurrent):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 bidirectional=False, dtype="float32", seed=None, backend="compiled",
+                 bidirectional=False, dtype="float32", seed=None, backend=None,
                  return_sequences=True):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__("rnn_" + nonlinearity, input_size, hidden_size, num_layers, bias,
@@ -431,7 +443,7 @@ class LSTM(_Recurrent):
     """ + _SIGNATURE_DOC
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
-                 dtype="float32", seed=None, backend="compiled",
+                 dtype="float32", seed=None, backend=None,
                  return_sequences=True):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, bidirectional,
                          dtype, seed, backend,
@@ -445,7 +457,7 @@ class GRU(_Recurrent):
     """ + _SIGNATURE_DOC
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
-                 dtype="float32", seed=None, backend="compiled",
+                 dtype="float32", seed=None, backend=None,
                  return_sequences=True):
         super().__init__("gru", input_size, hidden_size, num_layers, bias, bidirectional,
                          dtype, seed, backend,

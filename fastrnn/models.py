@@ -640,7 +640,7 @@ class EncoderDecoder(_Model):
 
     def __init__(self, source_vocab, target_vocab, embedding_dim, hidden_size, cell="gru",
                  num_layers=1, bos_id=1, eos_id=2, dtype="float32", seed=None,
-                 backend="compiled"):
+                 backend=None):
         super().__init__()
         cells = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
         if cell not in cells:

@@ -15,11 +15,8 @@ def make_layer(cell, input_size, hidden_size, **kwargs):
 
 
 def _runnable_isas():
-    try:
-        from fastrnn import _engine
-    except ImportError:  # compiled engine not built
-        return []
-    return _engine.supported_isas()
+    from fastrnn import engine
+    return engine.supported_isas()   # [] when the compiled engine is not built
 
 
 #: the instruction sets whose kernels this CPU can run (best first)
@@ -32,8 +29,8 @@ def isa(request):
     through the dispatcher (``pytestmark = pytest.mark.usefixtures("isa")`` in a module)."""
     if request.param is None:
         pytest.skip("compiled engine not built")
-    from fastrnn import _engine
-    with _engine.use_isa(request.param):
+    from fastrnn import engine
+    with engine.use_isa(request.param):
         yield request.param
 
 

@@ -1,8 +1,8 @@
 """One build for every CPU: the kernels compile for each target on their own, the dispatcher
 picks what the CPU can run, and ``FASTRNN_ISA`` forces a lower path or fails clearly.
 
-The per-target parity with the reference is in test_compiled_forward.py and
-test_compiled_bptt.py (their ``isa`` fixture); ``.ci/run`` also builds a wheel, installs it in
+The per-target parity with the reference is in test_compiled_compiled.py and
+test_compiledbptt.py (their ``isa`` fixture); ``.ci/run`` also builds a wheel, installs it in
 a fresh virtual environment and runs those tests against it.
 """
 import os
@@ -16,7 +16,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "fastrnn" / "engine" / "kernels"
-_engine = pytest.importorskip("fastrnn._engine", reason="compiled engine not built")
+_compiled = pytest.importorskip("fastrnn.engine._compiled", reason="compiled engine not built")
+from fastrnn import engine  # noqa: E402  (only reached when the extension is built)
+from fastrnn.engine import bptt, gemm, stream  # noqa: E402,F401
+from fastrnn.engine import plan as engine_plan  # noqa: E402,F401
+from fastrnn.engine.forward import forward as engine_forward  # noqa: E402,F401
 
 
 def _setup_module():
@@ -76,12 +80,12 @@ def test_the_build_does_not_target_the_build_machine():
 
 
 def test_dispatch_picks_the_best_runnable_set():
-    compiled = _engine.compiled_isas()
-    runnable = _engine.supported_isas()
+    compiled = engine.compiled_isas()
+    runnable = engine.supported_isas()
     assert runnable and set(runnable) <= set(compiled)
     assert runnable[-1] in ("baseline", "neon")      # the platform's minimum always runs
     if not os.environ.get("FASTRNN_ISA"):
-        assert _engine.isa() == runnable[0]
+        assert engine.isa() == runnable[0]
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     has = next((set(line.split(":", 1)[1].split()) for line in lines
@@ -94,23 +98,23 @@ def test_dispatch_picks_the_best_runnable_set():
 def test_show_config(capsys):
     import fastrnn
     info = fastrnn.show_config(mode="dicts")
-    assert info["isa"] == _engine.isa()
-    assert info["compiled_isas"] == _engine.compiled_isas()
+    assert info["isa"] == engine.isa()
+    assert info["compiled_isas"] == engine.compiled_isas()
     assert info["threads"] == fastrnn.get_num_threads()
     assert fastrnn.show_config() is None
     out = capsys.readouterr().out
-    assert "isa" in out and _engine.isa() in out and "compiled_isas" in out
+    assert "isa" in out and engine.isa() in out and "compiled_isas" in out
     with pytest.raises(ValueError, match="mode"):
         fastrnn.show_config(mode="yaml")
 
 
 def _run_with_isa(value):
-    code = "import fastrnn; from fastrnn import _engine; print(_engine.isa())"
+    code = "import fastrnn; from fastrnn import engine; print(engine.isa())"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, FASTRNN_ISA=value), cwd="/")
 
 
-@pytest.mark.parametrize("name", _engine.supported_isas())
+@pytest.mark.parametrize("name", engine.supported_isas())
 def test_fastrnn_isa_forces_each_runnable_set(name):
     run = _run_with_isa(name)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -121,8 +125,8 @@ def test_fastrnn_isa_refuses_what_it_cannot_run():
     run = _run_with_isa("sse9")
     assert run.returncode != 0
     assert "FASTRNN_ISA='sse9'" in run.stderr and "not an instruction set of this build" in run.stderr
-    for name in set(_engine.compiled_isas()) - set(_engine.supported_isas()):
+    for name in set(engine.compiled_isas()) - set(engine.supported_isas()):
         run = _run_with_isa(name)
         assert run.returncode != 0 and "this CPU cannot run it" in run.stderr
     with pytest.raises(ValueError, match="no kernels for 'sse9'"):
-        _engine.use_isa("sse9").__enter__()
+        engine.use_isa("sse9").__enter__()

@@ -2,8 +2,8 @@
 
 Gradients must equal the reference's to ``1e-8`` (float64) / ``1e-4`` (float32), relative to the
 largest absolute value of each gradient.  The workspace comes from the compiled training forward
-(``fastrnn._engine``) when it is built, and from the reference forward
-(``_bptt.workspace_from_reference``) always, so the backward is checked on its own too.
+(``fastrnn.engine.forward``) when it is built, and from the reference forward
+(``bptt.workspace_from_reference``) always, so the backward is checked on its own too.
 """
 import math
 import os
@@ -15,24 +15,26 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import _bptt, reference
+from fastrnn import reference
 
 try:
     from hypothesis import HealthCheck, given, settings, strategies as st
 except ImportError:  # pragma: no cover
     given = None
 
-try:
-    from fastrnn import _engine
-except ImportError:  # pragma: no cover - compiled forward not built
-    _engine = None
+from fastrnn import engine
+from fastrnn.engine import plan as engine_plan
+
+if engine.AVAILABLE:
+    from fastrnn.engine import _compiled, bptt
+    from fastrnn.engine.forward import forward as engine_forward
 
 #: every test here runs on the kernels of every instruction set this CPU can run
 pytestmark = pytest.mark.usefixtures("isa")
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 TOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
-SOURCES = ["reference"] + (["engine"] if _engine is not None else [])
+SOURCES = ["reference"] + (["engine"] if engine.AVAILABLE else [])
 
 
 def make_weights(cell, input_size, hidden, num_layers, D, bias, dtype, rng, scale=0.5):
@@ -77,12 +79,12 @@ def run_case(cell, B, T, I, H, L, D, bias, dtype, lengths, states, mode, source,
             if mode in ("dstate", "both") and is_lstm else None)
     want = reference.backward(cache, dy, dh_n, dc_n)
     if source == "engine":
-        _, _, _, ws = _engine.forward(cell, x, w, h0, c0, lengths, num_layers=L,
+        _, _, _, ws = engine_forward(cell, x, w, h0, c0, lengths, num_layers=L,
                                       bidirectional=D == 2, training=True)
-        got = _bptt.backward(cell, w, ws, dy, dh_n, dc_n, x=x, h0=h0, c0=c0)
+        got = bptt.backward(cell, w, ws, dy, dh_n, dc_n, x=x, h0=h0, c0=c0)
     else:
-        ws = _bptt.workspace_from_reference(cache, x, h0, c0)
-        got = _bptt.backward(cell, w, ws, dy, dh_n, dc_n)
+        ws = bptt.workspace_from_reference(cache, x, h0, c0)
+        got = bptt.backward(cell, w, ws, dy, dh_n, dc_n)
     arrays = [a for a in want[:3] if a is not None] + list(want[3].values())
     floor = 1e-3 * max(float(np.max(np.abs(a), initial=0.0)) for a in arrays) + 1e-30
     errs = {"dx": rel_err(got[0], want[0], floor), "dh0": rel_err(got[1], want[1], floor),
@@ -133,10 +135,9 @@ def test_larger_batch_threads_and_lengths(cell, H):
     threads of the engine's team (small H, and H above two panels)."""
     rng = np.random.default_rng(7)
     lengths = rng.integers(1, 13, 40).astype(np.int64)
-    if _engine is not None:
-        from fastrnn import _bptt
-        assert _bptt._plan(1, 40, H, 2) == (2, 1)
-        _engine.set_num_threads(2)
+    if engine.AVAILABLE:
+        assert engine_plan.bptt_plan(1, 40, H, 2) == (2, 1)
+        engine.set_num_threads(2)
     for source in SOURCES:
         for D in (1, 2):
             errs = run_case(cell, 40, 12, 9, H, 2, D, True, np.float64, lengths, True, "both",
@@ -159,7 +160,7 @@ def test_batch_blocks_over_length_patterns(cell, lengths):
             check(errs, np.float64)
 
 
-@pytest.mark.skipif(_engine is None, reason="compiled engine not built")
+@pytest.mark.skipif(not engine.AVAILABLE, reason="compiled engine not built")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("H", [70, 130])
@@ -167,19 +168,18 @@ def test_step_gemm_split_over_threads(cell, dtype, H):
     """Every step's dh GEMM split by column panels over 2 threads (threshold forced to 0),
     with H off the panel width, variable lengths, both directions (a batch of 5: too small
     for batch blocks, so one direction splits its steps)."""
-    from fastrnn import _bptt, _forward
-    assert _bptt._plan(1, 5, H, 2) == (1, 2)
+    assert engine_plan.bptt_plan(1, 5, H, 2) == (1, 2)
     rng = np.random.default_rng(H)
     lengths = rng.integers(1, 7, 5).astype(np.int64)
-    _engine.set_num_threads(2)
-    _forward.set_dh_parallel_min_work(0)
+    engine.set_num_threads(2)
+    _compiled.set_dh_parallel_min_work(0)
     try:
         for D in (1, 2):
             errs = run_case(cell, 5, 6, 7, H, 1, D, True, dtype, lengths, True, "both",
                             "engine", rng)
             check(errs, dtype)
     finally:
-        _forward.set_dh_parallel_min_work(_forward.DH_PARALLEL_MIN_WORK)
+        _compiled.set_dh_parallel_min_work(_compiled.DH_PARALLEL_MIN_WORK)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -192,12 +192,12 @@ def test_dy_past_lengths_is_ignored_and_workspace_untouched(cell):
     lengths = np.array([2, 6, 1, 4], dtype=np.int64)
     _, _, _, cache = reference.forward(cell, x, w, lengths=lengths, num_layers=2,
                                        bidirectional=True)
-    ws = _bptt.workspace_from_reference(cache, x)
+    ws = bptt.workspace_from_reference(cache, x)
     before = [a.copy() for a in ws["outputs"]]
     dy = rng.standard_normal((B, T, 2 * H))
     mask = np.arange(T)[None, :, None] < lengths[:, None, None]
-    g1 = _bptt.backward(cell, w, ws, dy)
-    g2 = _bptt.backward(cell, w, ws, dy * mask)
+    g1 = bptt.backward(cell, w, ws, dy)
+    g2 = bptt.backward(cell, w, ws, dy * mask)
     for a, b in zip(before, ws["outputs"]):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(g1[0], g2[0])
@@ -207,7 +207,7 @@ def test_dy_past_lengths_is_ignored_and_workspace_untouched(cell):
     assert np.all(g1[0][~np.broadcast_to(mask[:, :, :1], (B, T, 1))[:, :, 0]] == 0)
 
 
-@pytest.mark.skipif(_engine is None, reason="compiled forward not built")
+@pytest.mark.skipif(not engine.AVAILABLE, reason="compiled engine not built")
 @pytest.mark.parametrize("cell", CELLS)
 def test_engine_workspace_matches_layout(cell):
     """The compiled forward's workspace holds what workspace_from_reference builds."""
@@ -219,8 +219,8 @@ def test_engine_workspace_matches_layout(cell):
     lengths = np.array([5, 2, 3], dtype=np.int64)
     _, _, _, cache = reference.forward(cell, x, w, h0, c0, lengths, num_layers=2,
                                        bidirectional=True)
-    want = _bptt.workspace_from_reference(cache, x, h0, c0)
-    _, _, _, got = _engine.forward(cell, x, w, h0, c0, lengths, num_layers=2,
+    want = bptt.workspace_from_reference(cache, x, h0, c0)
+    _, _, _, got = engine_forward(cell, x, w, h0, c0, lengths, num_layers=2,
                                    bidirectional=True, training=True)
     for key in ("cell", "num_layers", "num_directions", "hidden_size"):
         assert got[key] == want[key]
@@ -268,12 +268,12 @@ def test_import_and_forward_do_not_import_numba(tmp_path):
         "            continue\n"
         "        layer(x)\n"
         "try:\n"
-        "    from fastrnn import _engine\n"
-        "    _engine.forward('lstm', x, {'weight_ih_l0': np.ones((20, 4), np.float32),\n"
+        "    from fastrnn.engine.forward import forward as engine_forward\n"
+        "    engine_forward('lstm', x, {'weight_ih_l0': np.ones((20, 4), np.float32),\n"
         "                    'weight_hh_l0': np.ones((20, 5), np.float32)}, training=True)\n"
         "except ImportError:\n"
         "    pass\n"
-        "import fastrnn._bptt\n"
+        "import fastrnn.engine.bptt\n"
         "assert 'numba' not in sys.modules, 'numba was imported'\n"
         "print('ok')\n"
     )
@@ -329,15 +329,15 @@ def test_denormal_flush_does_not_leak_into_the_caller():
         assert (tiny * np.float32(1.0))[0] != 0.0
 
 
-@pytest.mark.skipif(_engine is None, reason="compiled engine not built")
+@pytest.mark.skipif(not engine.AVAILABLE, reason="compiled engine not built")
 def test_run_on_team_runs_every_call_once_and_reraises():
     """The helper that runs BPTT work items on the engine's OpenMP team: every call exactly
     once, on distinct threads when the team has them, and an exception reaches the caller
     after all calls finished."""
     import threading
-    from fastrnn import _forward
     seen = []
-    _forward.run_on_team([lambda i=i: seen.append((i, threading.get_ident())) for i in range(2)])
+    _compiled.note_contention(0)    # a busy machine may have switched the engine to one thread
+    _compiled.run_on_team([lambda i=i: seen.append((i, threading.get_ident())) for i in range(2)])
     assert sorted(i for i, _ in seen) == [0, 1]
     assert len({t for _, t in seen}) == 2
     done = []
@@ -346,6 +346,6 @@ def test_run_on_team_runs_every_call_once_and_reraises():
         raise ValueError("item failed")
 
     with pytest.raises(ValueError, match="item failed"):
-        _forward.run_on_team([boom, lambda: done.append(1)])
+        _compiled.run_on_team([boom, lambda: done.append(1)])
     assert done == [1]
-    _forward.run_on_team([])
+    _compiled.run_on_team([])

@@ -1,4 +1,4 @@
-"""The compiled forward engine (fastrnn._engine / fastrnn._forward) equals the NumPy reference.
+"""The compiled forward engine (fastrnn.engine.forward, .stream, ._compiled) equals the NumPy reference.
 
 Tolerances: float64 max abs error <= 1e-10 relative to the max abs of the output (the engine uses
 exact libm activations in float64); float32 <= 1e-5 (the float32 tanh/sigmoid approximations are
@@ -16,8 +16,11 @@ from hypothesis import strategies as st
 
 from fastrnn import reference
 
-_engine = pytest.importorskip("fastrnn._engine", reason="compiled engine not built")
-from fastrnn import _forward  # noqa: E402  (only reached when the extension is built)
+_compiled = pytest.importorskip("fastrnn.engine._compiled", reason="compiled engine not built")
+from fastrnn import engine  # noqa: E402  (only reached when the extension is built)
+from fastrnn.engine import bptt, gemm, stream  # noqa: E402,F401
+from fastrnn.engine import plan as engine_plan  # noqa: E402,F401
+from fastrnn.engine.forward import forward as engine_forward  # noqa: E402,F401
 
 #: every test here runs on the kernels of every instruction set this CPU can run
 pytestmark = pytest.mark.usefixtures("isa")
@@ -29,9 +32,9 @@ TOL = {np.float64: 1e-10, np.float32: 1e-5}
 
 @pytest.fixture(autouse=True)
 def _restore_threads():
-    n = _engine.get_num_threads()
+    n = engine.get_num_threads()
     yield
-    _engine.set_num_threads(n)
+    engine.set_num_threads(n)
 
 
 def make_weights(cell, I, H, L, D, bias, dtype, rng, scale=1.0):
@@ -70,7 +73,7 @@ def rel_err(a, b):
 def check_against_reference(cell, x, w, h0, c0, lengths, L, D, *, plan=None, training=True):
     dtype = x.dtype.type
     ref = reference.forward(cell, x, w, h0, c0, lengths, num_layers=L, bidirectional=D == 2)
-    out = _engine.forward(cell, x, w, h0, c0, lengths, num_layers=L, bidirectional=D == 2,
+    out = engine_forward(cell, x, w, h0, c0, lengths, num_layers=L, bidirectional=D == 2,
                           training=training, _plan_override=plan)
     y, h_n, c_n, ws = out
     assert y.dtype == x.dtype and h_n.dtype == x.dtype
@@ -197,7 +200,7 @@ PLANS = [(1, 1, 0), (1, 1, 1), (2, 1, 0), (2, 1, 1), (1, 2, 0), (1, 2, 1), (2, 2
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_relu"])
 def test_all_plans_match_reference(cell, plan, nthreads):
     rng = np.random.default_rng(7)
-    _engine.set_num_threads(nthreads)
+    engine.set_num_threads(nthreads)
     for dtype in (np.float64, np.float32):
         x, w, h0, c0, lengths = make_case(cell, 7, 6, 5, 40, 1, 2, dtype, rng, varlen=True,
                                           init=True)
@@ -209,16 +212,16 @@ def test_threads_do_not_change_results(cell, monkeypatch):
     rng = np.random.default_rng(3)
     # one projection GEMM whatever the thread count (a GEMM split differently need not be
     # bit-identical)
-    monkeypatch.setattr(_engine, "MIN_PARALLEL_PROJ_WORK", 1 << 62)
+    monkeypatch.setattr(engine_plan, "MIN_PARALLEL_PROJ_WORK", 1 << 62)
     x, w, h0, c0, lengths = make_case(cell, 16, 12, 8, 96, 2, 2, np.float32, rng, varlen=True,
                                       init=True)
     outs = {}
     for n in (1, 2):
-        _engine.set_num_threads(n)
-        assert _engine.get_num_threads() == n
-        outs[n] = _engine.forward(cell, x, w, h0, c0, lengths, num_layers=2, bidirectional=True)
+        engine.set_num_threads(n)
+        assert engine.get_num_threads() == n
+        outs[n] = engine_forward(cell, x, w, h0, c0, lengths, num_layers=2, bidirectional=True)
         # the same plan on 1 or 2 threads: bit-identical
-        fixed = _engine.forward(cell, x, w, h0, c0, lengths, num_layers=2, bidirectional=True,
+        fixed = engine_forward(cell, x, w, h0, c0, lengths, num_layers=2, bidirectional=True,
                                 _plan_override=(2, 2, 0))
         outs[(n, "fixed")] = fixed
     for a, b in zip(outs[1][:3], outs[2][:3]):
@@ -232,8 +235,8 @@ def test_threads_do_not_change_results(cell, monkeypatch):
 @pytest.mark.parametrize("B,T,I,H", [(2, 20, 300, 300),   # projection split by columns
                                      (64, 20, 64, 64)])   # projection split by rows
 def test_parallel_input_projection(B, T, I, H):
-    assert B * T * I * 4 * H >= _engine.MIN_PARALLEL_PROJ_WORK
-    _engine.set_num_threads(2)
+    assert B * T * I * 4 * H >= engine_plan.MIN_PARALLEL_PROJ_WORK
+    engine.set_num_threads(2)
     for dtype in (np.float64, np.float32):
         rng = np.random.default_rng(B)
         x, w, h0, c0, lengths = make_case("lstm", B, T, I, H, 1, 1, dtype, rng, varlen=True)
@@ -243,20 +246,20 @@ def test_parallel_input_projection(B, T, I, H):
 def test_many_threads_are_clamped():
     rng = np.random.default_rng(9)
     x, w, h0, c0, lengths = make_case("gru", 70, 3, 4, 40, 1, 1, np.float32, rng, varlen=True)
-    _engine.set_num_threads(100)
+    engine.set_num_threads(100)
     check_against_reference("gru", x, w, h0, c0, lengths, 1, 1)
     check_against_reference("gru", x, w, h0, c0, lengths, 1, 1, plan=(70, 9, 0))
 
 
 def test_set_num_threads_rejects_bad_values():
     with pytest.raises(ValueError, match="n must be >= 1"):
-        _engine.set_num_threads(0)
+        engine.set_num_threads(0)
 
 
 def test_not_training_returns_no_workspace_and_padding_is_zero():
     rng = np.random.default_rng(5)
     x, w, h0, c0, lengths = make_case("lstm", 6, 8, 4, 10, 2, 2, np.float32, rng, varlen=True)
-    y, h_n, c_n, ws = _engine.forward("lstm", x, w, None, None, lengths, num_layers=2,
+    y, h_n, c_n, ws = engine_forward("lstm", x, w, None, None, lengths, num_layers=2,
                                       bidirectional=True)
     assert ws is None
     for b in range(6):
@@ -267,11 +270,11 @@ def test_final_state_is_state_at_last_valid_step():
     rng = np.random.default_rng(11)
     x, w, _, _, _ = make_case("gru", 4, 9, 3, 8, 1, 1, np.float64, rng)
     lengths = np.array([9, 2, 5, 1], dtype=np.int64)
-    y, h_n, _, _ = _engine.forward("gru", x, w, lengths=lengths)
+    y, h_n, _, _ = engine_forward("gru", x, w, lengths=lengths)
     for b in range(4):
         assert np.array_equal(h_n[0, b], y[b, lengths[b] - 1])
         # and equals running the truncated sequence alone
-        yb, hb, _, _ = _engine.forward("gru", np.ascontiguousarray(x[b:b + 1, :lengths[b]]), w)
+        yb, hb, _, _ = engine_forward("gru", np.ascontiguousarray(x[b:b + 1, :lengths[b]]), w)
         assert np.allclose(hb[0, 0], h_n[0, b], rtol=0, atol=1e-14)
 
 
@@ -284,7 +287,7 @@ def test_final_state_is_state_at_last_valid_step():
 def test_hypothesis_random_configurations(cell, dtype, B, T, I, H, L, D, varlen, init, bias,
                                           nthreads, seed):
     rng = np.random.default_rng(seed)
-    _engine.set_num_threads(nthreads)
+    engine.set_num_threads(nthreads)
     x, w, h0, c0, lengths = make_case(cell, B, T, I, H, L, D, dtype, rng, varlen=varlen,
                                       init=init, bias=bias)
     check_against_reference(cell, x, w, h0, c0, lengths, L, D, training=bool(seed % 2))
@@ -301,13 +304,13 @@ def test_hypothesis_random_configurations(cell, dtype, B, T, I, H, L, D, varlen,
                                           (2, 256, 256, 2, True)])   # two unit blocks (LSTM, GRU)
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_step_over_time_equals_forward(cell, dtype, B, I, H, L, init, nthreads):
-    _engine.set_num_threads(nthreads)
+    engine.set_num_threads(nthreads)
     rng = np.random.default_rng(B * 100 + H)
     T = 6
     x, w, h0, c0, _ = make_case(cell, B, T, I, H, L, 1, dtype, rng, init=init)
     y, h_n, c_n, _ = reference.forward(cell, x, w, h0, c0, num_layers=L)
-    stepper = _engine.make_stepper(cell, w, L)
-    if GATES[cell] * H * (I + H) >= _engine.STEP_PARALLEL_MIN_WORK:
+    stepper = stream.make_stepper(cell, w, L)
+    if GATES[cell] * H * (I + H) >= engine_plan.STEP_PARALLEL_MIN_WORK:
         assert stepper._kernel.unit_blocks == 2
     h0_in = None if h0 is None else h0.copy()
     h, c = h0, c0
@@ -329,7 +332,7 @@ def test_step_over_time_equals_forward(cell, dtype, B, I, H, L, init, nthreads):
 def test_stepper_snapshots_weights():
     rng = np.random.default_rng(2)
     x, w, _, _, _ = make_case("lstm", 2, 1, 4, 8, 1, 1, np.float32, rng)
-    stepper = _engine.make_stepper("lstm", w, 1)
+    stepper = stream.make_stepper("lstm", w, 1)
     before = stepper.step(np.ascontiguousarray(x[:, 0]))[0].copy()
     for v in w.values():
         v *= 2
@@ -340,7 +343,7 @@ def test_stepper_snapshots_weights():
 def test_step_rejects_wrong_shapes():
     rng = np.random.default_rng(2)
     _, w, _, _, _ = make_case("gru", 2, 1, 4, 8, 2, 1, np.float32, rng)
-    stepper = _engine.make_stepper("gru", w, 2)
+    stepper = stream.make_stepper("gru", w, 2)
     with pytest.raises(ValueError, match="x_t"):
         stepper.step(np.zeros((2, 5), np.float32))
     with pytest.raises(ValueError, match="x_t"):
@@ -359,17 +362,17 @@ def test_float32_activation_error_bounds():
     x32 = x.astype(np.float32)
     exact = np.tanh(x32.astype(np.float64))
     out = np.empty_like(x32)
-    _forward.tanh_approx(x32, out)
-    assert np.abs(out - exact).max() <= _engine.TANH_F32_MAX_ABS_ERR
+    _compiled.tanh_approx(x32, out)
+    assert np.abs(out - exact).max() <= _compiled.TANH_F32_MAX_ABS_ERR
     assert np.all(np.abs(out) <= 1.0)
     assert np.array_equal(np.sign(out), np.sign(x32))
     # near zero the error is relative, so tiny pre-activations are not flushed
     small = np.abs(x32) < 1e-3
     assert np.all(np.abs(out[small] - exact[small]) <= 3e-7 * np.abs(exact[small]))
-    _forward.sigmoid_approx(x32, out)
+    _compiled.sigmoid_approx(x32, out)
     with np.errstate(over="ignore"):
         exact = 1 / (1 + np.exp(-x32.astype(np.float64)))
-    assert np.abs(out - exact).max() <= _engine.SIGMOID_F32_MAX_ABS_ERR
+    assert np.abs(out - exact).max() <= _compiled.SIGMOID_F32_MAX_ABS_ERR
     assert np.all((out >= 0) & (out <= 1))
 
 
@@ -377,7 +380,7 @@ def test_float32_activation_error_bounds():
 def test_activations_propagate_nan(dtype):
     x = np.array([np.nan, 0.5], dtype=dtype)
     out = np.empty_like(x)
-    for fn in (_forward.tanh_approx, _forward.sigmoid_approx):
+    for fn in (_compiled.tanh_approx, _compiled.sigmoid_approx):
         fn(x, out)
         assert np.isnan(out[0]) and not np.isnan(out[1])
 
@@ -385,9 +388,9 @@ def test_activations_propagate_nan(dtype):
 def test_float64_activations_are_exact():
     x = np.linspace(-40, 40, 100_001)
     out = np.empty_like(x)
-    _forward.tanh_approx(x, out)
+    _compiled.tanh_approx(x, out)
     assert np.abs(out - np.tanh(x)).max() <= 1e-15
-    _forward.sigmoid_approx(x, out)
+    _compiled.sigmoid_approx(x, out)
     assert np.abs(out - 1 / (1 + np.exp(-x))).max() <= 1e-15
 
 
@@ -406,12 +409,12 @@ def test_gemm_kernels_match_numpy(dtype, M, K, N):
     expect = c0.astype(np.float64) + a.astype(np.float64) @ w.T.astype(np.float64)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     c = c0.copy()
-    _forward.dot_gemm(a, w, c)
+    _compiled.dot_gemm(a, w, c)
     assert np.abs(c - expect).max() <= tol * max(1.0, np.abs(expect).max())
-    packed = np.empty(_forward.packed_size(K, N, dtype), dtype=dtype)
-    _forward.pack_panels(w, 1, 0, N, packed)
+    packed = np.empty(_compiled.packed_size(K, N, dtype), dtype=dtype)
+    _compiled.pack_panels(w, 1, 0, N, packed)
     c = c0.copy()
-    _forward.small_gemm(a, packed, c)
+    _compiled.small_gemm(a, packed, c)
     assert np.abs(c - expect).max() <= tol * max(1.0, np.abs(expect).max())
 
 
@@ -420,35 +423,43 @@ def test_engine_guards_against_malformed_input():
     rng = np.random.default_rng(4)
     x, w, _, _, _ = make_case("lstm", 3, 4, 5, 6, 1, 1, np.float32, rng)
     with pytest.raises(ValueError, match="lengths"):
-        _engine.forward("lstm", x, w, lengths=np.array([1, 2, 5], dtype=np.int64))
-    with pytest.raises(ValueError, match="lengths"):
-        _engine.forward("lstm", x, w, lengths=np.array([1, 2, 3], dtype=np.int32))
-    with pytest.raises(ValueError, match="w_ih|w_hh"):
-        _engine.forward("lstm", x, dict(w, weight_hh_l0=w["weight_hh_l0"][:, :5].copy()))
+        engine_forward("lstm", x, w, lengths=np.array([1, 2, 5], dtype=np.int64))
+    # the planner lays out int64 lengths whatever integer dtype they came in
+    y32 = engine_forward("lstm", x, w, lengths=np.array([1, 2, 3], dtype=np.int32))[0]
+    y64 = engine_forward("lstm", x, w, lengths=np.array([1, 2, 3], dtype=np.int64))[0]
+    np.testing.assert_array_equal(y32, y64)
+    with pytest.raises(ValueError, match="w_ih|w_hh|bias_ih_l0"):
+        engine_forward("lstm", x, dict(w, weight_hh_l0=w["weight_hh_l0"][:, :5].copy()))
     with pytest.raises(ValueError, match="w_ih"):
-        _engine.forward("lstm", x, dict(w, weight_ih_l0=w["weight_ih_l0"].astype(np.float64)))
+        engine_forward("lstm", x, dict(w, weight_ih_l0=w["weight_ih_l0"].astype(np.float64)))
     with pytest.raises(ValueError, match="h0"):
-        _engine.forward("lstm", x, w, h0=np.zeros((1, 2, 6), np.float32))
+        engine_forward("lstm", x, w, h0=np.zeros((1, 2, 6), np.float32))
     with pytest.raises(ValueError, match="x must be"):
-        _engine.forward("lstm", np.asfortranarray(x), w)
+        engine_forward("lstm", np.asfortranarray(x), w)
 
 
 def test_large_steppers_split_units():
     rng = np.random.default_rng(12)
     for cell in ("lstm", "gru"):
         _, w, _, _, _ = make_case(cell, 1, 1, 256, 256, 1, 1, np.float32, rng)
-        assert _engine.make_stepper(cell, w, 1)._kernel.unit_blocks == 2
+        assert stream.make_stepper(cell, w, 1)._kernel.unit_blocks == 2
+
+
+def _plan(B, H, G, nthreads, T):
+    """(batch blocks, unit blocks, mode) that the planner picks for a one-layer forward."""
+    p = engine_plan.forward_plan(B, T, H, H, G, 1, nthreads)
+    return p.batch_blocks, p.unit_blocks, p.mode
 
 
 def test_plan_choices():
-    """The plan heuristics (documented in _engine._plan) pick what was measured fastest."""
-    assert _engine._plan(1, 64, 4, 2, 100) == (1, 1, _engine.MODE_PANEL)    # tiny: one thread
-    assert _engine._plan(32, 64, 4, 2, 100) == (2, 1, _engine.MODE_PANEL)   # batch blocks
-    assert _engine._plan(1, 256, 4, 2, 150) == (1, 2, _engine.MODE_PANEL)   # unit blocks
-    assert _engine._plan(4, 512, 4, 2, 25) == (1, 2, _engine.MODE_PANEL)    # packing pays
-    assert _engine._plan(1, 512, 4, 2, 10) == (1, 2, _engine.MODE_DOT)      # no packing
-    assert _engine._plan(2, 1024, 4, 2, 30) == (1, 2, _engine.MODE_DOT)
-    assert _engine._plan(64, 512, 4, 1, 50) == (1, 1, _engine.MODE_PANEL)   # one thread
+    """The plan heuristics (documented in engine.plan.forward_plan) pick what was measured fastest."""
+    assert _plan(1, 64, 4, 2, 100) == (1, 1, engine_plan.MODE_PANEL)    # tiny: one thread
+    assert _plan(32, 64, 4, 2, 100) == (2, 1, engine_plan.MODE_PANEL)   # batch blocks
+    assert _plan(1, 256, 4, 2, 150) == (1, 2, engine_plan.MODE_PANEL)   # unit blocks
+    assert _plan(4, 512, 4, 2, 25) == (1, 2, engine_plan.MODE_PANEL)    # packing pays
+    assert _plan(1, 512, 4, 2, 10) == (1, 2, engine_plan.MODE_DOT)      # no packing
+    assert _plan(2, 1024, 4, 2, 30) == (1, 2, engine_plan.MODE_DOT)
+    assert _plan(64, 512, 4, 1, 50) == (1, 1, engine_plan.MODE_PANEL)   # one thread
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -457,14 +468,14 @@ def test_plan_choices():
                                    (261, 129, 130), (64, 64, 64)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_engine_matmul_matches_numpy(dtype, trans_a, M, K, N, threads):
-    """``_engine.matmul`` (BPTT's dense GEMMs): edges of every blocking (rows past 4 and 128,
+    """``gemm.matmul`` (BPTT's dense GEMMs): edges of every blocking (rows past 4 and 128,
     K past a 128 block, N off the panel width), strided rows, both dtypes and thread counts."""
     rng = np.random.default_rng(M * 7 + K * 3 + N)
-    _engine.set_num_threads(threads)
+    engine.set_num_threads(threads)
     big_a = rng.standard_normal((K + 3, M + 5) if trans_a else (M + 3, K + 5)).astype(dtype)
     a = big_a[1:K + 1, 2:M + 2] if trans_a else big_a[1:M + 1, 2:K + 2]   # strided rows
     b = rng.standard_normal((K, N + 9)).astype(dtype)[:, 4:N + 4]
-    got = _engine.matmul(a, b, trans_a=trans_a)
+    got = gemm.matmul(a, b, trans_a=trans_a)
     want = (a.T if trans_a else a).astype(np.float64) @ b.astype(np.float64)
     assert got.shape == (M, N) and got.dtype == dtype and got.flags.c_contiguous
     tol = 1e-12 if dtype == np.float64 else 1e-5
@@ -480,11 +491,11 @@ def test_engine_matmul_pair_matches_numpy(dtype, M1, M2, K, N, threads):
     """``matmul(a, b, trans_a=True, a2=a2)`` = ``[a | a2].T @ b`` (BPTT's fused dW_ih, dW_hh):
     the row split between the threads falls inside either operand or on their border."""
     rng = np.random.default_rng(M1 * 5 + M2 * 3 + K + N)
-    _engine.set_num_threads(threads)
+    engine.set_num_threads(threads)
     a = rng.standard_normal((K, M1 + 3)).astype(dtype)[:, 1:M1 + 1]
     a2 = rng.standard_normal((K, M2 + 4)).astype(dtype)[:, 2:M2 + 2]
     b = rng.standard_normal((K, N + 9)).astype(dtype)[:, 4:N + 4]
-    got = _engine.matmul(a, b, trans_a=True, a2=a2)
+    got = gemm.matmul(a, b, trans_a=True, a2=a2)
     want = np.concatenate([a, a2], axis=1).T.astype(np.float64) @ b.astype(np.float64)
     assert got.shape == (M1 + M2, N) and got.dtype == dtype
     tol = 1e-12 if dtype == np.float64 else 1e-5
@@ -498,33 +509,33 @@ def test_engine_matmul_adds_into_out(dtype, trans_a, threads):
     """``matmul(..., out=c)`` adds the product to ``c`` (no swap of roles, none of ``c``'s
     values lost), also for the two-operand form and for an empty inner dimension."""
     rng = np.random.default_rng(3)
-    _engine.set_num_threads(threads)
+    engine.set_num_threads(threads)
     a = rng.standard_normal((37, 133) if trans_a else (133, 37)).astype(dtype)
     b = rng.standard_normal((37, 70)).astype(dtype)
     c0 = rng.standard_normal((133, 70)).astype(dtype)
     c = c0.copy()
-    assert _engine.matmul(a, b, trans_a=trans_a, out=c) is c
+    assert gemm.matmul(a, b, trans_a=trans_a, out=c) is c
     want = c0 + (a.T if trans_a else a).astype(np.float64) @ b
     tol = 1e-12 if dtype == np.float64 else 1e-5
     assert np.abs(c - want).max() <= tol * np.abs(want).max() * 10
     if trans_a:
         a2 = rng.standard_normal((37, 9)).astype(dtype)
         c2 = np.ones((142, 70), dtype)
-        _engine.matmul(a, b, trans_a=True, a2=a2, out=c2)
+        gemm.matmul(a, b, trans_a=True, a2=a2, out=c2)
         want = 1 + np.concatenate([a, a2], axis=1).T.astype(np.float64) @ b
         assert np.abs(c2 - want).max() <= tol * np.abs(want).max() * 10
     c3 = c0.copy()
-    _engine.matmul(np.ones((133, 0), dtype), np.ones((0, 70), dtype), out=c3)
+    gemm.matmul(np.ones((133, 0), dtype), np.ones((0, 70), dtype), out=c3)
     np.testing.assert_array_equal(c3, c0)
 
 
 def test_engine_matmul_rejects_what_it_cannot_read():
     a = np.ones((4, 6), np.float32)
     with pytest.raises(ValueError, match="shapes"):
-        _engine.matmul(a, np.ones((5, 3), np.float32))
+        gemm.matmul(a, np.ones((5, 3), np.float32))
     with pytest.raises(ValueError, match="unit column"):
-        _engine.matmul(a[:, ::2], np.ones((3, 3), np.float32))
-    assert _engine.matmul(np.ones((0, 3), np.float32), np.ones((3, 2), np.float32)).shape == (0, 2)
+        gemm.matmul(a[:, ::2], np.ones((3, 3), np.float32))
+    assert gemm.matmul(np.ones((0, 3), np.float32), np.ones((3, 2), np.float32)).shape == (0, 2)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -535,8 +546,8 @@ def test_relu_propagates_nan_like_the_reference(dtype):
     x, w, _, _, _ = make_case("rnn_relu", 2, 3, 4, 5, 1, 1, dtype, rng)
     w["weight_ih_l0"][1, 2] = np.nan
     want = reference.forward("rnn_relu", x, w)[0]
-    got = _engine.forward("rnn_relu", x, w)[0]
+    got = engine_forward("rnn_relu", x, w)[0]
     assert np.isnan(want).any()
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    y_t, h, _ = _engine.make_stepper("rnn_relu", w, 1).step(np.ascontiguousarray(x[:, 0]))
+    y_t, h, _ = stream.make_stepper("rnn_relu", w, 1).step(np.ascontiguousarray(x[:, 0]))
     np.testing.assert_array_equal(np.isnan(y_t), np.isnan(want[:, 0]))

@@ -11,61 +11,65 @@ import time
 import numpy as np
 import pytest
 
-_engine = pytest.importorskip("fastrnn._engine", reason="compiled engine not built")
-from fastrnn import _forward, reference  # noqa: E402
+_compiled = pytest.importorskip("fastrnn.engine._compiled", reason="compiled engine not built")
+from fastrnn import engine  # noqa: E402  (only reached when the extension is built)
+from fastrnn.engine import bptt, gemm, stream  # noqa: E402,F401
+from fastrnn.engine import plan as engine_plan  # noqa: E402,F401
+from fastrnn.engine.forward import forward as engine_forward  # noqa: E402,F401
+from fastrnn import reference  # noqa: E402
 
-LATE = 5 * _forward.CONTENDED_WAIT        # a team mate this late held the region up
+LATE = 5 * _compiled.CONTENDED_WAIT        # a team mate this late held the region up
 
 
 @pytest.fixture(autouse=True)
 def _forget_contention():
-    _forward.note_contention(0)
+    _compiled.note_contention(0)
     yield
-    _forward.note_contention(0)
+    _compiled.note_contention(0)
 
 
 def _busy():
     """Parallel regions back to back for longer than the waking window after an idle pause."""
-    if _forward._team_probe(0.0)[0] < 2:
+    if _compiled._team_probe(0.0)[0] < 2:
         pytest.skip("needs a team of two threads")
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 2 * _forward.WAKING:
-        _forward._team_probe(0.0)
+    while time.perf_counter() - t0 < 2 * _compiled.WAKING:
+        _compiled._team_probe(0.0)
 
 
 def test_contended_regions_in_a_row_mean_contention():
-    n = _forward.CONTENDED_REGIONS
+    n = _compiled.CONTENDED_REGIONS
     _busy()
     for _ in range(n - 1):
-        assert _forward._team_probe(LATE) == (2, True)
-    assert not _forward.contended()                  # fewer in a row are not contention
-    assert _forward._team_probe(0.0) == (2, False)   # ... and a clean region resets the count
+        assert _compiled._team_probe(LATE) == (2, True)
+    assert not _compiled.contended()                  # fewer in a row are not contention
+    assert _compiled._team_probe(0.0) == (2, False)   # ... and a clean region resets the count
     for _ in range(n - 1):
-        assert _forward._team_probe(LATE) == (2, True)
-    assert not _forward.contended()
-    assert _forward._team_probe(LATE) == (2, True)
-    assert _forward.contended()
-    _forward.note_contention(0)
-    assert not _forward.contended()
+        assert _compiled._team_probe(LATE) == (2, True)
+    assert not _compiled.contended()
+    assert _compiled._team_probe(LATE) == (2, True)
+    assert _compiled.contended()
+    _compiled.note_contention(0)
+    assert not _compiled.contended()
 
 
 def test_a_stall_without_preemption_is_no_contention():
-    if not _forward.preemptions_known():
+    if not _compiled.preemptions_known():
         pytest.skip("this OS does not count preemptions per thread")
     _busy()
-    for _ in range(3 * _forward.CONTENDED_REGIONS):
-        assert _forward._team_probe(LATE, preempted=False) == (2, False)
-    assert not _forward.contended()
+    for _ in range(3 * _compiled.CONTENDED_REGIONS):
+        assert _compiled._team_probe(LATE, preempted=False) == (2, False)
+    assert not _compiled.contended()
 
 
 def test_regions_after_an_idle_pause_do_not_count():
     _busy()
-    time.sleep(2 * _forward.IDLE)
+    time.sleep(2 * _compiled.IDLE)
     t0 = time.perf_counter()
-    for _ in range(_forward.CONTENDED_REGIONS):
-        _forward._team_probe(LATE)
-    if time.perf_counter() - t0 < _forward.WAKING:   # still in the waking window
-        assert not _forward.contended()
+    for _ in range(_compiled.CONTENDED_REGIONS):
+        _compiled._team_probe(LATE)
+    if time.perf_counter() - t0 < _compiled.WAKING:   # still in the waking window
+        assert not _compiled.contended()
 
 
 @pytest.mark.parametrize("cell,B,H,plan", [("lstm", 16, 40, (2, 1, 0)),   # batch blocks
@@ -78,9 +82,9 @@ def test_contended_engine_runs_on_one_thread_with_the_same_results(cell, B, H, p
          "weight_hh_l0": rng.uniform(-0.2, 0.2, (G * H, H)).astype(np.float32)}
     x = rng.standard_normal((B, 9, 7)).astype(np.float32)
     lengths = rng.integers(1, 10, B).astype(np.int64)
-    free = _engine.forward(cell, x, w, lengths=lengths, _plan_override=plan, training=True)
-    _forward.note_contention(60)
-    busy = _engine.forward(cell, x, w, lengths=lengths, _plan_override=plan, training=True)
+    free = engine_forward(cell, x, w, lengths=lengths, _plan_override=plan, training=True)
+    _compiled.note_contention(60)
+    busy = engine_forward(cell, x, w, lengths=lengths, _plan_override=plan, training=True)
     for a, b in zip(free[:3], busy[:3]):
         if a is not None:
             np.testing.assert_array_equal(a, b)
@@ -88,11 +92,11 @@ def test_contended_engine_runs_on_one_thread_with_the_same_results(cell, B, H, p
         np.testing.assert_array_equal(a, b)
     a = rng.standard_normal((300, 200)).astype(np.float32)
     b = rng.standard_normal((200, 150)).astype(np.float32)
-    np.testing.assert_allclose(_engine.matmul(a, b), a @ b, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(gemm.matmul(a, b), a @ b, rtol=1e-4, atol=1e-3)
 
 
 def test_contended_team_calls_run_on_the_caller():
     seen = []
-    _forward.note_contention(60)
-    _forward.run_on_team([lambda: seen.append(threading.get_ident()) for _ in range(2)])
+    _compiled.note_contention(60)
+    _compiled.run_on_team([lambda: seen.append(threading.get_ident()) for _ in range(2)])
     assert seen == [threading.get_ident()] * 2

@@ -11,6 +11,8 @@ The code is the specification: it is written to read like the equations, not to 
 """
 import numpy as np
 
+from ..cell_table import CELLS as CELL_TABLE
+
 
 def sigmoid(a):
     """Logistic function ``1 / (1 + exp(-a))``, written with ``tanh`` so it never overflows."""
@@ -154,5 +156,6 @@ CELLS = {
     "gru": (gru_forward, gru_backward),
 }
 
-#: Number of gate blocks stacked in ``weight_ih`` / ``weight_hh`` for each cell.
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+#: Number of gate blocks stacked in ``weight_ih`` / ``weight_hh`` for each cell (from the cell
+#: table, :mod:`fastrnn.cell_table`).
+GATES = {name: spec.gates for name, spec in CELL_TABLE.items()}

@@ -15,30 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..cell_table import parameter_names
 from .cells import CELLS
-
-
-def parameter_names(layer, direction, bias=True):
-    """PyTorch's names of the parameters of one layer and direction, in PyTorch's order.
-
-    Parameters
-    ----------
-    layer : int
-        Index of the stacked layer, from 0.
-    direction : int
-        0 for the forward direction, 1 for the reverse direction.
-    bias : bool
-        Whether the layer has the two bias vectors.
-
-    Returns
-    -------
-    list of str
-        ``weight_ih_l{layer}``, ``weight_hh_l{layer}`` and, with ``bias``, ``bias_ih_l{layer}``,
-        ``bias_hh_l{layer}``; each with the suffix ``_reverse`` for ``direction == 1``.
-    """
-    suffix = f"_l{layer}" + ("_reverse" if direction else "")
-    kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if bias else ("weight_ih", "weight_hh")
-    return [kind + suffix for kind in kinds]
 
 
 def _cell_params(weights, layer, direction):

@@ -1,0 +1,93 @@
+"""The cell table: one description of each recurrent cell, used by every part of fastrnn.
+
+The reference, the compiled engine, the layers, the benchmarks and the tests all read the cells
+from here: their names, codes (the integers the compiled kernels switch on; the same values as
+``enum { FR_RNN_TANH, ... }`` in ``fastrnn/engine/kernels/fr_kernels.h``), gate counts and
+gate names (the order in which the gates are stacked in ``weight_ih`` / ``weight_hh``, as in
+PyTorch), and the names of a layer's parameters.
+"""
+from dataclasses import dataclass
+
+__all__ = ["Cell", "CELLS", "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "cell_spec",
+           "parameter_names", "layer_parameter_names"]
+
+#: cell codes, as the compiled kernels know them
+RNN_TANH, RNN_RELU, LSTM, GRU = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One recurrent cell.
+
+    Attributes
+    ----------
+    name : str
+        ``"rnn_tanh"``, ``"rnn_relu"``, ``"lstm"`` or ``"gru"``.
+    code : int
+        The compiled kernels' code of the cell (``RNN_TANH`` ... ``GRU``).
+    gate_names : tuple of str
+        The gates stacked in ``weight_ih`` / ``weight_hh``, in PyTorch's order; the plain RNN
+        has one block, its pre-activation.
+    """
+
+    name: str
+    code: int
+    gate_names: tuple
+
+    @property
+    def gates(self):
+        """Number of gate blocks stacked in the weights (G: 1, 4 or 3)."""
+        return len(self.gate_names)
+
+    @property
+    def has_cell_state(self):
+        """True for the LSTM, whose state is ``(h, c)``."""
+        return self.code == LSTM
+
+
+#: name -> :class:`Cell`
+CELLS = {c.name: c for c in (
+    Cell("rnn_tanh", RNN_TANH, ("a",)),
+    Cell("rnn_relu", RNN_RELU, ("a",)),
+    Cell("lstm", LSTM, ("i", "f", "g", "o")),
+    Cell("gru", GRU, ("r", "z", "n")),
+)}
+
+
+def cell_spec(name):
+    """The :class:`Cell` called ``name``; ValueError naming the cells for any other value."""
+    try:
+        return CELLS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"cell must be one of {', '.join(map(repr, CELLS))}, "
+                         f"got {name!r}") from None
+
+
+def parameter_names(layer, direction, bias=True):
+    """Names of the parameters of one layer and direction, in PyTorch's convention.
+
+    Parameters
+    ----------
+    layer : int
+        Index of the stacked layer, from 0.
+    direction : int
+        0 for the forward direction, 1 for the reverse direction.
+    bias : bool
+        Whether the layer has the two bias vectors.
+
+    Returns
+    -------
+    list of str
+        ``weight_ih_l{layer}``, ``weight_hh_l{layer}`` and, with ``bias``, ``bias_ih_l{layer}``,
+        ``bias_hh_l{layer}``; each with the suffix ``_reverse`` for ``direction == 1``.
+    """
+    suffix = f"_l{layer}" + ("_reverse" if direction else "")
+    kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if bias else ("weight_ih", "weight_hh")
+    return [kind + suffix for kind in kinds]
+
+
+def layer_parameter_names(num_layers, num_directions, bias=True):
+    """Names of every parameter of a stacked layer, by layer then direction (see
+    :func:`parameter_names`)."""
+    return [name for layer in range(num_layers) for d in range(num_directions)
+            for name in parameter_names(layer, d, bias)]

@@ -1,0 +1,559 @@
+# The forward driver: input projection, one timestep of one work item, the time loop and the
+# stacked (bi)directional forward; included by _compiled.pyx.
+
+
+# ---------------------------------------------------------------------------------------------
+# Input projection: xp[:, off:off+N] = X @ W^T  (one GEMM over all B*T rows, split by rows)
+# ---------------------------------------------------------------------------------------------
+
+cdef void _proj_part(const fr_kernels_t* kt, int tid, int nth,
+                     Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
+                     const floating* X, const floating* W, floating* Y, Py_ssize_t ldy,
+                     floating* wpk, fr_barrier_t* bar) noexcept nogil:
+    """Thread ``tid`` of ``nth``: its share of packing W^T, a barrier, its rows of Y, the
+    join."""
+    cdef fr_member_t me
+    cdef unsigned long csr = fr_ftz_enter()
+    fr_member_init(&me)
+    _pack_panels(kt, W, K, 1, N, 0, N, wpk, tid, nth)
+    fr_barrier_wait(bar, nth, &me)
+    _gemm_rows(kt, tid, nth, R, N, K, X, K, False, wpk, Y, ldy)
+    fr_team_leave(bar, nth, &me)
+    fr_ftz_exit(csr)
+
+
+cdef void _projection(const fr_kernels_t* kt, Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
+                      const floating* X,            # IN  (R, K) layer input, rows b*T + t
+                      const floating* W,            # IN  (N, K) weight_ih (PyTorch layout)
+                      floating* Y, Py_ssize_t ldy,  # OUT (R, ldy): columns 0 .. N written
+                      int nthreads,
+                      floating* wpk) noexcept nogil:  # scratch (_packed_size(K, N))
+    """``Y[:, :N] = X @ W.T`` as one GEMM with the engine's own kernel: W^T panel-packed once
+    (the threads share the packing), then the rows split over ``nthreads`` threads in blocks
+    of 128."""
+    cdef int tid, nth
+    cdef Py_ssize_t r0
+    cdef fr_barrier_t bar
+    fr_barrier_init(&bar)
+    if R == 0 or N == 0:
+        return
+    if K == 0:
+        for r0 in range(R):
+            memset(Y + r0 * ldy, 0, N * sizeof(floating))
+        return
+    if _threads(nthreads) <= 1 or R < 2 * 16:
+        _proj_part(kt, 0, 1, R, K, N, X, W, Y, ldy, wpk, &bar)
+        return
+    with parallel(num_threads=nthreads):
+        tid = openmp.omp_get_thread_num()
+        nth = openmp.omp_get_num_threads()
+        _proj_part(kt, tid, nth, R, K, N, X, W, Y, ldy, wpk, &bar)
+    fr_team_done(&bar)
+
+
+# ---------------------------------------------------------------------------------------------
+# One timestep of one work item (batch block x unit block): prefill, recurrent GEMM, gate math
+# ---------------------------------------------------------------------------------------------
+
+cdef void _step_item(
+        const fr_kernels_t* kt,                  # IN  the kernels
+        int cell, bint reverse, Py_ssize_t s, Py_ssize_t T, Py_ssize_t H, Py_ssize_t G,
+        Py_ssize_t p0, Py_ssize_t na,            # first sorted position of the block, active rows
+        Py_ssize_t u0, Py_ssize_t nj,            # unit block
+        const floating* xp, Py_ssize_t LX,       # IN  input projection (caller rows), dir offset applied
+        const floating* bx,                      # IN  (G*H) bias added to xp (GRU n: b_in)
+        const floating* bhn,                     # IN  (H)  GRU b_hn
+        const floating* whh,                     # IN  recurrent weights: mode 0: W_hh^T block
+                                                 #     (H, G*nj) of this unit block, panel-packed;
+                                                 #     mode 1: weight_hh (G*H, H) as given
+        int mode,                                #     GEMM: 0 panel kernel, 1 dot kernel
+        const int64_t* order, const int64_t* lengths,  # IN
+        const floating* cur,                     # IN  (na, H) previous h, rows of the block
+        floating* nxt,                           # OUT (na, H) new h (only units u0..u0+nj)
+        floating* cst,                           # INOUT (na, H) LSTM cell state (units of block)
+        floating* y, Py_ssize_t LY,              # OUT y rows (caller rows), dir offset applied
+        floating* hN, floating* cN,              # OUT (B, H) final states, caller rows
+        floating* rec,                           # scratch (na, ldr)
+        Py_ssize_t ldr,
+        bint store, floating* wg, floating* wc, floating* whn,  # OUT workspace (caller rows)
+        const floating* xin=NULL, Py_ssize_t Kx=0,   # IN  streaming: raw input rows (na, Kx)
+        const floating* wx1=NULL,                    # IN  its packed W_ih^T block (gates of the
+        const floating* wx2=NULL,                    #     block; GRU: r,z in wx1, n in wx2)
+        const int64_t* xrow=NULL                     # IN  row of (b, t=0) in xp (compacted
+        ) noexcept nogil:                            #     variable-length input), else b*T
+    """One timestep of one work item: prefill, recurrent GEMM, gate math, outputs.
+
+    Forward mode: ``xp`` holds the precomputed input projection.  Streaming mode (``xp`` NULL):
+    the prefill is the bias only and ``rec += xin @ W_ih^T[block]`` is done here with the panel
+    kernel, before the recurrent GEMM.
+    """
+    cdef Py_ssize_t r, k, j, b, t, L, row, GH = G * H, N = G * nj
+    cdef floating* rr
+    cdef const floating* xr
+    cdef const floating* hp
+    cdef floating* hq
+    cdef floating* cr
+    # 1. prefill: rec[r] = xp[row] + bias (GRU: n slot <- b_hn, 4th slot <- x_n + b_in)
+    if xp == NULL:
+        for r in range(na):
+            rr = rec + r * ldr
+            for k in range(G):
+                for j in range(nj):
+                    rr[k * nj + j] = bx[k * H + u0 + j]
+            if cell == FR_GRU:
+                for j in range(nj):
+                    rr[2 * nj + j] = bhn[u0 + j]
+                for j in range(nj):
+                    rr[3 * nj + j] = bx[2 * H + u0 + j]
+        if cell == FR_GRU:
+            _gemm_acc(kt, na, 2 * nj, Kx, xin, Kx, wx1, rec, ldr)
+            _gemm_acc(kt, na, nj, Kx, xin, Kx, wx2, rec + 3 * nj, ldr)
+        else:
+            _gemm_acc(kt, na, N, Kx, xin, Kx, wx1, rec, ldr)
+    for r in range(na if xp != NULL else 0):
+        b = order[p0 + r]
+        L = lengths[b]
+        t = (L - 1 - s) if reverse else s
+        xr = xp + ((xrow[b] if xrow != NULL else b * T) + t) * LX
+        rr = rec + r * ldr
+        if cell == FR_GRU:
+            for j in range(nj):
+                rr[j] = xr[u0 + j] + bx[u0 + j]
+            for j in range(nj):
+                rr[nj + j] = xr[H + u0 + j] + bx[H + u0 + j]
+            for j in range(nj):
+                rr[2 * nj + j] = bhn[u0 + j]
+            for j in range(nj):
+                rr[3 * nj + j] = xr[2 * H + u0 + j] + bx[2 * H + u0 + j]
+        else:
+            for k in range(G):
+                for j in range(nj):
+                    rr[k * nj + j] = xr[k * H + u0 + j] + bx[k * H + u0 + j]
+    # 2. recurrent GEMM, accumulated: rec[:, :N] += cur @ W_hh[block]^T
+    if mode == 0:
+        _gemm_acc(kt, na, N, H, cur, H, whh, rec, ldr)
+    else:
+        # per gate k: rows k*H + u0 .. k*H + u0 + nj of W_hh feed rec columns k*nj ..
+        for k in range(G):
+            _dot_gemm_acc(kt, na, nj, H, cur, H, whh + (k * H + u0) * H, H, rec + k * nj, ldr)
+    # 3. gate math, state update, outputs
+    for r in range(na):
+        b = order[p0 + r]
+        L = lengths[b]
+        t = (L - 1 - s) if reverse else s
+        row = b * T + t
+        rr = rec + r * ldr
+        hp = cur + r * H + u0
+        hq = nxt + r * H + u0
+        cr = cst + r * H + u0
+        _gates(kt, cell, rr, nj, hp, cr, hq,
+               whn + row * H + u0 if store and cell == FR_GRU else NULL)
+        if store and cell == FR_LSTM:
+            memcpy(wc + row * H + u0, cr, nj * sizeof(floating))
+        if store and cell >= FR_LSTM:
+            if nj == H:     # all units: the gates are one contiguous row
+                memcpy(wg + row * GH, rr, GH * sizeof(floating))
+            else:
+                for k in range(G):
+                    memcpy(wg + row * GH + k * H + u0, rr + k * nj, nj * sizeof(floating))
+        memcpy(y + row * LY + u0, hq, nj * sizeof(floating))
+        if s == L - 1:
+            memcpy(hN + b * H + u0, hq, nj * sizeof(floating))
+            if cell == FR_LSTM:
+                memcpy(cN + b * H + u0, cst + r * H + u0, nj * sizeof(floating))
+
+
+cdef inline Py_ssize_t _active(Py_ssize_t na, Py_ssize_t s, Py_ssize_t p0,
+                               const int64_t* order, const int64_t* lengths) noexcept nogil:
+    """Shrink the active prefix of a length-sorted block to the rows with length > s."""
+    while na > 0 and lengths[order[p0 + na - 1]] <= s:
+        na -= 1
+    return na
+
+
+cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssize_t tmax,
+                  Py_ssize_t B, Py_ssize_t H, Py_ssize_t G,
+                  const floating* xp, Py_ssize_t LX, const floating* bx, const floating* bhn,
+                  const floating* whh, int mode,
+                  const int64_t* ublk, Py_ssize_t nu, const int64_t* bblk, Py_ssize_t nb,
+                  const int64_t* order, const int64_t* lengths,
+                  floating* hbuf, floating* cbuf, floating* y, Py_ssize_t LY,
+                  floating* hN, floating* cN, floating* scratch, Py_ssize_t scr_stride,
+                  Py_ssize_t ldr, bint store, floating* wg, floating* wc, floating* whn,
+                  fr_barrier_t* bar, const floating* w_src,
+                  const int64_t* xrow) noexcept nogil:
+    """Thread ``tid`` of ``nth``: (mode 0, ``w_src`` given) first pack W_hh into ``whh``
+    (each thread its own unit blocks, or a share of the panels of the single block), then run
+    its work items over time."""
+    cdef Py_ssize_t w, s, bi, uj, p0, na, u0, nj, nitems = nb * nu
+    cdef fr_member_t me
+    cdef Py_ssize_t BH = B * H
+    cdef const floating* wblk
+    cdef floating* cur
+    cdef floating* nxt
+    cdef unsigned long csr = fr_ftz_enter()
+    fr_member_init(&me)
+    cdef Py_ssize_t na_local[64]          # per-item active counts (nitems <= 64 enforced by caller)
+    for w in range(nitems):
+        na_local[w] = bblk[w // nu + 1] - bblk[w // nu]
+    if mode == 0 and w_src != NULL:
+        if nu > 1:
+            w = tid
+            while w < nu:
+                _pack_panels(kt, w_src, H, G, H, ublk[w], ublk[w + 1] - ublk[w],
+                             <floating*>whh + _block_offset(kt, H, G, ublk[w], ublk[1],
+                                                            sizeof(floating)))
+                w += nth
+        else:
+            _pack_panels(kt, w_src, H, G, H, 0, H, <floating*>whh, tid, nth)
+        fr_barrier_wait(bar, nth, &me)
+    if nu == 1:
+        # independent batch blocks: each runs its own time loop, no synchronisation
+        w = tid
+        while w < nitems:
+            p0 = bblk[w]
+            na = na_local[w]
+            for s in range(tmax):
+                na = _active(na, s, p0, order, lengths)
+                if na == 0:
+                    break
+                cur = hbuf + (s & 1) * BH + p0 * H
+                nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
+                _step_item(kt, cell, reverse, s, T, H, G, p0, na, 0, H, xp, LX, bx, bhn, whh,
+                           mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
+                           scratch + w * scr_stride, ldr, store, wg, wc, whn,
+                           NULL, 0, NULL, NULL, xrow)
+            w += nth
+    else:
+        for s in range(tmax):
+            w = tid
+            while w < nitems:
+                bi = w // nu
+                uj = w - bi * nu
+                p0 = bblk[bi]
+                na = _active(na_local[w], s, p0, order, lengths)
+                na_local[w] = na
+                if na > 0:
+                    u0 = ublk[uj]
+                    nj = ublk[uj + 1] - u0
+                    cur = hbuf + (s & 1) * BH + p0 * H
+                    nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
+                    wblk = (whh + _block_offset(kt, H, G, u0, ublk[1], sizeof(floating))
+                            if mode == 0 else whh)
+                    _step_item(kt, cell, reverse, s, T, H, G, p0, na, u0, nj, xp, LX, bx, bhn,
+                               wblk, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY,
+                               hN, cN, scratch + w * scr_stride, ldr, store, wg, wc, whn,
+                               NULL, 0, NULL, NULL, xrow)
+                w += nth
+            fr_barrier_wait(bar, nth, &me)
+    fr_team_leave(bar, nth, &me)        # the join (see _threads)
+    fr_ftz_exit(csr)
+
+
+cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
+                      Py_ssize_t G, Py_ssize_t tmax,
+                      const floating* xp, Py_ssize_t LX,      # IN  input projection, dir offset applied
+                      const floating* bx, const floating* bhn,  # IN biases (see _step_item)
+                      const floating* whh, int mode,          # IN  recurrent weights (see _step_item)
+                      const int64_t* ublk, Py_ssize_t nu,     # IN  unit blocks
+                      const int64_t* bblk, Py_ssize_t nb,     # IN  batch blocks (sorted positions)
+                      const int64_t* order, const int64_t* lengths,  # IN
+                      floating* hbuf,                         # INOUT (2, B, H), hbuf[0] = h0 sorted
+                      floating* cbuf,                         # INOUT (B, H) LSTM c0 sorted
+                      floating* y, Py_ssize_t LY,             # OUT outputs, dir offset applied
+                      floating* hN, floating* cN,             # OUT (B, H) final states
+                      floating* scratch, Py_ssize_t scr_stride, Py_ssize_t ldr,
+                      bint store, floating* wg, floating* wc, floating* whn,  # OUT workspace
+                      int nthreads,
+                      const floating* w_src=NULL,   # IN mode 0: W_hh to pack into whh first
+                      const int64_t* xrow=NULL) noexcept nogil:   # IN xp row of (b, 0)
+    """Run one layer-direction over time, on min(nthreads, nb*nu) threads."""
+    cdef int tid, nth
+    cdef fr_barrier_t bar
+    fr_barrier_init(&bar)
+    if B == 0 or tmax == 0:
+        return
+    if nthreads > nb * nu:
+        nthreads = <int>(nb * nu)
+    nthreads = _threads(nthreads)
+    if nthreads <= 1:
+        _worker(kt, 0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
+                bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
+                store, wg, wc, whn, &bar, w_src, xrow)
+        return
+    with parallel(num_threads=nthreads):
+        tid = openmp.omp_get_thread_num()
+        nth = openmp.omp_get_num_threads()
+        _worker(kt, tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
+                nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
+                ldr, store, wg, wc, whn, &bar, w_src, xrow)
+    fr_team_done(&bar)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole stacked (bi)directional forward in one call
+# ---------------------------------------------------------------------------------------------
+
+cdef int _check_arr(cnp.ndarray a, str name, int ndim, Py_ssize_t d0, Py_ssize_t d1,
+                    Py_ssize_t d2, bint is_double) except -1:
+    """Cheap guard against memory errors (the layers validate properly beforehand)."""
+    cdef int want = cnp.NPY_FLOAT64 if is_double else cnp.NPY_FLOAT32
+    if (cnp.PyArray_NDIM(a) != ndim or cnp.PyArray_TYPE(a) != want
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_DIM(a, 0) != d0
+            or (ndim >= 2 and cnp.PyArray_DIM(a, 1) != d1)
+            or (ndim == 3 and cnp.PyArray_DIM(a, 2) != d2)):
+        raise ValueError(f"{name} must be a C-contiguous "
+                         f"{'float64' if is_double else 'float32'} array of shape "
+                         f"{(d0, d1, d2)[:ndim]}, got {(<object>a).dtype} {(<object>a).shape}")
+    return 0
+
+
+cdef inline void* _ptr(object a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef object _new(int nd, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_t d2, Py_ssize_t d3,
+                 int typenum, bint zero):
+    cdef cnp.npy_intp dims[4]
+    dims[0] = d0
+    dims[1] = d1
+    dims[2] = d2
+    dims[3] = d3
+    if zero:
+        return cnp.PyArray_ZEROS(nd, dims, typenum, 0)
+    return cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+
+
+cdef int _check_index(cnp.ndarray a, str name, Py_ssize_t n, Py_ssize_t lo,
+                      Py_ssize_t hi) except -1:
+    """Cheap guard on a plan array: contiguous int64 of ``n`` entries in ``lo..hi``."""
+    cdef const int64_t* v
+    cdef Py_ssize_t i
+    if (cnp.PyArray_TYPE(a) != cnp.NPY_INT64 or cnp.PyArray_NDIM(a) != 1
+            or cnp.PyArray_DIM(a, 0) != n or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
+        raise ValueError(f"{name} must be a contiguous int64 array of shape ({n},)")
+    v = <const int64_t*>cnp.PyArray_DATA(a)
+    for i in range(n):
+        if not lo <= v[i] <= hi:
+            raise ValueError(f"{name} must be in {lo}..{hi}, got {v[i]} at index {i}")
+    return 0
+
+
+cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list w_hh,
+                          list bx, list bhn, object h0, object c0,
+                          cnp.ndarray lengths, cnp.ndarray order_arr, cnp.ndarray bblk_arr,
+                          cnp.ndarray ublk_arr, bint partial,
+                          Py_ssize_t L, Py_ssize_t D, bint training, int nthreads, int mode,
+                          int proj_threads):
+    cdef int typenum = cnp.NPY_FLOAT64 if floating is double else cnp.NPY_FLOAT32
+    cdef Py_ssize_t B = cnp.PyArray_DIM(x, 0), T = cnp.PyArray_DIM(x, 1)
+    cdef Py_ssize_t I = cnp.PyArray_DIM(x, 2)
+    cdef Py_ssize_t H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
+    cdef Py_ssize_t G = 4 if cell == FR_LSTM else (3 if cell == FR_GRU else 1)
+    cdef Py_ssize_t GH = G * H, BH = B * H, BT = B * T
+    cdef Py_ssize_t layer, d, idx, i, p, b, tmax, rows, max_nj, ldr, step, I_l
+    cdef Py_ssize_t nitems, LX, GHp
+    cdef Py_ssize_t nb = cnp.PyArray_DIM(bblk_arr, 0) - 1, nu = cnp.PyArray_DIM(ublk_arr, 0) - 1
+    cdef bint store
+    cdef int64_t* lens
+    cdef int64_t* order
+    cdef int64_t* bblk_p
+    cdef int64_t* ublk_p
+    cdef const floating* src
+    cdef floating* bx_p
+    cdef floating* bhn_p
+    cdef floating* hb
+    cdef floating* cb
+    cdef floating* wpi_p
+    cdef const floating* whh_p
+    cdef floating* xp_p
+    cdef floating* y_p
+    cdef floating* inp_p
+    cdef floating* wg_p
+    cdef floating* wc_p
+    cdef floating* whn_p
+    cdef floating* cN_p
+    cdef floating* hN_p
+    cdef floating* scr_p
+    cdef const floating* wih_p
+    cdef const floating* wsrc_p
+    cdef floating* xc_p = NULL
+    cdef int64_t* xrow
+    cdef Py_ssize_t R
+    cdef const fr_kernels_t* kt = g_kt
+
+    # cheap guards against memory errors (the layers validate, the planner plans beforehand)
+    for layer in range(L):
+        for d in range(D):
+            idx = layer * D + d
+            _check_arr(w_ih[idx], f"w_ih[{idx}]", 2, GH, I if layer == 0 else D * H, 0,
+                       floating is double)
+            _check_arr(w_hh[idx], f"w_hh[{idx}]", 2, GH, H, 0, floating is double)
+            _check_arr(bx[idx], f"bx[{idx}]", 1, GH, 0, 0, floating is double)
+            _check_arr(bhn[idx], f"bhn[{idx}]", 1, H, 0, 0, floating is double)
+    if h0 is not None:
+        _check_arr(h0, "h0", 3, L * D, B, H, floating is double)
+    if c0 is not None and cell == FR_LSTM:
+        _check_arr(c0, "c0", 3, L * D, B, H, floating is double)
+    _check_index(lengths, "lengths", B, 1, T)
+    _check_index(order_arr, "order", B, 0, B - 1)
+    _check_index(bblk_arr, "batch blocks", nb + 1, 0, B)
+    _check_index(ublk_arr, "unit blocks", nu + 1, 0, H)
+    if not 1 <= nb * nu <= 64:            # at most 64 work items (see _worker)
+        raise ValueError(f"at most 64 work items, got {nb} x {nu}")
+    lens = <int64_t*>_ptr(lengths)
+    order = <int64_t*>_ptr(order_arr)
+    bblk_p = <int64_t*>_ptr(bblk_arr)
+    ublk_p = <int64_t*>_ptr(ublk_arr)
+    tmax = 0
+    for b in range(B):
+        tmax = max(tmax, lens[b])
+    rows = 0
+    for i in range(nb):
+        rows = max(rows, bblk_p[i + 1] - bblk_p[i])
+    step = ublk_p[1] - ublk_p[0]          # every unit block but the last is this wide
+    max_nj = step
+    ldr = (G + (1 if cell == FR_GRU else 0)) * max_nj
+    ldr = ((ldr + 15) // 16) * 16         # scratch rows start on 64-byte lines
+    nitems = nb * nu
+    h_n = _new(3, L * D, B, H, 0, typenum, False)
+    c_n = _new(3, L * D, B, H, 0, typenum, False) if cell == FR_LSTM else None
+    cN_dummy = _new(1, BH if BH > 0 else 1, 0, 0, 0, typenum, False)
+    hbuf = _new(1, 2 * BH, 0, 0, 0, typenum, False)
+    cbuf = _new(1, BH if BH > 0 else 1, 0, 0, 0, typenum, False)
+    scratch = _new(1, nitems * rows * ldr, 0, 0, 0, typenum, False)
+    wpk = (_new(1, nu * _packed_size(kt, H, G * step, sizeof(floating)), 0, 0, 0, typenum,
+                False) if mode == 0 else None)
+    wpi = _new(1, _packed_size(kt, max(I, D * H), GH, sizeof(floating)), 0, 0, 0, typenum,
+               False)
+    # variable lengths: the input projection only covers valid steps; sequence b's rows are
+    # compacted to xc[xrow[b] : xrow[b] + lens[b]] (one copy of the layer input, then one GEMM)
+    R = BT
+    xrow_arr = None
+    xrow = NULL
+    if partial:
+        xrow_arr = _new(1, B, 0, 0, 0, cnp.NPY_INT64, False)
+        xrow = <int64_t*>_ptr(xrow_arr)
+        R = 0
+        for b in range(B):
+            xrow[b] = R
+            R += lens[b]
+        xc = _new(1, R * max(I, D * H), 0, 0, 0, typenum, False)
+        xc_p = <floating*>_ptr(xc)
+    # rows of the projection (and each direction's block) start on 64-byte lines: the GEMM's
+    # vector stores then never straddle two lines
+    GHp = ((GH + 15) // 16) * 16
+    xp = _new(2, R, D * GHp, 0, 0, typenum, False)
+    hb = <floating*>_ptr(hbuf)
+    cb = <floating*>_ptr(cbuf)
+    xp_p = <floating*>_ptr(xp)
+    LX = D * GHp
+    ws = None
+    if training:
+        ws = {"outputs": [], "gates": [] if cell >= FR_LSTM else None,
+              "c": [] if cell == FR_LSTM else None, "hn": [] if cell == FR_GRU else None,
+              "lengths": lengths}
+    inp = x
+    for layer in range(L):
+        I_l = I if layer == 0 else D * H
+        inp_p = <floating*>_ptr(inp)
+        if partial:
+            for b in range(B):
+                memcpy(xc_p + xrow[b] * I_l, inp_p + b * T * I_l, lens[b] * I_l * sizeof(floating))
+            inp_p = xc_p
+        y = _new(3, B, T, D * H, 0, typenum, partial)
+        y_p = <floating*>_ptr(y)
+        wg_p = wc_p = whn_p = NULL
+        if training:
+            ws["outputs"].append(y)
+            if cell >= FR_LSTM:
+                a = _new(4, D, B, T, GH, typenum, partial)
+                ws["gates"].append(a)
+                wg_p = <floating*>_ptr(a)
+            if cell == FR_LSTM:
+                a = _new(4, D, B, T, H, typenum, partial)
+                ws["c"].append(a)
+                wc_p = <floating*>_ptr(a)
+            if cell == FR_GRU:
+                a = _new(4, D, B, T, H, typenum, partial)
+                ws["hn"].append(a)
+                whn_p = <floating*>_ptr(a)
+        for d in range(D):
+            wih_p = <const floating*>_ptr(w_ih[layer * D + d])
+            wpi_p = <floating*>_ptr(wpi)
+            with nogil:
+                _projection(kt, R, I_l, GH, inp_p, wih_p, xp_p + d * GHp, LX, proj_threads,
+                            wpi_p)
+        for d in range(D):
+            idx = layer * D + d
+            bx_p = <floating*>_ptr(bx[idx])     # folded by the planner
+            bhn_p = <floating*>_ptr(bhn[idx])
+            # initial state, gathered into sorted order
+            if h0 is None:
+                memset(hb, 0, BH * sizeof(floating))
+            else:
+                src = <const floating*>_ptr(h0) + idx * BH
+                for p in range(B):
+                    memcpy(hb + p * H, src + order[p] * H, H * sizeof(floating))
+            if cell == FR_LSTM:
+                if c0 is None:
+                    memset(cb, 0, BH * sizeof(floating))
+                else:
+                    src = <const floating*>_ptr(c0) + idx * BH
+                    for p in range(B):
+                        memcpy(cb + p * H, src + order[p] * H, H * sizeof(floating))
+            whh_p = <const floating*>_ptr(w_hh[idx])
+            wsrc_p = NULL
+            if mode == 0:
+                # packed inside the parallel region, each thread its own share
+                wsrc_p = whh_p
+                whh_p = <floating*>_ptr(wpk)
+            store = training and cell >= FR_LSTM
+            cN_p = <floating*>_ptr(c_n) + idx * BH if cell == FR_LSTM else <floating*>_ptr(cN_dummy)
+            hN_p = <floating*>_ptr(h_n) + idx * BH
+            scr_p = <floating*>_ptr(scratch)
+            with nogil:
+                _recurrence(kt, cell, d == 1, B, T, H, G, tmax, xp_p + d * GHp, LX, bx_p, bhn_p,
+                            whh_p, mode, ublk_p, nu, bblk_p, nb, order, lens, hb, cb,
+                            y_p + d * H, D * H, hN_p, cN_p, scr_p, rows * ldr, ldr, store,
+                            wg_p + d * BT * GH if wg_p != NULL else NULL,
+                            wc_p + d * BT * H if wc_p != NULL else NULL,
+                            whn_p + d * BT * H if whn_p != NULL else NULL, nthreads, wsrc_p,
+                            xrow)
+        inp = y
+    return inp, h_n, c_n, ws
+
+
+def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list bx, list bhn,
+                  object h0, object c0, cnp.ndarray lengths not None,
+                  cnp.ndarray order not None, cnp.ndarray batch_blocks not None,
+                  cnp.ndarray unit_blocks not None, bint partial, Py_ssize_t num_layers,
+                  Py_ssize_t num_directions, bint training, int nthreads, int mode,
+                  int proj_threads):
+    """Stacked (bi)directional forward in one call, on a plan made by
+    ``fastrnn.engine.plan`` (see ``fastrnn.engine.forward.forward``).
+
+    Arrays must be validated C-contiguous arrays of x's dtype; the parameter lists are indexed
+    by ``layer * num_directions + direction``: ``bx`` the folded bias added to the input
+    projection (G*H), ``bhn`` GRU's b_hn (H; zeros for the other cells).  ``lengths`` (B,) every
+    sequence's length (T when all are full: ``partial`` False), ``order`` the rows sorted by
+    length (descending) in interleaved batch blocks whose bounds in ``order`` are
+    ``batch_blocks``, ``unit_blocks`` the bounds of the hidden-unit blocks (all int64);
+    ``mode``: recurrent GEMM 0 panel kernel (weights packed once per call), 1 dot kernel.
+    Returns (y, h_n, c_n, workspace-or-None).
+    """
+    if mode not in (0, 1):
+        raise ValueError(f"mode must be 0 (panel kernel) or 1 (dot kernel), got {mode}")
+    if (cnp.PyArray_NDIM(x) != 3 or not cnp.PyArray_IS_C_CONTIGUOUS(x)
+            or cnp.PyArray_TYPE(x) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)):
+        raise ValueError("x must be a C-contiguous float32 or float64 array of shape (B, T, I)")
+    if len(w_ih) != num_layers * num_directions or len(w_hh) != len(w_ih) \
+            or len(bx) != len(w_ih) or len(bhn) != len(w_ih):
+        raise ValueError("one weight per layer and direction expected")
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
+        return _forward_impl(<double>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
+                             batch_blocks, unit_blocks, partial, num_layers, num_directions,
+                             training, nthreads, mode, proj_threads)
+    return _forward_impl(<float>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
+                         batch_blocks, unit_blocks, partial, num_layers, num_directions,
+                         training, nthreads, mode, proj_threads)

@@ -1,0 +1,246 @@
+# Streaming: one timestep of a stacked unidirectional network, weights prepared once;
+# included by _compiled.pyx.
+# ---------------------------------------------------------------------------------------------
+# Streaming: one timestep of a stacked unidirectional network, weights prepared once
+# ---------------------------------------------------------------------------------------------
+
+
+cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell, Py_ssize_t L, Py_ssize_t B,
+                             Py_ssize_t I, Py_ssize_t H, Py_ssize_t G,
+                             const floating* x,        # IN  (B, I)
+                             void** wih1, void** wih2, # IN  per layer packed W_ih^T blocks
+                             void** whh,               # IN  per layer packed W_hh^T blocks
+                             void** bx, void** bhn,    # IN  per layer biases
+                             const int64_t* ublk, Py_ssize_t nu,
+                             const int64_t* order, const int64_t* ones,  # IN identity, all 1
+                             const floating* h,        # IN  (L, B, H)
+                             floating* h_out,          # OUT (L, B, H)
+                             floating* c_out,          # INOUT (L, B, H): c on entry, c' on exit
+                             floating* hs, floating* cs,            # scratch (B, H) each
+                             floating* rec, Py_ssize_t rec_stride, Py_ssize_t ldr,
+                             fr_barrier_t* bar) noexcept nogil:
+    """One timestep of a stacked unidirectional network; thread ``tid`` of ``nth`` handles unit
+    blocks tid, tid+nth, ... of every layer, with a barrier between layers."""
+    cdef Py_ssize_t l, w, u0, nj, I_l, n1
+    cdef fr_member_t me
+    cdef const floating* inp = x
+    cdef unsigned long csr = fr_ftz_enter()
+    fr_member_init(&me)
+    n1 = 2 if cell == FR_GRU else G
+    for l in range(L):
+        I_l = I if l == 0 else H
+        w = tid
+        while w < nu:
+            u0 = ublk[w]
+            nj = ublk[w + 1] - u0
+            _step_item(kt, cell, False, 0, 1, H, G, 0, B, u0, nj, NULL, 0,
+                       <const floating*>bx[l], <const floating*>bhn[l],
+                       <const floating*>whh[l] + _block_offset(kt, H, G, u0, ublk[1],
+                                                               sizeof(floating)), 0, order, ones,
+                       h + l * B * H, hs, c_out + l * B * H, h_out + l * B * H, H,
+                       h_out + l * B * H, cs, rec + w * rec_stride, ldr, False, NULL, NULL, NULL,
+                       inp, I_l,
+                       <const floating*>wih1[l] + _block_offset(kt, I_l, n1, u0, ublk[1],
+                                                                sizeof(floating)),
+                       <const floating*>wih2[l] + _block_offset(kt, I_l, 1, u0, ublk[1],
+                                                                sizeof(floating))
+                       if cell == FR_GRU else NULL)
+            w += nth
+        if l == L - 1:
+            fr_team_leave(bar, nth, &me)    # the join (see _threads)
+        else:
+            fr_barrier_wait(bar, nth, &me)
+        inp = h_out + l * B * H
+    fr_ftz_exit(csr)
+
+
+cdef class StepKernel:
+    """Prepared weights of a stacked unidirectional cell, advanced one timestep per call.
+
+    Built by ``fastrnn.engine.stream.Stepper``; the weights are *copied* (packed) at
+    construction, so later changes to the caller's arrays are not seen (rebuild instead).
+    The packing is that of the kernels in use at construction (``isa``), which every step uses.
+    Hidden units are split into ``unit_blocks`` blocks (2 for large layers); a call runs on
+    min(engine threads, unit_blocks) threads when the step is big enough to pay for it.
+    """
+    cdef readonly int cell
+    cdef readonly Py_ssize_t num_layers, input_size, hidden_size, gates, unit_blocks
+    cdef readonly object dtype
+    cdef readonly str isa
+    cdef const fr_kernels_t* _kt
+    cdef bint is_double
+    cdef Py_ssize_t par_work
+    cdef list _keep
+    cdef void* _wih1[64]
+    cdef void* _wih2[64]
+    cdef void* _whh[64]
+    cdef void* _bx[64]
+    cdef void* _bhn[64]
+    cdef Py_ssize_t _bcap, _ldr
+    cdef object _ublk, _order, _ones, _hs, _cs, _rec, _hzero
+
+    def __init__(self, int cell, list w_ih, list w_hh, list bx, list bhn,
+                 unit_blocks, Py_ssize_t parallel_min_work):
+        """w_ih / w_hh: per layer weights in PyTorch layout; bx, bhn: per layer biases folded
+        by ``fastrnn.engine.plan.fold_biases``; unit_blocks: bounds of the hidden-unit blocks
+        (``fastrnn.engine.plan.unit_blocks``)."""
+        cdef Py_ssize_t l, j, u0, nj, H, G, I_l, step, n1, nb, o
+        self._kt = g_kt           # the weights are packed for these kernels
+        self.isa = isa()
+        self.cell = cell
+        G = self.gates = 4 if cell == FR_LSTM else (3 if cell == FR_GRU else 1)
+        self.num_layers = len(w_ih)
+        if not 1 <= self.num_layers <= 64:
+            raise ValueError("num_layers must be in 1..64")
+        H = self.hidden_size = w_hh[0].shape[1]
+        self.input_size = w_ih[0].shape[1]
+        self.dtype = np.dtype(w_hh[0].dtype)
+        self.is_double = self.dtype == np.float64
+        self.par_work = parallel_min_work
+        bounds = [int(u) for u in unit_blocks]
+        nb = len(bounds) - 1
+        if nb < 1 or bounds[0] != 0 or bounds[nb] != H or not 0 < bounds[nb] - bounds[nb - 1] \
+                <= bounds[1] or any(bounds[j + 1] - bounds[j] != bounds[1] for j in range(nb - 1)):
+            raise ValueError(f"unit blocks {bounds} do not split {H} units into equal blocks")
+        self._ublk = np.array(bounds, dtype=np.int64)
+        self.unit_blocks = len(bounds) - 1
+        self._ldr = (G + (1 if cell == FR_GRU else 0)) * (bounds[1] - bounds[0])
+        self._keep = []
+        for l in range(self.num_layers):
+            wi = np.ascontiguousarray(w_ih[l], dtype=self.dtype)
+            wh = np.ascontiguousarray(w_hh[l], dtype=self.dtype)
+            I_l = wi.shape[1]
+            n1 = 2 if cell == FR_GRU else G
+            step = bounds[1]
+            nb = self.unit_blocks
+            p_ih1 = np.zeros(nb * packed_size(I_l, n1 * step, self.dtype), dtype=self.dtype)
+            p_ih2 = np.zeros(nb * packed_size(I_l, step, self.dtype) if cell == FR_GRU else 1,
+                             dtype=self.dtype)
+            p_hh = np.zeros(nb * packed_size(H, G * step, self.dtype), dtype=self.dtype)
+            for j in range(nb):
+                u0 = bounds[j]
+                nj = bounds[j + 1] - u0
+                o = j * packed_size(H, G * step, self.dtype)
+                pack_panels(wh, G, u0, nj, p_hh[o:o + packed_size(H, G * nj, self.dtype)])
+                o = j * packed_size(I_l, n1 * step, self.dtype)
+                pack_panels(wi[:n1 * H], n1, u0, nj,
+                            p_ih1[o:o + packed_size(I_l, n1 * nj, self.dtype)])
+                if cell == FR_GRU:
+                    o = j * packed_size(I_l, step, self.dtype)
+                    pack_panels(wi[2 * H:], 1, u0, nj,
+                                p_ih2[o:o + packed_size(I_l, nj, self.dtype)])
+            b1 = np.ascontiguousarray(bx[l], dtype=self.dtype)
+            b2 = np.ascontiguousarray(bhn[l], dtype=self.dtype)
+            self._keep.extend([p_ih1, p_ih2, p_hh, b1, b2])
+            self._wih1[l] = cnp.PyArray_DATA(<cnp.ndarray>p_ih1)
+            self._wih2[l] = cnp.PyArray_DATA(<cnp.ndarray>p_ih2)
+            self._whh[l] = cnp.PyArray_DATA(<cnp.ndarray>p_hh)
+            self._bx[l] = cnp.PyArray_DATA(<cnp.ndarray>b1)
+            self._bhn[l] = cnp.PyArray_DATA(<cnp.ndarray>b2)
+        self._bcap = 0
+
+    cdef _reserve(self, Py_ssize_t B):
+        cdef Py_ssize_t H = self.hidden_size
+        if B <= self._bcap:
+            return
+        self._order = np.arange(B, dtype=np.int64)
+        self._ones = np.ones(B, dtype=np.int64)
+        self._hs = np.empty(B * H, dtype=self.dtype)
+        self._cs = np.empty(B * H, dtype=self.dtype)
+        self._rec = np.empty(self.unit_blocks * B * self._ldr, dtype=self.dtype)
+        self._hzero = np.zeros((self.num_layers, B, H), dtype=self.dtype)
+        self._bcap = B
+
+    def step(self, cnp.ndarray x_t, cnp.ndarray h=None, cnp.ndarray c=None):
+        """Advance one timestep: ``(y_t, h_new, c_new) = step(x_t, h=None, c=None)``.
+
+        ``x_t`` (B, I), ``h`` / ``c`` (num_layers, B, H) C-contiguous of the stepper's dtype, or
+        None for zeros.  Returns *new* arrays ``h_new`` / ``c_new`` (c_new None unless LSTM);
+        ``y_t`` is the view ``h_new[-1]``.  Inputs are not modified.
+        """
+        cdef Py_ssize_t B = cnp.PyArray_DIM(x_t, 0), H = self.hidden_size, G = self.gates
+        cdef Py_ssize_t L = self.num_layers, nu = self.unit_blocks
+        cdef cnp.ndarray h_out, c_out = None
+        cdef cnp.npy_intp dims[3]
+        cdef void* cptr = NULL
+        cdef int typenum = cnp.NPY_FLOAT64 if self.is_double else cnp.NPY_FLOAT32
+        cdef int nt = g_num_threads, tid, nth
+        cdef void* xq
+        cdef void* hq
+        cdef void* ho
+        cdef void* hsq
+        cdef void* csq
+        cdef void* recq
+        cdef const int64_t* ordq
+        cdef const int64_t* oneq
+        cdef const int64_t* ubq
+        cdef Py_ssize_t I = self.input_size, ldr = self._ldr
+        cdef fr_barrier_t bar
+        fr_barrier_init(&bar)
+        _check_arr(x_t, "x_t", 2, B, self.input_size, 0, self.is_double)
+        if h is not None:
+            _check_arr(h, "h", 3, L, B, H, self.is_double)
+        if c is not None and self.cell == FR_LSTM:
+            _check_arr(c, "c", 3, L, B, H, self.is_double)
+        self._reserve(B)
+        if h is None:
+            h = <cnp.ndarray>self._hzero
+        dims[0] = L
+        dims[1] = B
+        dims[2] = H
+        h_out = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+        if self.cell == FR_LSTM:
+            if c is None:
+                c_out = cnp.PyArray_ZEROS(3, dims, typenum, 0)
+            else:
+                c_out = cnp.PyArray_NewCopy(c, cnp.NPY_CORDER)
+            cptr = cnp.PyArray_DATA(c_out)
+        else:
+            cptr = cnp.PyArray_DATA(<cnp.ndarray>self._cs)
+        xq = cnp.PyArray_DATA(x_t)
+        hq = cnp.PyArray_DATA(h)
+        ho = cnp.PyArray_DATA(h_out)
+        hsq = cnp.PyArray_DATA(<cnp.ndarray>self._hs)
+        csq = cnp.PyArray_DATA(<cnp.ndarray>self._cs)
+        recq = cnp.PyArray_DATA(<cnp.ndarray>self._rec)
+        ordq = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._order)
+        oneq = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._ones)
+        ubq = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._ublk)
+        if nt > nu:
+            nt = <int>nu
+        if B * G * H * (I + H) < self.par_work:
+            nt = 1
+        nt = _threads(nt)
+        with nogil:
+            if nt <= 1:
+                if self.is_double:
+                    _stack_step_worker(self._kt, 0, 1, self.cell, L, B, I, H, G, <const double*>xq,
+                                       self._wih1, self._wih2, self._whh, self._bx, self._bhn,
+                                       ubq, nu, ordq, oneq, <const double*>hq, <double*>ho,
+                                       <double*>cptr, <double*>hsq, <double*>csq,
+                                       <double*>recq, B * ldr, ldr, &bar)
+                else:
+                    _stack_step_worker(self._kt, 0, 1, self.cell, L, B, I, H, G, <const float*>xq,
+                                       self._wih1, self._wih2, self._whh, self._bx, self._bhn,
+                                       ubq, nu, ordq, oneq, <const float*>hq, <float*>ho,
+                                       <float*>cptr, <float*>hsq, <float*>csq,
+                                       <float*>recq, B * ldr, ldr, &bar)
+            else:
+                with parallel(num_threads=nt):
+                    tid = openmp.omp_get_thread_num()
+                    nth = openmp.omp_get_num_threads()
+                    if self.is_double:
+                        _stack_step_worker(self._kt, tid, nth, self.cell, L, B, I, H, G, <const double*>xq,
+                                           self._wih1, self._wih2, self._whh, self._bx,
+                                           self._bhn, ubq, nu, ordq, oneq, <const double*>hq,
+                                           <double*>ho, <double*>cptr, <double*>hsq,
+                                           <double*>csq, <double*>recq, B * ldr, ldr, &bar)
+                    else:
+                        _stack_step_worker(self._kt, tid, nth, self.cell, L, B, I, H, G, <const float*>xq,
+                                           self._wih1, self._wih2, self._whh, self._bx,
+                                           self._bhn, ubq, nu, ordq, oneq, <const float*>hq,
+                                           <float*>ho, <float*>cptr, <float*>hsq,
+                                           <float*>csq, <float*>recq, B * ldr, ldr, &bar)
+                fr_team_done(&bar)
+        return h_out[L - 1], h_out, c_out
+

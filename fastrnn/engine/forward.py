@@ -1,0 +1,86 @@
+"""The compiled forward pass of a stacked (bi)directional RNN / LSTM / GRU.
+
+Inputs arrive validated by the layers (C-contiguous arrays of one dtype, float32 or float64;
+``lengths`` int64 or None).  :func:`forward` makes the plan (:mod:`fastrnn.engine.plan`) and
+hands everything to one compiled call (``_compiled.forward_stack``), which allocates every
+buffer once and runs kernels that never allocate in the time loop.
+"""
+from ..cell_table import LSTM, cell_spec, parameter_names
+from . import _compiled, plan, runtime
+
+__all__ = ["forward"]
+
+
+def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
+            bidirectional=False, training=False, _plan_override=None):
+    """Compiled forward pass of a stacked (bi)directional RNN / LSTM / GRU.
+
+    Parameters
+    ----------
+    cell : {"rnn_tanh", "rnn_relu", "lstm", "gru"}
+    x : ndarray (B, T, I), float32 or float64, C-contiguous (validated by the caller)
+    weights : dict of ndarray
+        PyTorch names and layouts: ``weight_ih_l{k}`` (G*H, I_k), ``weight_hh_l{k}`` (G*H, H),
+        optional ``bias_ih_l{k}``, ``bias_hh_l{k}`` (G*H,), ``_reverse`` suffix for direction 1.
+    h0, c0 : ndarray (num_layers*D, B, H) or None (zeros); c0 only for LSTM
+    lengths : int64 ndarray (B,) with values in 1..T, any order, or None (all T)
+    num_layers, bidirectional : stacking / directions (D = 2 if bidirectional)
+    training : bool
+        If True, also return the workspace that BPTT needs.
+    _plan_override : (batch blocks, unit blocks, mode), optional
+        For tests: force the split and the recurrent GEMM kernel.
+
+    Returns
+    -------
+    y : ndarray (B, T, D*H); zeros at t >= lengths[b]
+    h_n : ndarray (num_layers*D, B, H), state after each sequence's last valid step
+    c_n : ndarray like h_n (LSTM) or None
+    workspace : dict or None
+        None unless ``training``.  Otherwise (all arrays in the caller's batch order, indexed by
+        the real time index t, zeros at t >= lengths[b]; direction d = 0 forward, 1 reverse)::
+
+            "cell", "num_layers", "num_directions", "hidden_size": as given
+            "lengths":  int64 (B,)
+            "x", "h0", "c0": the call's input and initial states (references, not copies;
+                        None where not given / not LSTM)
+            "outputs":  list over layers of (B, T, D*H) -- layer l's output, i.e. the hidden
+                        state sequence h_t of (l, d) is outputs[l][:, :, d*H:(d+1)*H] and the
+                        input of layer l+1; outputs[-1] is y itself (no copy)
+            "gates":    list over layers of (D, B, T, G*H), gate activations *after* the
+                        nonlinearity at step t: LSTM [sig(i), sig(f), tanh(g), sig(o)],
+                        GRU [r, z, n]; None for the plain RNN (its activation is h_t itself)
+            "c":        LSTM: list over layers of (D, B, T, H) cell state after step t; else None
+            "hn":       GRU: list over layers of (D, B, T, H), h_{t-1} W_hn^T + b_hn; else None
+
+        The state *before* step t is h at t-1 (forward) / t+1 (reverse) or h0/c0 at each
+        sequence's first step.  Size: L*B*T*(D*H + D*G*H [+ D*H]) elements (plus c / hn).
+    """
+    spec = cell_spec(cell)
+    G = spec.gates
+    B, T, I = x.shape
+    D = 2 if bidirectional else 1
+    H = weights["weight_hh_l0"].shape[1]
+    nthreads = runtime.get_num_threads()
+    p = plan.forward_plan(B, T, I, H, G, D, nthreads)
+    nb, nu, mode = (p.batch_blocks, p.unit_blocks, p.mode) if _plan_override is None \
+        else _plan_override
+    nb, nu = plan.clamp_work_items(nb, nu, B, H)
+    layout = plan.batch_layout(lengths, B, T, nb)
+    units = plan.unit_blocks(H, nu)
+    w_ih, w_hh, bx, bhn = [], [], [], []
+    for layer in range(num_layers):
+        for d in range(D):
+            name_ih, name_hh, _, _ = parameter_names(layer, d)
+            w_ih.append(weights[name_ih])
+            w_hh.append(weights[name_hh])
+            b, bn = plan.fold_biases(weights, name_ih[len("weight_ih"):], spec, H, x.dtype)
+            bx.append(b)
+            bhn.append(bn)
+    y, h_n, c_n, ws = _compiled.forward_stack(
+        spec.code, x, w_ih, w_hh, bx, bhn, h0, c0, layout.lengths, layout.order,
+        layout.blocks, units, layout.partial, num_layers, D, training, nthreads, int(mode),
+        p.projection_threads)
+    if ws is not None:
+        ws.update(cell=cell, num_layers=num_layers, num_directions=D, hidden_size=H,
+                  x=x, h0=h0, c0=c0 if spec.code == LSTM else None)
+    return y, h_n, c_n, ws
