@@ -281,7 +281,7 @@ def test_missing_file(tmp_path):
 def test_truncated_everywhere(good):
     data = good.read_bytes()
     cut = good.parent / "cut.npz"
-    points = set(range(0, 30)) | set(range(30, len(data), len(data) // 40)) | {len(data) - 1}
+    points = set(range(30)) | set(range(30, len(data), len(data) // 40)) | {len(data) - 1}
     for n in sorted(points):
         cut.write_bytes(data[:n])
         with pytest.raises(ValueError, match="cut.npz"):
