@@ -31,6 +31,42 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def check_bool(name, value):
+    """Return ``value`` as a Python bool if it is a boolean, else raise TypeError.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in the error message.
+    value : bool or numpy.bool_
+        The flag. Integers (``0``, ``1``), strings and ``None`` are refused rather than
+        interpreted by their truth value.
+
+    Returns
+    -------
+    bool
+        ``value`` as a built-in :class:`bool`.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is neither a :class:`bool` nor a :class:`numpy.bool_`; the message is
+        ``"<name> must be True or False, got <value>"``.
+
+    Examples
+    --------
+    >>> check_bool("bias", np.True_)
+    True
+    >>> check_bool("bias", 1)
+    Traceback (most recent call last):
+    ...
+    TypeError: bias must be True or False, got 1
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_choice(name, value, choices):
     """Return ``value`` if it is one of ``choices``, else raise ValueError."""
     if value not in choices:

@@ -59,44 +59,31 @@ class _Parser(argparse.ArgumentParser):
 
 # ------------------------------------------------------------------------------ argument types
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _argument_type(name, parse, accept, expected):
+    """An argparse ``type=``: ``parse(text)`` (int or float) if ``accept`` takes the value.
+
+    Text that does not parse, or a value ``accept`` refuses, raises
+    :class:`argparse.ArgumentTypeError` ``"must be <expected>, got '<text>'"`` (argparse
+    prefixes the option's name).
+    """
+    def convert(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        return value
+
+    convert.__name__ = convert.__qualname__ = name
+    return convert
 
 
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
-
-
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    return value
+_positive_int = _argument_type("_positive_int", int, lambda v: v >= 1, "a positive integer")
+_seed = _argument_type("_seed", int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _argument_type("_positive_float", float,
+                                 lambda v: math.isfinite(v) and v > 0, "a number > 0")
+_fraction = _argument_type("_fraction", float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 # ------------------------------------------------------------------------------ files
@@ -598,6 +585,22 @@ def _describe(model, say, n_train, n_val, what):
     say(f"{n_train} training {what}, {n_val} validation {what}")
 
 
+def _write_history_csv(path, history):
+    """Write a training history as CSV, atomically: ``epoch`` (from 1), then one column per
+    logged value (``loss``, ``val_loss``, metrics), one row per epoch."""
+    from .io import atomic_write
+
+    keys = list(history.history)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for i in range(len(history.epoch)):
+        writer.writerow([i + 1, *(repr(float(history.history[k][i]))
+                                  if i < len(history.history[k]) else "" for k in keys)])
+    data = out.getvalue().encode("utf-8")
+    atomic_write(path, lambda fileobj: fileobj.write(data))
+
+
 def cmd_train(args):
     """Train a model for a task on a file, save it, and plot its learning curves."""
     defaults = DEFAULTS[args.task]
@@ -608,6 +611,16 @@ def cmd_train(args):
         raise CLIError("--column applies to --task forecast only")
     _check_output("--out", args.out)
     _check_output("--plot", args.plot)
+    history_csv = None
+    if args.plot:
+        from .plot import require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ImportError as exc:
+            history_csv = os.path.splitext(args.plot)[0] + ".csv"
+            print(f"{PROG}: warning: --plot: {exc}; the learning curves will be written as CSV "
+                  f"to {history_csv} instead", file=sys.stderr)
 
     def say(line=""):
         if not args.quiet:
@@ -624,7 +637,10 @@ def cmd_train(args):
         print(line)
     model.save(args.out)
     print(f"saved the model to {args.out}")
-    if args.plot:
+    if history_csv is not None:
+        _write_history_csv(history_csv, history)
+        print(f"saved the learning curves to {history_csv}")
+    elif args.plot:
         from .plot import line_plot
 
         curves = {k: v for k, v in history.history.items() if k in ("loss", "val_loss")}
@@ -781,7 +797,9 @@ def build_parser():
                         "charlm window/4)")
     p.add_argument("--out", default="model.npz", metavar="FILE",
                    help="where to save the model (default model.npz)")
-    p.add_argument("--plot", metavar="FILE.png", help="write the learning curves as a PNG")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="write the learning curves as a PNG (needs matplotlib: "
+                        "pip install fastrnn[plot]; without it, as FILE.csv)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar or description; results only")

@@ -109,12 +109,20 @@ def gradient_norms(model, X, y, lengths=None, loss=None):
 def plot_gradient_norms(path, norms, title="gradient norm ||dL/dh_t|| (log10)"):
     """Write a PNG of ``log10 ||dL/dh_t||`` against the timestep, one line per series.
 
+    Drawn by :func:`fastrnn.plot.line_plot`, which needs matplotlib
+    (``pip install fastrnn[plot]``).
+
     Parameters
     ----------
     path : str or os.PathLike
     norms : dict of str to array_like
         Label -> norms over the timesteps (e.g. a row of :func:`hidden_gradient_norms`).
     title : str
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed (the message says ``pip install fastrnn[plot]``).
     """
     from .plot import line_plot
 

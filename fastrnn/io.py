@@ -419,49 +419,45 @@ def _read_metadata(path, zf):
 
 
 def _read_array_member(path, zf, info):
-    """Parse one ``.npy`` member without ever unpickling."""
+    """Read one ``.npy`` member with NumPy's reader, never unpickling, never over-allocating.
+
+    The header is read and checked first: an object dtype is refused, and the data its shape
+    and dtype declare must be exactly what the member holds, so that a header claiming a huge
+    shape is refused before :func:`numpy.lib.format.read_array` allocates anything. The member
+    is then read from its start by ``read_array(..., allow_pickle=False)``.
+    """
     fmt = np.lib.format
     with zf.open(info) as member:
         version = fmt.read_magic(member)
         if version == (1, 0):
-            shape, fortran_order, dtype = fmt.read_array_header_1_0(member)
+            shape, _, dtype = fmt.read_array_header_1_0(member)
         elif version == (2, 0):
-            shape, fortran_order, dtype = fmt.read_array_header_2_0(member)
+            shape, _, dtype = fmt.read_array_header_2_0(member)
         else:
             raise ValueError(f"unsupported .npy format version {version}")
-        if dtype.hasobject:
-            _fail(
-                path,
-                f"member {info.filename!r} holds Python objects (dtype {dtype}), which would "
-                f"need unpickling; fastrnn never unpickles, so the file is refused",
-            )
-        if dtype.kind not in _ARRAY_KINDS or dtype.names is not None:
-            _fail(path, f"member {info.filename!r} has unsupported dtype {dtype}")
-        count = math.prod(shape)
-        nbytes = count * dtype.itemsize
-        data_size = info.file_size - member.tell()
-        if data_size != nbytes:
-            raise ValueError(
-                f"header declares shape {shape} of {dtype} ({nbytes} bytes) but the member "
-                f"holds {data_size} bytes of data"
-            )
-        buffer = bytearray(nbytes)
-        view = memoryview(buffer)
-        filled = 0
-        while filled < nbytes:
-            n = member.readinto(view[filled:])
-            if not n:
-                raise EOFError(f"data ends after {filled} of {nbytes} bytes")
-            filled += n
+        header_size = member.tell()
+    if dtype.hasobject:
+        _fail(
+            path,
+            f"member {info.filename!r} holds Python objects (dtype {dtype}), which would "
+            f"need unpickling; fastrnn never unpickles, so the file is refused",
+        )
+    if dtype.kind not in _ARRAY_KINDS or dtype.names is not None:
+        _fail(path, f"member {info.filename!r} has unsupported dtype {dtype}")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"header declares a negative dimension in shape {shape}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    data_size = info.file_size - header_size
+    if data_size != nbytes:
+        raise ValueError(
+            f"header declares shape {shape} of {dtype} ({nbytes} bytes) but the member "
+            f"holds {data_size} bytes of data"
+        )
+    with zf.open(info) as member:
+        arr = fmt.read_array(member, allow_pickle=False)
         if member.read(1):  # reaching the end also makes zipfile check the CRC-32
             raise ValueError("data continues past the declared shape")
-    if nbytes == 0:
-        flat = np.empty(count, dtype=dtype)
-    else:
-        flat = np.frombuffer(buffer, dtype=dtype, count=count)
-    if fortran_order:
-        return flat.reshape(shape[::-1]).transpose()
-    return flat.reshape(shape)
+    return arr
 
 
 def _read_arrays(path, zf):

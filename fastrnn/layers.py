@@ -10,7 +10,7 @@ import numpy as np
 
 from . import reference
 from ._validation import (
-    as_float_array, as_lengths, check_choice, check_dtype, check_positive_int,
+    as_float_array, as_lengths, check_bool, check_choice, check_dtype, check_positive_int,
 )
 
 BACKENDS = ("compiled", "reference")
@@ -46,18 +46,12 @@ class _Recurrent:
 
     def __init__(self, cell, input_size, hidden_size, num_layers, bias, bidirectional, dtype,
                  seed, backend, return_sequences):
-        if not isinstance(return_sequences, (bool, np.bool_)):
-            raise TypeError(f"return_sequences must be True or False, got {return_sequences!r}")
-        self.return_sequences = bool(return_sequences)
+        self.return_sequences = check_bool("return_sequences", return_sequences)
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
-        if not isinstance(bidirectional, (bool, np.bool_)):
-            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
-        self.bias = bool(bias)
-        self.bidirectional = bool(bidirectional)
+        self.bias = check_bool("bias", bias)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
         self.dtype = check_dtype(dtype)
         self.backend = _resolve_backend(backend)
         self.cell = cell
@@ -509,9 +503,7 @@ class Dense:
         self.in_features = check_positive_int("in_features", in_features)
         self.out_features = check_positive_int("out_features", out_features)
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
-        self.bias = bool(bias)
+        self.bias = check_bool("bias", bias)
         self.dtype = check_dtype(dtype)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)

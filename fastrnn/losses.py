@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import FLOAT_DTYPES, check_choice
+from ._validation import FLOAT_DTYPES, check_bool, check_choice
 
 REDUCTIONS = ("mean", "sum")
 
@@ -304,9 +304,7 @@ class BinaryCrossentropy(Loss):
 
     def __init__(self, from_logits=True, reduction="mean"):
         super().__init__(reduction)
-        if not isinstance(from_logits, (bool, np.bool_)):
-            raise TypeError(f"from_logits must be True or False, got {from_logits!r}")
-        self.from_logits = bool(from_logits)
+        self.from_logits = check_bool("from_logits", from_logits)
 
     def _elementwise(self, y_pred, y_true, valid):
         y = as_target(y_true, y_pred)

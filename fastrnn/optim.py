@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import FLOAT_DTYPES, check_choice
+from ._validation import FLOAT_DTYPES, check_bool, check_choice
 
 
 # ---------------------------------------------------------------------------- argument checks
@@ -42,12 +42,6 @@ def _count(name, value, low=0):
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
     return int(value)
-
-
-def _flag(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _check_mapping(name, value):
@@ -293,7 +287,7 @@ class SGD(Optimizer):
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
         super().__init__(lr)
         self.momentum = _real("momentum", momentum)
-        self.nesterov = _flag("nesterov", nesterov)
+        self.nesterov = check_bool("nesterov", nesterov)
         self.weight_decay = _real("weight_decay", weight_decay)
         self.dampening = _real("dampening", dampening)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
@@ -352,7 +346,7 @@ class Adam(Optimizer):
                       _real("betas[1]", betas[1], 0.0, 1.0, high_open=True))
         self.eps = _real("eps", eps)
         self.weight_decay = _real("weight_decay", weight_decay)
-        self.amsgrad = _flag("amsgrad", amsgrad)
+        self.amsgrad = check_bool("amsgrad", amsgrad)
 
     def get_config(self):
         return {**super().get_config(), "betas": list(self.betas), "eps": self.eps,
@@ -440,7 +434,7 @@ class RMSprop(Optimizer):
         self.eps = _real("eps", eps)
         self.momentum = _real("momentum", momentum)
         self.weight_decay = _real("weight_decay", weight_decay)
-        self.centered = _flag("centered", centered)
+        self.centered = check_bool("centered", centered)
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "eps": self.eps,
@@ -608,7 +602,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """
     max_norm = _real("max_norm", max_norm)
     norm_type = _real("norm_type", norm_type, low_open=True)
-    error_if_nonfinite = _flag("error_if_nonfinite", error_if_nonfinite)
+    error_if_nonfinite = check_bool("error_if_nonfinite", error_if_nonfinite)
     arrays = _present(grads)
     if not arrays:
         return 0.0

@@ -1,24 +1,27 @@
 """The ``fastrnn`` command (fastrnn.cli) and the PNG line plots (fastrnn.plot).
 
+The plots need the optional matplotlib (``fastrnn[plot]``): their tests run with it when it is
+installed (the ``test`` extra installs it) and without it (made unimportable) always.
+
 Every subcommand runs on small files generated here, with tiny models; bad arguments and bad
 files must give exit status 2 and exactly one line on stderr, never a traceback.
 """
+import argparse
+import builtins
 import contextlib
 import io
 import math
 import os
-import struct
 import subprocess
 import sys
 import types
-import zlib
 
 import numpy as np
 import pytest
 
 import fastrnn
 from fastrnn import cli
-from fastrnn.plot import PALETTE, line_plot
+from fastrnn.plot import PALETTE, line_plot, write_png
 
 TINY = ["--hidden", "8", "--epochs", "2", "--batch-size", "16", "--quiet"]
 
@@ -95,56 +98,100 @@ def models(files):
     return paths
 
 
-# ------------------------------------------------------------------------------ PNG decoding
-
-def decode_png(path):
-    """Pixels ``(height, width, 3)`` of an 8-bit RGB PNG, checking every chunk's CRC."""
-    data = open(path, "rb").read()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, kind
-        chunks.append((kind, body))
-        pos += 12 + length
-    assert pos == len(data)
-    kinds = [k for k, _ in chunks]
-    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and b"IDAT" in kinds
-    w, h, depth, color, comp, filt, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    assert (depth, color, comp, filt, interlace) == (8, 2, 0, 0, 0)
-    raw = zlib.decompress(b"".join(b for k, b in chunks if k == b"IDAT"))
-    rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + 3 * w)
-    assert (rows[:, 0] == 0).all()                     # filter type None on every row
-    return rows[:, 1:].reshape(h, w, 3)
-
-
-def has_color(img, color):
-    return bool((img == np.array(color, np.uint8)).all(axis=2).any())
-
-
 # ------------------------------------------------------------------------------ plot
 
-def test_line_plot_png_decodes_with_each_line_colour(tmp_path):
+try:
+    import matplotlib.image
+except ImportError:                                      # the optional extra is not installed
+    matplotlib = None
+needs_matplotlib = pytest.mark.skipif(matplotlib is None, reason="needs matplotlib "
+                                      "(pip install fastrnn[plot])")
+
+
+def png_size(path):
+    """``(height, width)`` of a PNG file: its signature checked, decoded by matplotlib."""
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    return matplotlib.image.imread(path).shape[:2]
+
+
+def _block_matplotlib_in_sys_modules(monkeypatch):
+    for name in [n for n in sys.modules if n.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+
+def _block_matplotlib_in_import(monkeypatch):
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+@pytest.fixture(params=["sys.modules", "import"])
+def no_matplotlib(request, monkeypatch):
+    """matplotlib made unimportable (as when fastrnn[plot] is not installed), two ways."""
+    {"sys.modules": _block_matplotlib_in_sys_modules,
+     "import": _block_matplotlib_in_import}[request.param](monkeypatch)
+
+
+@needs_matplotlib
+@pytest.mark.parametrize("width, height", [(640, 400), (320, 200), (201, 151), (1001, 777)])
+def test_line_plot_writes_a_png_of_the_requested_size(tmp_path, width, height):
     path = tmp_path / "curves.png"
     line_plot(path, {"loss": [2.0, 1.2, 0.8, 0.7], "val_loss": [2.1, 1.5, 1.3, 1.4],
-                     "third": [1.0, math.nan, 1.1, 1.0]}, title="LSTM charlm", width=320,
-              height=200)
-    img = decode_png(path)
-    assert img.shape == (200, 320, 3)
-    for color in PALETTE[:3]:
-        assert has_color(img, color)
-    assert has_color(img, (0, 0, 0))                     # text and ticks
+                     "third": [1.0, math.nan, 1.1, 1.0]}, title="LSTM charlm", width=width,
+              height=height)
+    assert png_size(path) == (height, width)
     assert not list(tmp_path.glob(".*tmp"))              # no temporary file left behind
 
 
+@needs_matplotlib
+def test_line_plot_draws_the_series_titles_and_colours_as_given(tmp_path, monkeypatch):
+    """What is drawn, read from the figure (not from pixels): the texts as written (``||``
+    and ``$`` included), one line per series in PALETTE's colours, x from 1, gaps for
+    non-finite values, whole-number epoch ticks."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figures = []
+    real_print_png = FigureCanvasAgg.print_png
+
+    def spy(canvas, *args, **kwargs):
+        figures.append(canvas.figure)
+        return real_print_png(canvas, *args, **kwargs)
+
+    monkeypatch.setattr(FigureCanvasAgg, "print_png", spy)
+    line_plot(tmp_path / "a.png", {"loss": [3.0, 3.0, 3.0], "v $x$": [math.inf, math.nan, 1.0]},
+              title="norm ||dL/dh_t|| costs $5", xlabel="timestep t", ylabel="log10 norm")
+    (ax,) = figures[0].axes
+    assert ax.get_title() == r"norm ||dL/dh_t|| costs \$5"  # escaped: drawn as written
+    assert ax.title._preprocess_math(ax.get_title()) == ("norm ||dL/dh_t|| costs $5", False)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("timestep t", "log10 norm")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["loss", r"v \$x\$"]
+    lines = ax.get_lines()
+    assert len(lines) == 2
+    for line, rgb in zip(lines, PALETTE):
+        assert matplotlib.colors.to_rgb(line.get_color()) == pytest.approx(
+            [c / 255 for c in rgb])
+        np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])
+    np.testing.assert_array_equal(lines[1].get_ydata(), [math.nan, math.nan, 1.0])
+    assert lines[1].get_markevery() == [2]               # the lone point gets a marker
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert png_size(tmp_path / "a.png") == (400, 640)
+
+
+@needs_matplotlib
 def test_line_plot_single_point_and_constant_series(tmp_path):
     line_plot(tmp_path / "a.png", {"loss": [0.5]})
     line_plot(tmp_path / "b.png", {"loss": [3.0, 3.0, 3.0], "v": [math.inf, math.nan, 1.0]})
-    assert has_color(decode_png(tmp_path / "a.png"), PALETTE[0])
-    img = decode_png(tmp_path / "b.png")
-    assert has_color(img, PALETTE[0]) and has_color(img, PALETTE[1])
+    line_plot(tmp_path / "c.png", {"loss": [math.nan, math.inf]})      # nothing finite
+    line_plot(tmp_path / "d.png", {"loss": list(np.linspace(1, 0, 500))})
+    for name in "abcd":
+        assert png_size(tmp_path / f"{name}.png") == (400, 640)
 
 
 @pytest.mark.parametrize("series, error", [
@@ -157,6 +204,15 @@ def test_line_plot_rejects_bad_series(tmp_path, series, error):
     assert not os.path.exists(tmp_path / "x.png")
 
 
+@pytest.mark.parametrize("size", [{"width": 199}, {"height": 149}, {"width": 300.0},
+                                  {"height": True}])
+def test_line_plot_rejects_bad_sizes(tmp_path, size):
+    with pytest.raises(ValueError, match="width|height"):
+        line_plot(tmp_path / "x.png", {"loss": [1.0]}, **size)
+    assert not os.path.exists(tmp_path / "x.png")
+
+
+@needs_matplotlib
 def test_line_plot_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "curves.png"
     path.write_bytes(b"previous")
@@ -169,6 +225,110 @@ def test_line_plot_write_is_atomic(tmp_path, monkeypatch):
         line_plot(path, {"loss": [1.0, 0.5]})
     assert path.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+
+
+@needs_matplotlib
+def test_write_png(tmp_path):
+    img = np.zeros((7, 9, 3), np.uint8)
+    img[2, 3] = (255, 127, 14)
+    write_png(tmp_path / "img.png", img)
+    assert png_size(tmp_path / "img.png") == (7, 9)
+    for bad in (np.zeros((7, 9), np.uint8), np.zeros((7, 9, 3)), np.zeros((0, 9, 3), np.uint8)):
+        with pytest.raises(ValueError, match="uint8"):
+            write_png(tmp_path / "bad.png", bad)
+    assert not os.path.exists(tmp_path / "bad.png")
+
+
+def test_plotting_without_matplotlib_says_how_to_install_it(tmp_path, no_matplotlib):
+    from fastrnn.diagnostics import plot_gradient_norms
+
+    hint = r"matplotlib.*pip install fastrnn\[plot\]"
+    with pytest.raises(ImportError, match=hint):
+        fastrnn.plot.require_matplotlib()
+    with pytest.raises(ImportError, match=hint):
+        line_plot(tmp_path / "a.png", {"loss": [1.0, 0.5]})
+    with pytest.raises(ImportError, match=hint):
+        plot_gradient_norms(tmp_path / "b.png", {"rnn": [1.0, 0.1]})
+    with pytest.raises(ImportError, match=hint):
+        write_png(tmp_path / "c.png", np.zeros((2, 2, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_matplotlib
+def test_matplotlib_is_imported_only_to_plot_and_the_backend_is_left_alone(tmp_path):
+    """``import fastrnn`` (and its CLI and plot modules) never imports matplotlib; a plot
+    imports it but not pyplot, and does not change the backend the user chose."""
+    code = (
+        "import sys\n"
+        "import fastrnn, fastrnn.cli, fastrnn.plot, fastrnn.diagnostics\n"
+        "assert not any(m.split('.')[0] == 'matplotlib' for m in sys.modules), 'imported'\n"
+        "fastrnn.plot.line_plot(sys.argv[1], {'loss': [1.0, 0.5]})\n"
+        "import matplotlib\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
+        "assert matplotlib.rcParams['backend'] == 'pdf', matplotlib.rcParams['backend']\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastrnn.__file__)),
+               MPLBACKEND="pdf")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.png")], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert png_size(tmp_path / "a.png") == (400, 640)
+
+
+def test_train_without_matplotlib_writes_the_history_as_csv(files, tmp_path, monkeypatch):
+    _block_matplotlib_in_sys_modules(monkeypatch)
+    out, png = tmp_path / "m.npz", tmp_path / "curves.png"
+    code, stdout, err = run("train", "--task", "forecast", "--data", files / "series.csv",
+                            "--window", "8", "--out", out, "--plot", png, *TINY)
+    assert code == 0, err
+    assert err.count("\n") == 1 and err.startswith("fastrnn: warning: --plot: ")
+    assert "pip install fastrnn[plot]" in err and str(tmp_path / "curves.csv") in err
+    assert not png.exists() and out.exists()
+    assert f"saved the learning curves to {tmp_path / 'curves.csv'}" in stdout
+    rows = (tmp_path / "curves.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["epoch", "loss", "val_loss"]
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]          # TINY: 2 epochs
+    assert all(math.isfinite(float(v)) for r in rows[1:] for v in r.split(",")[1:])
+
+
+# ------------------------------------------------------------------------------ argument types
+
+@pytest.mark.parametrize("convert, text, value", [
+    (cli._positive_int, "3", 3), (cli._positive_int, " 12 ", 12),
+    (cli._seed, "0", 0), (cli._seed, "7", 7),
+    (cli._positive_float, "0.5", 0.5), (cli._positive_float, "1e-3", 1e-3),
+    (cli._fraction, "0", 0.0), (cli._fraction, "0.25", 0.25),
+])
+def test_argument_types_accept(convert, text, value):
+    got = convert(text)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("convert, texts, expected", [
+    (cli._positive_int, ["0", "-1", "1.5", "x", ""], "a positive integer"),
+    (cli._seed, ["-1", "0.5", "seed"], "an integer >= 0"),
+    (cli._positive_float, ["0", "-2", "nan", "inf", "abc"], "a number > 0"),
+    (cli._fraction, ["1", "-0.1", "1.5", "nan", "half"], "a number in [0, 1)"),
+])
+def test_argument_types_refuse_with_one_message(convert, texts, expected):
+    for text in texts:
+        with pytest.raises(argparse.ArgumentTypeError) as info:
+            convert(text)
+        assert str(info.value) == f"must be {expected}, got {text!r}"
+
+
+@pytest.mark.parametrize("option, text, message", [
+    ("--hidden", "0", "argument --hidden: must be a positive integer, got '0'"),
+    ("--seed", "-3", "argument --seed: must be an integer >= 0, got '-3'"),
+    ("--lr", "inf", "argument --lr: must be a number > 0, got 'inf'"),
+    ("--validation-split", "1",
+     "argument --validation-split: must be a number in [0, 1), got '1'"),
+])
+def test_argument_type_errors_name_the_option(files, option, text, message):
+    code, out, err = run("train", "--task", "forecast", "--data", files / "series.csv", option,
+                         text, traceback=False)
+    assert code == 2 and out == ""
+    assert err == f"fastrnn: error: {message} (see 'fastrnn train --help')\n"
 
 
 # ------------------------------------------------------------------------------ demo
@@ -189,9 +349,11 @@ def test_train_writes_models_plots_and_info(models, files):
     for task, (path, stdout) in models.items():
         model = fastrnn.load_model(path)
         assert model.info["task"] == task
-        img = decode_png(files / f"{task}.png")
-        assert img.shape == (400, 640, 3)
-        assert has_color(img, PALETTE[0]) and has_color(img, PALETTE[1])   # loss, val_loss
+        if matplotlib is not None:
+            assert png_size(files / f"{task}.png") == (400, 640)
+            assert f"saved the learning curves to {files / f'{task}.png'}" in stdout
+        else:
+            assert (files / f"{task}.csv").exists() and not (files / f"{task}.png").exists()
         assert f"saved the model to {path}" in stdout
         assert "epoch" not in stdout                     # --quiet: results only
     info = fastrnn.load_model(models["forecast"][0]).info

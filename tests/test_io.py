@@ -281,7 +281,7 @@ def test_missing_file(tmp_path):
 def test_truncated_everywhere(good):
     data = good.read_bytes()
     cut = good.parent / "cut.npz"
-    points = set(range(0, 30)) | set(range(30, len(data), len(data) // 40)) | {len(data) - 1}
+    points = set(range(30)) | set(range(30, len(data), len(data) // 40)) | {len(data) - 1}
     for n in sorted(points):
         cut.write_bytes(data[:n])
         with pytest.raises(ValueError, match="cut.npz"):
@@ -499,3 +499,54 @@ def test_directory_is_not_a_value_error(tmp_path):
     with pytest.raises(OSError) as info:
         load_bundle(tmp_path)
     assert not isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("shape", [(10**15,), (2**62, 2**62), (0, 10**18)])
+def test_file_bomb_header_is_refused_before_numpy_reads_it(tmp_path, monkeypatch, shape):
+    """A header claiming more data than the member holds is a ValueError naming the file,
+    raised before numpy.lib.format.read_array (which allocates the declared shape) runs."""
+    calls = []
+    monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: calls.append(a))
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    path = tmp_path / "bomb.npz"
+    craft(path, [("metadata.json", meta_bytes()), ("w.npy", buf.getvalue() + b"\0" * 64)])
+    with pytest.raises(ValueError, match=r"bomb\.npz.*'w\.npy'.*declares shape") as info:
+        load_bundle(path)
+    assert not isinstance(info.value, MemoryError)
+    assert calls == []
+
+
+def test_negative_dimensions_are_refused(tmp_path):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": (-1, -4)})
+    path = tmp_path / "m.npz"
+    craft(path, [("metadata.json", meta_bytes()), ("w.npy", buf.getvalue() + b"\0" * 32)])
+    with pytest.raises(ValueError, match=r"m\.npz.*'w\.npy'.*negative"):
+        load_bundle(path)
+
+
+def test_structured_object_member_is_refused(tmp_path):
+    arr = np.zeros(2, dtype=[("a", "<f8"), ("b", object)])
+    path = tmp_path / "m.npz"
+    craft(path, [("metadata.json", meta_bytes()), ("w.npy", npy_bytes(arr, allow_pickle=True))])
+    with pytest.raises(ValueError, match=r"m\.npz.*'w\.npy' holds Python objects"):
+        load_bundle(path)
+
+
+def test_members_are_read_by_numpy_without_pickle(good, monkeypatch):
+    """The data is read by numpy's own reader, always with allow_pickle=False."""
+    seen = []
+    real = np.lib.format.read_array
+
+    def spy(fileobj, *args, **kwargs):
+        seen.append(kwargs.get("allow_pickle", args[0] if args else True))
+        return real(fileobj, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "read_array", spy)
+    arrays, _ = load_bundle(good)
+    assert seen == [False] * len(sample_arrays())
+    assert_same_arrays(sample_arrays(), arrays)
+    assert all(a.flags.writeable for a in arrays.values())

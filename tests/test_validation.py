@@ -146,3 +146,42 @@ def test_bad_streaming_steps(lstm):
     bi = fastrnn.GRU(3, 4, bidirectional=True, backend="reference")
     with pytest.raises(ValueError, match="step.*unidirectional"):
         bi.step(np.zeros((1, 3)))
+
+
+# ------------------------------------------------------------------------------ check_bool
+
+def test_check_bool_accepts_bool_and_numpy_bool_and_returns_a_python_bool():
+    from fastrnn._validation import check_bool
+
+    for value in (True, False, np.True_, np.False_, np.bool_(1)):
+        got = check_bool("flag", value)
+        assert type(got) is bool and got == bool(value)
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.0, "yes", "", None, np.int64(1), np.array(True),
+                                   [True]])
+def test_check_bool_refuses_everything_else_with_one_message(value):
+    from fastrnn._validation import check_bool
+
+    with pytest.raises(TypeError) as info:
+        check_bool("flag", value)
+    assert str(info.value) == f"flag must be True or False, got {value!r}"
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda v: fastrnn.RNN(3, 4, return_sequences=v), "return_sequences"),
+    (lambda v: fastrnn.LSTM(3, 4, bias=v), "bias"),
+    (lambda v: fastrnn.GRU(3, 4, bidirectional=v), "bidirectional"),
+    (lambda v: fastrnn.layers.Dense(3, 4, bias=v), "bias"),
+    (lambda v: fastrnn.losses.BinaryCrossentropy(from_logits=v), "from_logits"),
+    (lambda v: fastrnn.optim.SGD(momentum=0.9, nesterov=v), "nesterov"),
+    (lambda v: fastrnn.optim.Adam(amsgrad=v), "amsgrad"),
+    (lambda v: fastrnn.optim.RMSprop(centered=v), "centered"),
+    (lambda v: fastrnn.optim.clip_grad_norm({"w": np.ones(2)}, 1.0, error_if_nonfinite=v),
+     "error_if_nonfinite"),
+])
+def test_every_flag_argument_uses_check_bool(make, name):
+    with pytest.raises(TypeError) as info:
+        make(1)
+    assert str(info.value) == f"{name} must be True or False, got 1"
+    make(np.True_)                       # a NumPy bool is accepted
