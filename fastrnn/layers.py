@@ -490,7 +490,17 @@ class Recurrent:
         return config
 
     def output_shape(self, input_shape):
-        """Shape of the layer's model output for an input of ``input_shape`` (None: any)."""
+        """Shape of the layer's model output for an input of ``input_shape`` (None: any).
+
+        Parameters
+        ----------
+        input_shape : tuple of int or None
+            None for a size that is not fixed.
+
+        Returns
+        -------
+        tuple
+        """
         width = self.num_directions * self.hidden_size
         return (*input_shape[:2], width) if self.return_sequences else (input_shape[0], width)
 
@@ -764,7 +774,16 @@ class Dense:
         return dict(self._params)
 
     def linear(self, x):
-        """The pre-activation ``x W^T + b`` (the logits when the activation is dropped)."""
+        """The pre-activation ``x W^T + b`` (the logits when the activation is dropped).
+
+        Parameters
+        ----------
+        x : ndarray, shape (..., in_features)
+
+        Returns
+        -------
+        ndarray, shape (..., out_features)
+        """
         out = x @ self._params["weight"].T
         if self.bias:
             out += self._params["bias"]
@@ -791,7 +810,17 @@ class Dense:
                     activation=self.activation, bias=self.bias, dtype=self.dtype.name)
 
     def output_shape(self, input_shape):
-        """``input_shape`` with its last entry replaced by ``out_features``."""
+        """``input_shape`` with its last entry replaced by ``out_features``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int or None
+            None for a size that is not fixed.
+
+        Returns
+        -------
+        tuple
+        """
         return (*input_shape[:-1], self.out_features)
 
     def model_forward(self, x, lengths=None, *, state=None, training=False, logits=False):
@@ -923,7 +952,23 @@ class Embedding:
         return dict(self._params)
 
     def check_tokens(self, tokens, name="x"):
-        """``tokens`` as an int64 array, or a clear error for non-integers and out-of-range ids."""
+        """``tokens`` as an int64 array, or a clear error for non-integers and out-of-range ids.
+
+        Parameters
+        ----------
+        tokens : array_like of int
+        name : str
+            The argument's name in error messages.
+
+        Returns
+        -------
+        ndarray of int64
+
+        Raises
+        ------
+        TypeError, ValueError
+            For non-integers, an empty array or ids outside ``0..num_embeddings-1``.
+        """
         arr = np.asarray(tokens)
         if arr.dtype.kind not in "iu":
             raise TypeError(f"{name} must be integer token ids for an Embedding, "
@@ -949,7 +994,17 @@ class Embedding:
                     padding_idx=self.padding_idx, dtype=self.dtype.name)
 
     def output_shape(self, input_shape):
-        """``input_shape + (embedding_dim,)``."""
+        """``input_shape + (embedding_dim,)``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int or None
+            None for a size that is not fixed.
+
+        Returns
+        -------
+        tuple
+        """
         return (*input_shape, self.embedding_dim)
 
     def model_forward(self, x, lengths=None, *, state=None, training=False):
@@ -976,6 +1031,15 @@ class Embedding:
     def model_backward(self, dy, *, dstate=None, input_grad=True):
         """Backward pass of the last ``model_forward(..., training=True)``; fills :attr:`grads`.
 
+        Parameters
+        ----------
+        dy : ndarray, shape ``tokens.shape + (embedding_dim,)``
+            Gradient with respect to the vectors.
+        dstate : None
+            The layer has no state.
+        input_grad : bool
+            Ignored: tokens have no gradient.
+
         Returns
         -------
         dx, dstate0 : None
@@ -986,6 +1050,12 @@ class Embedding:
     def step(self, x_t, state=None):
         """Vectors of one timestep of tokens ``x_t`` (shape ``(batch,)``).
 
+        Parameters
+        ----------
+        x_t : array_like of int, shape (batch,)
+        state : None
+            The layer has no state.
+
         Returns
         -------
         y_t : ndarray, shape (batch, embedding_dim)
@@ -994,7 +1064,18 @@ class Embedding:
         return self._forward(self.check_tokens(x_t, "x_t"), False), None
 
     def backward(self, dy):
-        """Fill :attr:`grads` (rows of repeated tokens add up; the padding row stays 0)."""
+        """Fill :attr:`grads` (rows of repeated tokens add up; the padding row stays 0).
+
+        Parameters
+        ----------
+        dy : ndarray, shape ``tokens.shape + (embedding_dim,)``
+            Gradient with respect to the vectors of the last training call.
+
+        Returns
+        -------
+        None
+            Tokens have no gradient.
+        """
         if self._cache is None:
             raise RuntimeError("backward() needs a call with training=True first")
         grad = np.zeros_like(self._params["weight"])
@@ -1042,7 +1123,17 @@ class Dropout:
         return x * self._mask
 
     def backward(self, dy):
-        """Gradient with respect to the input: the same mask applied to ``dy``."""
+        """Gradient with respect to the input: the same mask applied to ``dy``.
+
+        Parameters
+        ----------
+        dy : ndarray
+            Gradient with respect to the output of the last call.
+
+        Returns
+        -------
+        ndarray
+        """
         return dy if self._mask is None else dy * self._mask
 
     def get_config(self):
@@ -1050,7 +1141,17 @@ class Dropout:
         return dict(p=self.p)
 
     def output_shape(self, input_shape):
-        """The input shape: dropout keeps shapes."""
+        """The input shape: dropout keeps shapes.
+
+        Parameters
+        ----------
+        input_shape : tuple of int or None
+            None for a size that is not fixed.
+
+        Returns
+        -------
+        tuple
+        """
         return tuple(input_shape)
 
     @property
@@ -1091,6 +1192,15 @@ class Dropout:
     def model_backward(self, dy, *, dstate=None, input_grad=True):
         """Backward pass of the last ``model_forward`` (the protocol).
 
+        Parameters
+        ----------
+        dy : ndarray
+            Gradient with respect to the output.
+        dstate : None
+            The layer has no state.
+        input_grad : bool
+            False returns None for ``dx``.
+
         Returns
         -------
         dx : ndarray or None
@@ -1101,6 +1211,12 @@ class Dropout:
 
     def step(self, x_t, state=None):
         """One timestep outside training: the identity.
+
+        Parameters
+        ----------
+        x_t : array_like
+        state : None
+            The layer has no state.
 
         Returns
         -------

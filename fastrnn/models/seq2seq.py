@@ -140,6 +140,14 @@ class EncoderDecoder(_Model):
     def predict(self, source, source_lengths=None, max_length=50):
         """Greedy decoding: the most likely token at each step, until ``eos_id``.
 
+        Parameters
+        ----------
+        source : array_like of int, or a ragged list
+            ``(n, source_len)`` source token ids.
+        source_lengths : array_like of int, optional
+        max_length : int
+            Tokens to decode at most.
+
         Returns
         -------
         ndarray of int64, shape (n, max_length)

@@ -225,6 +225,18 @@ class Sequential(_Model):
     def evaluate(self, X, y, lengths=None, batch_size=256, loss=None, metrics=()):
         """Loss and metrics of the model on ``(X, y)``.
 
+        Parameters
+        ----------
+        X, y : array_like
+            Inputs (or a ragged list of sequences) and targets, as for :meth:`fit`.
+        lengths : array_like of int, optional
+            Valid timesteps of each sequence.
+        batch_size : int
+        loss : str or loss object, optional
+            Default: the model's loss from :meth:`fit`.
+        metrics : sequence of str
+            Names from :mod:`fastrnn.metrics`.
+
         Returns
         -------
         dict of str to float
