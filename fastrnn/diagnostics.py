@@ -10,7 +10,7 @@ import numpy as np
 
 from . import reference
 from ._validation import as_float_array, as_lengths
-from .layers import _Recurrent
+from .layers import Recurrent
 
 
 def hidden_gradient_norms(layer, x, dy=None, dstate=None, state=None, lengths=None):
@@ -34,19 +34,19 @@ def hidden_gradient_norms(layer, x, dy=None, dstate=None, state=None, lengths=No
         Row ``layer * num_directions + direction``: at each step ``t`` the mean over the
         sequences that have a step ``t`` of ``||dL/dh_t||_2``.
     """
-    if not isinstance(layer, _Recurrent):
+    if not isinstance(layer, Recurrent):
         raise TypeError(f"layer must be an RNN, LSTM or GRU, got {type(layer).__name__}")
     x = as_float_array("x", x, layer.dtype, (None, None, layer.input_size))
     batch, timesteps, _ = x.shape
     lengths = as_lengths(lengths, batch, timesteps)
-    h0, c0 = layer._check_state("state", state, batch)
+    h0, c0 = layer.check_state(state, batch)
     if dy is not None:
         dy = as_float_array("dy", dy, layer.dtype,
                             (batch, timesteps, layer.num_directions * layer.hidden_size))
-    dh_n, dc_n = layer._check_dstate(dstate, batch)
+    dh_n, dc_n = layer.check_dstate(dstate, batch)
     if dy is None and dh_n is None and dc_n is None:
         raise ValueError("hidden_gradient_norms() needs dy or dstate; both are None")
-    _, _, _, cache = reference.forward(layer.cell, x, layer._params, h0, c0, lengths,
+    _, _, _, cache = reference.forward(layer.cell, x, layer.parameters(), h0, c0, lengths,
                                        num_layers=layer.num_layers,
                                        bidirectional=layer.bidirectional)
     grads = {}
@@ -78,31 +78,18 @@ def gradient_norms(model, X, y, lengths=None, loss=None):
         Layer index -> array of shape (num_layers * num_directions, timesteps), as returned by
         :func:`hidden_gradient_norms`.
     """
-    from . import losses
-
-    loss = losses.get(loss if loss is not None else model.loss)
-    x, lengths = model._prepare(X, lengths)
-    y = model._targets(y, x.shape[0])
-    logits = model._logits_mode(loss)
-    inputs, upstream = {}, {}
-    out = model._forward(x, lengths, training=True, logits=logits, trace=inputs)
-    mask = model._mask(out, lengths)
-    _, grad = loss(out, y, mask)
-    model._backward(grad.astype(out.dtype, copy=False), logits, trace=upstream)
+    trace = model.trace(X, y, lengths=lengths, loss=loss)   # one forward and backward pass
     result = {}
     for i, layer in enumerate(model.layers):
-        if not isinstance(layer, _Recurrent):
+        if not isinstance(layer, Recurrent):
             continue
-        layer_in = inputs[i] if i in inputs else x
-        g = upstream[i]
+        g = trace.output_grads[i]      # dL/d(the layer's output)
         if layer.return_sequences:
-            result[i] = hidden_gradient_norms(layer, layer_in, dy=g, lengths=lengths)
-            continue
-        dh_n = np.zeros(layer._state_shape(layer_in.shape[0]), layer.dtype)
-        for d in range(layer.num_directions):
-            dh_n[-layer.num_directions + d] = g[:, d * layer.hidden_size:(d + 1) * layer.hidden_size]
-        dstate = (dh_n, None) if layer.cell == "lstm" else dh_n
-        result[i] = hidden_gradient_norms(layer, layer_in, dstate=dstate, lengths=lengths)
+            result[i] = hidden_gradient_norms(layer, trace.inputs[i], dy=g, lengths=trace.lengths)
+        else:                          # the output is the final state of the last layer
+            result[i] = hidden_gradient_norms(layer, trace.inputs[i],
+                                              dstate=layer.final_state_grad(g),
+                                              lengths=trace.lengths)
     return result
 
 

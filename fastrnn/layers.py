@@ -1,10 +1,47 @@
-"""Recurrent layers: ``RNN``, ``LSTM`` and ``GRU``.
+"""Layers: ``RNN``, ``LSTM`` and ``GRU``, and ``Dense``, ``Embedding`` and ``Dropout`` around them.
 
-A layer owns its parameters (PyTorch's names and shapes), validates and casts what the user
-passes, and hands C-contiguous arrays of its dtype to an engine: the NumPy reference
+A recurrent layer owns its parameters (PyTorch's names and shapes), validates and casts what the
+user passes, and hands C-contiguous arrays of its dtype to an engine: the NumPy reference
 (``backend="reference"``) or the compiled one (``backend="compiled"``).
+
+The layer protocol
+------------------
+Every layer class here implements :class:`Layer`, the protocol through which models
+(:class:`fastrnn.Sequential`, :class:`fastrnn.EncoderDecoder`) use layers; a model never touches
+a layer's private attributes.
+
+``parameters()``
+    The live parameter arrays, by name (an empty dict for ``Dropout``).
+``grads``
+    The gradients of the last backward pass, keyed like ``parameters()``.
+``model_forward(x, lengths=None, *, state=None, training=False) -> (y, state)``
+    The forward pass as a layer of a model, on input the model has already validated. State
+    is explicit: a recurrent layer starts from ``state`` (None: zeros) and returns its final
+    state; the other layers take None and return None. A recurrent layer's ``y`` is its whole
+    output sequence, or with ``return_sequences=False`` its output at each sequence's last
+    valid step. Truncated BPTT passes the state one window ended with to the next window.
+``model_backward(dy, *, dstate=None, input_grad=True) -> (dx, dstate0)``
+    The backward pass of the last ``model_forward(..., training=True)``: gradients of the
+    loss with respect to ``y`` (and the final state) in; the gradients with respect to ``x``
+    (None when ``input_grad`` is False, or for token input) and to the initial state (None
+    for the stateless layers) out; fills ``grads``.
+``step(x_t, state=None) -> (y_t, state)``
+    One timestep, for streaming and generation (``state`` is None for the stateless layers).
+``get_config()``
+    Constructor arguments as a JSON-able dict: ``type(layer)(**layer.get_config())`` rebuilds
+    the layer (without its weights), which is how model files name their layers.
+``output_shape(input_shape)``
+    The shape ``model_forward`` returns for an input of ``input_shape`` (None: any size).
+
+``Dropout`` adds :attr:`Dropout.rng_state`, the state of its random generator, which a saved
+model keeps so that training resumes with the same masks.
+
+The user-facing calls keep their own contracts: ``y, state = rnn(x, state, lengths, training)``
+and ``dx, dstate0 = rnn.backward(dy, dstate)`` for the recurrent layers (whole sequences, input
+validated), ``y = dense(x, training)`` and ``dense.backward(dy)`` for the others.
 """
 import math
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,8 +78,117 @@ def _resolve_backend(backend):
     return backend
 
 
-class _Recurrent:
-    """Shared machinery of the recurrent layers; use :class:`RNN`, :class:`LSTM` or :class:`GRU`."""
+@runtime_checkable
+class Layer(Protocol):
+    """The protocol every fastrnn layer implements, and the only way models use layers.
+
+    ``isinstance(obj, Layer)`` checks that ``obj`` has these methods and attributes; the
+    layer classes of this module all do. See the module docstring for the whole contract.
+
+    Attributes
+    ----------
+    grads : dict of str to ndarray
+        Gradients of the last backward pass, keyed like :meth:`parameters`.
+    """
+
+    grads: dict
+
+    def parameters(self):
+        """The live parameter arrays, by name.
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+
+    def model_forward(self, x, lengths=None, *, state=None, training=False):
+        """Forward pass as a layer of a model, on input the model has already validated.
+
+        Parameters
+        ----------
+        x : ndarray
+            The output of the previous layer (or the model's validated input).
+        lengths : ndarray of int, shape (batch,), optional
+            Valid timesteps of each sequence (recurrent layers skip the padded steps).
+        state : optional
+            Initial state of a recurrent layer, as its :meth:`model_forward` returned it
+            (trusted, not checked again); None means zeros. Stateless layers take None.
+        training : bool
+            Keep what :meth:`model_backward` needs.
+
+        Returns
+        -------
+        y : ndarray
+            What the layer passes on to the next one.
+        state : ndarray, tuple of ndarray or None
+            The final state (None for the stateless layers).
+        """
+
+    def model_backward(self, dy, *, dstate=None, input_grad=True):
+        """Backward pass of the last ``model_forward(..., training=True)``; fills :attr:`grads`.
+
+        Parameters
+        ----------
+        dy : ndarray or None
+            Gradient of the loss with respect to the ``y`` of :meth:`model_forward`.
+        dstate : optional
+            Gradient with respect to the final state (recurrent layers); None means zeros.
+        input_grad : bool
+            False skips the gradient with respect to ``x`` (when ``x`` is data).
+
+        Returns
+        -------
+        dx : ndarray or None
+            Gradient with respect to ``x``; None if ``input_grad`` is False or ``x`` is tokens.
+        dstate0 : ndarray, tuple of ndarray or None
+            Gradient with respect to the initial state (None for the stateless layers).
+        """
+
+    def step(self, x_t, state=None):
+        """Advance one timestep: ``y_t, state = layer.step(x_t, state)``.
+
+        Parameters
+        ----------
+        x_t : array_like
+            One timestep of input, ``(batch, features)`` (``(batch,)`` tokens for an
+            Embedding).
+        state : optional
+            As returned by the previous call; None means zeros (stateless layers: None).
+
+        Returns
+        -------
+        y_t : ndarray
+        state : ndarray, tuple of ndarray or None
+        """
+
+    def get_config(self):
+        """Constructor arguments as a JSON-able dict (``type(layer)(**config)`` rebuilds it).
+
+        Returns
+        -------
+        dict
+        """
+
+    def output_shape(self, input_shape):
+        """Shape of :meth:`model_forward`'s ``y`` for an input of ``input_shape``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int or None
+            None for a size that is not fixed.
+
+        Returns
+        -------
+        tuple of int or None
+        """
+
+
+class Recurrent:
+    """Shared machinery of the recurrent layers; use :class:`RNN`, :class:`LSTM` or :class:`GRU`.
+
+    ``isinstance(layer, Recurrent)`` tells the recurrent layers from the others. Its
+    parameters, methods and attributes are those of the subclasses.
+    """
 
     def __init__(self, cell, input_size, hidden_size, num_layers, bias, bidirectional, dtype,
                  seed, backend, return_sequences):
@@ -61,8 +207,6 @@ class _Recurrent:
         self._cache = None      # what backward needs, set by a call with training=True
         self._stepper = None    # weights prepared for step(); dropped when they may change
         self._last_state = None  # the state step() returned last (trusted when passed back)
-        self._carried_state = None  # in a model: initial (h, c) set by truncated BPTT
-        self._final_state = None    # in a model: (h_n, c_n) of the last forward
 
     # ------------------------------------------------------------------ parameters
 
@@ -350,35 +494,147 @@ class _Recurrent:
         return config
 
     def output_shape(self, input_shape):
-        """Shape of the layer's model output for an input of ``input_shape`` (None: any)."""
+        """Shape of the layer's model output for an input of ``input_shape`` (None: any).
+
+        Parameters
+        ----------
+        input_shape : tuple of int or None
+            None for a size that is not fixed.
+
+        Returns
+        -------
+        tuple
+        """
         width = self.num_directions * self.hidden_size
         return (*input_shape[:2], width) if self.return_sequences else (input_shape[0], width)
 
-    def _model_forward(self, x, lengths, training):
-        # a model training with truncated BPTT sets ``_carried_state`` to the (h, c) that the
-        # previous window ended with (a constant here: no gradient flows back into it)
-        if self._carried_state is not None:
-            h0, c0 = self._carried_state
-        else:
-            h0, c0 = self._check_state("state", None, x.shape[0])
-        y, h_n, c_n = self._forward(x, h0, c0, lengths, training)
-        self._final_state = (h_n, c_n)
-        if self.return_sequences:
-            return y
-        # the output at the last valid step: the last layer's final state of each direction
-        return np.concatenate(list(h_n[-self.num_directions:]), axis=1)
+    def model_forward(self, x, lengths=None, *, state=None, training=False):
+        """Forward pass as a layer of a model (the :class:`Layer` protocol).
 
-    def _model_backward(self, dy, input_grad=True):
+        Parameters
+        ----------
+        x : ndarray, shape (batch, timesteps, input_size)
+            Validated input of the layer's dtype (the model checked it once).
+        lengths : ndarray of int, shape (batch,), optional
+            Valid timesteps of each sequence.
+        state : optional
+            Initial state ``h`` (``(h, c)`` for an LSTM) as a previous :meth:`model_forward`
+            returned it, e.g. the state a truncated-BPTT window ended with; trusted, not
+            checked again. None means zeros.
+        training : bool
+            Keep what :meth:`model_backward` needs.
+
+        Returns
+        -------
+        y : ndarray
+            The output sequence ``(batch, timesteps, num_directions * hidden_size)``, or with
+            ``return_sequences=False`` the output at each sequence's last valid step,
+            ``(batch, num_directions * hidden_size)``.
+        state : ndarray or tuple of ndarray
+            The final state, shaped like ``state``.
+        """
+        if state is None:
+            h0, c0 = self._check_state("state", None, x.shape[0])
+        else:
+            h0, c0 = self._unpack_state(state)
+        y, h_n, c_n = self._forward(x, h0, c0, lengths, training)
+        state_out = self._pack_state(h_n, c_n)
         if self.return_sequences:
-            return self._backward(dy, None, None, input_grad)[0]
-        batch = dy.shape[0]
-        dh_n = np.zeros(self._state_shape(batch), self.dtype)
+            return y, state_out
+        # the output at the last valid step: the last layer's final state of each direction
+        return np.concatenate(list(h_n[-self.num_directions:]), axis=1), state_out
+
+    def model_backward(self, dy, *, dstate=None, input_grad=True):
+        """Backward pass of the last ``model_forward(..., training=True)`` (the protocol).
+
+        Parameters
+        ----------
+        dy : ndarray or None
+            Gradient with respect to the ``y`` of :meth:`model_forward` (trusted: of the
+            layer's dtype and shape); None means zeros.
+        dstate : optional
+            Gradient with respect to the final state (for an LSTM a tuple ``(dh, dc)`` whose
+            entries may be None); None means zeros.
+        input_grad : bool
+            False skips the gradient with respect to ``x`` (``x`` is data).
+
+        Returns
+        -------
+        dx : ndarray or None
+            Gradient with respect to ``x`` (None if ``input_grad`` is False).
+        dstate0 : ndarray or tuple of ndarray
+            Gradient with respect to the initial state.
+        """
+        dh_n, dc_n = (None, None) if dstate is None else self._unpack_state(dstate)
+        if not self.return_sequences:
+            dh_last = self._last_step_grad(dy)
+            dh_n = dh_last if dh_n is None else dh_last + dh_n
+            dy = None
+        dx, dh0, dc0 = self._backward(dy, dh_n, dc_n, input_grad)
+        return dx, self._pack_state(dh0, dc0)
+
+    def final_state_grad(self, dy):
+        """The gradient with respect to the final state that a gradient with respect to the
+        output at each sequence's last valid step (``return_sequences=False``) amounts to.
+
+        Parameters
+        ----------
+        dy : array_like, shape (batch, num_directions * hidden_size)
+
+        Returns
+        -------
+        dstate : ndarray or tuple
+            ``dh_n`` of shape ``(num_layers * num_directions, batch, hidden_size)`` (zero but
+            in the last layer's rows), for an LSTM ``(dh_n, None)``: a ``dstate`` for
+            :meth:`backward`.
+        """
+        dy = as_float_array("dy", dy, self.dtype, (None, self.num_directions * self.hidden_size))
+        return self._pack_state(self._last_step_grad(dy), None)
+
+    def _last_step_grad(self, dy):
+        dh_n = np.zeros(self._state_shape(dy.shape[0]), self.dtype)
         for d in range(self.num_directions):
             dh_n[-self.num_directions + d] = dy[:, d * self.hidden_size:(d + 1) * self.hidden_size]
-        return self._backward(None, dh_n, None, input_grad)[0]
+        return dh_n
 
-    def _model_step(self, x_t, state):
-        return self.step(x_t, state)
+    def check_state(self, state, batch, name="state"):
+        """Validate a state as :meth:`__call__` does.
+
+        Parameters
+        ----------
+        state : array_like, tuple or None
+            ``h`` (``(h, c)`` for an LSTM), each of shape
+            ``(num_layers * num_directions, batch, hidden_size)``; None means zeros.
+        batch : int
+        name : str
+            The argument's name in error messages.
+
+        Returns
+        -------
+        h, c : ndarray
+            Arrays of the layer's dtype; ``c`` is None unless the layer is an LSTM.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a state of the wrong kind, shape or dtype, or with NaN or Inf.
+        """
+        return self._check_state(name, state, batch)
+
+    def check_dstate(self, dstate, batch):
+        """Validate a final-state gradient as :meth:`backward` does.
+
+        Parameters
+        ----------
+        dstate : array_like, tuple or None
+            Shaped like the state (for an LSTM ``(dh, dc)``, entries may be None).
+        batch : int
+
+        Returns
+        -------
+        dh, dc : ndarray or None
+        """
+        return self._check_dstate(dstate, batch)
 
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if isinstance(self, RNN) else ""
@@ -386,6 +642,9 @@ class _Recurrent:
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
                 f"bidirectional={self.bidirectional}, dtype={self.dtype.name!r}, "
                 f"backend={self.backend!r})")
+
+
+_Recurrent = Recurrent      # the former private name of the base class
 
 
 _SIGNATURE_DOC = """
@@ -415,7 +674,7 @@ _SIGNATURE_DOC = """
 """
 
 
-class RNN(_Recurrent):
+class RNN(Recurrent):
     __doc__ = """Elman RNN: ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
     """ + _SIGNATURE_DOC + """    nonlinearity : {"tanh", "relu"}
         The activation ``act``.
@@ -430,7 +689,7 @@ class RNN(_Recurrent):
                          return_sequences)
 
 
-class LSTM(_Recurrent):
+class LSTM(Recurrent):
     __doc__ = """Long short-term memory, gates ``i, f, g, o`` in PyTorch's order.
 
     ``c_t = f * c_{t-1} + i * g`` and ``h_t = o * tanh(c_t)``; the state is the tuple ``(h, c)``.
@@ -444,7 +703,7 @@ class LSTM(_Recurrent):
                          return_sequences)
 
 
-class GRU(_Recurrent):
+class GRU(Recurrent):
     __doc__ = """Gated recurrent unit, gates ``r, z, n`` in PyTorch's order.
 
     ``n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))`` and ``h_t = (1 - z) * n + z * h_{t-1}``.
@@ -519,7 +778,16 @@ class Dense:
         return dict(self._params)
 
     def linear(self, x):
-        """The pre-activation ``x W^T + b`` (the logits when the activation is dropped)."""
+        """The pre-activation ``x W^T + b`` (the logits when the activation is dropped).
+
+        Parameters
+        ----------
+        x : ndarray, shape (..., in_features)
+
+        Returns
+        -------
+        ndarray, shape (..., out_features)
+        """
         out = x @ self._params["weight"].T
         if self.bias:
             out += self._params["bias"]
@@ -546,17 +814,83 @@ class Dense:
                     activation=self.activation, bias=self.bias, dtype=self.dtype.name)
 
     def output_shape(self, input_shape):
-        """``input_shape`` with its last entry replaced by ``out_features``."""
+        """``input_shape`` with its last entry replaced by ``out_features``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int or None
+            None for a size that is not fixed.
+
+        Returns
+        -------
+        tuple
+        """
         return (*input_shape[:-1], self.out_features)
 
-    def _model_forward(self, x, lengths, training):
-        return self._forward(x, training)
+    def model_forward(self, x, lengths=None, *, state=None, training=False, logits=False):
+        """Forward pass as a layer of a model (the :class:`Layer` protocol).
 
-    def _model_backward(self, dy, through_activation=True, input_grad=True):
-        return self.backward(dy, through_activation, input_grad=input_grad)
+        Parameters
+        ----------
+        x : ndarray
+            Validated input (the model checked it once).
+        lengths : ndarray, optional
+            Ignored: the layer works on each timestep alike.
+        state : None
+            The layer has no state.
+        training : bool
+            Keep what :meth:`model_backward` needs.
+        logits : bool
+            Return the pre-activation :meth:`linear` (for a loss computed from logits);
+            :meth:`model_backward` then skips the activation.
 
-    def _model_step(self, x_t, state):
-        return self._forward(x_t, False), None
+        Returns
+        -------
+        y : ndarray, shape ``(..., out_features)``
+        state : None
+        """
+        if logits:
+            out = self.linear(x)
+            self._cache = (x, None) if training else None
+            return out, None
+        return self._forward(x, training), None
+
+    def model_backward(self, dy, *, dstate=None, input_grad=True):
+        """Backward pass of the last ``model_forward(..., training=True)`` (the protocol).
+
+        Parameters
+        ----------
+        dy : ndarray
+            Gradient with respect to the ``y`` of :meth:`model_forward`: to the output, or to
+            the pre-activation if that forward returned logits.
+        dstate : None
+            The layer has no state.
+        input_grad : bool
+            False skips the input gradient (the input is data).
+
+        Returns
+        -------
+        dx : ndarray or None
+        dstate0 : None
+        """
+        through_activation = self._cache is None or self._cache[1] is not None
+        return self.backward(dy, through_activation, input_grad=input_grad), None
+
+    def step(self, x_t, state=None):
+        """Apply the layer to one timestep ``x_t`` of shape ``(batch, in_features)``.
+
+        Parameters
+        ----------
+        x_t : array_like, shape (batch, in_features)
+        state : None
+            The layer has no state.
+
+        Returns
+        -------
+        y_t : ndarray, shape (batch, out_features)
+        state : None
+        """
+        return self(x_t), None
 
     def backward(self, dy, through_activation=True, *, input_grad=True):
         """Gradient with respect to the input (None if not ``input_grad``); fills :attr:`grads`.
@@ -622,7 +956,23 @@ class Embedding:
         return dict(self._params)
 
     def check_tokens(self, tokens, name="x"):
-        """``tokens`` as an int64 array, or a clear error for non-integers and out-of-range ids."""
+        """``tokens`` as an int64 array, or a clear error for non-integers and out-of-range ids.
+
+        Parameters
+        ----------
+        tokens : array_like of int
+        name : str
+            The argument's name in error messages.
+
+        Returns
+        -------
+        ndarray of int64
+
+        Raises
+        ------
+        TypeError, ValueError
+            For non-integers, an empty array or ids outside ``0..num_embeddings-1``.
+        """
         arr = np.asarray(tokens)
         if arr.dtype.kind not in "iu":
             raise TypeError(f"{name} must be integer token ids for an Embedding, "
@@ -648,20 +998,88 @@ class Embedding:
                     padding_idx=self.padding_idx, dtype=self.dtype.name)
 
     def output_shape(self, input_shape):
-        """``input_shape + (embedding_dim,)``."""
+        """``input_shape + (embedding_dim,)``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int or None
+            None for a size that is not fixed.
+
+        Returns
+        -------
+        tuple
+        """
         return (*input_shape, self.embedding_dim)
 
-    def _model_forward(self, x, lengths, training):
-        return self._forward(x, training)
+    def model_forward(self, x, lengths=None, *, state=None, training=False):
+        """Forward pass as a layer of a model (the :class:`Layer` protocol).
 
-    def _model_backward(self, dy, input_grad=True):
-        return self.backward(dy)        # tokens have no gradient: always None
+        Parameters
+        ----------
+        x : ndarray of int64
+            Token ids the model validated with :meth:`check_tokens`.
+        lengths : ndarray, optional
+            Ignored: padding tokens look up the padding vector.
+        state : None
+            The layer has no state.
+        training : bool
+            Keep what :meth:`model_backward` needs.
 
-    def _model_step(self, x_t, state):
-        return self._forward(x_t, False), None
+        Returns
+        -------
+        y : ndarray, shape ``x.shape + (embedding_dim,)``
+        state : None
+        """
+        return self._forward(x, training), None
+
+    def model_backward(self, dy, *, dstate=None, input_grad=True):
+        """Backward pass of the last ``model_forward(..., training=True)``; fills :attr:`grads`.
+
+        Parameters
+        ----------
+        dy : ndarray, shape ``tokens.shape + (embedding_dim,)``
+            Gradient with respect to the vectors.
+        dstate : None
+            The layer has no state.
+        input_grad : bool
+            Ignored: tokens have no gradient.
+
+        Returns
+        -------
+        dx, dstate0 : None
+            Tokens have no gradient; the layer has no state.
+        """
+        return self.backward(dy), None
+
+    def step(self, x_t, state=None):
+        """Vectors of one timestep of tokens ``x_t`` (shape ``(batch,)``).
+
+        Parameters
+        ----------
+        x_t : array_like of int, shape (batch,)
+        state : None
+            The layer has no state.
+
+        Returns
+        -------
+        y_t : ndarray, shape (batch, embedding_dim)
+        state : None
+        """
+        return self._forward(self.check_tokens(x_t, "x_t"), False), None
 
     def backward(self, dy):
-        """Fill :attr:`grads` (rows of repeated tokens add up; the padding row stays 0)."""
+        """Fill :attr:`grads` (rows of repeated tokens add up; the padding row stays 0).
+
+        Parameters
+        ----------
+        dy : ndarray, shape ``tokens.shape + (embedding_dim,)``
+            Gradient with respect to the vectors of the last training call.
+
+        Returns
+        -------
+        None
+            Tokens have no gradient.
+        """
         if self._cache is None:
             raise RuntimeError("backward() needs a call with training=True first")
         grad = np.zeros_like(self._params["weight"])
@@ -709,7 +1127,17 @@ class Dropout:
         return x * self._mask
 
     def backward(self, dy):
-        """Gradient with respect to the input: the same mask applied to ``dy``."""
+        """Gradient with respect to the input: the same mask applied to ``dy``.
+
+        Parameters
+        ----------
+        dy : ndarray
+            Gradient with respect to the output of the last call.
+
+        Returns
+        -------
+        ndarray
+        """
         return dy if self._mask is None else dy * self._mask
 
     def get_config(self):
@@ -717,16 +1145,89 @@ class Dropout:
         return dict(p=self.p)
 
     def output_shape(self, input_shape):
-        """The input shape: dropout keeps shapes."""
+        """The input shape: dropout keeps shapes.
+
+        Parameters
+        ----------
+        input_shape : tuple of int or None
+            None for a size that is not fixed.
+
+        Returns
+        -------
+        tuple
+        """
         return tuple(input_shape)
 
-    def _model_forward(self, x, lengths, training):
-        return self(x, training)
+    @property
+    def rng_state(self):
+        """The state of the random generator that draws the masks (a JSON-able dict).
 
-    def _model_backward(self, dy, input_grad=True):
-        return self.backward(dy) if input_grad else None
+        Setting it (e.g. to a value read back from a model file) makes the following masks
+        those that would have followed when it was read.
+        """
+        return self._rng.bit_generator.state
 
-    def _model_step(self, x_t, state):
+    @rng_state.setter
+    def rng_state(self, state):
+        self._rng.bit_generator.state = state
+
+    def model_forward(self, x, lengths=None, *, state=None, training=False):
+        """Forward pass as a layer of a model (the :class:`Layer` protocol).
+
+        Parameters
+        ----------
+        x : ndarray
+            Validated input (the model checked it once).
+        lengths : ndarray, optional
+            Ignored: the layer works on each timestep alike.
+        state : None
+            The layer has no state.
+        training : bool
+            Keep what :meth:`model_backward` needs.
+
+        Returns
+        -------
+        y : ndarray
+            ``x`` with dropout applied when ``training``, else ``x`` itself.
+        state : None
+        """
+        return self(x, training), None
+
+    def model_backward(self, dy, *, dstate=None, input_grad=True):
+        """Backward pass of the last ``model_forward`` (the protocol).
+
+        Parameters
+        ----------
+        dy : ndarray
+            Gradient with respect to the output.
+        dstate : None
+            The layer has no state.
+        input_grad : bool
+            False returns None for ``dx``.
+
+        Returns
+        -------
+        dx : ndarray or None
+            ``dy`` through the same mask (None if ``input_grad`` is False).
+        dstate0 : None
+        """
+        return (self.backward(dy) if input_grad else None), None
+
+    def step(self, x_t, state=None):
+        """One timestep outside training: the identity.
+
+        Parameters
+        ----------
+        x_t : array_like
+        state : None
+            The layer has no state.
+
+        Returns
+        -------
+        y_t : array_like
+            ``x_t`` itself.
+        state : None
+        """
         return x_t, None
 
     def __repr__(self):

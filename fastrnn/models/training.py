@@ -1,0 +1,237 @@
+"""The training loop shared by the models: mini-batches, clipping, progress, history, and
+truncated backpropagation through time.
+
+:class:`History` is what ``fit`` returns. The models build on the private base ``_Model`` (named
+parameters and gradients, the loss and optimizer, the epoch loop); :func:`train_truncated` runs
+truncated BPTT over one batch, passing each window's final states explicitly to the next
+window through the layers' ``model_forward(..., state=...)``.
+"""
+import sys
+import time
+
+import numpy as np
+
+from .. import losses as losses_module
+from .. import optim as optim_module
+from .._validation import check_positive_int
+
+
+class History:
+    """What :meth:`Sequential.fit` measured: ``history[name]`` is a list with one value per epoch.
+
+    Attributes
+    ----------
+    history : dict of str to list of float
+        ``"loss"``, each metric, and their ``"val_"`` versions when validating.
+    epoch : list of int
+        The epochs these values belong to.
+    """
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def append(self, epoch, logs):
+        """Record the values of one epoch.
+
+        Parameters
+        ----------
+        epoch : int
+        logs : dict of str to float
+        """
+        self.epoch.append(epoch)
+        for name, value in logs.items():
+            self.history.setdefault(name, []).append(value)
+
+    def __getitem__(self, name):
+        return self.history[name]
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
+
+
+class _Progress:
+    """A one-line progress bar on stderr: epoch, step, loss and sequences per second."""
+
+    def __init__(self, verbose, epochs, steps, stream=None):
+        self.verbose, self.epochs, self.steps = verbose, epochs, steps
+        self.stream = sys.stderr if stream is None else stream
+
+    def start_epoch(self, epoch):
+        self.epoch, self.seen, self.loss_sum, self.t0 = epoch, 0, 0.0, time.perf_counter()
+
+    def update(self, step, batch, loss):
+        self.seen += batch
+        self.loss_sum += loss * batch
+        if self.verbose == 1:
+            width = 20
+            done = int(width * step / self.steps)
+            bar = "=" * done + ">" * (done < width) + " " * (width - done - 1)
+            self.stream.write(f"\repoch {self.epoch + 1}/{self.epochs} [{bar}] {step}/{self.steps}"
+                              f" loss {self.loss_sum / self.seen:.4f} {self._rate():.0f} seq/s")
+            self.stream.flush()
+
+    def end_epoch(self, logs):
+        if self.verbose:
+            values = " ".join(f"{k} {v:.4f}" for k, v in logs.items())
+            prefix = "\r" if self.verbose == 1 else ""
+            self.stream.write(f"{prefix}epoch {self.epoch + 1}/{self.epochs} {values} "
+                              f"{self._rate():.0f} seq/s" + " " * 10 + "\n")
+            self.stream.flush()
+
+    def _rate(self):
+        return self.seen / max(time.perf_counter() - self.t0, 1e-9)
+
+
+class _Model:
+    """What every model shares: parameters by name, the training loop, the fit state."""
+
+    def __init__(self):
+        self.loss = None
+        self.optimizer = None
+        self.epochs_trained = 0
+        self.stop_training = False
+
+    def _named_layers(self):
+        """``(name, layer)`` pairs; parameter names are ``"{name}.{parameter}"``."""
+        raise NotImplementedError
+
+    def parameters(self):
+        """Every layer's live parameter arrays, named ``"{layer}.{parameter name}"``.
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+        return {f"{prefix}.{name}": p for prefix, layer in self._named_layers()
+                for name, p in layer.parameters().items()}
+
+    def grads(self):
+        """The gradients of the last backward pass, named like :meth:`parameters`.
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+        return {f"{prefix}.{name}": g for prefix, layer in self._named_layers()
+                for name, g in layer.grads.items()}
+
+    def _set_training(self, loss, optimizer):
+        if loss is not None:
+            self.loss = losses_module.get(loss)
+        if optimizer is not None:
+            self.optimizer = optim_module.get(optimizer)
+        if self.loss is None or self.optimizer is None:
+            raise ValueError("fit() needs a loss and an optimizer (none were given before)")
+
+    def _fit_loop(self, n, train_batch, epoch_logs, *, epochs, batch_size, shuffle, seed,
+                  verbose, callbacks, clip_norm, clip_value, initial_epoch):
+        """Mini-batch training: ``train_batch(rows, update)`` runs forward and backward, calls
+        ``update()`` after each backward (which clips and steps the optimizer) and returns the
+        batch loss; this loop also reports and calls back."""
+        epochs = check_positive_int("epochs", epochs)
+        batch_size = check_positive_int("batch_size", batch_size)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        params = self.parameters()
+
+        def update():
+            grads = self.grads()
+            if clip_norm is not None:
+                optim_module.clip_grad_norm(grads, clip_norm)
+            if clip_value is not None:
+                optim_module.clip_grad_value(grads, clip_value)
+            self.optimizer.step(params, grads)
+
+        steps = -(-n // batch_size)
+        progress = _Progress(verbose, epochs, steps)
+        history = History()
+        self.stop_training = False
+        start = self.epochs_trained if initial_epoch is None else initial_epoch
+        for epoch in range(start, epochs):
+            progress.start_epoch(epoch)
+            order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle \
+                else np.arange(n)
+            for step in range(steps):
+                rows = np.sort(order[step * batch_size:(step + 1) * batch_size])
+                value = train_batch(rows, update)
+                progress.update(step + 1, len(rows), float(value))
+            logs = {"loss": progress.loss_sum / progress.seen}
+            logs.update(epoch_logs())
+            self.epochs_trained = epoch + 1
+            history.append(epoch, logs)
+            progress.end_epoch(logs)
+            for callback in callbacks:
+                callback.on_epoch_end(self, epoch, logs)
+            if self.stop_training:
+                break
+        return history
+
+
+
+def _trim(x, lengths):
+    """Drop timesteps that no sequence of the batch has (the batch's padding columns)."""
+    if lengths is None or x.ndim < 2:
+        return x, lengths
+    longest = int(lengths.max())
+    x = x[:, :longest]
+    return np.ascontiguousarray(x), (None if lengths.min() == longest else lengths)
+
+
+
+def train_truncated(x, lengths, y, window, train_window):
+    """Truncated BPTT over one batch: windows of ``window`` steps, the states carried across.
+
+    Each window starts from the final states of the previous one (the first from zeros), as
+    constants: no gradient flows across windows. Sequences that have ended drop out of the
+    later windows, and their rows out of the carried states.
+
+    Parameters
+    ----------
+    x : ndarray, shape (batch, timesteps, ...)
+        The batch's validated input.
+    lengths : ndarray of int or None
+        Valid timesteps of each sequence.
+    y : ndarray, shape (batch, timesteps, ...)
+        Per-timestep targets.
+    window : int
+        Timesteps of a window.
+    train_window : callable
+        ``train_window(x_w, lengths_w, y_w, states) -> (loss, final_states)`` runs forward,
+        backward and an update on one window; ``states`` is None (zeros) for the first window,
+        then the list of per-layer states (None for stateless layers) the previous window
+        returned, restricted to the rows still running.
+
+    Returns
+    -------
+    float
+        The loss averaged over the valid timesteps of the batch.
+    """
+    rows = np.arange(x.shape[0])            # rows of the batch still running
+    states = None                           # the first window starts from zeros
+    total = weight = 0.0
+    for start in range(0, x.shape[1], window):
+        width = min(window, x.shape[1] - start)
+        lw = None if lengths is None else np.clip(lengths - start, 0, width)
+        now = rows if lw is None else rows[lw[rows] > 0]
+        if now.size == 0:
+            break
+        if states is not None:
+            keep = np.searchsorted(rows, now)   # the carried states of those rows
+            states = [_take_rows(state, keep) for state in states]
+        lw_now = None if lw is None or (lw[now] == width).all() else lw[now]
+        value, states = train_window(np.ascontiguousarray(x[now, start:start + width]), lw_now,
+                                     y[now][:, start:start + width], states)
+        steps = width * now.size if lw is None else lw[now].sum()
+        total, weight = total + value * steps, weight + steps
+        rows = now
+    return total / weight
+
+
+def _take_rows(state, rows):
+    """The batch rows ``rows`` of a state ``h``, ``(h, c)`` or None (axis 1 is the batch)."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(None if s is None else s[:, rows] for s in state)
+    return state[:, rows]
