@@ -1,4 +1,4 @@
-"""The ``fastrnn`` command line: ``demo``, ``train``, ``predict``, ``generate`` and ``bench``.
+"""The ``fastrnn`` command line: ``demo``, ``train``, ``predict`` and ``generate``.
 
 ``fastrnn demo`` trains a character-level LSTM on the Zen of Python (it ships with Python, so
 nothing is downloaded) and shows its metrics, its speed and the text it writes.
@@ -25,7 +25,6 @@ import argparse
 import codecs
 import contextlib
 import csv
-import importlib
 import io
 import math
 import os
@@ -723,21 +722,6 @@ def cmd_generate(args):
     return 0
 
 
-# ------------------------------------------------------------------------------ bench
-
-def cmd_bench(argv):
-    """Delegate to ``fastrnn.bench.main`` (imported only now)."""
-    try:
-        bench = importlib.import_module("fastrnn.bench")
-    except ImportError as exc:
-        if exc.name != "fastrnn.bench":
-            raise
-        raise CLIError("the benchmark comparison (fastrnn.bench) is not part of this "
-                       "installation") from None
-    code = bench.main(list(argv))
-    return 0 if code is None else int(code)
-
-
 # ------------------------------------------------------------------------------ parser
 
 def build_parser():
@@ -745,7 +729,7 @@ def build_parser():
     from . import __version__
 
     parser = _Parser(prog=PROG, description="Fast, exact recurrent neural networks on the CPU: "
-                     "train, use and benchmark RNN, LSTM and GRU models.")
+                     "train and use RNN, LSTM and GRU models.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -834,10 +818,6 @@ def build_parser():
                    help="always take the most likely character")
     p.add_argument("--seed", type=_seed, default=None, help="random seed of the sampling")
     p.set_defaults(func=cmd_generate)
-
-    sub.add_parser("bench", add_help=False,
-                   help="compare fastrnn's speed with PyTorch and ONNX Runtime when installed "
-                        "(fastrnn bench --help for its options)")
     return parser
 
 
@@ -858,12 +838,10 @@ def main(argv=None):
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
-        if argv and argv[0] == "bench":
-            return cmd_bench(argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.command is None:
-            raise CLIError("a command is needed: demo, train, predict, generate or bench "
+            raise CLIError("a command is needed: demo, train, predict or generate "
                            "(see 'fastrnn --help')")
         return args.func(args)
     except SystemExit as exc:          # --help and --version

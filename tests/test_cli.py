@@ -516,7 +516,7 @@ def test_subprocess_help_and_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "fastrnn", "--help"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
-    for command in ("demo", "train", "predict", "generate", "bench"):
+    for command in ("demo", "train", "predict", "generate"):
         assert command in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--task", "forecast",
                            "--data", "/nonexistent/series.csv"], cwd=tmp_path, env=env,
@@ -530,21 +530,3 @@ def test_help_and_version_return_0(capsys):
     assert "--validation-split" in capsys.readouterr().out
     assert cli.main(["--version"]) == 0
     assert fastrnn.__version__ in capsys.readouterr().out
-
-
-# ------------------------------------------------------------------------------ bench
-
-def test_bench_delegates_to_fastrnn_bench(monkeypatch):
-    calls = []
-    fake = types.ModuleType("fastrnn.bench")
-    fake.main = lambda argv: calls.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "fastrnn.bench", fake)
-    assert cli.main(["bench", "--quick", "--json", "out.json", "--cell", "gru"]) == 3
-    assert calls == [["--quick", "--json", "out.json", "--cell", "gru"]]
-
-
-def test_bench_missing_module_is_a_clear_error(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "fastrnn.bench", None)    # import fails
-    assert cli.main(["bench"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("fastrnn: error: ") and err.count("\n") == 1
