@@ -99,11 +99,16 @@ def batch_layout(lengths, B, T, nblocks):
     else:
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         partial = bool((lengths != T).any())
-    srt = np.argsort(-lengths, kind="stable") if partial else np.arange(B)
     nblocks = max(1, min(nblocks, B))
-    dealt = [srt[i::nblocks] for i in range(nblocks)]
-    order = np.ascontiguousarray(np.concatenate(dealt) if B else srt, dtype=np.int64)
-    blocks = np.cumsum([0] + [len(d) for d in dealt]).astype(np.int64)
+    # (the common cases -- all lengths T, one block -- without a sort: this runs every call)
+    srt = np.argsort(-lengths, kind="stable") if partial else np.arange(B, dtype=np.int64)
+    if nblocks > 1:
+        srt = np.concatenate([srt[i::nblocks] for i in range(nblocks)])
+    order = np.ascontiguousarray(srt, dtype=np.int64)
+    bounds = [0]
+    for i in range(nblocks):
+        bounds.append(bounds[-1] + (B - i + nblocks - 1) // nblocks)
+    blocks = np.array(bounds, dtype=np.int64)
     return BatchLayout(lengths, order, blocks, partial)
 
 
