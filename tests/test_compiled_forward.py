@@ -462,6 +462,22 @@ def test_plan_choices():
     assert _plan(64, 512, 4, 1, 50) == (1, 1, engine_plan.MODE_PANEL)   # one thread
 
 
+def test_layout_of_a_shape_is_made_once_and_shared_read_only():
+    """Calls without lengths share one layout per shape (planning runs every call); its arrays
+    are read-only, so no call can change another's; with lengths, each call gets its own."""
+    a = engine_plan.batch_layout(None, 5, 7, 2)
+    assert engine_plan.batch_layout(None, 5, 7, 2) is a
+    assert not (a.lengths.flags.writeable or a.order.flags.writeable or a.blocks.flags.writeable)
+    assert a.lengths.tolist() == [7] * 5 and a.blocks.tolist() == [0, 3, 5] and not a.partial
+    assert sorted(a.order.tolist()) == list(range(5))
+    lengths = np.array([3, 7, 7, 1, 5], dtype=np.int64)
+    b = engine_plan.batch_layout(lengths, 5, 7, 2)
+    assert b.partial and b is not engine_plan.batch_layout(lengths.copy(), 5, 7, 2)
+    assert b.order.tolist() == [1, 4, 3, 2, 0]    # sorted 1, 2, 4, 0, 3 dealt into two blocks
+    assert not engine_plan.unit_blocks(100, 2).flags.writeable
+    assert engine_plan.unit_blocks(100, 2).tolist() == [0, 64, 100]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("M,K,N", [(1, 1, 1), (3, 5, 7), (5, 130, 65), (130, 257, 31),

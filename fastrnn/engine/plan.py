@@ -16,6 +16,7 @@ The thresholds are measured (the numbers and the CPU are in each docstring); cha
 with a side-by-side measurement.
 """
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -93,14 +94,26 @@ def batch_layout(lengths, B, T, nblocks):
     -------
     BatchLayout
     """
-    if lengths is None:
-        lengths = np.full(B, T, dtype=np.int64)
-        partial = False
-    else:
-        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-        partial = bool((lengths != T).any())
     nblocks = max(1, min(nblocks, B))
-    # (the common cases -- all lengths T, one block -- without a sort: this runs every call)
+    if lengths is None:
+        return _full_length_layout(B, T, nblocks)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    partial = bool((lengths != T).any())
+    return _layout(lengths, B, nblocks, partial)
+
+
+@lru_cache(maxsize=256)
+def _full_length_layout(B, T, nblocks):
+    """The layout of a call without ``lengths``: a function of its shape alone, made once per
+    shape (its arrays are read-only, as they are shared by the calls)."""
+    layout = _layout(np.full(B, T, dtype=np.int64), B, nblocks, False)
+    for a in (layout.lengths, layout.order, layout.blocks):
+        a.flags.writeable = False
+    return layout
+
+
+def _layout(lengths, B, nblocks, partial):
+    """The :class:`BatchLayout` of validated int64 ``lengths`` (no sort when none is short)."""
     srt = np.argsort(-lengths, kind="stable") if partial else np.arange(B, dtype=np.int64)
     if nblocks > 1:
         srt = np.concatenate([srt[i::nblocks] for i in range(nblocks)])
@@ -116,12 +129,20 @@ def unit_blocks(H, n):
     """Bounds (int64, ``k + 1`` entries) of about ``n`` blocks of the ``H`` hidden units: every
     block but the last ``ceil(H / n)`` units, rounded up to a multiple of :data:`UNIT_ALIGN`
     when H is at least twice that; one block when ``n`` is 1 or H is 1."""
+    return _unit_blocks(H, max(n, 1))
+
+
+@lru_cache(maxsize=256)
+def _unit_blocks(H, n):
     align = UNIT_ALIGN if H >= 2 * UNIT_ALIGN else 1
     if n <= 1 or H < 2 * align:
-        return np.array([0, H], dtype=np.int64)
-    step = -(-H // n)
-    step = -(-step // align) * align
-    return np.array(list(range(0, H, step)) + [H], dtype=np.int64)
+        bounds = np.array([0, H], dtype=np.int64)
+    else:
+        step = -(-H // n)
+        step = -(-step // align) * align
+        bounds = np.array(list(range(0, H, step)) + [H], dtype=np.int64)
+    bounds.flags.writeable = False   # shared by the calls of one shape
+    return bounds
 
 
 def fold_biases(weights, suffix, cell, H, dtype):
@@ -137,10 +158,8 @@ def fold_biases(weights, suffix, cell, H, dtype):
     for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
         if b is not None and b.shape != (G * H,):   # a guard: the layers validate shapes
             raise ValueError(f"{name}{suffix} must have shape ({G * H},), got {b.shape}")
-    bx = np.zeros(G * H, dtype=dtype)
+    bx = np.zeros(G * H, dtype=dtype) if b_ih is None else b_ih.astype(dtype)  # (a copy)
     bhn = np.zeros(H, dtype=dtype)
-    if b_ih is not None:
-        bx += b_ih
     if b_hh is not None:
         if cell.code == GRU:
             bx[:2 * H] += b_hh[:2 * H]
@@ -170,6 +189,7 @@ class ForwardPlan:
     projection_threads: int
 
 
+@lru_cache(maxsize=256)
 def forward_plan(B, T, I, H, G, D, nthreads):
     """Choose the :class:`ForwardPlan` of a forward call.
 
