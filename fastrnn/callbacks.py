@@ -4,6 +4,9 @@ A callback is any object with ``on_epoch_end(model, epoch, logs)``; ``logs`` hol
 ``"loss"``, metrics and ``"val_"`` values. Setting ``model.stop_training = True`` ends training.
 """
 import math
+import warnings
+
+import numpy as np
 
 
 class _Monitor:
@@ -92,13 +95,24 @@ class ModelCheckpoint(_Monitor):
         self.save_best_only = save_best_only
 
     def on_epoch_end(self, model, epoch, logs):
-        """Write the checkpoint (atomically, so a crash never leaves a broken file)."""
+        """Write the checkpoint (atomically, so a crash never leaves a broken file).
+
+        Weights holding a NaN or an infinity are never written (a warning says so): the last
+        good checkpoint stays as it is.
+        """
         if self.save_best_only:
             value = self.value(logs)
-            if not self.improved(value):
+            if not math.isfinite(value) or not self.improved(value):
                 return
+        path = str(self.path).format(epoch=epoch + 1)
+        bad = [name for name, p in model.parameters().items() if not np.isfinite(p).all()]
+        if bad:
+            warnings.warn(f"epoch {epoch + 1}: checkpoint {path} not written: the weights "
+                          f"{', '.join(bad)} are not finite", RuntimeWarning, stacklevel=2)
+            return
+        if self.save_best_only:
             self.best = value
-        model.save(str(self.path).format(epoch=epoch + 1))
+        model.save(path)
 
 
 class LearningRateScheduler:

@@ -84,7 +84,7 @@ class EncoderDecoder(_Model):
 
     def fit(self, source, target, source_lengths=None, target_lengths=None, optimizer=None,
             epochs=1, batch_size=32, shuffle=True, clip_norm=None, clip_value=None,
-            callbacks=(), verbose=1, seed=0, initial_epoch=None):
+            callbacks=(), verbose=1, seed=0, initial_epoch=None, on_nonfinite="raise"):
         """Train with teacher forcing on pairs of token sequences.
 
         Parameters
@@ -93,7 +93,7 @@ class EncoderDecoder(_Model):
             ``(n, source_len)`` and ``(n, target_len)`` token ids; targets end with ``eos_id``.
         source_lengths, target_lengths : array_like of int, optional
         optimizer, epochs, batch_size, shuffle, clip_norm, clip_value, callbacks, verbose, seed,
-        initial_epoch
+        initial_epoch, on_nonfinite
             As for :meth:`Sequential.fit`. The loss is the categorical cross-entropy of every
             valid target token.
 
@@ -125,13 +125,13 @@ class EncoderDecoder(_Model):
             self.target_embedding.model_backward(dd)
             de, _ = self.encoder.model_backward(None, dstate=dstate)
             self.source_embedding.model_backward(de)
-            update()
+            update(value)
             return value
 
         return self._fit_loop(src.shape[0], train_batch, dict, epochs=epochs,
                               batch_size=batch_size, shuffle=shuffle, seed=seed, verbose=verbose,
                               callbacks=callbacks, clip_norm=clip_norm, clip_value=clip_value,
-                              initial_epoch=initial_epoch)
+                              initial_epoch=initial_epoch, on_nonfinite=on_nonfinite)
 
     @staticmethod
     def _target_mask(shape, lengths):

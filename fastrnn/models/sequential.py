@@ -191,12 +191,16 @@ class Sequential(_Model):
             parts.append(self._forward(xb, lb, training=False, logits=logits)[0])
         if parts[0].ndim < 3:
             return np.concatenate(parts)
-        # sequence outputs: each batch was trimmed to its longest sequence; pad back
+        # sequence outputs: each batch was trimmed to its longest sequence; pad back, and zero
+        # the padded steps inside a batch too (a layer after the recurrent ones, a Dense with
+        # a bias say, maps the recurrent zeros there to something else)
         out = np.zeros((x.shape[0], x.shape[1], *parts[0].shape[2:]), parts[0].dtype)
         start = 0
         for part in parts:
             out[start:start + len(part), :part.shape[1]] = part
             start += len(part)
+        if lengths is not None:
+            out[~self._mask(out, lengths)] = 0
         return out
 
     # ------------------------------------------------------------------ public API
@@ -287,7 +291,7 @@ class Sequential(_Model):
     def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32, lengths=None,
             validation_data=None, validation_split=0.0, shuffle=True, clip_norm=None,
             clip_value=None, callbacks=(), verbose=1, metrics=(), seed=0, initial_epoch=None,
-            truncate=None):
+            truncate=None, on_nonfinite="raise"):
         """Train the model with mini-batch gradient descent and BPTT.
 
         Parameters
@@ -330,10 +334,20 @@ class Sequential(_Model):
             previous one ended with (no gradient flows across windows). Memory is bounded by
             the window, however long the sequences. Needs per-timestep targets and
             unidirectional recurrent layers that return sequences.
+        on_nonfinite : {"raise", "skip"}
+            A batch whose loss or gradients are NaN or infinite never updates the weights:
+            ``"raise"`` stops training with a FloatingPointError (the model keeps the weights
+            of the last finite step), ``"skip"`` leaves that update out and warns once per
+            epoch.
 
         Returns
         -------
         History
+
+        Raises
+        ------
+        FloatingPointError
+            With ``on_nonfinite="raise"``, at the first non-finite loss or gradient.
         """
         self._set_training(loss, optimizer)
         if truncate is not None:
@@ -363,12 +377,11 @@ class Sequential(_Model):
 
         def train_window(xw, lw, yw, update, states=None):
             out, finals = self._forward(xw, lw, training=True, logits=logits, states=states)
-            mask = self._mask(out, lw)
-            if mask is not None and yw.ndim >= 2:
-                yw = yw[:, :out.shape[1]]
-            value, grad = self.loss(out, yw, mask)
+            if out.ndim == 3 and yw.ndim >= 2:
+                yw = yw[:, :out.shape[1]]   # per-step targets of a batch trimmed to its longest
+            value, grad = self.loss(out, yw, self._mask(out, lw))
             self._backward(grad.astype(out.dtype, copy=False))
-            update()
+            update(value)
             return value, finals
 
         def train_batch(idx, update):
@@ -393,7 +406,7 @@ class Sequential(_Model):
         return self._fit_loop(x.shape[0], train_batch, epoch_logs, epochs=epochs,
                               batch_size=batch_size, shuffle=shuffle, seed=seed, verbose=verbose,
                               callbacks=callbacks, clip_norm=clip_norm, clip_value=clip_value,
-                              initial_epoch=initial_epoch)
+                              initial_epoch=initial_epoch, on_nonfinite=on_nonfinite)
 
     # ------------------------------------------------------------------ generation
 

@@ -6,14 +6,19 @@ parameters and gradients, the loss and optimizer, the epoch loop); :func:`train_
 truncated BPTT over one batch, passing each window's final states explicitly to the next
 window through the layers' ``model_forward(..., state=...)``.
 """
+import math
 import sys
 import time
+import warnings
 
 import numpy as np
 
 from .. import losses as losses_module
 from .. import optim as optim_module
-from .._validation import check_positive_int
+from .._validation import check_choice, check_positive_int
+
+#: what ``fit`` does on a non-finite loss or gradient (``on_nonfinite``)
+NONFINITE_POLICIES = ("raise", "skip")
 
 
 class History:
@@ -125,23 +130,42 @@ class _Model:
             raise ValueError("fit() needs a loss and an optimizer (none were given before)")
 
     def _fit_loop(self, n, train_batch, epoch_logs, *, epochs, batch_size, shuffle, seed,
-                  verbose, callbacks, clip_norm, clip_value, initial_epoch):
+                  verbose, callbacks, clip_norm, clip_value, initial_epoch, on_nonfinite):
         """Mini-batch training: ``train_batch(rows, update)`` runs forward and backward, calls
-        ``update()`` after each backward (which clips and steps the optimizer) and returns the
-        batch loss; this loop also reports and calls back."""
+        ``update(loss)`` after each backward (which checks that the loss and the gradients are
+        finite, clips and steps the optimizer) and returns the batch loss; this loop also
+        reports and calls back.
+
+        A non-finite loss or gradient never reaches the weights: with ``on_nonfinite="raise"``
+        training stops with a FloatingPointError (the weights are those of the last good step),
+        with ``"skip"`` that update is left out (and its loss out of the epoch's mean).
+        """
         epochs = check_positive_int("epochs", epochs)
         batch_size = check_positive_int("batch_size", batch_size)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         params = self.parameters()
+        where = {}
 
-        def update():
+        def update(loss):
             grads = self.grads()
+            what = _nonfinite(loss, grads)
+            if what is not None:
+                where["skipped"] = where.get("skipped", 0) + 1
+                if on_nonfinite == "raise":
+                    raise FloatingPointError(
+                        f"{what} at epoch {where['epoch'] + 1}, step {where['step'] + 1}: "
+                        f"training stopped before the update, so the model keeps the weights "
+                        f"of the last finite step; lower the learning rate or clip the "
+                        f"gradients (clip_norm=...), or pass on_nonfinite='skip'")
+                return False
             if clip_norm is not None:
                 optim_module.clip_grad_norm(grads, clip_norm)
             if clip_value is not None:
                 optim_module.clip_grad_value(grads, clip_value)
             self.optimizer.step(params, grads)
+            return True
 
         steps = -(-n // batch_size)
         progress = _Progress(verbose, epochs, steps)
@@ -150,12 +174,22 @@ class _Model:
         start = self.epochs_trained if initial_epoch is None else initial_epoch
         for epoch in range(start, epochs):
             progress.start_epoch(epoch)
+            where.update(epoch=epoch, skipped=0)
             order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle \
                 else np.arange(n)
             for step in range(steps):
+                where["step"] = step
                 rows = np.sort(order[step * batch_size:(step + 1) * batch_size])
+                skipped = where["skipped"]
                 value = train_batch(rows, update)
-                progress.update(step + 1, len(rows), float(value))
+                if where["skipped"] == skipped:
+                    progress.update(step + 1, len(rows), float(value))
+            if where["skipped"]:
+                warnings.warn(f"epoch {epoch + 1}: {where['skipped']} update(s) skipped "
+                              f"(non-finite loss or gradients)", RuntimeWarning, stacklevel=3)
+            if not progress.seen:
+                raise FloatingPointError(f"epoch {epoch + 1}: every update had a non-finite "
+                                         f"loss or gradients; nothing was trained")
             logs = {"loss": progress.loss_sum / progress.seen}
             logs.update(epoch_logs())
             self.epochs_trained = epoch + 1
@@ -167,6 +201,19 @@ class _Model:
                 break
         return history
 
+
+
+def _nonfinite(loss, grads):
+    """What is not finite among the batch loss and the gradients (None when all are).
+
+    The gradients are checked through their sums: a NaN or an infinity in an array makes its
+    sum non-finite (a sum of finite values overflows only past the dtype's range)."""
+    if not math.isfinite(float(loss)):
+        return f"the loss is {float(loss)}"
+    for name, g in grads.items():
+        if g is not None and not math.isfinite(float(np.sum(g))):
+            return f"the gradient of {name} is not finite"
+    return None
 
 
 def _trim(x, lengths):

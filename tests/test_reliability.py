@@ -1,0 +1,103 @@
+"""Regressions of the reliability issue: each test failed before its fix (a crash, a user's
+data lost, or a silently wrong number)."""
+import warnings
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn.callbacks import ModelCheckpoint
+from fastrnn.optim import SGD
+
+
+def per_step_model(seed=0):
+    """A tagger: GRU over every step, then a Dense with a bias (so Dense(0) != 0)."""
+    return fastrnn.Sequential([fastrnn.GRU(3, 5, return_sequences=True, seed=seed),
+                               fastrnn.Dense(5, 2, seed=seed + 1)])
+
+
+def test_predict_is_zero_at_every_padded_step_whatever_the_batch_size(rng):
+    """Padded steps before the batch's longest sequence gave Dense(0) (its bias), those after
+    it 0: the padded outputs depended on batch_size, and the documentation says 0."""
+    model = per_step_model()
+    x = rng.standard_normal((5, 7, 3)).astype(np.float32)
+    lengths = np.array([2, 7, 4, 1, 5])
+    valid = np.arange(7) < lengths[:, None]
+    outs = [model.predict(x, lengths=lengths, batch_size=b) for b in (1, 2, 5)]
+    for out in outs:
+        assert (out[~valid] == 0).all()
+        np.testing.assert_allclose(out, outs[0], rtol=1e-6, atol=1e-7)
+    assert (outs[0][valid] != 0).any()
+
+
+def test_fit_per_step_targets_when_a_batch_shares_a_length_shorter_than_T(rng):
+    """_trim dropped the lengths of such a batch (all equal), but not y's padded columns:
+    "y_true must be class ids of shape ..." mid-way through training."""
+    model = per_step_model()
+    x = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    y = rng.integers(0, 2, size=(4, 6))
+    lengths = np.array([3, 3, 6, 6])     # batches of 2 without shuffling: (3, 3) and (6, 6)
+    history = model.fit(x, y, lengths=lengths, loss="cce", optimizer=SGD(lr=0.1), epochs=2,
+                        batch_size=2, shuffle=False, verbose=0)
+    assert np.isfinite(history["loss"]).all()
+    # and the short batch trained on its valid steps only: the same as training on them alone
+    alone = per_step_model()
+    alone.fit(x[:2, :3], y[:2, :3], loss="cce", optimizer=SGD(lr=0.1), epochs=1, batch_size=2,
+              shuffle=False, verbose=0)
+    again = per_step_model()
+    again.fit(x[:2], y[:2], lengths=lengths[:2], loss="cce", optimizer=SGD(lr=0.1), epochs=1,
+              batch_size=2, shuffle=False, verbose=0)
+    for name, p in alone.parameters().items():
+        np.testing.assert_allclose(again.parameters()[name], p, rtol=1e-5, atol=1e-6)
+
+
+def diverging_fit(model, tmp_path=None, **kw):
+    """Training at a learning rate at which the loss overflows within a few steps."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((32, 5, 3)).astype(np.float32)
+    y = (rng.standard_normal((32, 5, 2)) * 1e3).astype(np.float32)
+    callbacks = [] if tmp_path is None else [ModelCheckpoint(tmp_path / "ckpt.npz")]
+    return model.fit(x, y, loss="mse", optimizer=SGD(lr=1e6), epochs=4, batch_size=8,
+                     verbose=0, callbacks=callbacks, **kw)
+
+
+def test_a_nonfinite_loss_stops_fit_before_it_reaches_the_weights(tmp_path):
+    """fit ran every epoch on NaN, and ModelCheckpoint overwrote the last good checkpoint."""
+    model = per_step_model()
+    before = {k: p.copy() for k, p in model.parameters().items()}
+    with pytest.raises(FloatingPointError, match=r"epoch \d+, step \d+.*on_nonfinite"):
+        diverging_fit(model)
+    params = model.parameters()
+    assert all(np.isfinite(p).all() for p in params.values())
+    assert any(not np.array_equal(params[k], before[k]) for k in before)   # it did train
+
+
+def test_skip_leaves_out_the_nonfinite_updates_and_warns(tmp_path):
+    model = per_step_model()
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        try:
+            history = diverging_fit(model, on_nonfinite="skip")
+        except FloatingPointError as exc:      # every update of an epoch was non-finite
+            assert "nothing was trained" in str(exc)
+        else:
+            assert np.isfinite(history["loss"]).all()
+    assert all(np.isfinite(p).all() for p in model.parameters().values())
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        diverging_fit(per_step_model(), on_nonfinite="ignore")
+
+
+def test_a_checkpoint_is_never_written_from_nonfinite_weights(tmp_path, rng):
+    model = per_step_model()
+    path = tmp_path / "ckpt.npz"
+    good = ModelCheckpoint(path)
+    good.on_epoch_end(model, 0, {"loss": 1.0})
+    kept = path.read_bytes()
+    next(iter(model.parameters().values()))[0] = np.nan
+    with pytest.warns(RuntimeWarning, match="not written"):
+        good.on_epoch_end(model, 1, {"loss": 1.0})
+    assert path.read_bytes() == kept
+    best = ModelCheckpoint(tmp_path / "best.npz", monitor="loss", save_best_only=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        best.on_epoch_end(model, 0, {"loss": float("nan")})   # a NaN is never "best"
+    assert not (tmp_path / "best.npz").exists() and best.best == np.inf
