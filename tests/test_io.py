@@ -5,6 +5,8 @@ import json
 import os
 import pathlib
 import pickle
+import subprocess
+import sys
 import warnings
 import zipfile
 
@@ -550,3 +552,49 @@ def test_members_are_read_by_numpy_without_pickle(good, monkeypatch):
     assert seen == [False] * len(sample_arrays())
     assert_same_arrays(sample_arrays(), arrays)
     assert all(a.flags.writeable for a in arrays.values())
+
+
+_SLOW_SAVE = """
+import sys, time
+import numpy as np
+import fastrnn.io as fio
+real = fio._write_array_member
+def slow(*args):
+    real(*args)
+    print("writing", flush=True)
+    time.sleep(60)
+fio._write_array_member = slow
+fio.save_bundle(sys.argv[1], {"x": np.ones(1000)})
+"""
+
+
+def _start_slow_save(path):
+    """A process saving to ``path`` that stops midway (until killed), its temp file written."""
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, str(path)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    return proc
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL and flock are POSIX")
+def test_temp_files_of_killed_saves_are_removed_by_the_next_save(good, monkeypatch):
+    """Each killed save left its temporary file behind (1.27 GB after 50 kills)."""
+    for _ in range(3):
+        proc = _start_slow_save(good)
+        proc.kill()
+        proc.wait()
+    temps = [n for n in _listing(good.parent) if n != good.name]
+    assert len(temps) == 3 and all(n.startswith(f".{good.name}.") for n in temps)
+    running = _start_slow_save(good)        # a save in progress keeps its file
+    try:
+        monkeypatch.setattr(fio, "_ABANDONED_AFTER", 0.0)
+        other = good.parent / "other.npz"
+        save_bundle(other, {"y": np.ones(2)})   # saves to another path leave them alone
+        assert len(_listing(good.parent)) == 6
+        save_bundle(good, {"x": np.ones(3)})
+        left = [n for n in _listing(good.parent) if n not in (good.name, other.name)]
+        assert len(left) == 1                    # the running save's file, still locked
+    finally:
+        running.kill()
+        running.wait()
+    np.testing.assert_array_equal(load_bundle(good)[0]["x"], np.ones(3))
