@@ -14,10 +14,11 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def check_dtype(dtype):
     """Return the NumPy dtype for ``dtype`` ("float32" or "float64"), or raise ValueError."""
     try:
-        resolved = np.dtype(dtype)
+        resolved = None if dtype is None else np.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved not in FLOAT_DTYPES:
+    # (not ``resolved in FLOAT_DTYPES`` alone: ``np.dtype("float64") == None`` is True)
+    if resolved is None or resolved not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return resolved
 

@@ -101,3 +101,21 @@ def test_a_checkpoint_is_never_written_from_nonfinite_weights(tmp_path, rng):
         warnings.simplefilter("error")
         best.on_epoch_end(model, 0, {"loss": float("nan")})   # a NaN is never "best"
     assert not (tmp_path / "best.npz").exists() and best.best == np.inf
+
+
+@pytest.mark.parametrize("dtype", ["flaot32", "bfloat16", "", None, "int32", "float16"])
+def test_a_dtype_that_is_not_float32_or_float64_is_refused(dtype):
+    """``np.dtype(...) == None`` is True, so a misspelt dtype left a layer with dtype None."""
+    for make in (lambda: fastrnn.LSTM(3, 4, dtype=dtype), lambda: fastrnn.Dense(3, 4, dtype=dtype),
+                 lambda: fastrnn.Embedding(5, 4, dtype=dtype)):
+        with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+            make()
+
+
+def test_fit_refuses_a_shuffle_that_is_not_a_bool(rng):
+    """``fit(shuffle="no")`` shuffled."""
+    model = per_step_model()
+    x = rng.standard_normal((4, 3, 3)).astype(np.float32)
+    with pytest.raises(TypeError, match="shuffle must be True or False"):
+        model.fit(x, rng.integers(0, 2, (4, 3)), loss="cce", optimizer="sgd", shuffle="no",
+                  verbose=0)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import losses as losses_module
 from .. import optim as optim_module
-from .._validation import check_choice, check_positive_int
+from .._validation import check_bool, check_choice, check_positive_int
 
 #: what ``fit`` does on a non-finite loss or gradient (``on_nonfinite``)
 NONFINITE_POLICIES = ("raise", "skip")
@@ -144,6 +144,7 @@ class _Model:
         batch_size = check_positive_int("batch_size", batch_size)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        shuffle = check_bool("shuffle", shuffle)
         check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         params = self.parameters()
         where = {}
