@@ -119,3 +119,19 @@ def test_fit_refuses_a_shuffle_that_is_not_a_bool(rng):
     with pytest.raises(TypeError, match="shuffle must be True or False"):
         model.fit(x, rng.integers(0, 2, (4, 3)), loss="cce", optimizer="sgd", shuffle="no",
                   verbose=0)
+
+
+@pytest.mark.parametrize("stored", [np.complex64, np.float64, np.int32])
+def test_weights_of_another_dtype_in_a_file_are_refused(tmp_path, stored):
+    """Complex weights in a file loaded with the imaginary part dropped."""
+    import fastrnn.io as fio
+
+    model = per_step_model()
+    path = tmp_path / "m.npz"
+    model.save(path)
+    arrays, meta = fio.load_bundle(path)
+    key = next(k for k in arrays if k.startswith("param."))
+    arrays[key] = (arrays[key] + (1j if stored is np.complex64 else 0)).astype(stored)
+    fio.save_bundle(path, arrays, meta)
+    with pytest.raises(ValueError, match=f"{key[len('param.'):]}.*{np.dtype(stored)}.*float32"):
+        fastrnn.load_model(path)

@@ -119,9 +119,10 @@ def load_model(path):
             raise ValueError(f"its weights {sorted(stored)} do not match the architecture's "
                              f"{sorted(params)}")
         for name, p in params.items():
-            if stored[name].shape != p.shape:
-                raise ValueError(f"weight {name!r} has shape {stored[name].shape}, the "
-                                 f"architecture needs {p.shape}")
+            if stored[name].shape != p.shape or stored[name].dtype != p.dtype:
+                raise ValueError(f"weight {name!r} is {stored[name].dtype} of shape "
+                                 f"{stored[name].shape}, the architecture needs {p.dtype} of "
+                                 f"shape {p.shape}")
             p[...] = stored[name]
         for i, state in meta.get("rng", {}).items():
             if not isinstance(layers[int(i)], Dropout):
