@@ -75,6 +75,22 @@ def check_choice(name, value, choices):
     return value
 
 
+def check_fraction(name, value):
+    """Return ``value`` if ``0 <= value < 1`` (a rate, e.g. a dropout probability), else raise
+    ValueError."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
+def check_index(name, value, size):
+    """Return ``value`` if it is an index into ``size`` entries (``0..size-1``), else raise
+    ValueError."""
+    if not 0 <= value < size:
+        raise ValueError(f"{name} must be in 0..{size - 1}, got {value}")
+    return value
+
+
 def as_float_array(name, value, dtype, shape):
     """Convert ``value`` to a C-contiguous array of ``dtype`` with the expected ``shape``.
 
@@ -154,3 +170,38 @@ def as_lengths(lengths, batch, timesteps):
     if low == timesteps:
         return None
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def as_token_ids(name, tokens, num_tokens):
+    """Validate integer token ids, each in ``0..num_tokens-1``.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in error messages.
+    tokens : array_like of int
+        Any shape.
+    num_tokens : int
+        The vocabulary size.
+
+    Returns
+    -------
+    ndarray of int64
+
+    Raises
+    ------
+    TypeError
+        If ``tokens`` is not integers.
+    ValueError
+        If it is empty or holds an id outside ``0..num_tokens-1``.
+    """
+    arr = np.asarray(tokens)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integer token ids for an Embedding, "
+                        f"got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    if arr.min() < 0 or arr.max() >= num_tokens:
+        raise ValueError(f"{name} must hold token ids in 0..{num_tokens - 1}, "
+                         f"got values from {arr.min()} to {arr.max()}")
+    return arr.astype(np.int64, copy=False)

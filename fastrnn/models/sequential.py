@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import losses as losses_module
 from .. import metrics as metrics_module
-from .._validation import as_float_array, as_lengths, check_positive_int
+from .._validation import as_float_array, as_lengths, check_fraction, check_positive_int
 from ..layers import Dense, Dropout, Embedding, GRU, LSTM, RNN, Layer, Recurrent
 from .training import _Model, _trim, train_truncated
 
@@ -357,8 +357,7 @@ class Sequential(_Model):
                                                       or not layer.return_sequences):
                     raise ValueError(f"truncate needs unidirectional recurrent layers that "
                                      f"return sequences, got {layer!r}")
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        check_fraction("validation_split", validation_split)
         x, lengths = self._prepare(X, lengths)
         y = self._targets(y, x.shape[0])
         if truncate is not None and (y.ndim < 2 or y.shape[1] != x.shape[1]):

@@ -1,0 +1,26 @@
+"""Layers: ``RNN``, ``LSTM`` and ``GRU``, and ``Dense``, ``Embedding`` and ``Dropout`` around them.
+
+Every layer implements :class:`Layer`, the protocol through which models use layers. The
+package is split by what each file holds:
+
+- :mod:`~fastrnn.layers.base`: the :class:`Layer` protocol (documented there once), the choice
+  of engine (``BACKENDS``) and what the layer classes share;
+- :mod:`~fastrnn.layers.recurrent`: :class:`Recurrent` and ``RNN``, ``LSTM``, ``GRU``;
+- :mod:`~fastrnn.layers.dense`: ``Dense`` and its ``ACTIVATIONS``;
+- :mod:`~fastrnn.layers.embedding`: ``Embedding``;
+- :mod:`~fastrnn.layers.dropout`: ``Dropout``.
+"""
+from .base import BACKENDS, Layer
+from .dense import ACTIVATIONS, Dense
+from .dropout import Dropout
+from .embedding import Embedding
+from .recurrent import (
+           GRU,
+           LSTM,
+           RNN,
+           Recurrent,
+           _Recurrent,  # noqa: F401  (the former name of Recurrent)
+)
+
+__all__ = ["ACTIVATIONS", "BACKENDS", "GRU", "LSTM", "RNN", "Dense", "Dropout", "Embedding",
+           "Layer", "Recurrent"]

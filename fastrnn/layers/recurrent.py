@@ -1,0 +1,478 @@
+"""The recurrent layers ``RNN``, ``LSTM`` and ``GRU``, and :class:`Recurrent`, their shared base.
+
+A recurrent layer owns its parameters (PyTorch's names and shapes), validates and casts what the
+user passes, and hands C-contiguous arrays of its dtype to an engine: the NumPy reference
+(``backend="reference"``) or the compiled one (``backend="compiled"``).
+"""
+import math
+
+import numpy as np
+
+from .. import reference
+from .._validation import (
+    as_float_array,
+    as_lengths,
+    check_bool,
+    check_choice,
+    check_dtype,
+    check_positive_int,
+)
+from .base import _compiled_engine, _LayerBase, _resolve_backend, uniform_params
+
+
+def _state_batch(state):
+    """Batch size of a state ``h`` or ``(h, c)``."""
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+class Recurrent(_LayerBase):
+    """Shared machinery of the recurrent layers; use :class:`RNN`, :class:`LSTM` or :class:`GRU`.
+
+    ``isinstance(layer, Recurrent)`` tells the recurrent layers from the others. Its
+    parameters, methods and attributes are those of the subclasses.
+    """
+
+    _config_names = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional",
+                     "dtype", "backend", "return_sequences")
+
+    def __init__(self, cell, input_size, hidden_size, num_layers, bias, bidirectional, dtype,
+                 seed, backend, return_sequences):
+        self.return_sequences = check_bool("return_sequences", return_sequences)
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.bias = check_bool("bias", bias)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
+        self.dtype = check_dtype(dtype)
+        self.backend = _resolve_backend(backend)
+        self.cell = cell
+        self.num_directions = 2 if self.bidirectional else 1
+        # PyTorch's default: every parameter uniform in [-1/sqrt(hidden), 1/sqrt(hidden)]
+        super().__init__(uniform_params(self._param_shapes(), 1.0 / np.sqrt(self.hidden_size),
+                                        self.dtype, seed))
+        self._stepper = None    # weights prepared for step(); dropped when they may change
+        self._last_state = None  # the state step() returned last (trusted when passed back)
+
+    # ------------------------------------------------------------------ parameters
+
+    def _param_shapes(self):
+        gates_h = reference.GATES[self.cell] * self.hidden_size
+        shapes = {}
+        for layer in range(self.num_layers):
+            layer_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            for direction in range(self.num_directions):
+                names = reference.parameter_names(layer, direction, self.bias)
+                sizes = [(gates_h, layer_in), (gates_h, self.hidden_size), (gates_h,), (gates_h,)]
+                shapes.update(zip(names, sizes))
+        return shapes
+
+    def parameters(self):
+        """See :meth:`Layer.parameters`; PyTorch's names, and edits to the arrays change the
+        layer."""
+        self._stepper = None     # the caller may write into them: step() prepares them again
+        return super().parameters()
+
+    def state_dict(self):
+        """Copies of the parameters, by PyTorch name, in PyTorch's shapes.
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+        return {name: p.copy() for name, p in self._params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Set every parameter from ``state_dict`` (e.g. a PyTorch module's, as NumPy arrays).
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            Exactly the names of :meth:`parameters`, with the same shapes. Values are cast to
+            the layer's dtype and copied into the live arrays.
+
+        Raises
+        ------
+        ValueError
+            If a name is missing or unexpected, or a shape differs.
+        TypeError
+            If ``state_dict`` is not a mapping or a value is not real numbers.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, "
+                            f"got {type(state_dict).__name__}")
+        missing = sorted(set(self._params) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(self._params))
+        if missing or unexpected:
+            raise ValueError(f"state_dict does not match the layer's parameters: "
+                             f"missing {missing}, unexpected {unexpected}")
+        checked = {
+            name: as_float_array(f"state_dict[{name!r}]", state_dict[name], self.dtype, p.shape)
+            for name, p in self._params.items()
+        }
+        for name, value in checked.items():   # only after every entry passed its checks
+            self._params[name][...] = value
+        self._stepper = None
+
+    # ------------------------------------------------------------------ input checks
+
+    def _state_shape(self, batch):
+        return (self.num_layers * self.num_directions, batch, self.hidden_size)
+
+    def _check_state(self, name, state, batch):
+        """``(h, c)`` arrays from a user's state (``c`` is None unless LSTM); None gives zeros."""
+        shape = self._state_shape(batch)
+        if state is None:
+            zeros = np.zeros(shape, self.dtype)
+            return zeros, (zeros.copy() if self.cell == "lstm" else None)
+        if self.cell == "lstm":
+            if not isinstance(state, (tuple, list)) or len(state) != 2:
+                raise TypeError(f"{name} must be a tuple (h, c) for an LSTM, got "
+                                f"{type(state).__name__}")
+            h = as_float_array(f"{name}[0] (h)", state[0], self.dtype, shape)
+            c = as_float_array(f"{name}[1] (c)", state[1], self.dtype, shape)
+            return h, c
+        if isinstance(state, (tuple, list)):
+            raise TypeError(f"{name} must be an array h of shape {shape}, got "
+                            f"{type(state).__name__}")
+        return as_float_array(name, state, self.dtype, shape), None
+
+    def _pack_state(self, h, c):
+        return (h, c) if self.cell == "lstm" else h
+
+    # ------------------------------------------------------------------ forward / backward
+
+    def __call__(self, x, state=None, lengths=None, training=False):
+        """Run the layer over a batch of sequences.
+
+        Parameters
+        ----------
+        x : array_like, shape (batch, timesteps, input_size)
+            Batch-first input; cast to the layer's dtype.
+        state : optional
+            Initial state: ``h`` (``(h, c)`` for an LSTM), each of shape
+            ``(num_layers * num_directions, batch, hidden_size)``; None means zeros.
+        lengths : array_like of int, shape (batch,), optional
+            Valid timesteps of each sequence, each in ``1..timesteps``. Steps past a
+            sequence's length are not computed: outputs there are 0 and the final state is
+            the one at its last valid step.
+        training : bool
+            Keep what :meth:`backward` needs.
+
+        Returns
+        -------
+        y : ndarray, shape (batch, timesteps, num_directions * hidden_size)
+            Outputs of the last layer at every step.
+        state : ndarray or tuple of ndarray
+            Final state, shaped like ``state``.
+        """
+        x = as_float_array("x", x, self.dtype, (None, None, self.input_size))
+        batch, timesteps, _ = x.shape
+        lengths = as_lengths(lengths, batch, timesteps)
+        h0, c0 = self._check_state("state", state, batch)
+        y, h_n, c_n = self._forward(x, h0, c0, lengths, training)
+        return y, self._pack_state(h_n, c_n)
+
+    def _forward(self, x, h0, c0, lengths, training):
+        """The forward pass on validated arrays: ``(y, h_n, c_n)``."""
+        if training:
+            self._stepper = None  # an optimizer step will follow
+        args = (self.cell, x, self._params, h0, c0, lengths)
+        shape = {"num_layers": self.num_layers, "bidirectional": self.bidirectional}
+        if self.backend == "reference":
+            y, h_n, c_n, saved = reference.forward(*args, **shape)
+        else:
+            y, h_n, c_n, saved = _compiled_engine().forward.forward(*args, **shape,
+                                                                    training=training)
+        # what BPTT needs: the reference's cache, or the compiled forward's workspace
+        self._cache = (x, h0, c0, saved) if training else None
+        return y, h_n, c_n
+
+    def backward(self, dy, dstate=None, *, input_grad=True):
+        """Backpropagation through time for the last call made with ``training=True``.
+
+        Parameters
+        ----------
+        dy : array_like or None
+            Gradient of the loss with respect to ``y``, same shape; None means zeros.
+        dstate : optional
+            Gradient with respect to the final state, shaped like it (for an LSTM a tuple
+            ``(dh, dc)`` whose entries may be None); None means zeros.
+        input_grad : bool
+            Compute the gradient with respect to ``x`` (default).  False skips it, and its
+            GEMM (a sixth of a training step's FLOPs when ``input_size == hidden_size``), when
+            ``x`` is data that nothing upstream learns from; ``dx`` is then None.
+
+        Returns
+        -------
+        dx : ndarray or None
+            Gradient with respect to ``x`` (None if ``input_grad`` is False).
+        dstate0 : ndarray or tuple of ndarray
+            Gradient with respect to the initial state, shaped like it.
+
+        Notes
+        -----
+        Fills :attr:`grads` with the gradient of every parameter, keyed like
+        :meth:`parameters`.
+        """
+        batch, timesteps, _ = self._training_cache("a forward call")[0].shape
+        y_shape = (batch, timesteps, self.num_directions * self.hidden_size)
+        if dy is not None:
+            dy = as_float_array("dy", dy, self.dtype, y_shape)
+        dh_n, dc_n = self._check_dstate(dstate, batch)
+        if dy is None and dh_n is None and dc_n is None:
+            raise ValueError("backward() needs dy or dstate; both are None")
+        dx, dh0, dc0 = self._backward(dy, dh_n, dc_n, bool(input_grad))
+        return dx, self._pack_state(dh0, dc0)
+
+    def _backward(self, dy, dh_n, dc_n, input_grad=True):
+        """BPTT on validated arrays: ``(dx, dh0, dc0)`` (dx None unless ``input_grad``);
+        fills :attr:`grads`."""
+        x, h0, c0, saved = self._cache
+        if self.backend == "reference":
+            dx, dh0, dc0, grads = reference.backward(saved, dy, dh_n, dc_n)
+            dx = dx if input_grad else None
+        else:
+            from ..engine import bptt
+
+            dx, dh0, dc0, grads = bptt.backward(self.cell, self._params, saved, dy, dh_n, dc_n,
+                                                 x=x, h0=h0, c0=c0, input_grad=input_grad)
+        self.grads = grads
+        return dx, dh0, dc0
+
+    def _check_dstate(self, dstate, batch):
+        if dstate is None:
+            return None, None
+        shape = self._state_shape(batch)
+        if self.cell == "lstm":
+            if not isinstance(dstate, (tuple, list)) or len(dstate) != 2:
+                raise TypeError(f"dstate must be a tuple (dh, dc) for an LSTM, got "
+                                f"{type(dstate).__name__}")
+            return tuple(
+                None if d is None else as_float_array(f"dstate[{i}]", d, self.dtype, shape)
+                for i, d in enumerate(dstate)
+            )
+        return as_float_array("dstate", dstate, self.dtype, shape), None
+
+    def step(self, x_t, state=None):
+        """See :meth:`Layer.step`: ``x_t`` of shape ``(batch, input_size)``, ``y_t`` the last
+        layer's output ``(batch, hidden_size)``, ``state`` as for :meth:`__call__`;
+        unidirectional layers only.
+
+        Notes
+        -----
+        The compiled backend prepares the weights once and reuses them from call to call;
+        anything that may change them (:meth:`parameters`, :meth:`load_state_dict`, training)
+        makes the next call prepare them again. A state this method returned is passed back
+        without being checked again.
+        """
+        if self.bidirectional:
+            raise ValueError("step() needs a unidirectional layer; this one is bidirectional")
+        x_t = self._check_step_input(x_t)
+        batch = x_t.shape[0]
+        if state is None or (state is self._last_state and _state_batch(state) == batch):
+            h0, c0 = (None, None) if state is None else self._unpack_state(state)
+        else:
+            h0, c0 = self._check_state("state", state, batch)
+        if self.backend == "reference":
+            if h0 is None:
+                h0, c0 = self._check_state("state", None, batch)
+            y, h_n, c_n, _ = reference.forward(
+                self.cell, x_t[:, None, :], self._params, h0, c0, num_layers=self.num_layers
+            )
+            y_t = y[:, 0]
+        else:
+            if self._stepper is None:
+                self._stepper = _compiled_engine().stream.make_stepper(self.cell, self._params,
+                                                                self.num_layers)
+            y_t, h_n, c_n = self._stepper.step(x_t, h0, c0)
+        self._last_state = self._pack_state(h_n, c_n)
+        return y_t, self._last_state
+
+    def _check_step_input(self, x_t):
+        """``x_t`` validated; a fast path for a finite C-contiguous array of the layer's dtype."""
+        if (type(x_t) is np.ndarray and x_t.dtype == self.dtype and x_t.ndim == 2
+                and x_t.shape[1] == self.input_size and x_t.shape[0] > 0
+                and x_t.flags.c_contiguous and math.isfinite(np.vdot(x_t, x_t))):
+            return x_t      # a finite sum of squares means every element is finite
+        return as_float_array("x_t", x_t, self.dtype, (None, self.input_size))
+
+    def _unpack_state(self, state):
+        return state if self.cell == "lstm" else (state, None)
+
+    # ------------------------------------------------------------------ in a model
+
+    def output_shape(self, input_shape):
+        """See :meth:`Layer.output_shape`: ``(batch, timesteps, width)``, or ``(batch, width)``
+        with ``return_sequences=False``, where ``width = num_directions * hidden_size``."""
+        width = self.num_directions * self.hidden_size
+        return (*input_shape[:2], width) if self.return_sequences else (input_shape[0], width)
+
+    def model_forward(self, x, lengths=None, *, state=None, training=False):
+        """See :meth:`Layer.model_forward`: ``x`` is ``(batch, timesteps, input_size)`` of the
+        layer's dtype, ``state`` is ``h`` (``(h, c)`` for an LSTM), and ``y`` is the output
+        sequence or, with ``return_sequences=False``, the output at each sequence's last valid
+        step (see :meth:`output_shape`)."""
+        if state is None:
+            h0, c0 = self._check_state("state", None, x.shape[0])
+        else:
+            h0, c0 = self._unpack_state(state)
+        y, h_n, c_n = self._forward(x, h0, c0, lengths, training)
+        state_out = self._pack_state(h_n, c_n)
+        if self.return_sequences:
+            return y, state_out
+        # the output at the last valid step: the last layer's final state of each direction
+        return np.concatenate(list(h_n[-self.num_directions:]), axis=1), state_out
+
+    def model_backward(self, dy, *, dstate=None, input_grad=True):
+        """See :meth:`Layer.model_backward`: ``dy`` is trusted (of the layer's dtype and shape;
+        None means zeros), and for an LSTM ``dstate`` is ``(dh, dc)``, whose entries may be
+        None."""
+        dh_n, dc_n = (None, None) if dstate is None else self._unpack_state(dstate)
+        if not self.return_sequences:
+            dh_last = self._last_step_grad(dy)
+            dh_n = dh_last if dh_n is None else dh_last + dh_n
+            dy = None
+        dx, dh0, dc0 = self._backward(dy, dh_n, dc_n, input_grad)
+        return dx, self._pack_state(dh0, dc0)
+
+    def final_state_grad(self, dy):
+        """The gradient with respect to the final state that a gradient with respect to the
+        output at each sequence's last valid step (``return_sequences=False``) amounts to.
+
+        Parameters
+        ----------
+        dy : array_like, shape (batch, num_directions * hidden_size)
+
+        Returns
+        -------
+        dstate : ndarray or tuple
+            ``dh_n`` of shape ``(num_layers * num_directions, batch, hidden_size)`` (zero but
+            in the last layer's rows), for an LSTM ``(dh_n, None)``: a ``dstate`` for
+            :meth:`backward`.
+        """
+        dy = as_float_array("dy", dy, self.dtype, (None, self.num_directions * self.hidden_size))
+        return self._pack_state(self._last_step_grad(dy), None)
+
+    def _last_step_grad(self, dy):
+        dh_n = np.zeros(self._state_shape(dy.shape[0]), self.dtype)
+        for d in range(self.num_directions):
+            dh_n[-self.num_directions + d] = dy[:, d * self.hidden_size:(d + 1) * self.hidden_size]
+        return dh_n
+
+    def check_state(self, state, batch, name="state"):
+        """Validate a state as :meth:`__call__` does.
+
+        Parameters
+        ----------
+        state : array_like, tuple or None
+            ``h`` (``(h, c)`` for an LSTM), each of shape
+            ``(num_layers * num_directions, batch, hidden_size)``; None means zeros.
+        batch : int
+        name : str
+            The argument's name in error messages.
+
+        Returns
+        -------
+        h, c : ndarray
+            Arrays of the layer's dtype; ``c`` is None unless the layer is an LSTM.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a state of the wrong kind, shape or dtype, or with NaN or Inf.
+        """
+        return self._check_state(name, state, batch)
+
+    def check_dstate(self, dstate, batch):
+        """Validate a final-state gradient as :meth:`backward` does.
+
+        Parameters
+        ----------
+        dstate : array_like, tuple or None
+            Shaped like the state (for an LSTM ``(dh, dc)``, entries may be None).
+        batch : int
+
+        Returns
+        -------
+        dh, dc : ndarray or None
+        """
+        return self._check_dstate(dstate, batch)
+
+    def __repr__(self):
+        extra = f", nonlinearity={self.nonlinearity!r}" if isinstance(self, RNN) else ""
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
+                f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
+                f"bidirectional={self.bidirectional}, dtype={self.dtype.name!r}, "
+                f"backend={self.backend!r})")
+
+
+_Recurrent = Recurrent      # the former private name of the base class
+
+
+_SIGNATURE_DOC = """
+    Parameters
+    ----------
+    input_size : int
+        Features of each timestep of ``x``.
+    hidden_size : int
+        Units of the hidden state.
+    num_layers : int
+        Stacked layers; layer ``k > 0`` reads the outputs of layer ``k - 1``.
+    bias : bool
+        Whether each layer has the bias vectors ``bias_ih`` and ``bias_hh``.
+    bidirectional : bool
+        Run a second layer over the reversed sequences and concatenate its outputs.
+    dtype : {"float32", "float64"}
+    seed : int, optional
+        Seed of the default initialisation (uniform in ``+-1/sqrt(hidden_size)``).
+    backend : {"compiled", "reference"}, optional
+        The compiled engine or the NumPy reference; the same results to tolerance.  Default:
+        the compiled engine, or the reference when the compiled engine cannot be imported
+        (``import fastrnn`` then warns once).
+    return_sequences : bool
+        In a model, pass on the whole output sequence (True) or only the output at each
+        sequence's last valid step (False; for a bidirectional layer the forward direction's
+        last valid step and the reverse direction's step 0, i.e. the final states).
+"""
+
+
+class RNN(Recurrent):
+    __doc__ = """Elman RNN: ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
+    """ + _SIGNATURE_DOC + """    nonlinearity : {"tanh", "relu"}
+        The activation ``act``.
+    """
+
+    _config_names = Recurrent._config_names + ("nonlinearity",)
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 bidirectional=False, dtype="float32", seed=None, backend=None,
+                 return_sequences=True):
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        super().__init__("rnn_" + nonlinearity, input_size, hidden_size, num_layers, bias,
+                         bidirectional, dtype, seed, backend, return_sequences)
+
+
+class LSTM(Recurrent):
+    __doc__ = """Long short-term memory, gates ``i, f, g, o`` in PyTorch's order.
+
+    ``c_t = f * c_{t-1} + i * g`` and ``h_t = o * tanh(c_t)``; the state is the tuple ``(h, c)``.
+    """ + _SIGNATURE_DOC
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
+                 dtype="float32", seed=None, backend=None, return_sequences=True):
+        super().__init__("lstm", input_size, hidden_size, num_layers, bias, bidirectional,
+                         dtype, seed, backend, return_sequences)
+
+
+class GRU(Recurrent):
+    __doc__ = """Gated recurrent unit, gates ``r, z, n`` in PyTorch's order.
+
+    ``n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))`` and ``h_t = (1 - z) * n + z * h_{t-1}``.
+    """ + _SIGNATURE_DOC
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
+                 dtype="float32", seed=None, backend=None, return_sequences=True):
+        super().__init__("gru", input_size, hidden_size, num_layers, bias, bidirectional,
+                         dtype, seed, backend, return_sequences)
+
+
