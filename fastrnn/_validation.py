@@ -75,20 +75,39 @@ def check_choice(name, value, choices):
     return value
 
 
+def _check_real(name, value):
+    """``value`` as a float if it is a real number (not a bool), else raise TypeError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def check_positive_real(name, value):
+    """Return ``value`` as a float if it is a finite real number > 0, else raise
+    TypeError/ValueError."""
+    value = _check_real(name, value)
+    if not 0.0 < value < float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
 def check_fraction(name, value):
-    """Return ``value`` if ``0 <= value < 1`` (a rate, e.g. a dropout probability), else raise
-    ValueError."""
+    """Return ``value`` as a float if ``0 <= value < 1`` (a rate, e.g. a dropout probability),
+    else raise TypeError/ValueError."""
+    value = _check_real(name, value)
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
     return value
 
 
 def check_index(name, value, size):
-    """Return ``value`` if it is an index into ``size`` entries (``0..size-1``), else raise
-    ValueError."""
+    """Return ``value`` as an int if it is an index into ``size`` entries (``0..size-1``),
+    else raise TypeError/ValueError (a bool is not an index)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if not 0 <= value < size:
         raise ValueError(f"{name} must be in 0..{size - 1}, got {value}")
-    return value
+    return int(value)
 
 
 def as_float_array(name, value, dtype, shape):

@@ -30,6 +30,7 @@ import re
 import secrets
 import struct
 import time
+import tokenize
 import zipfile
 import zlib
 
@@ -40,7 +41,10 @@ except ImportError:  # Windows: an open file cannot be removed, which protects a
 
 import numpy as np
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_bundle", "save_bundle"]
+from ._validation import check_positive_int, check_positive_real
+
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_INFLATION", "FORMAT_NAME", "FORMAT_VERSION",
+           "load_bundle", "save_bundle"]
 
 #: Value of ``metadata["format"]`` in every fastrnn bundle.
 FORMAT_NAME = "fastrnn"
@@ -60,6 +64,10 @@ _MAX_METADATA_BYTES = 256 * 2**20
 _ARRAY_KINDS = "biufcSU"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same content gives the same bytes
 _CHUNK = 1 << 20
+#: default limits of :func:`load_bundle` (a user who trusts a larger file raises them)
+DEFAULT_MAX_BYTES = 4 * 2**30
+DEFAULT_MAX_INFLATION = 100
+_INFLATION_EXEMPT = 16 * 2**20
 #: seconds without change after which an unlocked temporary file of a save is abandoned
 _ABANDONED_AFTER = 2.0
 
@@ -77,6 +85,7 @@ _CORRUPT_ERRORS = (
     NotImplementedError,  # unknown compression method
     RuntimeError,  # "encrypted, password required"; RecursionError on deep JSON
     SyntaxError,  # .npy header literal
+    tokenize.TokenError,  # .npy header cut short
 )
 
 
@@ -465,13 +474,11 @@ def _read_metadata(path, zf):
     return {key: value for key, value in metadata.items() if key not in _RESERVED_KEYS}
 
 
-def _read_array_member(path, zf, info):
-    """Read one ``.npy`` member with NumPy's reader, never unpickling, never over-allocating.
+def _read_header(path, zf, info):
+    """``(shape, dtype, header_size)`` of one ``.npy`` member, from its header alone.
 
-    The header is read and checked first: an object dtype is refused, and the data its shape
-    and dtype declare must be exactly what the member holds, so that a header claiming a huge
-    shape is refused before :func:`numpy.lib.format.read_array` allocates anything. The member
-    is then read from its start by ``read_array(..., allow_pickle=False)``.
+    An object dtype is refused (it would need unpickling), and the data the header declares
+    must be exactly what the member holds.
     """
     fmt = np.lib.format
     with zf.open(info) as member:
@@ -500,15 +507,38 @@ def _read_array_member(path, zf, info):
             f"header declares shape {shape} of {dtype} ({nbytes} bytes) but the member "
             f"holds {data_size} bytes of data"
         )
+    return shape, dtype, header_size
+
+
+def _read_array_member(info, zf):
+    """Read one checked ``.npy`` member with NumPy's reader (never unpickling; a stream
+    such as a deflated member is read in chunks of 16 MiB)."""
     with zf.open(info) as member:
-        arr = fmt.read_array(member, allow_pickle=False)
+        arr = np.lib.format.read_array(member, allow_pickle=False)
         if member.read(1):  # reaching the end also makes zipfile check the CRC-32
             raise ValueError("data continues past the declared shape")
     return arr
 
 
-def _read_arrays(path, zf):
-    arrays = {}
+def _check_sizes(path, members, max_bytes, max_inflation):
+    """Refuse a file whose arrays would take more memory than the limits allow."""
+    total = sum(info.file_size for info in members)
+    if total > max_bytes:
+        _fail(path, f"its arrays hold {total} bytes, more than max_bytes={max_bytes}; pass a "
+                    f"larger max_bytes to load it if you trust the file")
+    for info in members:
+        if info.compress_type == zipfile.ZIP_STORED or info.file_size <= _INFLATION_EXEMPT:
+            continue
+        if info.file_size > max_inflation * max(info.compress_size, 1):
+            _fail(path, f"member {info.filename!r} inflates from {info.compress_size} to "
+                        f"{info.file_size} bytes, more than max_inflation={max_inflation} "
+                        f"times; pass a larger max_inflation to load it if you trust the file")
+
+
+def _read_arrays(path, zf, max_bytes, max_inflation):
+    """Every array member: names and sizes are checked first, then every header, and only
+    then is any array read."""
+    members = []
     for info in zf.infolist():
         name = info.filename
         if name == _METADATA_MEMBER:
@@ -516,17 +546,33 @@ def _read_arrays(path, zf):
         key = name[:-4]
         if not name.endswith(".npy") or len(key) > _MAX_KEY_LEN or not _KEY_RE.match(key):
             _fail(path, f"unexpected member {name!r}")
-        with _Corrupt(path, f"cannot parse array member {name!r}"):
-            arrays[key] = _read_array_member(path, zf, info)
+        members.append(info)
+    _check_sizes(path, members, max_bytes, max_inflation)
+    for info in members:
+        with _Corrupt(path, f"cannot parse array member {info.filename!r}"):
+            _read_header(path, zf, info)
+    arrays = {}
+    for info in members:
+        with _Corrupt(path, f"cannot parse array member {info.filename!r}"):
+            arrays[info.filename[:-4]] = _read_array_member(info, zf)
     return arrays
 
 
-def load_bundle(path):
+def load_bundle(path, *, max_bytes=DEFAULT_MAX_BYTES, max_inflation=DEFAULT_MAX_INFLATION):
     """Read a file written by :func:`save_bundle`, without ever unpickling.
+
+    Nothing is allocated beyond what the file justifies: every member's name, size and
+    header are checked before any array is read.
 
     Parameters
     ----------
     path : str or os.PathLike
+    max_bytes : int, default 4 GiB
+        Largest total size of the arrays (as they are in memory).
+    max_inflation : float, default 100
+        Largest ratio of a deflated member's size to its compressed size (members of up to
+        16 MiB are exempt): a "deflate bomb" of a few megabytes can declare gigabytes of
+        zeros.
 
     Returns
     -------
@@ -545,7 +591,7 @@ def load_bundle(path):
         If ``path`` is not a path.
     ValueError
         If the file is not a zip archive, is truncated or corrupted (its checksum or a CRC does
-        not match), is not a fastrnn bundle (no ``metadata.json`` or a foreign ``format``, as
+        not match), its arrays exceed ``max_bytes`` or ``max_inflation``, is not a fastrnn bundle (no ``metadata.json`` or a foreign ``format``, as
         for an ``.npz`` from ``numpy.savez``), was written by a newer fastrnn (the message
         gives both format versions), or has an array member that cannot be parsed or that
         holds Python objects. The message names ``path``.
@@ -555,6 +601,8 @@ def load_bundle(path):
     save_bundle
     """
     path = _check_path(path)
+    max_bytes = check_positive_int("max_bytes", max_bytes)
+    max_inflation = check_positive_real("max_inflation", max_inflation)
     with open(path, "rb") as fileobj:
         with _Corrupt(path, "not a readable zip archive"):
             zf = zipfile.ZipFile(fileobj)
@@ -573,5 +621,5 @@ def load_bundle(path):
                     "its fastrnn-sha256 checksum (the archive comment) is missing or "
                     "malformed; the file was damaged or rewritten by another program",
                 )
-            arrays = _read_arrays(path, zf)
+            arrays = _read_arrays(path, zf, max_bytes, max_inflation)
     return arrays, metadata

@@ -135,3 +135,98 @@ def test_weights_of_another_dtype_in_a_file_are_refused(tmp_path, stored):
     fio.save_bundle(path, arrays, meta)
     with pytest.raises(ValueError, match=f"{key[len('param.'):]}.*{np.dtype(stored)}.*float32"):
         fastrnn.load_model(path)
+
+
+def crafted_model_file(tmp_path, edit, rng):
+    """A saved model whose layer configuration ``edit(layers)`` changed (a valid checksum:
+    the file is what a hostile or careless writer would make)."""
+    import fastrnn.io as fio
+
+    model = fastrnn.Sequential([fastrnn.Embedding(20, 4, seed=0), fastrnn.LSTM(4, 6, seed=1),
+                                fastrnn.Dense(6, 3, seed=2)])
+    path = tmp_path / "m.npz"
+    model.save(path)
+    arrays, meta = fio.load_bundle(path)
+    edit(meta["layers"])
+    fio.save_bundle(path, arrays, meta)
+    return path
+
+
+@pytest.mark.parametrize("edit", [
+    lambda layers: layers[1]["config"].update(hidden_size=20000),     # 8.9 GiB asked
+    lambda layers: layers[1]["config"].update(num_layers=10**6),      # 745 MB of shapes
+    lambda layers: layers[0]["config"].update(num_embeddings=10**9),  # an embedding bomb
+], ids=["hidden_size", "num_layers", "num_embeddings"])
+def test_a_configuration_that_asks_more_than_the_file_holds_is_refused_before_allocating(
+        tmp_path, rng, edit):
+    """load_model built the layers from the JSON before checking the arrays: MemoryError."""
+    import tracemalloc
+
+    path = crafted_model_file(tmp_path, edit, rng)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="m.npz.*more parameters than the file holds"):
+            fastrnn.load_model(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
+
+
+def test_a_deflate_bomb_and_a_file_over_max_bytes_are_refused_before_reading(tmp_path):
+    import fastrnn.io as fio
+
+    path = tmp_path / "bomb.npz"
+    fio.save_bundle(path, {"x": np.zeros(2**24, np.float32)}, {}, compress=True)  # 64 MiB
+    assert path.stat().st_size < 2**20
+    with pytest.raises(ValueError, match="bomb.npz.*inflates.*max_inflation=100"):
+        fio.load_bundle(path)
+    with pytest.raises(ValueError, match="bomb.npz.*max_inflation=100"):
+        fastrnn.load_model(path)
+    assert fio.load_bundle(path, max_inflation=5000)[0]["x"].shape == (2**24,)
+    with pytest.raises(ValueError, match="bomb.npz.*more than max_bytes=1000000"):
+        fio.load_bundle(path, max_bytes=10**6, max_inflation=5000)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises((TypeError, ValueError), match="max_bytes"):
+            fio.load_bundle(path, max_bytes=bad)
+
+
+def test_a_npy_header_cut_short_is_a_value_error_naming_the_file(tmp_path):
+    """A broken .npy header in a file with a valid checksum raised tokenize.TokenError."""
+    import zipfile
+
+    import fastrnn.io as fio
+
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,".ljust(117) + b"\n"
+    member = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(12)
+    path = tmp_path / "cut.npz"
+    with open(path, "w+b") as f:          # what save_bundle writes, with that member
+        with zipfile.ZipFile(f, "w") as zf:
+            zf.comment = fio._CHECKSUM_PREFIX + b"0" * 64
+            zf.writestr("metadata.json", b'{"format": "fastrnn", "format_version": 1}')
+            zf.writestr("x.npy", member)
+        fio._write_checksum(f)
+    with pytest.raises(ValueError, match="cut.npz.*cannot parse array member 'x.npy'"):
+        fio.load_bundle(path)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: fastrnn.Embedding(10, 4, padding_idx=True), "padding_idx must be an integer"),
+    (lambda: fastrnn.Embedding(10, 4, padding_idx=1.5), "padding_idx must be an integer"),
+    (lambda: fastrnn.Embedding(10, 4, padding_idx="0"), "padding_idx must be an integer"),
+    (lambda: fastrnn.Dropout(p=True), "p must be a number"),
+    (lambda: fastrnn.Dropout(p="0.5"), "p must be a number"),
+])
+def test_a_bool_or_a_string_is_not_an_index_or_a_rate(make, message):
+    """``Embedding(10, 4, padding_idx=True)`` zeroed every row (``weight[True] = 0``)."""
+    with pytest.raises(TypeError, match=message):
+        make()
+
+
+def test_a_numpy_integer_padding_idx_is_kept_as_a_python_int(tmp_path):
+    layer = fastrnn.Embedding(10, 4, padding_idx=np.int64(3), seed=0)
+    assert type(layer.padding_idx) is int and (layer.parameters()["weight"][3] == 0).all()
+    assert (layer.parameters()["weight"][[0, 1, 2, 4]] != 0).all()
+    model = fastrnn.Sequential([layer])
+    model.save(tmp_path / "e.npz")                # the config is JSON
+    assert fastrnn.load_model(tmp_path / "e.npz").layers[0].padding_idx == 3

@@ -5,6 +5,9 @@ from their own methods. ``_LayerBase`` holds what every layer class does alike: 
 gradients, the cache a training call keeps, :meth:`~Layer.parameters` and
 :meth:`~Layer.get_config`.
 """
+import math
+import threading
+from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -190,13 +193,50 @@ def _json_value(value):
     return value.name if isinstance(value, np.dtype) else value
 
 
+_budget = threading.local()
+
+
+@contextmanager
+def parameter_budget(nbytes):
+    """Within the block, layers built on this thread may allocate at most ``nbytes`` bytes of
+    parameters in all; one that would need more raises ValueError before allocating.
+
+    Loading a model file builds its layers from their JSON configuration: the budget is what
+    the file's weights hold, so that a crafted configuration (``hidden_size`` 20000 in a
+    55 KB file) is refused instead of asking for gigabytes.
+
+    Parameters
+    ----------
+    nbytes : int
+    """
+    outer = getattr(_budget, "left", None)
+    _budget.left = nbytes
+    try:
+        yield
+    finally:
+        _budget.left = outer
+
+
+def claim_parameter_bytes(nbytes):
+    """Count ``nbytes`` of parameters against the :func:`parameter_budget` of this thread
+    (if any), or raise ValueError if they exceed what is left of it."""
+    left = getattr(_budget, "left", None)
+    if left is None:
+        return
+    if nbytes > left:
+        raise ValueError(f"the configuration asks for more parameters than the file holds "
+                         f"({nbytes} more bytes, {left} left)")
+    _budget.left = left - nbytes
+
+
 def uniform_params(shapes, bound, dtype, seed):
     """Parameters drawn uniform in ``[-bound, bound]`` (PyTorch's default initialisation).
 
     Parameters
     ----------
-    shapes : dict of str to tuple of int
-        The parameters' names and shapes, drawn in this order from one generator.
+    shapes : iterable of (str, tuple of int)
+        The parameters' names and shapes, drawn in this order from one generator (each is
+        claimed from the :func:`parameter_budget` before it is drawn).
     bound : float
     dtype : numpy.dtype
     seed : int or None
@@ -206,5 +246,8 @@ def uniform_params(shapes, bound, dtype, seed):
     dict of str to ndarray
     """
     rng = np.random.default_rng(seed)
-    return {name: rng.uniform(-bound, bound, size=shape).astype(dtype)
-            for name, shape in shapes.items()}
+    params = {}
+    for name, shape in shapes:
+        claim_parameter_bytes(math.prod(shape) * dtype.itemsize)
+        params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
+    return params

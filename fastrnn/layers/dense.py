@@ -59,7 +59,8 @@ class Dense(_LayerBase):
         shapes = {"weight": (self.out_features, self.in_features)}
         if self.bias:
             shapes["bias"] = (self.out_features,)
-        super().__init__(uniform_params(shapes, 1.0 / np.sqrt(self.in_features), self.dtype, seed))
+        super().__init__(uniform_params(shapes.items(), 1.0 / np.sqrt(self.in_features),
+                                        self.dtype, seed))
 
     def linear(self, x):
         """The pre-activation ``x W^T + b`` (the logits when the activation is dropped).

@@ -1,8 +1,10 @@
 """``Embedding``: the lookup table from integer tokens to vectors."""
+import math
+
 import numpy as np
 
 from .._validation import as_token_ids, check_dtype, check_index, check_positive_int
-from .base import _LayerBase
+from .base import _LayerBase, claim_parameter_bytes
 
 
 class Embedding(_LayerBase):
@@ -27,11 +29,12 @@ class Embedding(_LayerBase):
         self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         if padding_idx is not None:
-            check_index("padding_idx", padding_idx, self.num_embeddings)
+            padding_idx = check_index("padding_idx", padding_idx, self.num_embeddings)
         self.padding_idx = padding_idx
         self.dtype = check_dtype(dtype)
-        weight = np.random.default_rng(seed).standard_normal(
-            (self.num_embeddings, self.embedding_dim)).astype(self.dtype)
+        shape = (self.num_embeddings, self.embedding_dim)
+        claim_parameter_bytes(math.prod(shape) * self.dtype.itemsize)
+        weight = np.random.default_rng(seed).standard_normal(shape).astype(self.dtype)
         if padding_idx is not None:
             weight[padding_idx] = 0
         super().__init__({"weight": weight})

@@ -56,15 +56,15 @@ class Recurrent(_LayerBase):
     # ------------------------------------------------------------------ parameters
 
     def _param_shapes(self):
+        """``(name, shape)`` of every parameter in PyTorch's order (made one at a time, so
+        that a budget stops a huge ``num_layers`` early)."""
         gates_h = reference.GATES[self.cell] * self.hidden_size
-        shapes = {}
         for layer in range(self.num_layers):
             layer_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
             for direction in range(self.num_directions):
                 names = reference.parameter_names(layer, direction, self.bias)
                 sizes = [(gates_h, layer_in), (gates_h, self.hidden_size), (gates_h,), (gates_h,)]
-                shapes.update(zip(names, sizes))
-        return shapes
+                yield from zip(names, sizes)
 
     def parameters(self):
         """See :meth:`Layer.parameters`; PyTorch's names, and edits to the arrays change the

@@ -10,6 +10,7 @@ import numpy as np
 from .. import losses as losses_module
 from .. import optim as optim_module
 from ..layers import Dropout
+from ..layers.base import parameter_budget
 from .sequential import LAYER_CLASSES, Sequential
 
 
@@ -77,12 +78,19 @@ def _arrays_in(obj, arrays, path):
     return obj
 
 
-def load_model(path):
+def load_model(path, *, max_bytes=None, max_inflation=None):
     """Read a model written by :meth:`Sequential.save`.
+
+    Nothing is allocated beyond what the file justifies: its arrays are checked (sizes,
+    headers) before they are read, and the layers its configuration describes may not need
+    more weights than the file holds.
 
     Parameters
     ----------
     path : str or os.PathLike
+    max_bytes, max_inflation : optional
+        Limits of :func:`fastrnn.io.load_bundle` (default 4 GiB of arrays, deflated members
+        inflating at most 100 times); raise them to load a larger file you trust.
 
     Returns
     -------
@@ -100,21 +108,26 @@ def load_model(path):
     FileNotFoundError
         If ``path`` does not exist.
     """
-    from ..io import load_bundle
+    from .. import io
 
-    arrays, meta = load_bundle(path)
+    limits = {"max_bytes": io.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+              "max_inflation": (io.DEFAULT_MAX_INFLATION if max_inflation is None
+                                else max_inflation)}
+    arrays, meta = io.load_bundle(path, **limits)
     try:
         if meta.get("model") != "Sequential":
             raise ValueError(f"it holds a {meta.get('model')!r} model, not a Sequential one")
+        stored = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
         layers = []
-        for spec in meta["layers"]:
-            cls = LAYER_CLASSES.get(spec["class"])
-            if cls is None:
-                raise ValueError(f"unknown layer class {spec['class']!r}")
-            layers.append(cls(**spec["config"]))
+        # the layers may allocate no more than the file's weights hold
+        with parameter_budget(sum(a.nbytes for a in stored.values())):
+            for spec in meta["layers"]:
+                cls = LAYER_CLASSES.get(spec["class"])
+                if cls is None:
+                    raise ValueError(f"unknown layer class {spec['class']!r}")
+                layers.append(cls(**spec["config"]))
         model = Sequential(layers)
         params = model.parameters()
-        stored = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
         if set(stored) != set(params):
             raise ValueError(f"its weights {sorted(stored)} do not match the architecture's "
                              f"{sorted(params)}")
