@@ -230,3 +230,13 @@ def test_a_numpy_integer_padding_idx_is_kept_as_a_python_int(tmp_path):
     model = fastrnn.Sequential([layer])
     model.save(tmp_path / "e.npz")                # the config is JSON
     assert fastrnn.load_model(tmp_path / "e.npz").layers[0].padding_idx == 3
+
+
+@pytest.mark.parametrize("activation", [None, "tanh"])
+def test_dense_backward_refuses_a_dy_it_would_broadcast(rng, activation):
+    """``Dense.backward`` broadcast a dy of shape (1, out) over the batch."""
+    layer = fastrnn.Dense(3, 2, activation=activation, seed=0)
+    layer(rng.standard_normal((4, 3)), training=True)
+    with pytest.raises(ValueError, match=r"dy must have shape \(4, 2\)"):
+        layer.backward(np.ones((1, 2)))
+    assert layer.backward(np.ones((4, 2))).shape == (4, 3)

@@ -117,7 +117,7 @@ class Dense(_LayerBase):
         """See :meth:`Layer.model_backward`; ``dy`` is the gradient with respect to the
         pre-activation if the forward returned logits."""
         through_activation = self._cache is None or self._cache[1] is not None
-        return self.backward(dy, through_activation, input_grad=input_grad), None
+        return self._backward(dy, through_activation, input_grad), None
 
     def step(self, x_t, state=None):
         """See :meth:`Layer.step`: :meth:`__call__` on ``x_t`` of shape
@@ -135,6 +135,12 @@ class Dense(_LayerBase):
         input_grad : bool
             False skips the input gradient (the input is data) and returns None.
         """
+        x, _ = self._training_cache()
+        dy = as_float_array("dy", dy, self.dtype, (*x.shape[:-1], self.out_features))
+        return self._backward(dy, through_activation, input_grad)
+
+    def _backward(self, dy, through_activation, input_grad):
+        """:meth:`backward` on a ``dy`` of the output's shape and dtype."""
         x, y = self._training_cache()
         da = ACTIVATIONS[self.activation][1](y, dy) if through_activation else dy
         x2 = x.reshape(-1, self.in_features)
