@@ -32,6 +32,21 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def as_rng(name, seed):
+    """A NumPy ``Generator`` from ``seed``: None (fresh entropy), a non-negative integer, or a
+    ``Generator`` (used as it is); anything else raises TypeError/ValueError naming ``name``."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None:
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"{name} must be a non-negative integer, a numpy Generator or "
+                            f"None, got {type(seed).__name__} {seed!r}")
+        if seed < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {seed}")
+        seed = int(seed)
+    return np.random.default_rng(seed)
+
+
 def check_bool(name, value):
     """Return ``value`` as a Python bool if it is a boolean, else raise TypeError.
 

@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from ._validation import check_dtype, check_positive_int
+from ._validation import as_rng, check_dtype, check_positive_int
 from .reference import GATES
 
 
@@ -40,12 +40,6 @@ def _shape(shape, min_ndim=1):
     return tuple(int(d) for d in dims)
 
 
-def _rng(rng):
-    if rng is None or isinstance(rng, (numbers.Integral, np.random.Generator)):
-        if isinstance(rng, (bool, np.bool_)):
-            raise TypeError(f"rng must be a numpy Generator, a seed or None, got {rng!r}")
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be a numpy Generator, a seed or None, got {type(rng).__name__}")
 
 
 def _fans(shape):
@@ -97,7 +91,7 @@ def uniform_default(hidden_size):
 
     def init(shape, rng=None, dtype="float32"):
         dtype = check_dtype(dtype)
-        return _rng(rng).uniform(-bound, bound, size=_shape(shape)).astype(dtype)
+        return as_rng("rng", rng).uniform(-bound, bound, size=_shape(shape)).astype(dtype)
 
     init.__name__ = f"uniform_default({hidden_size})"
     init.__doc__ = f"Uniform in [-{bound}, {bound}] (1/sqrt({hidden_size}))."
@@ -125,7 +119,7 @@ def glorot_uniform(shape, rng=None, dtype="float32", gain=1.0):
     shape = _shape(shape, min_ndim=2)
     fan_in, fan_out = _fans(shape)
     bound = float(gain) * np.sqrt(6.0 / (fan_in + fan_out))
-    return _rng(rng).uniform(-bound, bound, size=shape).astype(check_dtype(dtype))
+    return as_rng("rng", rng).uniform(-bound, bound, size=shape).astype(check_dtype(dtype))
 
 
 def orthogonal(shape, rng=None, dtype="float32", gain=1.0):
@@ -157,7 +151,7 @@ def orthogonal(shape, rng=None, dtype="float32", gain=1.0):
     """
     shape = _shape(shape, min_ndim=2)
     rows, cols = shape[0], int(np.prod(shape[1:]))
-    flat = _rng(rng).standard_normal((rows, cols))
+    flat = as_rng("rng", rng).standard_normal((rows, cols))
     if rows < cols:
         flat = flat.T
     q, r = np.linalg.qr(flat)
@@ -313,10 +307,7 @@ def apply(layer, weight_ih=None, weight_hh=None, bias=None, forget_bias=None, se
             raise ValueError(f"forget_bias must be finite, got {forget_bias}")
     if not has_bias and (bias is not None or forget_bias is not None):
         raise ValueError("bias and forget_bias need a layer with biases (bias=True)")
-    if isinstance(seed, (bool, np.bool_)) or not (
-            seed is None or isinstance(seed, (numbers.Integral, np.random.Generator))):
-        raise TypeError(f"seed must be an integer, a numpy Generator or None, got {seed!r}")
-    rng = np.random.default_rng(seed)
+    rng = as_rng("seed", seed)
 
     for name, param in params.items():
         match = _PARAM_NAME.match(name)

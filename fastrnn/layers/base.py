@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .._validation import check_choice
+from .._validation import as_rng, check_choice
 
 BACKENDS = ("compiled", "reference")
 
@@ -245,7 +245,7 @@ def uniform_params(shapes, bound, dtype, seed):
     -------
     dict of str to ndarray
     """
-    rng = np.random.default_rng(seed)
+    rng = as_rng("seed", seed)
     params = {}
     for name, shape in shapes:
         claim_parameter_bytes(math.prod(shape) * dtype.itemsize)

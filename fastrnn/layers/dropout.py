@@ -1,7 +1,7 @@
 """``Dropout``: inverted dropout between the other layers."""
 import numpy as np
 
-from .._validation import check_fraction
+from .._validation import as_rng, check_fraction
 from .base import _LayerBase
 
 
@@ -20,7 +20,7 @@ class Dropout(_LayerBase):
 
     def __init__(self, p=0.5, seed=None):
         self.p = float(check_fraction("p", p))
-        self._rng = np.random.default_rng(seed)
+        self._rng = as_rng("seed", seed)
         super().__init__({})    # no parameters; the cache is the last mask (None: identity)
 
     def __call__(self, x, training=False):

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from .._validation import as_token_ids, check_dtype, check_index, check_positive_int
+from .._validation import as_rng, as_token_ids, check_dtype, check_index, check_positive_int
 from .base import _LayerBase, claim_parameter_bytes
 
 
@@ -34,7 +34,7 @@ class Embedding(_LayerBase):
         self.dtype = check_dtype(dtype)
         shape = (self.num_embeddings, self.embedding_dim)
         claim_parameter_bytes(math.prod(shape) * self.dtype.itemsize)
-        weight = np.random.default_rng(seed).standard_normal(shape).astype(self.dtype)
+        weight = as_rng("seed", seed).standard_normal(shape).astype(self.dtype)
         if padding_idx is not None:
             weight[padding_idx] = 0
         super().__init__({"weight": weight})

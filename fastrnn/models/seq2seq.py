@@ -8,7 +8,7 @@ gradient with respect to the decoder's initial state flows back into the encoder
 import numpy as np
 
 from .. import losses as losses_module
-from .._validation import as_lengths, check_positive_int
+from .._validation import as_lengths, as_rng, check_positive_int
 from ..layers import Dense, Embedding, GRU, LSTM, RNN
 from .training import _Model, _trim
 
@@ -48,7 +48,7 @@ class EncoderDecoder(_Model):
                            embedding_dim=embedding_dim, hidden_size=hidden_size, cell=cell,
                            num_layers=num_layers, bos_id=bos_id, eos_id=eos_id, dtype=dtype,
                            seed=seed, backend=backend)
-        rng = np.random.default_rng(seed)
+        rng = as_rng("seed", seed)
         seeds = rng.integers(0, 2**31, size=5)
         rec = dict(num_layers=num_layers, dtype=dtype, backend=backend)
         self.source_embedding = Embedding(source_vocab, embedding_dim, padding_idx=0, dtype=dtype,

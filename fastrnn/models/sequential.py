@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import losses as losses_module
 from .. import metrics as metrics_module
-from .._validation import as_float_array, as_lengths, check_fraction, check_positive_int
+from .._validation import (as_float_array, as_lengths, as_rng, check_fraction,
+                           check_positive_int)
 from ..layers import Dense, Dropout, Embedding, GRU, LSTM, RNN, Layer, Recurrent
 from .training import _Model, _trim, train_truncated
 
@@ -442,7 +443,7 @@ class Sequential(_Model):
         steps = check_positive_int("steps", steps)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        rng = np.random.default_rng(seed)
+        rng = as_rng("seed", seed)
         states = [None] * len(self.layers)
 
         def next_logits(token):

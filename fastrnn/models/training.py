@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import losses as losses_module
 from .. import optim as optim_module
-from .._validation import check_bool, check_choice, check_positive_int
+from .._validation import as_rng, check_bool, check_choice, check_positive_int
 
 #: what ``fit`` does on a non-finite loss or gradient (``on_nonfinite``)
 NONFINITE_POLICIES = ("raise", "skip")
@@ -145,6 +145,12 @@ class _Model:
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         shuffle = check_bool("shuffle", shuffle)
+        if isinstance(seed, np.random.Generator):
+            raise TypeError("seed of fit must be a non-negative integer or None (the order of "
+                            "each epoch is made from it and the epoch number), got a Generator")
+        as_rng("seed", seed)
+        if seed is None:    # a fresh order, not reproducible
+            seed = np.random.SeedSequence().entropy
         check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         params = self.parameters()
         where = {}
