@@ -3,6 +3,7 @@
 Everything a user passes goes through one of these functions once, before any engine sees it;
 the engines assume valid, C-contiguous arrays of the layer's dtype.
 """
+import math
 import numbers
 
 import numpy as np
@@ -22,13 +23,75 @@ def check_dtype(dtype):
     return resolved
 
 
-def check_positive_int(name, value):
-    """Return ``value`` as an int if it is an integer >= 1, else raise TypeError/ValueError."""
+def check_int(name, value, low=None):
+    """Return ``value`` as an int if it is an integer (not a bool), else raise TypeError.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in the error messages.
+    value : int or numpy integer
+        The value to check.
+    low : int, optional
+        The smallest value allowed; ValueError ``"<name> must be >= <low>, got <value>"``
+        below it. Without it every integer passes.
+
+    Returns
+    -------
+    int
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
     return int(value)
+
+
+def check_positive_int(name, value):
+    """Return ``value`` as an int if it is an integer >= 1, else raise TypeError/ValueError."""
+    return check_int(name, value, low=1)
+
+
+def check_number(name, value):
+    """Return ``value`` unchanged if it is a real number (not a bool), else raise TypeError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_real(name, value, low=0.0, high=math.inf, low_open=False, high_open=False):
+    """Return ``value`` as a float if it is a real number in an interval, else raise.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in the error messages.
+    value : float or int
+        The value to check; bools are refused.
+    low, high : float
+        The bounds of the interval; by default ``[0, inf]`` (most hyper-parameters are
+        non-negative).
+    low_open, high_open : bool
+        Whether the bound itself is excluded.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a real number.
+    ValueError
+        If it is NaN or outside the interval: ``"<name> must be in [0.0, 1.0), got 1.0"``.
+    """
+    value = float(check_number(name, value))
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if math.isnan(value) or below or above:
+        interval = (("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]"))
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return value
 
 
 def check_bool(name, value):
@@ -72,6 +135,29 @@ def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def check_mapping(name, value):
+    """Raise TypeError unless ``value`` is a dict-like (it has ``keys`` and ``__getitem__``)."""
+    if not hasattr(value, "keys") or not hasattr(value, "__getitem__"):
+        raise TypeError(f"{name} must be a dict of names to arrays, got {type(value).__name__}")
+
+
+def check_float_ndarray(name, value, note=""):
+    """Raise TypeError unless ``value`` is a float32 or float64 ndarray.
+
+    Parameters
+    ----------
+    name : str
+        The value's name in the message, e.g. ``"params['w']"``.
+    value : object
+        The value to check.
+    note : str
+        Said after the requirement, e.g. ``" (clipping works in place)"``.
+    """
+    if not isinstance(value, np.ndarray) or value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float32 or float64 ndarray{note}, got "
+                        f"{getattr(value, 'dtype', type(value).__name__)}")
 
 
 def as_float_array(name, value, dtype, shape):
