@@ -23,6 +23,17 @@ def check_dtype(dtype):
     return resolved
 
 
+def check_numeric_dtype(dtype):
+    """Return the NumPy dtype for ``dtype`` if it is boolean, integer or floating, else TypeError."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be a numeric dtype, got {dtype!r}: {exc}") from None
+    if resolved.kind not in "biuf":
+        raise TypeError(f"dtype must be a boolean, integer or floating dtype, got {resolved}")
+    return resolved
+
+
 def check_int(name, value, low=None):
     """Return ``value`` as an int if it is an integer (not a bool), else raise TypeError.
 
@@ -134,6 +145,25 @@ def check_choice(name, value, choices):
     """Return ``value`` if it is one of ``choices``, else raise ValueError."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_string_tuple(name, value):
+    """Return ``value`` as a tuple if it is a sequence of non-empty strings, else TypeError.
+
+    A single string is refused rather than split into its characters.
+    """
+    if isinstance(value, str):
+        raise TypeError(f"{name} must be a sequence of strings, got the string {value!r}")
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a sequence of strings, got {type(value).__name__}"
+        ) from None
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise TypeError(f"{name}[{i}] must be a non-empty string, got {item!r}")
     return value
 
 
