@@ -3,6 +3,7 @@
 Everything a user passes goes through one of these functions once, before any engine sees it;
 the engines assume valid, C-contiguous arrays of the layer's dtype.
 """
+import math
 import numbers
 
 import numpy as np
@@ -23,12 +24,38 @@ def check_dtype(dtype):
     return resolved
 
 
-def check_positive_int(name, value):
-    """Return ``value`` as an int if it is an integer >= 1, else raise TypeError/ValueError."""
+def check_numeric_dtype(dtype):
+    """Return the NumPy dtype for ``dtype`` if it is boolean, integer or floating, else TypeError."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be a numeric dtype, got {dtype!r}: {exc}") from None
+    if resolved.kind not in "biuf":
+        raise TypeError(f"dtype must be a boolean, integer or floating dtype, got {resolved}")
+    return resolved
+
+
+def check_int(name, value, low=None):
+    """Return ``value`` as an int if it is an integer (not a bool), else raise TypeError.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in the error messages.
+    value : int or numpy integer
+        The value to check.
+    low : int, optional
+        The smallest value allowed; ValueError ``"<name> must be >= <low>, got <value>"``
+        below it. Without it every integer passes.
+
+    Returns
+    -------
+    int
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
     return int(value)
 
 
@@ -37,14 +64,58 @@ def as_rng(name, seed):
     ``Generator`` (used as it is); anything else raises TypeError/ValueError naming ``name``."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is not None:
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"{name} must be a non-negative integer, a numpy Generator or "
-                            f"None, got {type(seed).__name__} {seed!r}")
-        if seed < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {seed}")
-        seed = int(seed)
-    return np.random.default_rng(seed)
+    if seed is not None and (isinstance(seed, (bool, np.bool_))
+                             or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"{name} must be a non-negative integer, a numpy Generator or None, "
+                        f"got {type(seed).__name__} {seed!r}")
+    return np.random.default_rng(None if seed is None else check_int(name, seed, low=0))
+
+
+def check_positive_int(name, value):
+    """Return ``value`` as an int if it is an integer >= 1, else raise TypeError/ValueError."""
+    return check_int(name, value, low=1)
+
+
+def check_number(name, value):
+    """Return ``value`` unchanged if it is a real number (not a bool), else raise TypeError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_real(name, value, low=0.0, high=math.inf, low_open=False, high_open=False):
+    """Return ``value`` as a float if it is a real number in an interval, else raise.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in the error messages.
+    value : float or int
+        The value to check; bools are refused.
+    low, high : float
+        The bounds of the interval; by default ``[0, inf]`` (most hyper-parameters are
+        non-negative).
+    low_open, high_open : bool
+        Whether the bound itself is excluded.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a real number.
+    ValueError
+        If it is NaN or outside the interval: ``"<name> must be in [0.0, 1.0), got 1.0"``.
+    """
+    value = float(check_number(name, value))
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if math.isnan(value) or below or above:
+        interval = (("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]"))
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return value
 
 
 def check_bool(name, value):
@@ -90,26 +161,10 @@ def check_choice(name, value, choices):
     return value
 
 
-def _check_real(name, value):
-    """``value`` as a float if it is a real number (not a bool), else raise TypeError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def check_positive_real(name, value):
-    """Return ``value`` as a float if it is a finite real number > 0, else raise
-    TypeError/ValueError."""
-    value = _check_real(name, value)
-    if not 0.0 < value < float("inf"):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
-
-
 def check_fraction(name, value):
     """Return ``value`` as a float if ``0 <= value < 1`` (a rate, e.g. a dropout probability),
     else raise TypeError/ValueError."""
-    value = _check_real(name, value)
+    value = float(check_number(name, value))
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
     return value
@@ -118,11 +173,52 @@ def check_fraction(name, value):
 def check_index(name, value, size):
     """Return ``value`` as an int if it is an index into ``size`` entries (``0..size-1``),
     else raise TypeError/ValueError (a bool is not an index)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = check_int(name, value)
     if not 0 <= value < size:
         raise ValueError(f"{name} must be in 0..{size - 1}, got {value}")
-    return int(value)
+    return value
+
+
+def check_string_tuple(name, value):
+    """Return ``value`` as a tuple if it is a sequence of non-empty strings, else TypeError.
+
+    A single string is refused rather than split into its characters.
+    """
+    if isinstance(value, str):
+        raise TypeError(f"{name} must be a sequence of strings, got the string {value!r}")
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a sequence of strings, got {type(value).__name__}"
+        ) from None
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise TypeError(f"{name}[{i}] must be a non-empty string, got {item!r}")
+    return value
+
+
+def check_mapping(name, value):
+    """Raise TypeError unless ``value`` is a dict-like (it has ``keys`` and ``__getitem__``)."""
+    if not hasattr(value, "keys") or not hasattr(value, "__getitem__"):
+        raise TypeError(f"{name} must be a dict of names to arrays, got {type(value).__name__}")
+
+
+def check_float_ndarray(name, value, note=""):
+    """Raise TypeError unless ``value`` is a float32 or float64 ndarray.
+
+    Parameters
+    ----------
+    name : str
+        The value's name in the message, e.g. ``"params['w']"``.
+    value : object
+        The value to check.
+    note : str
+        Said after the requirement, e.g. ``" (clipping works in place)"``.
+    """
+    if not isinstance(value, np.ndarray) or value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float32 or float64 ndarray{note}, got "
+                        f"{getattr(value, 'dtype', type(value).__name__)}")
 
 
 def as_float_array(name, value, dtype, shape):

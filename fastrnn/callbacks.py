@@ -132,7 +132,7 @@ class LearningRateScheduler:
 
     def on_epoch_end(self, model, epoch, logs):
         """Advance the schedule one epoch."""
-        from .optim import ReduceLROnPlateau
+        from .optim.schedulers import ReduceLROnPlateau
 
         if isinstance(self.schedule, ReduceLROnPlateau):
             if self.monitor not in logs:

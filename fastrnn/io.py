@@ -41,7 +41,7 @@ except ImportError:  # Windows: an open file cannot be removed, which protects a
 
 import numpy as np
 
-from ._validation import check_positive_int, check_positive_real
+from ._validation import check_positive_int, check_real
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_INFLATION", "FORMAT_NAME", "FORMAT_VERSION",
            "load_bundle", "save_bundle"]
@@ -602,7 +602,8 @@ def load_bundle(path, *, max_bytes=DEFAULT_MAX_BYTES, max_inflation=DEFAULT_MAX_
     """
     path = _check_path(path)
     max_bytes = check_positive_int("max_bytes", max_bytes)
-    max_inflation = check_positive_real("max_inflation", max_inflation)
+    max_inflation = check_real("max_inflation", max_inflation, 0.0, math.inf, low_open=True,
+                               high_open=True)
     with open(path, "rb") as fileobj:
         with _Corrupt(path, "not a readable zip archive"):
             zf = zipfile.ZipFile(fileobj)

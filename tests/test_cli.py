@@ -9,9 +9,11 @@ files must give exit status 2 and exactly one line on stderr, never a traceback.
 import argparse
 import builtins
 import contextlib
+import importlib
 import io
 import math
 import os
+import re
 import subprocess
 import sys
 import types
@@ -523,6 +525,17 @@ def test_subprocess_help_and_error(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "fastrnn: error: /nonexistent/series.csv: no such file\n"
+
+
+def test_console_script_is_main():
+    """pyproject.toml's ``fastrnn`` console script names :func:`fastrnn.cli.main`."""
+    pyproject = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "pyproject.toml")
+    with open(pyproject, encoding="utf-8") as f:
+        target = re.search(r'^fastrnn = "([\w.]+):(\w+)"$', f.read(), flags=re.M)
+    assert target is not None
+    module, name = target.groups()
+    assert getattr(importlib.import_module(module), name) is cli.main
 
 
 def test_help_and_version_return_0(capsys):

@@ -69,7 +69,7 @@ class EncoderDecoder(_Model):
         if isinstance(tokens, (list, tuple)) and len({len(t) for t in tokens}) > 1:
             if lengths is not None:
                 raise ValueError(f"{name} is ragged, so its lengths must not be given too")
-            from ..text import pad_sequences
+            from ..text.sequences import pad_sequences
             tokens, lengths = pad_sequences(tokens, dtype="int64")
         tokens = embedding.check_tokens(tokens, name)
         if tokens.ndim != 2:

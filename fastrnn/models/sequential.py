@@ -99,7 +99,7 @@ class Sequential(_Model):
             if lengths is not None:
                 raise ValueError(f"{name} is ragged (sequences of different lengths), "
                                  f"so lengths must not be given too")
-            from ..text import pad_sequences
+            from ..text.sequences import pad_sequences
             is_tokens = isinstance(first, Embedding)
             X, lengths = pad_sequences(X, dtype="int64" if is_tokens else self.dtype.name)
         if isinstance(first, Embedding):

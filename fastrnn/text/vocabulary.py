@@ -1,34 +1,19 @@
-"""Text utilities: vocabularies, one-hot encoding and padding of variable-length sequences.
-
-A :class:`Vocabulary` maps tokens (words or characters) to integer ids and back, with a padding
-id (0) and an unknown id (1) by default; :func:`one_hot` turns ids into one-hot vectors;
-:func:`pad_sequences` packs a list of sequences of different lengths into one batch-first array
-plus the ``lengths`` that the layers take.
+"""The :class:`Vocabulary`: tokens (words or characters) to integer ids and back.
 
 Examples
 --------
->>> from fastrnn.text import Vocabulary, pad_sequences
 >>> vocab = Vocabulary.build(["the cat sat", "the dog sat down"])
->>> vocab.tokens
-['<pad>', '<unk>', 'sat', 'the', 'cat', 'dog', 'down']
 >>> vocab.encode("the cat ran")
 [3, 4, 1]
 >>> vocab.decode([3, 4, 1])
 'the cat'
->>> x, lengths = pad_sequences([vocab.encode("the cat sat"), vocab.encode("the dog")])
->>> x
-array([[3, 4, 2],
-       [3, 5, 0]])
->>> lengths
-array([3, 2])
 """
 import collections
-import numbers
 import re
 
 import numpy as np
 
-__all__ = ["Vocabulary", "WORD_PATTERN", "one_hot", "pad_sequences", "ragged_to_padded"]
+from .._validation import check_int, check_string_tuple
 
 #: Regular expression of the default word-level tokeniser: a run of word characters (letters,
 #: digits, underscore; Unicode-aware), optionally followed by apostrophe-joined parts
@@ -38,29 +23,6 @@ _WORD_RE = re.compile(WORD_PATTERN)
 
 _LEVELS = ("word", "char")
 _DICT_VERSION = 1
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_token_tuple(name, tokens):
-    if isinstance(tokens, str):
-        raise TypeError(f"{name} must be a sequence of strings, got the string {tokens!r}")
-    try:
-        tokens = tuple(tokens)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be a sequence of strings, got {type(tokens).__name__}"
-        ) from None
-    for i, token in enumerate(tokens):
-        if not isinstance(token, str) or not token:
-            raise TypeError(f"{name}[{i}] must be a non-empty string, got {token!r}")
-    return tokens
 
 
 class Vocabulary:
@@ -132,17 +94,10 @@ class Vocabulary:
             raise ValueError(f"level must be 'word' or 'char', got {level!r}")
         if not isinstance(lower, (bool, np.bool_)):
             raise TypeError(f"lower must be a bool, got {type(lower).__name__} {lower!r}")
-        if tokenizer is not None:
-            if not callable(tokenizer):
-                raise TypeError(
-                    f"tokenizer must be a callable str -> list of str or None, "
-                    f"got {type(tokenizer).__name__}"
-                )
-            if level != "word":
-                raise ValueError("tokenizer can only be given with level='word'")
-        tokens = _check_token_tuple("tokens", tokens)
-        specials = _check_token_tuple("specials", specials)
-        extra_specials = _check_token_tuple("extra_specials", extra_specials)
+        _check_tokenizer(tokenizer, level)
+        tokens = check_string_tuple("tokens", tokens)
+        specials = check_string_tuple("specials", specials)
+        extra_specials = check_string_tuple("extra_specials", extra_specials)
 
         self.level = level
         self.lower = bool(lower)
@@ -151,15 +106,7 @@ class Vocabulary:
         self._tokenizer = tokenizer
         self._custom_tokenizer = tokenizer is not None
         self._itos = list(specials + extra_specials + tokens)
-        self._stoi = {}
-        for i, token in enumerate(self._itos):
-            if token in self._stoi:
-                raise ValueError(
-                    f"token {token!r} appears twice in the vocabulary "
-                    f"(ids {self._stoi[token]} and {i}); tokens, specials and "
-                    f"extra_specials must all be distinct"
-                )
-            self._stoi[token] = i
+        self._stoi = _index(self._itos)
         self._num_special = len(specials) + len(extra_specials)
 
     # ------------------------------------------------------------------ construction
@@ -219,9 +166,23 @@ class Vocabulary:
             (), level=level, lower=lower, specials=specials,
             extra_specials=extra_specials, tokenizer=tokenizer,
         )
-        min_freq = _check_int("min_freq", min_freq, 1)
+        min_freq = check_int("min_freq", min_freq, low=1)
         if max_size is not None:
-            max_size = _check_int("max_size", max_size, empty._num_special)
+            max_size = check_int("max_size", max_size, low=empty._num_special)
+        counts = empty._count_tokens(texts)
+        ordered = sorted(
+            (token for token, n in counts.items() if n >= min_freq),
+            key=lambda token: (-counts[token], token),
+        )
+        if max_size is not None:
+            ordered = ordered[: max_size - empty._num_special]
+        return cls(
+            ordered, level=level, lower=lower, specials=empty.specials,
+            extra_specials=empty.extra_specials, tokenizer=tokenizer,
+        )
+
+    def _count_tokens(self, texts):
+        """How often each ordinary token occurs in ``texts`` (special tokens are not counted)."""
         if isinstance(texts, str):
             raise TypeError(
                 "texts must be an iterable of strings, got a single string; "
@@ -237,19 +198,10 @@ class Vocabulary:
         for i, text in enumerate(iterator):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] must be a string, got {type(text).__name__}")
-            counts.update(empty.tokenize(text))
-        for token in empty._itos:
+            counts.update(self.tokenize(text))
+        for token in self._itos:
             counts.pop(token, None)
-        ordered = sorted(
-            (token for token, n in counts.items() if n >= min_freq),
-            key=lambda token: (-counts[token], token),
-        )
-        if max_size is not None:
-            ordered = ordered[: max_size - empty._num_special]
-        return cls(
-            ordered, level=level, lower=lower, specials=empty.specials,
-            extra_specials=empty.extra_specials, tokenizer=tokenizer,
-        )
+        return counts
 
     # ------------------------------------------------------------------ lookups
 
@@ -344,8 +296,7 @@ class Vocabulary:
         ValueError
             If ``index`` is out of range.
         """
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, numbers.Integral):
-            raise TypeError(f"index must be an integer, got {type(index).__name__} {index!r}")
+        check_int("index", index)
         if not 0 <= index < len(self._itos):
             raise ValueError(
                 f"index must be in 0..{len(self._itos) - 1} for a vocabulary of size "
@@ -524,262 +475,28 @@ class Vocabulary:
         return vocab
 
 
-def one_hot(ids, num_classes, dtype="float32"):
-    """One-hot encode integer ids.
-
-    Parameters
-    ----------
-    ids : array_like of int
-        Any shape (a scalar too); every id must be in ``0 .. num_classes - 1``.
-    num_classes : int
-        Length of the one-hot vectors, >= 1.
-    dtype : dtype, default "float32"
-        Any boolean, integer or floating dtype.
-
-    Returns
-    -------
-    ndarray
-        Shape ``ids.shape + (num_classes,)``, zeros with a one at each id.
-
-    Raises
-    ------
-    TypeError
-        If ``ids`` is not integer data or ``dtype`` is not numeric.
-    ValueError
-        If an id is negative or >= ``num_classes``.
-
-    Examples
-    --------
-    >>> one_hot([[0, 2]], 3)
-    array([[[1., 0., 0.],
-            [0., 0., 1.]]], dtype=float32)
-    """
-    num_classes = _check_int("num_classes", num_classes, 1)
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"dtype must be a numeric dtype, got {dtype!r}: {exc}") from None
-    if dtype.kind not in "biuf":
-        raise TypeError(f"dtype must be a boolean, integer or floating dtype, got {dtype}")
-    try:
-        arr = np.asarray(ids)
-    except (ValueError, TypeError) as exc:
-        raise TypeError(f"ids must be an array of integers: {exc}") from None
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"ids must be an array of integers, got dtype {arr.dtype}")
-    flat = arr.reshape(-1)
-    bad = (flat < 0) | (flat >= num_classes)
-    if bad.any():
-        pos = np.unravel_index(int(np.flatnonzero(bad)[0]), arr.shape)
-        raise ValueError(
-            f"ids must be in 0..{num_classes - 1} (num_classes={num_classes}), "
-            f"got {int(arr[pos])} at index {tuple(int(p) for p in pos)}"
-        )
-    out = np.zeros((flat.size, num_classes), dtype=dtype)
-    out[np.arange(flat.size), flat] = 1
-    return out.reshape(arr.shape + (num_classes,))
-
-
-def _as_sequence(i, seq):
-    """Sequence ``i`` as a 1-D or 2-D array of real numbers."""
-    if isinstance(seq, (str, bytes)):
+def _check_tokenizer(tokenizer, level):
+    """Refuse a tokenizer that is not callable, or one given for character level."""
+    if tokenizer is None:
+        return
+    if not callable(tokenizer):
         raise TypeError(
-            f"sequences[{i}] must be a sequence of numbers, got a {type(seq).__name__}; "
-            f"encode texts with Vocabulary.encode first"
+            f"tokenizer must be a callable str -> list of str or None, "
+            f"got {type(tokenizer).__name__}"
         )
-    try:
-        arr = np.asarray(seq)
-    except (ValueError, TypeError) as exc:
-        raise TypeError(f"sequences[{i}] must be an array of real numbers: {exc}") from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"sequences[{i}] must hold real numbers (bool, integer or floating), "
-            f"got dtype {arr.dtype}"
-        )
-    if arr.ndim not in (1, 2):
-        raise ValueError(
-            f"sequences[{i}] must be 1-D (timesteps,) or 2-D (timesteps, features), "
-            f"got shape {arr.shape}"
-        )
-    if arr.shape[0] == 0:
-        raise ValueError(
-            f"sequences[{i}] is empty; every sequence needs at least one timestep "
-            f"(lengths must be >= 1)"
-        )
-    return arr
+    if level != "word":
+        raise ValueError("tokenizer can only be given with level='word'")
 
 
-def pad_sequences(
-    sequences,
-    maxlen=None,
-    padding="post",
-    truncating="post",
-    value=0,
-    dtype=None,
-):
-    """Pack sequences of different lengths into one array, and return their lengths.
-
-    Padding and truncation follow Keras' ``pad_sequences``; in addition the valid length of
-    every sequence is returned, since the layers take ``lengths`` rather than masks.
-
-    Parameters
-    ----------
-    sequences : sequence of array_like
-        ``B`` sequences, each either 1-D of length ``T_i`` (for example token ids) or 2-D of
-        shape ``(T_i, F)`` with the same ``F`` for all (feature vectors). Every ``T_i`` >= 1.
-    maxlen : int, optional
-        Number of timesteps ``T`` of the result; by default the longest ``T_i``. Longer
-        sequences are truncated.
-    padding : {"post", "pre"}, default "post"
-        Put the padding after ("post") or before ("pre") each sequence. The layers'
-        ``lengths`` assume that the valid steps come first, i.e. "post" padding.
-    truncating : {"post", "pre"}, default "post"
-        Drop the steps past ``maxlen`` at the end ("post", keeping the first ``maxlen``) or at
-        the beginning ("pre", keeping the last ``maxlen``). Keras' default is "pre".
-    value : int or float, default 0
-        Fill value of the padding; must be representable in ``dtype``.
-    dtype : dtype, optional
-        dtype of the result. By default int64 if all sequences hold integers (or bools),
-        otherwise the common floating dtype of the sequences (float32 arrays stay float32,
-        Python floats give float64). Floating data is never cast to an integer dtype.
-
-    Returns
-    -------
-    padded : ndarray
-        Shape ``(B, T)`` for 1-D sequences or ``(B, T, F)`` for 2-D ones, C-contiguous.
-    lengths : ndarray of int64
-        Shape ``(B,)``: ``min(T_i, T)``, the number of valid steps of each row after
-        truncation.
-
-    Raises
-    ------
-    TypeError
-        If ``sequences`` is not a sequence of numeric sequences, or floating data would be
-        cast to an integer ``dtype``.
-    ValueError
-        If there are no sequences, a sequence is empty (the message names its index),
-        the sequences mix 1-D and 2-D or differ in ``F``, ``maxlen`` < 1, ``value`` does not
-        fit ``dtype``, or ``padding`` / ``truncating`` is not "pre" or "post".
-
-    Examples
-    --------
-    >>> x, lengths = pad_sequences([[1, 2, 3], [4]], padding="pre")
-    >>> x
-    array([[1, 2, 3],
-           [0, 0, 4]])
-    >>> lengths
-    array([3, 1])
-    >>> pad_sequences([[1, 2, 3], [4]], maxlen=2, truncating="pre")[0]
-    array([[2, 3],
-           [4, 0]])
-    """
-    if padding not in ("post", "pre"):
-        raise ValueError(f"padding must be 'post' or 'pre', got {padding!r}")
-    if truncating not in ("post", "pre"):
-        raise ValueError(f"truncating must be 'post' or 'pre', got {truncating!r}")
-    if maxlen is not None:
-        maxlen = _check_int("maxlen", maxlen, 1)
-    if isinstance(sequences, (str, bytes)):
-        raise TypeError("sequences must be a sequence of numeric sequences, got a string")
-
-    # A rectangular array is B sequences of equal length: no per-row loop needed.
-    if isinstance(sequences, np.ndarray) and sequences.dtype != object and sequences.ndim >= 2:
-        if sequences.ndim > 3:
+def _index(itos):
+    """``{token: id}`` of the tokens ``itos`` (in id order); ValueError for a repeated one."""
+    stoi = {}
+    for i, token in enumerate(itos):
+        if token in stoi:
             raise ValueError(
-                f"sequences as an array must be 2-D (batch, timesteps) or 3-D "
-                f"(batch, timesteps, features), got shape {sequences.shape}"
+                f"token {token!r} appears twice in the vocabulary "
+                f"(ids {stoi[token]} and {i}); tokens, specials and "
+                f"extra_specials must all be distinct"
             )
-        if sequences.shape[0] == 0:
-            raise ValueError("sequences is empty; need at least one sequence")
-        arrays = None
-        first = _as_sequence(0, sequences[0])
-        lens = np.full(sequences.shape[0], sequences.shape[1], dtype=np.int64)
-        src_dtype = sequences.dtype
-    else:
-        try:
-            arrays = [_as_sequence(i, seq) for i, seq in enumerate(sequences)]
-        except TypeError as exc:
-            if "sequences[" in str(exc):
-                raise
-            raise TypeError(
-                f"sequences must be a sequence of numeric sequences, got "
-                f"{type(sequences).__name__}"
-            ) from None
-        if not arrays:
-            raise ValueError("sequences is empty; need at least one sequence")
-        first = arrays[0]
-        for i, arr in enumerate(arrays):
-            if arr.ndim != first.ndim or arr.shape[1:] != first.shape[1:]:
-                raise ValueError(
-                    f"all sequences must have the same number of dimensions and features: "
-                    f"sequences[0] has shape {first.shape}, sequences[{i}] has shape "
-                    f"{arr.shape}"
-                )
-        lens = np.array([arr.shape[0] for arr in arrays], dtype=np.int64)
-        src_dtype = np.result_type(*arrays)
-
-    if dtype is None:
-        out_dtype = np.dtype(np.int64) if src_dtype.kind in "biu" else src_dtype
-    else:
-        try:
-            out_dtype = np.dtype(dtype)
-        except TypeError as exc:
-            raise TypeError(f"dtype must be a numeric dtype, got {dtype!r}: {exc}") from None
-        if out_dtype.kind not in "biuf":
-            raise TypeError(f"dtype must be a boolean, integer or floating dtype, got {out_dtype}")
-        if src_dtype.kind == "f" and out_dtype.kind != "f":
-            raise TypeError(
-                f"sequences hold floating data ({src_dtype}), which would be truncated by "
-                f"dtype={out_dtype}; pass a floating dtype"
-            )
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"value must be a real number, got {type(value).__name__} {value!r}")
-    fill = np.asarray(value).astype(out_dtype)
-    if out_dtype.kind != "f" and fill != value:
-        raise ValueError(f"value={value!r} cannot be represented in dtype {out_dtype}")
-
-    T = int(lens.max()) if maxlen is None else maxlen
-    out_lens = np.minimum(lens, T)
-    padded = np.full((len(lens), T) + first.shape[1:], fill, dtype=out_dtype)
-    if arrays is None:
-        src = sequences[:, :T] if truncating == "post" else sequences[:, -T:]
-        if padding == "post":
-            padded[:, : src.shape[1]] = src
-        else:
-            padded[:, T - src.shape[1]:] = src
-    else:
-        for row, (arr, n) in enumerate(zip(arrays, out_lens.tolist())):
-            src = arr[:n] if truncating == "post" else arr[len(arr) - n:]
-            if padding == "post":
-                padded[row, :n] = src
-            else:
-                padded[row, T - n:] = src
-    return padded, out_lens
-
-
-def ragged_to_padded(sequences, dtype=None):
-    """Pad a list of variable-length sequences at the end, for a model's fit and predict.
-
-    Same as ``pad_sequences(sequences, dtype=dtype)``: post padding with zeros to the longest
-    sequence, no truncation.
-
-    Parameters
-    ----------
-    sequences : sequence of array_like
-        ``B`` sequences of shape ``(T_i,)`` or ``(T_i, F)``, or an array ``(B, T[, F])`` (then
-        all lengths are ``T``).
-    dtype : dtype, optional
-        dtype of ``x``; see :func:`pad_sequences`.
-
-    Returns
-    -------
-    x : ndarray
-        ``(B, T)`` or ``(B, T, F)`` with ``T = max(T_i)``.
-    lengths : ndarray of int64
-        ``(B,)``, the ``T_i``.
-
-    See Also
-    --------
-    pad_sequences
-    """
-    return pad_sequences(sequences, dtype=dtype)
+        stoi[token] = i
+    return stoi
