@@ -214,8 +214,8 @@ def test_a_npy_header_cut_short_is_a_value_error_naming_the_file(tmp_path):
     (lambda: fastrnn.Embedding(10, 4, padding_idx=True), "padding_idx must be an integer"),
     (lambda: fastrnn.Embedding(10, 4, padding_idx=1.5), "padding_idx must be an integer"),
     (lambda: fastrnn.Embedding(10, 4, padding_idx="0"), "padding_idx must be an integer"),
-    (lambda: fastrnn.Dropout(p=True), "p must be a number"),
-    (lambda: fastrnn.Dropout(p="0.5"), "p must be a number"),
+    (lambda: fastrnn.Dropout(p=True), "p must be a real number"),
+    (lambda: fastrnn.Dropout(p="0.5"), "p must be a real number"),
 ])
 def test_a_bool_or_a_string_is_not_an_index_or_a_rate(make, message):
     """``Embedding(10, 4, padding_idx=True)`` zeroed every row (``weight[True] = 0``)."""
