@@ -5,6 +5,7 @@ the engines assume valid, C-contiguous arrays of the layer's dtype.
 """
 import math
 import numbers
+from collections.abc import Hashable
 
 import numpy as np
 
@@ -156,7 +157,7 @@ def check_bool(name, value):
 
 def check_choice(name, value, choices):
     """Return ``value`` if it is one of ``choices``, else raise ValueError."""
-    if value not in choices:
+    if not isinstance(value, Hashable) or value not in choices:   # (an array is not hashable)
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
 

@@ -223,4 +223,36 @@ def get(name):
     raise TypeError(f"metric must be a name or a callable, got {name!r}")
 
 
-__all__ = ["accuracy", "binary_accuracy", "categorical_accuracy", "get", "mae", "mse"]
+def get_all(metrics, argument="metrics"):
+    """Resolve a sequence of metrics (names or callables) at once, before they are needed.
+
+    Parameters
+    ----------
+    metrics : sequence of str or callable
+    argument : str
+        The argument's name in the error messages.
+
+    Returns
+    -------
+    list of (str, callable)
+        Each metric's name in the logs (a callable's ``__name__``) and its function.
+    """
+    try:
+        if isinstance(metrics, (str, bytes)):
+            raise TypeError
+        metrics = list(metrics)
+    except TypeError:
+        raise TypeError(f"{argument} must be a list of metric names or callables, e.g. "
+                        f"('accuracy',), got {type(metrics).__name__} {metrics!r}") from None
+    named = []
+    for i, metric in enumerate(metrics):
+        try:
+            function = get(metric)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{argument}[{i}]: {exc}") from None
+        named.append((metric if isinstance(metric, str) else
+                      getattr(metric, "__name__", f"metric_{i}"), function))
+    return named
+
+
+__all__ = ["accuracy", "binary_accuracy", "categorical_accuracy", "get", "get_all", "mae", "mse"]

@@ -1,7 +1,7 @@
 """``Dropout``: inverted dropout between the other layers."""
 import numpy as np
 
-from .._validation import as_rng, check_fraction
+from .._validation import as_rng, check_bool, check_fraction
 from .base import _LayerBase
 
 
@@ -25,7 +25,7 @@ class Dropout(_LayerBase):
 
     def __call__(self, x, training=False):
         """Apply dropout to ``x`` when ``training``; return ``x`` unchanged otherwise."""
-        if not training or self.p == 0.0:
+        if not check_bool("training", training) or self.p == 0.0:
             self._cache = None
             return x
         keep = self._rng.random(np.shape(x)) >= self.p

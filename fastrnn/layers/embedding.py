@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 
-from .._validation import as_rng, as_token_ids, check_dtype, check_index, check_positive_int
+from .._validation import (as_rng, as_token_ids, check_bool, check_dtype, check_index,
+                           check_positive_int)
 from .base import _LayerBase, claim_parameter_bytes
 
 
@@ -61,7 +62,7 @@ class Embedding(_LayerBase):
 
     def __call__(self, tokens, training=False):
         """Vectors of ``tokens`` (any integer shape): shape ``tokens.shape + (embedding_dim,)``."""
-        return self._forward(self.check_tokens(tokens), training)
+        return self._forward(self.check_tokens(tokens), check_bool("training", training))
 
     def _forward(self, tokens, training):
         self._cache = tokens if training else None

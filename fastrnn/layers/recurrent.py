@@ -169,7 +169,7 @@ class Recurrent(_LayerBase):
         batch, timesteps, _ = x.shape
         lengths = as_lengths(lengths, batch, timesteps)
         h0, c0 = self._check_state("state", state, batch)
-        y, h_n, c_n = self._forward(x, h0, c0, lengths, training)
+        y, h_n, c_n = self._forward(x, h0, c0, lengths, check_bool("training", training))
         return y, self._pack_state(h_n, c_n)
 
     def _forward(self, x, h0, c0, lengths, training):

@@ -255,8 +255,8 @@ class Sequential(_Model):
         mask = self._mask(out, lengths)
         value, _ = loss(out, y[:, :out.shape[1]] if mask is not None and y.ndim >= 2 else y, mask)
         logs = {"loss": float(value)}
-        for name in metrics:
-            logs[name] = float(metrics_module.get(name)(out, y, mask))
+        for name, metric in metrics_module.get_all(metrics):
+            logs[name] = float(metric(out, y, mask))
         return logs
 
     def trace(self, X, y, lengths=None, loss=None):
@@ -350,6 +350,7 @@ class Sequential(_Model):
         FloatingPointError
             With ``on_nonfinite="raise"``, at the first non-finite loss or gradient.
         """
+        metrics_module.get_all(metrics)        # refused now, not after the first epoch
         self._set_training(loss, optimizer)
         if truncate is not None:
             truncate = check_positive_int("truncate", truncate)

@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import losses as losses_module
 from .. import optim as optim_module
-from .._validation import as_rng, check_bool, check_choice, check_positive_int
+from .._validation import (as_rng, check_bool, check_choice, check_int, check_positive_int,
+                           check_real)
 
 #: what ``fit`` does on a non-finite loss or gradient (``on_nonfinite``)
 NONFINITE_POLICIES = ("raise", "skip")
@@ -142,6 +143,7 @@ class _Model:
         """
         epochs = check_positive_int("epochs", epochs)
         batch_size = check_positive_int("batch_size", batch_size)
+        verbose = check_int("verbose", verbose)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         shuffle = check_bool("shuffle", shuffle)
@@ -152,6 +154,12 @@ class _Model:
         if seed is None:    # a fresh order, not reproducible
             seed = np.random.SeedSequence().entropy
         check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
+        callbacks = check_callbacks(callbacks)
+        for name, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
+            if value is not None:
+                check_real(name, value, 0.0, math.inf, low_open=True, high_open=True)
+        if initial_epoch is not None:
+            check_int("initial_epoch", initial_epoch, low=0)
         params = self.parameters()
         where = {}
 
@@ -208,6 +216,23 @@ class _Model:
                 break
         return history
 
+
+
+def check_callbacks(callbacks):
+    """``callbacks`` as a list, each with a callable ``on_epoch_end``; else TypeError (before
+    training, not after its first epoch)."""
+    try:
+        if isinstance(callbacks, (str, bytes)):
+            raise TypeError
+        callbacks = list(callbacks)
+    except TypeError:
+        raise TypeError(f"callbacks must be a list of callback objects, got "
+                        f"{type(callbacks).__name__} {callbacks!r}") from None
+    for i, callback in enumerate(callbacks):
+        if not callable(getattr(callback, "on_epoch_end", None)):
+            raise TypeError(f"callbacks[{i}] has no on_epoch_end(model, epoch, logs) method: "
+                            f"{callback!r}")
+    return callbacks
 
 
 def _nonfinite(loss, grads):

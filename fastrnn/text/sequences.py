@@ -3,9 +3,11 @@
 :func:`one_hot` turns ids into one-hot vectors; :func:`pad_sequences` packs a list of sequences
 of different lengths into one batch-first array plus the ``lengths`` that the layers take.
 """
+import math
+
 import numpy as np
 
-from .._validation import check_int, check_number, check_numeric_dtype
+from .._validation import check_choice, check_int, check_number, check_numeric_dtype
 
 
 def one_hot(ids, num_classes, dtype="float32"):
@@ -123,16 +125,15 @@ def pad_sequences(
     array([[2, 3],
            [4, 0]])
     """
-    if padding not in ("post", "pre"):
-        raise ValueError(f"padding must be 'post' or 'pre', got {padding!r}")
-    if truncating not in ("post", "pre"):
-        raise ValueError(f"truncating must be 'post' or 'pre', got {truncating!r}")
+    check_choice("padding", padding, ("post", "pre"))
+    check_choice("truncating", truncating, ("post", "pre"))
     if maxlen is not None:
         maxlen = check_int("maxlen", maxlen, low=1)
     if isinstance(sequences, (str, bytes)):
         raise TypeError("sequences must be a sequence of numeric sequences, got a string")
     arrays, first, lens, src_dtype = _as_batch(sequences)
     out_dtype = _output_dtype(dtype, src_dtype)
+    _check_representable(sequences if arrays is None else arrays, out_dtype)
     fill = _fill_value(value, out_dtype)
 
     T = int(lens.max()) if maxlen is None else maxlen
@@ -262,9 +263,27 @@ def _output_dtype(dtype, src_dtype):
     return out_dtype
 
 
+def _check_representable(sequences, out_dtype):
+    """Refuse integer data that ``out_dtype`` (an integer dtype) cannot hold: a cast would wrap
+    it silently (300 becomes 44 in uint8)."""
+    if out_dtype.kind not in "iu":
+        return
+    arrays = [sequences] if isinstance(sequences, np.ndarray) else sequences
+    low = min(int(a.min()) for a in arrays)
+    high = max(int(a.max()) for a in arrays)
+    info = np.iinfo(out_dtype)
+    if low < info.min or high > info.max:
+        raise ValueError(f"sequences hold values from {low} to {high}, which dtype {out_dtype} "
+                         f"cannot hold ({info.min} to {info.max}); pass a wider dtype")
+
+
 def _fill_value(value, out_dtype):
     """The padding ``value`` as a 0-d array of ``out_dtype``, if it is representable there."""
     check_number("value", value)
+    if out_dtype.kind in "iu":
+        info = np.iinfo(out_dtype)
+        if not (math.isfinite(value) and value == int(value) and info.min <= value <= info.max):
+            raise ValueError(f"value={value!r} cannot be represented in dtype {out_dtype}")
     fill = np.asarray(value).astype(out_dtype)
     if out_dtype.kind != "f" and fill != value:
         raise ValueError(f"value={value!r} cannot be represented in dtype {out_dtype}")
