@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 import types
 
 import numpy as np
@@ -474,6 +475,15 @@ ERRORS = {
     "missing --data": (["train", "--task", "forecast"], "--data"),
     "out dir missing": (["train", "--task", "forecast", "--data", "{d}/series.csv", "--out",
                          "{d}/no/such/dir/model.npz"], "does not exist"),
+    "out is the data": (["train", "--task", "charlm", "--data", "{d}/text.txt", "--out",
+                         "{d}/text.txt"], "--out {d}/text.txt: is the --data file"),
+    "plot is the data": (["train", "--task", "forecast", "--data", "{d}/series.csv", "--plot",
+                          "{d}/series.csv"], "is the --data file"),
+    "plot is the model": (["train", "--task", "forecast", "--data", "{d}/series.csv",
+                           "--plot", "{d}/m.npz", "--out", "{d}/m.npz"], "is the --out file"),
+    "hidden too large": (["train", "--task", "forecast", "--data", "{d}/series.csv",
+                          "--hidden", "1000000", "--epochs", "1", "--quiet"],
+                         "not enough memory"),
     "no command": ([], "a command is needed"),
     "unknown command": (["fly"], "invalid choice"),
     "missing model": (["generate", "--model", "{d}/nope.npz"], "no such file"),
@@ -498,10 +508,37 @@ ERRORS = {
 @pytest.mark.parametrize("case", sorted(ERRORS))
 def test_errors_are_one_line_with_status_2(models, files, case):
     bad_files(files)
+    before = {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()}
     argv, expected = ERRORS[case]
     code, out, err = run(*[a.format(d=files) for a in argv], traceback=False)
-    assert expected in one_error(code, err)
+    assert expected.format(d=files) in one_error(code, err)
     assert out == ""
+    assert {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()} == before
+
+
+def test_an_unwritable_out_fails_before_training(files, monkeypatch):
+    """It failed only after training, naming the hidden temporary file."""
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(fastrnn.Sequential, "fit", lambda *a, **k: pytest.fail("trained"))
+    code, out, err = run("train", "--task", "forecast", "--data", files / "series.csv",
+                         "--out", files / "m.npz", traceback=False)
+    assert f"--out {files / 'm.npz'}: cannot write in {files} (Permission denied)" in one_error(
+        code, err)
+
+
+def test_a_series_near_the_float64_range_trains(files):
+    """Values of +-1e308 gave RuntimeWarnings and a wrong "contains NaN or Inf"."""
+    values = np.resize([1e308, -1e308, 5e307, -3e307, 0.0], 120)
+    (files / "huge.csv").write_text("value\n" + "\n".join(str(float(v)) for v in values) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ok("train", "--task", "forecast", "--data", files / "huge.csv", "--out",
+           files / "huge.npz", *TINY)
 
 
 def test_model_not_written_by_train(files):

@@ -73,3 +73,10 @@ def main(argv=None):
             raise
         print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except MemoryError:
+        if os.environ.get("FASTRNN_TRACEBACK"):
+            raise
+        print(f"{PROG}: error: not enough memory for what was asked (a smaller --hidden, "
+              f"--layers, --batch-size or --length, or a smaller file, needs less)",
+              file=sys.stderr)
+        return 2

@@ -8,6 +8,7 @@ import csv
 import io
 import math
 import os
+import tempfile
 
 import numpy as np
 
@@ -231,8 +232,9 @@ def encode_texts(vocab, texts, maxlen):
 
 # ------------------------------------------------------------------------------ writing
 
-def check_output(option, path):
-    """Fail before training, not after it, if ``path`` cannot be written."""
+def check_output(option, path, inputs=()):
+    """Fail before training, not after it, if ``path`` cannot be written or is one of the
+    ``inputs`` (``(option, path)`` pairs: the data a command reads is never overwritten)."""
     if path is None:
         return
     directory = os.path.dirname(os.path.abspath(path))
@@ -240,6 +242,24 @@ def check_output(option, path):
         raise CLIError(f"{option} {path}: the directory {directory} does not exist")
     if os.path.isdir(path):
         raise CLIError(f"{option} {path}: is a directory")
+    for other, source in inputs:
+        if source is not None and _same_file(path, source):
+            raise CLIError(f"{option} {path}: is the {other} file; writing there would destroy "
+                           f"it, so give {option} another name")
+    try:    # the save writes a temporary file there and renames it over the target
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise CLIError(f"{option} {path}: cannot write in {directory} "
+                       f"({exc.strerror or exc})") from None
+
+
+def _same_file(a, b):
+    """True when paths ``a`` and ``b`` name one file (links and relative paths resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:     # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def write_history_csv(path, history):

@@ -66,8 +66,8 @@ def cmd_train(args):
     _apply_defaults(args)
     if args.column is not None and args.task != "forecast":
         raise CLIError("--column applies to --task forecast only")
-    check_output("--out", args.out)
-    check_output("--plot", args.plot)
+    check_output("--out", args.out, [("--data", args.data)])
+    check_output("--plot", args.plot, [("--data", args.data), ("--out", args.out)])
     history_csv = _history_csv_instead_of_plot(args.plot)
 
     def say(line=""):
@@ -158,9 +158,13 @@ def _split(n, fraction, what, path, option_hint):
 
 
 def _mean_std(values):
-    """The mean and standard deviation of ``values`` (a std of 0 is taken as 1)."""
-    std = float(values.std())
-    return float(values.mean()), std if std > 0 else 1.0
+    """The mean and standard deviation of ``values`` (a std of 0 is taken as 1), computed on
+    the values scaled by their largest magnitude, so that a series near the float64 range
+    (values of 1e308) does not overflow."""
+    scale = float(np.abs(values).max()) or 1.0
+    scaled = values / scale
+    std = float(scaled.std()) * scale
+    return float(scaled.mean()) * scale, std if std > 0 else 1.0
 
 
 def _accuracy_lines(history, validation=None, baseline=""):
@@ -245,12 +249,13 @@ class _Forecast(_Task):
         x = self.validation[0] if held_out else self.x
         part = slice(self.n_train, None) if held_out else slice(0, self.n_train)
         ends = self.starts[part] + self.window
-        pred = model.predict(x)[:, 0].astype(np.float64) * self.std + self.mean
         truth, naive = self.values[ends], self.values[ends - 1]
-        line = (f"{'validation' if held_out else 'training'} ({len(truth)} windows, original "
-                f"units): mse {np.mean((pred - truth) ** 2):.6g}, "
-                f"mae {np.mean(np.abs(pred - truth)):.6g}"
-                f"  (repeating the last value: mae {np.mean(np.abs(naive - truth)):.6g})")
+        with np.errstate(over="ignore"):   # (a series near the float64 range: an mse of inf)
+            pred = model.predict(x)[:, 0].astype(np.float64) * self.std + self.mean
+            line = (f"{'validation' if held_out else 'training'} ({len(truth)} windows, "
+                    f"original units): mse {np.mean((pred - truth) ** 2):.6g}, "
+                    f"mae {np.mean(np.abs(pred - truth)):.6g}"
+                    f"  (repeating the last value: mae {np.mean(np.abs(naive - truth)):.6g})")
         return [line]
 
 
