@@ -258,6 +258,11 @@ def as_float_array(name, value, dtype, shape):
             f"{name} must be an array of real numbers (bool, integer or floating), "
             f"got dtype {arr.dtype}"
         )
+    if shape and shape[0] is Ellipsis:     # any number of leading dimensions, at least one
+        if arr.ndim < len(shape) - 1 or arr.ndim == 0:
+            raise ValueError(f"{name} must have shape {_describe(shape)}, got shape "
+                             f"{arr.shape}")
+        shape = (None,) * (arr.ndim - len(shape) + 1) + tuple(shape[1:])
     if arr.ndim != len(shape):
         raise ValueError(
             f"{name} must have {len(shape)} dimensions {_describe(shape)}, got shape {arr.shape}"
@@ -273,7 +278,8 @@ def as_float_array(name, value, dtype, shape):
 
 
 def _describe(shape):
-    return "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+    return "(" + ", ".join("..." if s is Ellipsis else "any" if s is None else str(s)
+                           for s in shape) + ")"
 
 
 def as_lengths(lengths, batch, timesteps):
@@ -326,7 +332,10 @@ def as_token_ids(name, tokens, num_tokens):
     ValueError
         If it is empty or holds an id outside ``0..num_tokens-1``.
     """
-    arr = np.asarray(tokens)
+    try:
+        arr = np.asarray(tokens)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise TypeError(f"{name} must be an array of integer token ids: {exc}") from None
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be integer token ids for an Embedding, "
                         f"got dtype {arr.dtype}")

@@ -240,3 +240,16 @@ def test_dense_backward_refuses_a_dy_it_would_broadcast(rng, activation):
     with pytest.raises(ValueError, match=r"dy must have shape \(4, 2\)"):
         layer.backward(np.ones((1, 2)))
     assert layer.backward(np.ones((4, 2))).shape == (4, 3)
+
+
+def test_ragged_lists_and_1d_tokens_get_messages_that_name_the_argument():
+    """numpy's own words ("inhomogeneous shape", "not enough values to unpack")."""
+    with pytest.raises(TypeError, match="x must be an array of integer token ids"):
+        fastrnn.Embedding(10, 4)([[1, 2], [3]])
+    with pytest.raises(TypeError, match="x must be an array of real numbers"):
+        fastrnn.Dense(3, 2)([[1, 2, 3], [3]])
+    model = fastrnn.Sequential([fastrnn.Embedding(10, 4), fastrnn.GRU(4, 3)])
+    with pytest.raises(ValueError, match=r"X must be token ids of shape \(batch, timesteps\)"):
+        model.predict(np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 3\), got shape \(\)"):
+        fastrnn.Dense(3, 2)(1.0)

@@ -85,7 +85,7 @@ class Dense(_LayerBase):
         -------
         ndarray, shape ``(..., out_features)``
         """
-        x = as_float_array("x", x, self.dtype, (None,) * (np.ndim(x) - 1) + (self.in_features,))
+        x = as_float_array("x", x, self.dtype, (..., self.in_features))
         return self._forward(x, check_bool("training", training))
 
     def _forward(self, x, training):

@@ -105,13 +105,15 @@ class Sequential(_Model):
         if isinstance(first, Embedding):
             x = first.check_tokens(X, name)
             sequence = x.ndim >= 2
+            if len(self.layers) > 1 and isinstance(self.layers[1], Recurrent) and x.ndim != 2:
+                raise ValueError(f"{name} must be token ids of shape (batch, timesteps) for "
+                                 f"the recurrent layer after the Embedding, got shape {x.shape}")
         elif isinstance(first, Recurrent):
             x = as_float_array(name, X, first.dtype, (None, None, first.input_size))
             sequence = True
         else:
             feature = first.in_features if isinstance(first, Dense) else None
-            shape = (None,) * (np.ndim(X) - 1) + (feature,)
-            x = as_float_array(name, X, self.dtype, shape)
+            x = as_float_array(name, X, self.dtype, (..., feature))
             sequence = x.ndim == 3
         if lengths is not None and not sequence:
             raise ValueError(f"lengths needs sequence input, but {name} has shape {x.shape}")
