@@ -8,7 +8,7 @@ PyTorch), and the names of a layer's parameters.
 """
 from dataclasses import dataclass
 
-__all__ = ["Cell", "CELLS", "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "cell_spec",
+__all__ = ["Cell", "CELLS", "GATES", "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "cell_spec",
            "parameter_names", "layer_parameter_names"]
 
 #: cell codes, as the compiled kernels know them
@@ -52,6 +52,10 @@ CELLS = {c.name: c for c in (
     Cell("lstm", LSTM, ("i", "f", "g", "o")),
     Cell("gru", GRU, ("r", "z", "n")),
 )}
+
+
+#: name -> number of gate blocks stacked in the weights (G)
+GATES = {name: cell.gates for name, cell in CELLS.items()}
 
 
 def cell_spec(name):

@@ -21,7 +21,7 @@ import re
 import numpy as np
 
 from ._validation import as_rng, check_dtype, check_positive_int
-from .reference import GATES
+from .cell_table import GATES
 
 
 def _shape(shape, min_ndim=1):

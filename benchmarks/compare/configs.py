@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+from fastrnn.cell_table import GATES
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class Config:
     nonlinearity: str = "tanh"
     lengths_range: Optional[tuple] = None
     small: bool = False  # cheap enough for the NumPy reference in --quick mode
+
+    @property
+    def cell(self) -> str:
+        """The row's cell name in :mod:`fastrnn.cell_table` (``kind`` with the RNN's
+        nonlinearity)."""
+        return f"rnn_{self.nonlinearity}" if self.kind == "rnn" else self.kind
 
     def describe(self) -> str:
         k = self.kind if self.kind != "rnn" else f"rnn-{self.nonlinearity}"
@@ -61,7 +67,7 @@ class Config:
         """GEMM flops of one call: 2 * steps * G * H * (I + H); for a training step
         2 * steps * G * H * (2I + 3H): the forward, the weight gradients (I + H) and the state
         gradient (H), no input gradient (x is data)."""
-        per = 2.0 * self.valid_steps() * GATES[self.kind] * self.H
+        per = 2.0 * self.valid_steps() * GATES[self.cell] * self.H
         if self.mode.startswith("train"):
             return per * (2 * self.I + 3 * self.H)
         return per * (self.I + self.H)
@@ -137,7 +143,7 @@ def select_configs(only: Optional[str], training: str) -> list:
 def make_weights(cfg: Config, seed: int = 0) -> dict:
     """PyTorch-named float32 weights, uniform in +-1/sqrt(H) like PyTorch's default init."""
     rng = np.random.default_rng(seed)
-    G, H, I = GATES[cfg.kind], cfg.H, cfg.I
+    G, H, I = GATES[cfg.cell], cfg.H, cfg.I
     k = 1.0 / math.sqrt(H)
 
     def u(*shape):

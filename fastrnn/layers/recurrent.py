@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from .. import reference
+from ..cell_table import GATES, parameter_names
 from .._validation import (
     as_float_array,
     as_lengths,
@@ -58,11 +59,11 @@ class Recurrent(_LayerBase):
     def _param_shapes(self):
         """``(name, shape)`` of every parameter in PyTorch's order (made one at a time, so
         that a budget stops a huge ``num_layers`` early)."""
-        gates_h = reference.GATES[self.cell] * self.hidden_size
+        gates_h = GATES[self.cell] * self.hidden_size
         for layer in range(self.num_layers):
             layer_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
             for direction in range(self.num_directions):
-                names = reference.parameter_names(layer, direction, self.bias)
+                names = parameter_names(layer, direction, self.bias)
                 sizes = [(gates_h, layer_in), (gates_h, self.hidden_size), (gates_h,), (gates_h,)]
                 yield from zip(names, sizes)
 

@@ -11,7 +11,7 @@ The code is the specification: it is written to read like the equations, not to 
 """
 import numpy as np
 
-from ..cell_table import CELLS as CELL_TABLE
+from ..cell_table import GATES  # noqa: F401  (re-exported by fastrnn.reference)
 
 
 def sigmoid(a):
@@ -156,6 +156,3 @@ CELLS = {
     "gru": (gru_forward, gru_backward),
 }
 
-#: Number of gate blocks stacked in ``weight_ih`` / ``weight_hh`` for each cell (from the cell
-#: table, :mod:`fastrnn.cell_table`).
-GATES = {name: spec.gates for name, spec in CELL_TABLE.items()}
