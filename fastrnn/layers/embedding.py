@@ -61,8 +61,12 @@ class Embedding(_LayerBase):
         return self._forward(self.check_tokens(tokens), training)
 
     def _forward(self, tokens, training):
-        self._cache = tokens if training else None
+        if training:
+            self._keep_for_backward(tokens)
         return self._params["weight"][tokens]
+
+    def _backward_reads(self, cache):
+        return {"x": cache}
 
     def output_shape(self, input_shape):
         """See :meth:`Layer.output_shape`: ``input_shape + (embedding_dim,)``."""
@@ -103,6 +107,7 @@ class Embedding(_LayerBase):
         if self.padding_idx is not None:
             grad[self.padding_idx] = 0
         self.grads = {"weight": grad}
+        self._backward_done()
 
     def __repr__(self):
         return (f"Embedding({self.num_embeddings}, {self.embedding_dim}, "
