@@ -32,7 +32,7 @@ from cython cimport floating
 from cython.parallel cimport parallel
 cimport openmp
 from libc.stdint cimport int64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 cimport numpy as cnp
 import numpy as np
 

@@ -5,6 +5,22 @@
 # ---------------------------------------------------------------------------------------------
 
 
+def same_bytes(cnp.ndarray a, cnp.ndarray b):
+    """True if the C-contiguous arrays ``a`` and ``b`` hold the same bytes (a NaN equals
+    itself, 0.0 differs from -0.0): whether an array still holds what was copied from it."""
+    cdef size_t n = <size_t>cnp.PyArray_NBYTES(a)
+    cdef const void* p = cnp.PyArray_DATA(a)
+    cdef const void* q = cnp.PyArray_DATA(b)
+    cdef int r
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_IS_C_CONTIGUOUS(b)):
+        raise ValueError("same_bytes needs C-contiguous arrays")
+    if n != <size_t>cnp.PyArray_NBYTES(b):
+        return False
+    with nogil:
+        r = memcmp(p, q, n)
+    return r == 0
+
+
 cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell, Py_ssize_t L, Py_ssize_t B,
                              Py_ssize_t I, Py_ssize_t H, Py_ssize_t G,
                              const floating* x,        # IN  (B, I)
@@ -54,6 +70,24 @@ cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell,
     fr_ftz_exit(csr)
 
 
+cdef class _StepScratch:
+    """The work buffers of one ``StepKernel.step`` call, for batches of up to ``capacity`` rows.
+
+    A call takes a scratch set that no other call is using (``StepKernel._take``), so steps
+    from several threads on one kernel never share a buffer."""
+    cdef Py_ssize_t capacity
+    cdef object order, ones, hs, cs, rec, hzero
+
+    def __init__(self, Py_ssize_t B, Py_ssize_t L, Py_ssize_t H, Py_ssize_t rec_row, dtype):
+        self.order = np.arange(B, dtype=np.int64)
+        self.ones = np.ones(B, dtype=np.int64)
+        self.hs = np.empty(B * H, dtype=dtype)
+        self.cs = np.empty(B * H, dtype=dtype)
+        self.rec = np.empty(B * rec_row, dtype=dtype)
+        self.hzero = np.zeros((L, B, H), dtype=dtype)
+        self.capacity = B
+
+
 cdef class StepKernel:
     """Prepared weights of a stacked unidirectional cell, advanced one timestep per call.
 
@@ -62,6 +96,10 @@ cdef class StepKernel:
     The packing is that of the kernels in use at construction (``isa``), which every step uses.
     Hidden units are split into ``unit_blocks`` blocks (2 for large layers); a call runs on
     min(engine threads, unit_blocks) threads when the step is big enough to pay for it.
+
+    Steps from several threads at once are safe: the packed weights are only read, and each
+    call works in a scratch set of its own (a pool of them grows to the number of calls that
+    ever ran at once).
     """
     cdef readonly int cell
     cdef readonly Py_ssize_t num_layers, input_size, hidden_size, gates, unit_blocks
@@ -76,8 +114,9 @@ cdef class StepKernel:
     cdef void* _whh[64]
     cdef void* _bx[64]
     cdef void* _bhn[64]
-    cdef Py_ssize_t _bcap, _ldr
-    cdef object _ublk, _order, _ones, _hs, _cs, _rec, _hzero
+    cdef Py_ssize_t _ldr
+    cdef object _ublk
+    cdef list _free             # scratch sets no call is using
 
     def __init__(self, int cell, list w_ih, list w_hh, list bx, list bhn,
                  unit_blocks, Py_ssize_t parallel_min_work):
@@ -137,30 +176,31 @@ cdef class StepKernel:
             self._whh[l] = cnp.PyArray_DATA(<cnp.ndarray>p_hh)
             self._bx[l] = cnp.PyArray_DATA(<cnp.ndarray>b1)
             self._bhn[l] = cnp.PyArray_DATA(<cnp.ndarray>b2)
-        self._bcap = 0
+        self._free = []
 
-    cdef _reserve(self, Py_ssize_t B):
-        cdef Py_ssize_t H = self.hidden_size
-        if B <= self._bcap:
-            return
-        self._order = np.arange(B, dtype=np.int64)
-        self._ones = np.ones(B, dtype=np.int64)
-        self._hs = np.empty(B * H, dtype=self.dtype)
-        self._cs = np.empty(B * H, dtype=self.dtype)
-        self._rec = np.empty(self.unit_blocks * B * self._ldr, dtype=self.dtype)
-        self._hzero = np.zeros((self.num_layers, B, H), dtype=self.dtype)
-        self._bcap = B
+    cdef _StepScratch _take(self, Py_ssize_t B):
+        """A scratch set for ``B`` rows that no other call holds (list.pop is atomic)."""
+        cdef _StepScratch s
+        try:
+            s = self._free.pop()
+            if s.capacity >= B:
+                return s
+        except IndexError:
+            pass
+        return _StepScratch(B, self.num_layers, self.hidden_size, self.unit_blocks * self._ldr,
+                            self.dtype)
 
     def step(self, cnp.ndarray x_t, cnp.ndarray h=None, cnp.ndarray c=None):
         """Advance one timestep: ``(y_t, h_new, c_new) = step(x_t, h=None, c=None)``.
 
         ``x_t`` (B, I), ``h`` / ``c`` (num_layers, B, H) C-contiguous of the stepper's dtype, or
-        None for zeros.  Returns *new* arrays ``h_new`` / ``c_new`` (c_new None unless LSTM);
-        ``y_t`` is the view ``h_new[-1]``.  Inputs are not modified.
+        None for zeros.  Returns *new* arrays: ``y_t`` (B, H) (a copy of ``h_new[-1]``, so that
+        editing it leaves the state alone), ``h_new`` and ``c_new`` (None unless LSTM).  Inputs
+        are not modified.
         """
         cdef Py_ssize_t B = cnp.PyArray_DIM(x_t, 0), H = self.hidden_size, G = self.gates
         cdef Py_ssize_t L = self.num_layers, nu = self.unit_blocks
-        cdef cnp.ndarray h_out, c_out = None
+        cdef cnp.ndarray h_out, y_t, c_out = None
         cdef cnp.npy_intp dims[3]
         cdef void* cptr = NULL
         cdef int typenum = cnp.NPY_FLOAT64 if self.is_double else cnp.NPY_FLOAT32
@@ -176,15 +216,16 @@ cdef class StepKernel:
         cdef const int64_t* ubq
         cdef Py_ssize_t I = self.input_size, ldr = self._ldr
         cdef fr_barrier_t bar
+        cdef _StepScratch scratch
         fr_barrier_init(&bar)
         _check_arr(x_t, "x_t", 2, B, self.input_size, 0, self.is_double)
         if h is not None:
             _check_arr(h, "h", 3, L, B, H, self.is_double)
         if c is not None and self.cell == FR_LSTM:
             _check_arr(c, "c", 3, L, B, H, self.is_double)
-        self._reserve(B)
+        scratch = self._take(B)
         if h is None:
-            h = <cnp.ndarray>self._hzero
+            h = <cnp.ndarray>scratch.hzero
         dims[0] = L
         dims[1] = B
         dims[2] = H
@@ -196,15 +237,15 @@ cdef class StepKernel:
                 c_out = cnp.PyArray_NewCopy(c, cnp.NPY_CORDER)
             cptr = cnp.PyArray_DATA(c_out)
         else:
-            cptr = cnp.PyArray_DATA(<cnp.ndarray>self._cs)
+            cptr = cnp.PyArray_DATA(<cnp.ndarray>scratch.cs)
         xq = cnp.PyArray_DATA(x_t)
         hq = cnp.PyArray_DATA(h)
         ho = cnp.PyArray_DATA(h_out)
-        hsq = cnp.PyArray_DATA(<cnp.ndarray>self._hs)
-        csq = cnp.PyArray_DATA(<cnp.ndarray>self._cs)
-        recq = cnp.PyArray_DATA(<cnp.ndarray>self._rec)
-        ordq = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._order)
-        oneq = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._ones)
+        hsq = cnp.PyArray_DATA(<cnp.ndarray>scratch.hs)
+        csq = cnp.PyArray_DATA(<cnp.ndarray>scratch.cs)
+        recq = cnp.PyArray_DATA(<cnp.ndarray>scratch.rec)
+        ordq = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>scratch.order)
+        oneq = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>scratch.ones)
         ubq = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>self._ublk)
         if nt > nu:
             nt = <int>nu
@@ -242,5 +283,9 @@ cdef class StepKernel:
                                            <float*>ho, <float*>cptr, <float*>hsq,
                                            <float*>csq, <float*>recq, B * ldr, ldr, &bar)
                 fr_team_done(&bar)
-        return h_out[L - 1], h_out, c_out
+        self._free.append(scratch)
+        y_t = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+        memcpy(cnp.PyArray_DATA(y_t), cnp.PyArray_BYTES(h_out) + (L - 1) * cnp.PyArray_NBYTES(y_t),
+               cnp.PyArray_NBYTES(y_t))
+        return y_t, h_out, c_out
 

@@ -1,4 +1,6 @@
 """Streaming: a stacked unidirectional RNN / LSTM / GRU advanced one timestep per call."""
+import numpy as np
+
 from ..cell_table import cell_spec
 from . import _compiled, plan
 
@@ -8,19 +10,22 @@ __all__ = ["Stepper", "make_stepper"]
 class Stepper:
     """One-timestep-at-a-time inference of a stacked unidirectional RNN / LSTM / GRU.
 
-    ``make_stepper(cell, weights, num_layers)`` prepares (transposes and packs) the weights
-    once.  The stepper holds a *snapshot*: changing the caller's weight arrays afterwards does
-    not affect it; rebuilding after a weight update is the caller's business.
+    ``make_stepper(cell, weights, num_layers)`` copies the weights and prepares (transposes
+    and packs) the copies once.  The stepper holds that *snapshot*: changing the caller's
+    weight arrays afterwards does not affect it; :meth:`packed_from` tells whether they still
+    hold what it packed, and rebuilding after a change is the caller's business.
 
     ``y_t, h_new, c_new = stepper.step(x_t, h=None, c=None)``
 
     * ``x_t`` (B, I); ``h``, ``c`` (num_layers, B, H) C-contiguous of the weights' dtype, or
       None for zeros (``c`` is ignored unless LSTM).
-    * returns newly allocated ``h_new`` (and ``c_new`` for LSTM, else None); ``y_t`` is the view
-      ``h_new[-1]`` (B, H).  The inputs are never modified, so the previous state stays valid.
+    * returns newly allocated ``y_t`` (B, H) (a copy of ``h_new[-1]``), ``h_new`` and
+      ``c_new`` (for LSTM, else None).  The inputs are never modified, so the previous state
+      stays valid.
     * uses the engine's own register-tiled kernel on weights packed at construction (no BLAS);
       small steps run on the calling thread (about a microsecond of overhead plus the
       arithmetic), large ones split the hidden units over two threads.
+    * may be called from several threads at once (each call has its own scratch buffers).
 
     Parameters
     ----------
@@ -28,10 +33,20 @@ class Stepper:
     weights : dict of ndarray
         PyTorch names and layouts (forward direction only).
     num_layers : int
+
+    Attributes
+    ----------
+    checked : object
+        Free for the caller's bookkeeping (None at construction): the layers record there when
+        they last made sure that the weights had not changed.
     """
 
     def __init__(self, cell, weights, num_layers=1):
         spec = cell_spec(cell)
+        # the copies are packed (not the caller's arrays, which another thread may be editing),
+        # so that packed_from compares with exactly what the kernel holds
+        self._copies = {name: np.array(w, order="C", copy=True) for name, w in weights.items()}
+        weights = self._copies
         H = weights["weight_hh_l0"].shape[1]
         I = weights["weight_ih_l0"].shape[1]
         dtype = weights["weight_hh_l0"].dtype
@@ -47,6 +62,7 @@ class Stepper:
         self.num_layers = num_layers
         self.hidden_size = H
         self.dtype = dtype
+        self.checked = None
         units = plan.unit_blocks(H, plan.step_unit_count(I, H, spec.gates))
         self._kernel = _compiled.StepKernel(spec.code, w_ih, w_hh, bxs, bhns, units,
                                             plan.STEP_PARALLEL_MIN_WORK)
@@ -55,6 +71,21 @@ class Stepper:
     def step(self, x_t, h=None, c=None):  # pragma: no cover - replaced per instance in __init__
         """Advance one timestep (see the class docstring)."""
         return self._kernel.step(x_t, h, c)
+
+    def packed_from(self, weights):
+        """True if ``weights`` hold, bit for bit, the values this stepper packed.
+
+        Parameters
+        ----------
+        weights : dict of ndarray
+            C-contiguous arrays, named as at construction.
+
+        Returns
+        -------
+        bool
+        """
+        return weights.keys() == self._copies.keys() and all(
+            _compiled.same_bytes(weights[name], copy) for name, copy in self._copies.items())
 
 
 def make_stepper(cell, weights, num_layers=1):

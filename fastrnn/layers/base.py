@@ -2,12 +2,18 @@
 
 :class:`Layer` documents the protocol once; the layer classes implement it and refer to it
 from their own methods. ``_LayerBase`` holds what every layer class does alike: its
-gradients, the cache a training call keeps, :meth:`~Layer.parameters` and
-:meth:`~Layer.get_config`.
+gradients, the cache a training call keeps (with the thread that trains the layer and copies
+of what its backward pass reads), :meth:`~Layer.parameters` and :meth:`~Layer.get_config`.
+
+Threads: inference (``training=False`` calls, ``step``) never writes to a layer, so any number
+of threads may run it on one layer. Training is exclusive: from a call with ``training=True``
+to the end of its backward pass (or for a whole ``fit``, see :func:`training_hold`) the layer
+belongs to the thread that made the call, and another thread that tries to train it gets a
+RuntimeError.
 """
+import contextlib
 import math
 import threading
-from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -50,6 +56,12 @@ class Layer(Protocol):
     the other layers take None and return None. ``Dropout`` adds
     :attr:`~fastrnn.Dropout.rng_state`, which a saved model keeps so that training resumes
     with the same masks.
+
+    Threads: calls with ``training=False`` and :meth:`step` may run from any number of threads
+    at once on one layer. A call with ``training=True`` makes the layer its thread's until its
+    backward pass succeeds; meanwhile a training call or backward pass from another thread
+    raises a RuntimeError. A backward pass also raises one if an array it reads (the input,
+    the initial state, a weight matrix) was edited in place since the forward pass.
 
     The user-facing calls keep their own contracts: ``y, state = rnn(x, state, lengths,
     training)`` and ``dx, dstate0 = rnn.backward(dy, dstate)`` for the recurrent layers
@@ -133,6 +145,11 @@ class Layer(Protocol):
         -------
         y_t : ndarray
         state : ndarray, tuple of ndarray or None
+            New arrays (``y_t`` is not a view of ``state``).
+
+        Notes
+        -----
+        Safe from several threads at once on one layer, each thread with its own state.
         """
 
     def get_config(self):
@@ -167,11 +184,28 @@ class _LayerBase:
     """
 
     _config_names = ()
+    #: the attributes :meth:`_init_runtime` sets
+    _runtime_names = ("_cache", "_cache_thread", "_saved", "_trainer")
 
     def __init__(self, params):
         self._params = params
         self.grads = {}
-        self._cache = None      # what backward needs, set by a call with training=True
+        self._init_runtime()
+
+    def _init_runtime(self):
+        """Set what calls leave on the layer, which copies and pickles do not keep."""
+        self._cache = None          # what backward needs, set by a call with training=True
+        self._cache_thread = None   # the thread that made that call
+        self._saved = None          # copies of the arrays backward reads (_Saved)
+        self._trainer = _Trainer(type(self).__name__)
+
+    def __getstate__(self):
+        return {name: value for name, value in self.__dict__.items()
+                if name not in self._runtime_names}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_runtime()
 
     def parameters(self):
         """See :meth:`Layer.parameters`."""
@@ -181,11 +215,161 @@ class _LayerBase:
         """See :meth:`Layer.get_config`."""
         return {name: _json_value(getattr(self, name)) for name in self._config_names}
 
+    def _backward_reads(self, cache):
+        """The arrays that the backward pass of ``cache`` reads and that a caller could edit
+        in place after the forward pass, by the name an error message gives them."""
+        return {}
+
+    def _keep_for_backward(self, cache):
+        """Keep ``cache`` for the backward pass of this training call, with copies of what it
+        reads (:meth:`_backward_reads`); a RuntimeError if another thread trains the layer."""
+        self._trainer.claim()
+        self._saved = _Saved(self._backward_reads(cache), self._saved)
+        self._cache, self._cache_thread = cache, threading.current_thread()
+
     def _training_cache(self, what="a call"):
-        """What the last training call kept, or a RuntimeError if there was none."""
+        """What the last training call kept, for its backward pass in this thread (which then
+        holds the layer until :meth:`_backward_done`), or a RuntimeError: no training call, one
+        made in another thread, or an array it read edited in place since."""
         if self._cache is None:
             raise RuntimeError(f"backward() needs {what} with training=True first")
-        return self._cache
+        self._trainer.claim()
+        cache, thread = self._cache, self._cache_thread
+        if thread is not threading.current_thread():
+            self._trainer.done()
+            raise RuntimeError(f"backward(): the last call with training=True on this "
+                               f"{type(self).__name__} was made in thread {thread.name!r}; "
+                               f"a thread can only run the backward pass of its own call")
+        self._saved.check(self._backward_reads(cache))
+        return cache
+
+    def _backward_done(self):
+        """The backward pass of this thread's training call is over: release the layer."""
+        self._trainer.done()
+
+
+class _Trainer:
+    """Which thread trains a layer: at most one at a time.
+
+    A thread holds the layer from a training call (:meth:`claim`) to the end of its backward
+    pass (:meth:`done`), and for as long as it :meth:`hold` s it (a model's ``fit``; holds
+    nest). Another thread that claims or holds it meanwhile gets a RuntimeError; a thread that
+    has ended without its backward pass holds nothing.
+    """
+
+    def __init__(self, what):
+        self.what = what
+        self._lock = threading.Lock()
+        self._thread = None     # the holder, if any
+        self._pending = False   # a training call of the holder awaits its backward pass
+        self._holds = 0
+
+    def __reduce__(self):       # a copy of a layer is not being trained
+        return type(self), (self.what,)
+
+    def _take(self):
+        me = threading.current_thread()
+        owner = self._thread
+        if owner is not me:
+            if owner is not None and owner.is_alive():
+                raise RuntimeError(
+                    f"this {self.what} is being trained in thread {owner.name!r} (a call with "
+                    f"training=True awaits its backward pass, or fit() is running); train a "
+                    f"layer or a model from one thread at a time (inference from any number "
+                    f"of threads is fine)")
+            self._thread, self._pending, self._holds = me, False, 0
+
+    def claim(self):
+        """Hold the layer for a training call of this thread, until :meth:`done`."""
+        with self._lock:
+            self._take()
+            self._pending = True
+
+    def done(self):
+        """The backward pass of this thread's training call is over."""
+        with self._lock:
+            if self._thread is threading.current_thread():
+                self._pending = False
+                if not self._holds:
+                    self._thread = None
+
+    def hold(self):
+        """Hold the layer for this thread until :meth:`release`."""
+        with self._lock:
+            self._take()
+            self._holds += 1
+
+    def release(self):
+        """End a :meth:`hold`; the last one frees the layer (a training call of this thread
+        then needs its backward pass no longer)."""
+        with self._lock:
+            if self._thread is threading.current_thread():
+                self._holds -= 1
+                if not self._holds:
+                    self._thread, self._pending = None, False
+
+
+@contextlib.contextmanager
+def training_hold(layers):
+    """Hold ``layers`` for the calling thread's training (a model's ``fit`` or ``trace``):
+    another thread that tries to train one of them meanwhile gets a RuntimeError.
+
+    Parameters
+    ----------
+    layers : iterable of layers
+    """
+    held = []
+    try:
+        for layer in layers:
+            layer._trainer.hold()
+            held.append(layer)
+        yield
+    finally:
+        for layer in held:
+            layer._trainer.release()
+
+
+class _Saved:
+    """Copies of the arrays a backward pass reads, to tell whether one of them was edited in
+    place after the forward pass (which would change the gradients silently).
+
+    Only copies are kept (a reference to a layer's weights would keep ``step()`` checking
+    them, see ``Recurrent._current_stepper``).
+
+    Parameters
+    ----------
+    arrays : dict of str to ndarray
+        The arrays, by the name an error message gives them.
+    previous : _Saved or None
+        The copies of the layer's previous training call, whose buffers are reused.
+    """
+
+    def __init__(self, arrays, previous=None):
+        old = {} if previous is None else previous._copies
+        self._copies = {}
+        for name, a in arrays.items():
+            copy = old.get(name)
+            if copy is None or copy.shape != a.shape or copy.dtype != a.dtype:
+                copy = np.empty(a.shape, a.dtype)
+            np.copyto(copy, a)
+            self._copies[name] = copy
+
+    def check(self, arrays):
+        """A RuntimeError naming the first of ``arrays`` that no longer holds its copy."""
+        for name, a in arrays.items():
+            if not same_bytes(a, self._copies[name]):
+                raise RuntimeError(
+                    f"{name} was modified in place after the forward pass with training=True, "
+                    f"and the backward pass reads it: its gradients would be wrong. Run the "
+                    f"forward pass again after changing it (or change a copy)")
+
+
+def same_bytes(a, b):
+    """True if the arrays ``a`` and ``b`` (same shape and dtype) hold the same bytes."""
+    engine = _compiled_engine()
+    if engine is not None and a.flags.c_contiguous and b.flags.c_contiguous:
+        return engine._compiled.same_bytes(a, b)
+    return np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
 
 
 def _json_value(value):
@@ -196,7 +380,7 @@ def _json_value(value):
 _budget = threading.local()
 
 
-@contextmanager
+@contextlib.contextmanager
 def parameter_budget(nbytes):
     """Within the block, layers built on this thread may allocate at most ``nbytes`` bytes of
     parameters in all; one that would need more raises ValueError before allocating.

@@ -90,8 +90,14 @@ class Dense(_LayerBase):
 
     def _forward(self, x, training):
         y = ACTIVATIONS[self.activation][0](self.linear(x))
-        self._cache = (x, y) if training else None
+        if training:
+            self._keep_for_backward((x, y))
+            if self.activation is not None:
+                y = y.copy()    # the y the derivative reads stays out of the caller's reach
         return y
+
+    def _backward_reads(self, cache):
+        return {"x": cache[0], "parameter 'weight'": self._params["weight"]}
 
     def output_shape(self, input_shape):
         """See :meth:`Layer.output_shape`: ``input_shape`` with its last entry replaced by
@@ -109,7 +115,8 @@ class Dense(_LayerBase):
         """
         if logits:
             out = self.linear(x)
-            self._cache = (x, None) if training else None
+            if training:
+                self._keep_for_backward((x, None))
             return out, None
         return self._forward(x, training), None
 
@@ -148,7 +155,9 @@ class Dense(_LayerBase):
         self.grads = {"weight": da2.T @ x2}
         if self.bias:
             self.grads["bias"] = da2.sum(axis=0)
-        return da @ self._params["weight"] if input_grad else None
+        dx = da @ self._params["weight"] if input_grad else None
+        self._backward_done()
+        return dx
 
     def __repr__(self):
         return (f"Dense({self.in_features}, {self.out_features}, "

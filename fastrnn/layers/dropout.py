@@ -21,16 +21,19 @@ class Dropout(_LayerBase):
     def __init__(self, p=0.5, seed=None):
         self.p = float(check_fraction("p", p))
         self._rng = as_rng("seed", seed)
-        super().__init__({})    # no parameters; the cache is the last mask (None: identity)
+        super().__init__({})    # no parameters; the cache is (the last mask,), None: identity
 
     def __call__(self, x, training=False):
         """Apply dropout to ``x`` when ``training``; return ``x`` unchanged otherwise."""
-        if not check_bool("training", training) or self.p == 0.0:
-            self._cache = None
+        if not check_bool("training", training):
             return x
-        keep = self._rng.random(np.shape(x)) >= self.p
-        self._cache = keep.astype(np.asarray(x).dtype) / (1.0 - self.p)
-        return x * self._cache
+        self._trainer.claim()       # before drawing: a refused call leaves the masks alone
+        mask = None
+        if self.p != 0.0:
+            keep = self._rng.random(np.shape(x)) >= self.p
+            mask = keep.astype(np.asarray(x).dtype) / (1.0 - self.p)
+        self._keep_for_backward((mask,))
+        return x if mask is None else x * mask
 
     def backward(self, dy):
         """Gradient with respect to the input: the same mask applied to ``dy``.
@@ -38,13 +41,15 @@ class Dropout(_LayerBase):
         Parameters
         ----------
         dy : ndarray
-            Gradient with respect to the output of the last call.
+            Gradient with respect to the output of the last call with ``training=True``.
 
         Returns
         -------
         ndarray
         """
-        return dy if self._cache is None else dy * self._cache
+        (mask,) = self._training_cache()
+        self._backward_done()
+        return dy if mask is None else dy * mask
 
     def output_shape(self, input_shape):
         """See :meth:`Layer.output_shape`: the input shape (dropout keeps shapes)."""
@@ -70,7 +75,8 @@ class Dropout(_LayerBase):
 
     def model_backward(self, dy, *, dstate=None, input_grad=True):
         """See :meth:`Layer.model_backward`: ``dy`` through the mask of the last forward."""
-        return (self.backward(dy) if input_grad else None), None
+        dx = self.backward(dy)      # (releases the layer whatever input_grad says)
+        return (dx if input_grad else None), None
 
     def step(self, x_t, state=None):
         """See :meth:`Layer.step`: outside training, ``x_t`` itself."""

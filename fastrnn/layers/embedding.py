@@ -3,8 +3,14 @@ import math
 
 import numpy as np
 
-from .._validation import (as_rng, as_token_ids, check_bool, check_dtype, check_index,
-                           check_positive_int)
+from .._validation import (
+    as_rng,
+    as_token_ids,
+    check_bool,
+    check_dtype,
+    check_index,
+    check_positive_int,
+)
 from .base import _LayerBase, claim_parameter_bytes
 
 
@@ -65,8 +71,12 @@ class Embedding(_LayerBase):
         return self._forward(self.check_tokens(tokens), check_bool("training", training))
 
     def _forward(self, tokens, training):
-        self._cache = tokens if training else None
+        if training:
+            self._keep_for_backward(tokens)
         return self._params["weight"][tokens]
+
+    def _backward_reads(self, cache):
+        return {"x": cache}
 
     def output_shape(self, input_shape):
         """See :meth:`Layer.output_shape`: ``input_shape + (embedding_dim,)``."""
@@ -107,6 +117,7 @@ class Embedding(_LayerBase):
         if self.padding_idx is not None:
             grad[self.padding_idx] = 0
         self.grads = {"weight": grad}
+        self._backward_done()
 
     def __repr__(self):
         return (f"Embedding({self.num_embeddings}, {self.embedding_dim}, "

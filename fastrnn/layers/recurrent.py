@@ -5,11 +5,11 @@ user passes, and hands C-contiguous arrays of its dtype to an engine: the NumPy 
 (``backend="reference"``) or the compiled one (``backend="compiled"``).
 """
 import math
+import sys
 
 import numpy as np
 
 from .. import reference
-from ..cell_table import GATES, parameter_names
 from .._validation import (
     as_float_array,
     as_lengths,
@@ -18,12 +18,22 @@ from .._validation import (
     check_dtype,
     check_positive_int,
 )
+from ..cell_table import GATES, parameter_names
 from .base import _compiled_engine, _LayerBase, _resolve_backend, uniform_params
 
 
 def _state_batch(state):
     """Batch size of a state ``h`` or ``(h, c)``."""
     return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+def _references(params):
+    """References to the arrays of ``params`` (a dict), summed."""
+    return sum(sys.getrefcount(p) for p in params.values())
+
+
+#: what :func:`_references` counts for an array that only its dict refers to
+_ALONE = _references({"p": np.empty(0)})
 
 
 class Recurrent(_LayerBase):
@@ -51,8 +61,14 @@ class Recurrent(_LayerBase):
         # PyTorch's default: every parameter uniform in [-1/sqrt(hidden), 1/sqrt(hidden)]
         super().__init__(uniform_params(self._param_shapes(), 1.0 / np.sqrt(self.hidden_size),
                                         self.dtype, seed))
-        self._stepper = None    # weights prepared for step(); dropped when they may change
-        self._last_state = None  # the state step() returned last (trusted when passed back)
+
+    _runtime_names = _LayerBase._runtime_names + ("_stepper", "_weights_version", "_last_state")
+
+    def _init_runtime(self):
+        super()._init_runtime()
+        self._stepper = None        # the weights packed for step() (_current_stepper)
+        self._weights_version = 0   # counts the occasions someone may have written the weights
+        self._last_state = None     # what step() returned last (in any thread), trusted
 
     # ------------------------------------------------------------------ parameters
 
@@ -70,7 +86,7 @@ class Recurrent(_LayerBase):
     def parameters(self):
         """See :meth:`Layer.parameters`; PyTorch's names, and edits to the arrays change the
         layer."""
-        self._stepper = None     # the caller may write into them: step() prepares them again
+        self._weights_version += 1     # the caller may write into them (see _current_stepper)
         return super().parameters()
 
     def state_dict(self):
@@ -112,7 +128,7 @@ class Recurrent(_LayerBase):
         }
         for name, value in checked.items():   # only after every entry passed its checks
             self._params[name][...] = value
-        self._stepper = None
+        self._weights_version += 1
 
     # ------------------------------------------------------------------ input checks
 
@@ -165,6 +181,13 @@ class Recurrent(_LayerBase):
             Outputs of the last layer at every step.
         state : ndarray or tuple of ndarray
             Final state, shaped like ``state``.
+
+        Notes
+        -----
+        Calls with ``training=False`` may run from any number of threads at once. A call with
+        ``training=True`` makes the layer this thread's until :meth:`backward` succeeds: a
+        training call from another thread meanwhile raises a RuntimeError (inference calls do
+        not disturb it).
         """
         x = as_float_array("x", x, self.dtype, (None, None, self.input_size))
         batch, timesteps, _ = x.shape
@@ -173,10 +196,9 @@ class Recurrent(_LayerBase):
         y, h_n, c_n = self._forward(x, h0, c0, lengths, check_bool("training", training))
         return y, self._pack_state(h_n, c_n)
 
-    def _forward(self, x, h0, c0, lengths, training):
-        """The forward pass on validated arrays: ``(y, h_n, c_n)``."""
-        if training:
-            self._stepper = None  # an optimizer step will follow
+    def _forward(self, x, h0, c0, lengths, training, expose_y=True):
+        """The forward pass on validated arrays: ``(y, h_n, c_n)``; ``expose_y`` False when
+        the caller does not pass ``y`` on."""
         args = (self.cell, x, self._params, h0, c0, lengths)
         shape = {"num_layers": self.num_layers, "bidirectional": self.bidirectional}
         if self.backend == "reference":
@@ -184,9 +206,21 @@ class Recurrent(_LayerBase):
         else:
             y, h_n, c_n, saved = _compiled_engine().forward.forward(*args, **shape,
                                                                     training=training)
-        # what BPTT needs: the reference's cache, or the compiled forward's workspace
-        self._cache = (x, h0, c0, saved) if training else None
+        if training:
+            # what BPTT needs: the reference's cache, or the compiled forward's workspace
+            self._keep_for_backward((x, h0, c0, saved))
+            if expose_y and self.backend == "compiled":
+                y = y.copy()    # the workspace's y, which BPTT reads, stays out of reach
         return y, h_n, c_n
+
+    def _backward_reads(self, cache):
+        """What BPTT reads that the caller could edit: x, the initial state and the weight
+        matrices (not the biases), by the name an error message gives them."""
+        x, h0, c0, _ = cache
+        state = {"state": h0} if c0 is None else {"state[0] (h)": h0, "state[1] (c)": c0}
+        weights = {f"parameter {name!r}": p for name, p in self._params.items()
+                   if name.startswith("weight")}
+        return {"x": x, **state, **weights}
 
     def backward(self, dy, dstate=None, *, input_grad=True):
         """Backpropagation through time for the last call made with ``training=True``.
@@ -210,25 +244,34 @@ class Recurrent(_LayerBase):
         dstate0 : ndarray or tuple of ndarray
             Gradient with respect to the initial state, shaped like it.
 
+        Raises
+        ------
+        RuntimeError
+            Without a call with ``training=True`` first, if that call was made in another
+            thread, or if ``x``, the initial state or a weight matrix has been modified in place
+            since (the gradients would be wrong; the biases and ``y`` do not matter).
+
         Notes
         -----
         Fills :attr:`grads` with the gradient of every parameter, keyed like
         :meth:`parameters`.
         """
-        batch, timesteps, _ = self._training_cache("a forward call")[0].shape
+        cache = self._training_cache("a forward call")
+        batch, timesteps, _ = cache[0].shape
         y_shape = (batch, timesteps, self.num_directions * self.hidden_size)
         if dy is not None:
             dy = as_float_array("dy", dy, self.dtype, y_shape)
         dh_n, dc_n = self._check_dstate(dstate, batch)
         if dy is None and dh_n is None and dc_n is None:
             raise ValueError("backward() needs dy or dstate; both are None")
-        dx, dh0, dc0 = self._backward(dy, dh_n, dc_n, bool(input_grad))
+        dx, dh0, dc0 = self._backward(cache, dy, dh_n, dc_n, bool(input_grad))
         return dx, self._pack_state(dh0, dc0)
 
-    def _backward(self, dy, dh_n, dc_n, input_grad=True):
-        """BPTT on validated arrays: ``(dx, dh0, dc0)`` (dx None unless ``input_grad``);
-        fills :attr:`grads`."""
-        x, h0, c0, saved = self._cache
+    def _backward(self, cache, dy, dh_n, dc_n, input_grad=True):
+        """BPTT of ``cache`` (from :meth:`_training_cache`) on validated arrays:
+        ``(dx, dh0, dc0)`` (dx None unless ``input_grad``); fills :attr:`grads` and releases
+        the layer."""
+        x, h0, c0, saved = cache
         if self.backend == "reference":
             dx, dh0, dc0, grads = reference.backward(saved, dy, dh_n, dc_n)
             dx = dx if input_grad else None
@@ -238,6 +281,7 @@ class Recurrent(_LayerBase):
             dx, dh0, dc0, grads = bptt.backward(self.cell, self._params, saved, dy, dh_n, dc_n,
                                                  x=x, h0=h0, c0=c0, input_grad=input_grad)
         self.grads = grads
+        self._backward_done()
         return dx, dh0, dc0
 
     def _check_dstate(self, dstate, batch):
@@ -261,10 +305,16 @@ class Recurrent(_LayerBase):
 
         Notes
         -----
-        The compiled backend prepares the weights once and reuses them from call to call;
-        anything that may change them (:meth:`parameters`, :meth:`load_state_dict`, training)
-        makes the next call prepare them again. A state this method returned is passed back
-        without being checked again.
+        ``y_t`` and the state are new arrays, independent of each other and of the inputs.
+        The compiled backend prepares (packs) the weights once and reuses them from call to
+        call while they hold the same values; an edit of the live arrays of
+        :meth:`parameters` (or :meth:`load_state_dict`, training) makes the next call prepare
+        them again. While an array of a :meth:`parameters` dict is alive outside the layer,
+        each call compares the weights with what it packed (at batch 1 that costs about twice
+        the step). A state this method returned is passed back without being checked again.
+
+        Any number of threads may step one layer at once, each with its own state: the
+        results are those of the same calls made one after the other.
         """
         if self.bidirectional:
             raise ValueError("step() needs a unidirectional layer; this one is bidirectional")
@@ -282,12 +332,32 @@ class Recurrent(_LayerBase):
             )
             y_t = y[:, 0]
         else:
-            if self._stepper is None:
-                self._stepper = _compiled_engine().stream.make_stepper(self.cell, self._params,
-                                                                self.num_layers)
-            y_t, h_n, c_n = self._stepper.step(x_t, h0, c0)
-        self._last_state = self._pack_state(h_n, c_n)
-        return y_t, self._last_state
+            y_t, h_n, c_n = self._current_stepper().step(x_t, h0, c0)
+        state = self._last_state = self._pack_state(h_n, c_n)
+        return y_t, state
+
+    def _current_stepper(self):
+        """The compiled step's packed weights, packed again if the weights have changed.
+
+        Comparing the weights with the copies the stepper packed reads every weight twice
+        (about three small steps' worth), so it is skipped while nobody can have written them:
+        if at the last comparison no array outside this layer referred to them (every NumPy
+        array or buffer that can write an array refers to it: a view to its base), and there
+        has been no :meth:`parameters` call (the only way to such references) or
+        :meth:`load_state_dict` since. Writes through raw pointers are not seen.
+        """
+        version = self._weights_version     # read first: a later change shows as a new version
+        stepper = self._stepper
+        if stepper is not None and stepper.checked == version:
+            return stepper
+        alone = _references(self._params) == _ALONE * len(self._params)
+        if stepper is None or not stepper.packed_from(self._params):
+            stepper = _compiled_engine().stream.make_stepper(self.cell, self._params,
+                                                             self.num_layers)
+            self._stepper = stepper
+        if alone:
+            stepper.checked = version
+        return stepper
 
     def _check_step_input(self, x_t):
         """``x_t`` validated; a fast path for a finite C-contiguous array of the layer's dtype."""
@@ -317,7 +387,7 @@ class Recurrent(_LayerBase):
             h0, c0 = self._check_state("state", None, x.shape[0])
         else:
             h0, c0 = self._unpack_state(state)
-        y, h_n, c_n = self._forward(x, h0, c0, lengths, training)
+        y, h_n, c_n = self._forward(x, h0, c0, lengths, training, self.return_sequences)
         state_out = self._pack_state(h_n, c_n)
         if self.return_sequences:
             return y, state_out
@@ -328,12 +398,13 @@ class Recurrent(_LayerBase):
         """See :meth:`Layer.model_backward`: ``dy`` is trusted (of the layer's dtype and shape;
         None means zeros), and for an LSTM ``dstate`` is ``(dh, dc)``, whose entries may be
         None."""
+        cache = self._training_cache("a forward call")
         dh_n, dc_n = (None, None) if dstate is None else self._unpack_state(dstate)
         if not self.return_sequences:
             dh_last = self._last_step_grad(dy)
             dh_n = dh_last if dh_n is None else dh_last + dh_n
             dy = None
-        dx, dh0, dc0 = self._backward(dy, dh_n, dc_n, input_grad)
+        dx, dh0, dc0 = self._backward(cache, dy, dh_n, dc_n, input_grad)
         return dx, self._pack_state(dh0, dc0)
 
     def final_state_grad(self, dy):

@@ -10,6 +10,7 @@ import numpy as np
 from .. import losses as losses_module
 from .._validation import as_lengths, as_rng, check_positive_int
 from ..layers import Dense, Embedding, GRU, LSTM, RNN
+from ..layers.base import training_hold
 from .training import _Model, _trim
 
 
@@ -128,10 +129,12 @@ class EncoderDecoder(_Model):
             update(value)
             return value
 
-        return self._fit_loop(src.shape[0], train_batch, dict, epochs=epochs,
-                              batch_size=batch_size, shuffle=shuffle, seed=seed, verbose=verbose,
-                              callbacks=callbacks, clip_norm=clip_norm, clip_value=clip_value,
-                              initial_epoch=initial_epoch, on_nonfinite=on_nonfinite)
+        with training_hold(layer for _, layer in self._named_layers()):
+            return self._fit_loop(src.shape[0], train_batch, dict, epochs=epochs,
+                                  batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                  verbose=verbose, callbacks=callbacks, clip_norm=clip_norm,
+                                  clip_value=clip_value, initial_epoch=initial_epoch,
+                                  on_nonfinite=on_nonfinite)
 
     @staticmethod
     def _target_mask(shape, lengths):

@@ -16,6 +16,7 @@ from .. import metrics as metrics_module
 from .._validation import (as_float_array, as_lengths, as_rng, check_fraction,
                            check_positive_int)
 from ..layers import Dense, Dropout, Embedding, GRU, LSTM, RNN, Layer, Recurrent
+from ..layers.base import training_hold
 from .training import _Model, _trim, train_truncated
 
 #: layer classes a model file may name (nothing else is ever constructed from a file)
@@ -224,6 +225,10 @@ class Sequential(_Model):
         -------
         ndarray
             ``(n, ...)``; 0 at padded steps of sequence outputs.
+
+        Notes
+        -----
+        Safe from several threads at once, and while another thread trains the model.
         """
         x, lengths = self._prepare(X, lengths)
         return self._run_batches(x, lengths, check_positive_int("batch_size", batch_size),
@@ -286,9 +291,10 @@ class Sequential(_Model):
         y = self._targets(y, x.shape[0])
         logits = self._logits_mode(loss)
         inputs, output_grads = [], []
-        out, _ = self._forward(x, lengths, training=True, logits=logits, inputs=inputs)
-        value, grad = loss(out, y, self._mask(out, lengths))
-        self._backward(grad.astype(out.dtype, copy=False), output_grads)
+        with training_hold(self.layers):
+            out, _ = self._forward(x, lengths, training=True, logits=logits, inputs=inputs)
+            value, grad = loss(out, y, self._mask(out, lengths))
+            self._backward(grad.astype(out.dtype, copy=False), output_grads)
         return Trace(float(value), out, inputs, output_grads, lengths)
 
     def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32, lengths=None,
@@ -351,6 +357,15 @@ class Sequential(_Model):
         ------
         FloatingPointError
             With ``on_nonfinite="raise"``, at the first non-finite loss or gradient.
+        RuntimeError
+            If another thread trains this model or one of its layers at the time.
+
+        Notes
+        -----
+        The layers are this thread's for the whole call: training them from another thread
+        meanwhile (``fit``, ``trace``, a layer call with ``training=True``) raises a
+        RuntimeError, while ``predict``, ``evaluate`` and ``generate`` from other threads run
+        (on the weights of the moment).
         """
         metrics_module.get_all(metrics)        # refused now, not after the first epoch
         self._set_training(loss, optimizer)
@@ -406,10 +421,12 @@ class Sequential(_Model):
                 logs.update({"val_" + k: v for k, v in val.items()})
             return logs
 
-        return self._fit_loop(x.shape[0], train_batch, epoch_logs, epochs=epochs,
-                              batch_size=batch_size, shuffle=shuffle, seed=seed, verbose=verbose,
-                              callbacks=callbacks, clip_norm=clip_norm, clip_value=clip_value,
-                              initial_epoch=initial_epoch, on_nonfinite=on_nonfinite)
+        with training_hold(self.layers):
+            return self._fit_loop(x.shape[0], train_batch, epoch_logs, epochs=epochs,
+                                  batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                  verbose=verbose, callbacks=callbacks, clip_norm=clip_norm,
+                                  clip_value=clip_value, initial_epoch=initial_epoch,
+                                  on_nonfinite=on_nonfinite)
 
     # ------------------------------------------------------------------ generation
 
