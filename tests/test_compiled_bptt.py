@@ -1,4 +1,4 @@
-"""The compiled BPTT (fastrnn._bptt) against the NumPy reference.
+"""The compiled BPTT (fastrnn.engine.bptt) against the NumPy reference.
 
 Gradients must equal the reference's to ``1e-8`` (float64) / ``1e-4`` (float32), relative to the
 largest absolute value of each gradient.  The workspace comes from the compiled training forward
@@ -158,6 +158,35 @@ def test_batch_blocks_over_length_patterns(cell, lengths):
             errs = run_case(cell, 8, 6, 5, 7, 1, D, True, np.float64, lengths, True, "both",
                             source, rng)
             check(errs, np.float64)
+
+
+@pytest.mark.parametrize("length", [1, 3, 5])
+@pytest.mark.parametrize("cell", CELLS)
+def test_one_sequence_against_padding(cell, length):
+    """A batch of one sequence of length 1, 3 or 5 in T=5 steps (the tail of padded steps,
+    each direction's first step at its own end), both directions, with and without initial
+    states, both dtypes."""
+    rng = np.random.default_rng(length)
+    lengths = np.array([length], dtype=np.int64)
+    for source in SOURCES:
+        for dtype in (np.float64, np.float32):
+            for D in (1, 2):
+                for states in (False, True):
+                    errs = run_case(cell, 1, 5, 3, 4, 1, D, True, dtype, lengths, states,
+                                    "both", source, rng)
+                    check(errs, dtype)
+
+
+@pytest.mark.skipif(not engine.AVAILABLE, reason="compiled engine not built")
+def test_kernels_take_the_config_fields_in_order():
+    """``kernel(items, *config)``: every kernel's parameters are BpttConfig's fields, in order
+    (a kernel reads its config by position)."""
+    import inspect
+
+    from fastrnn.engine import bptt_kernels
+    for kernel in set(bptt_kernels.KERNELS):
+        params = list(inspect.signature(kernel.py_func).parameters)
+        assert params == ["items", *bptt_kernels.BpttConfig._fields]
 
 
 @pytest.mark.skipif(not engine.AVAILABLE, reason="compiled engine not built")

@@ -77,15 +77,15 @@ def _items(D, lengths, T, nblocks):
     return layout.order, items
 
 
-def _run_items(kernel, items, args, nthreads):
-    """Run ``kernel(items, *args)`` with the work items split over ``nthreads`` threads of the
+def _run_items(kernel, items, cfg, nthreads):
+    """Run ``kernel(items, *cfg)`` with the work items split over ``nthreads`` threads of the
     engine's OpenMP team (``_compiled.run_on_team``; the kernels release the GIL and call no
     BLAS)."""
     groups = [np.ascontiguousarray(items[i::nthreads]) for i in range(min(nthreads, len(items)))]
     if len(groups) == 1:
-        kernel(groups[0], *args)
+        kernel(groups[0], *cfg)
     else:
-        _compiled.run_on_team([lambda g=g: kernel(g, *args) for g in groups])
+        _compiled.run_on_team([lambda g=g: kernel(g, *cfg) for g in groups])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     if x is None and "x" not in workspace:
         raise ValueError("backward: the forward's input is needed; pass x= (the workspace "
                          "has no 'x' entry)")
-    from . import bptt_kernels     # imports Numba: only the first backward pays for it
+    from . import bptt_kernels  # imports Numba: only the first backward pays for it
     code, G = spec.code, spec.gates
     kernel = bptt_kernels.KERNELS[code]
     ws = workspace
@@ -222,16 +222,18 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     def c_(a):
         return np.ascontiguousarray(a, dtype=dtype)
 
-    dummy4 = np.zeros((1, 1, 1, 1), dtype=dtype)
-    zero3 = np.zeros((D, 1, 1), dtype=dtype)
+    def absent(*leading):
+        """An array the call has not: its leading dimensions, rows of length 0, never read."""
+        return np.empty(leading + (0,), dtype=dtype)
+
     dh0 = np.empty((L * D, B, H), dtype=dtype)
     dc0 = np.empty((L * D, B, H), dtype=dtype) if code == LSTM else None
     dhn_all = None if dh_n is None else c_(dh_n)
     dcn_all = None if (dc_n is None or code != LSTM) else c_(dc_n)
     zstate = np.zeros((D, B, H), dtype=dtype)
+    init_all = c0 if code == LSTM else h0              # the state before the first step
     grads = {}
     dout = None if dy is None else c_(dy)
-    dc0_dummy = np.empty((D, 1, 1), dtype=dtype)
 
     for layer in reversed(range(L)):
         sl = slice(layer * D, (layer + 1) * D)
@@ -239,39 +241,30 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         inp = c_(inp)
         I_l = inp.shape[2]
         y3 = ws["outputs"][layer]
-        gates = ws["gates"][layer] if code in (LSTM, GRU) else dummy4
-        cst = ws["c"][layer] if code == LSTM else dummy4
-        hnw = ws["hn"][layer] if code == GRU else dummy4
         sfx = [parameter_names(layer, d)[0][len("weight_ih"):] for d in range(D)]
         wl = [np.ascontiguousarray(weights["weight_hh" + s], dtype=dtype) for s in sfx]
-        whh = wl[0][None] if D == 1 else np.stack(wl)
         wpk = np.empty((D, _compiled.packed_size(GH, H, dtype)), dtype=dtype)
         for d in range(D):
             _compiled.pack_rows(wl[d], wpk[d])         # W_hh as (GH, H) panels
-        is32 = dtype == np.float32
         da = np.empty((B, T, D * GH), dtype=dtype)      # the kernels zero the unused steps
         dah = np.empty((B, T, D * GH), dtype=dtype) if code == GRU else da
         dbias = np.empty((len(items), GH if code != GRU else 4 * H), dtype=np.float64)
-        h0l = c_(h0[sl]) if h0 is not None else zero3
-        c0l = c_(c0[sl]) if (c0 is not None and code == LSTM) else zero3
-        dhnl = dhn_all[sl] if dhn_all is not None else zstate
-        dcnl = dcn_all[sl] if dcn_all is not None else zstate
-        dyl = dout if dout is not None else np.zeros((1, 1, D * H), dtype=dtype)
-        dh0l = dh0[sl]
-        dc0l = dc0[sl] if code == LSTM else dc0_dummy
-        one = dtype.type(1)
-        if code == LSTM:
-            args = (one, H, order, lengths, gates, cst, y3, c0l, c0 is not None,
-                    dyl, dout is not None, dhnl, dcnl, whh, wpk, is32, gemm_threads, da, dh0l,
-                    dc0l, dbias)
-        elif code == GRU:
-            args = (one, H, order, lengths, gates, hnw, y3, h0l, h0 is not None,
-                    dyl, dout is not None, dhnl, whh, wpk, is32, gemm_threads, da, dah, dh0l,
-                    dbias)
-        else:
-            args = (one, code == RNN_RELU, H, order, lengths, y3, dyl, dout is not None, dhnl,
-                    whh, wpk, is32, gemm_threads, da, dh0l, dbias)
-        _run_items(kernel, items, args, item_threads)
+        cfg = bptt_kernels.BpttConfig(
+            one=dtype.type(1), H=H, GH=GH, relu=code == RNN_RELU, order=order, lengths=lengths,
+            outputs=y3,
+            gates=ws["gates"][layer] if code in (LSTM, GRU) else absent(D, B, T),
+            cells=ws["c"][layer] if code == LSTM else absent(D, B, T),
+            hn=ws["hn"][layer] if code == GRU else absent(D, B, T),
+            init=c_(init_all[sl]) if init_all is not None else absent(D, B),
+            has_init=init_all is not None,
+            dy=dout if dout is not None else absent(B, T), has_dy=dout is not None,
+            dh_n=dhn_all[sl] if dhn_all is not None else zstate,
+            dc_n=dcn_all[sl] if dcn_all is not None else zstate,
+            w_packed=wpk, is32=dtype == np.float32, gemm_threads=gemm_threads,
+            zeros=np.zeros(H, dtype=dtype),
+            da=da, dah=dah, dh0=dh0[sl], dc0=dc0[sl] if code == LSTM else absent(D, B),
+            dbias=dbias)
+        _run_items(kernel, items, cfg, item_threads)
 
         # dense parts: all timesteps at once
         da2 = da.reshape(B * T, D * GH)

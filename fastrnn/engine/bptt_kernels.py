@@ -5,17 +5,23 @@ engine that the kernels call by symbol name (``_compiled.bptt_symbols``: the eng
 its denormal switch), so that a kernel loaded from Numba's cache finds them in a new process
 too.  Every kernel is ``numba.njit(cache=True, nogil=True)``.
 
-One kernel per cell family walks one layer's timesteps backwards for a list of work items
-(direction, rows); the gate derivative math of one row of H units is a function per cell
-(``_rnn_row``, ``_lstm_row``, ``_gru_row``), inlined into the kernel.
+One time-loop skeleton (:func:`make_kernel`) walks one layer's timesteps backwards for a list
+of work items (direction, rows); what differs between cells is the gate function inlined into
+it (the backward math of one row and step, e.g. :func:`_lstm_step`) and a few compile-time
+facts (which rows of the workspace it reads, whether it has a cell state).  Every kernel is
+called as ``kernel(items, *config)``, ``config`` a :class:`BpttConfig` of one layer's arrays;
+both dtypes run through the same code (Numba compiles one specialisation per dtype).
 """
+from collections import namedtuple
+
 import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, register_jitable
 
+from ..cell_table import GRU, LSTM, RNN_RELU, RNN_TANH
 from . import _compiled
 
 for _name, _address in _compiled.bptt_symbols().items():
@@ -70,53 +76,52 @@ def _prefetch(a, write):
 
 
 # ----------------------------------------------------------------------------------------------
-# Gate derivative math, one row of H units (shared by the kernel; inlined by Numba)
+# The configuration of one layer's kernel call
+# ----------------------------------------------------------------------------------------------
+
+BpttConfig = namedtuple("BpttConfig", [
+    "one", "H", "GH", "relu", "order", "lengths",
+    "outputs", "gates", "cells", "hn", "init", "has_init", "dy", "has_dy", "dh_n", "dc_n",
+    "w_packed", "is32", "gemm_threads", "zeros",
+    "da", "dah", "dh0", "dc0", "dbias",
+])
+BpttConfig.__doc__ = """Everything one layer's BPTT kernel reads and writes.
+
+A kernel is called as ``kernel(items, *config)`` and takes these fields as its parameters, in
+this order (Numba types a namedtuple argument in Python on every call, 2 us; separate arrays in
+C).  ``D`` is the layer's number of directions; arrays are C-contiguous, in the layer's dtype
+unless said otherwise, and an array a cell does not have is a placeholder of the same number of
+dimensions (``(D, B, T, 0)`` for the workspace arrays).
+
+one, H, GH, relu
+    1 in the dtype (types the arithmetic); hidden size; gate columns per direction (G * H); the
+    RNN's nonlinearity is relu (else tanh).
+order, lengths : int64 (B,)
+    The rows as the planner laid them out; the sequences' lengths.
+outputs, gates, cells, hn
+    The forward's workspace: (B, T, D*H) h_t; (D, B, T, GH) gate activations (LSTM, GRU);
+    (D, B, T, H) LSTM c_t; (D, B, T, H) GRU ``h_{t-1} W_hn^T + b_hn``.
+init, has_init
+    (D, B, H) the state before the first step (LSTM c0, else h0); without one, zeros.
+dy, has_dy, dh_n, dc_n
+    (B, T, D*H) the gradient on the outputs (without one, zeros); (D, B, H) the gradients on
+    the final h and c.
+w_packed, is32, gemm_threads
+    (D, packed) W_hh packed by ``_compiled.pack_rows``; float32?; threads of each step's GEMM.
+zeros : (H,)
+    A row of zeros, standing for absent inputs.
+da, dah, dh0, dc0, dbias
+    OUT: (B, T, D*GH) the gate pre-activation gradients; the GRU's recurrent-side ones (``da``
+    itself for the other cells); (D, B, H) the gradients on h0 and c0; float64 (items, GH, or
+    4H for the GRU) bias-gradient sums per work item.
+"""
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared pieces of the time loop
 # ----------------------------------------------------------------------------------------------
 
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}   # no nnan/ninf: keep NaN/Inf honest
-
-
-# Each function walks one row of H units.  Every array it touches is a view indexed by the loop
-# counter alone (no ``k * H + j``: Numba's negative-index wraparound would then block SIMD), and
-# there are no data-dependent branches besides selects, so LLVM vectorises the loop.
-# Absent inputs (no dy, zero initial state) arrive as rows of zeros.
-
-@_jit(inline="always", fastmath=_FAST, error_model="numpy")
-def _rnn_row(one, H, relu, dh, dy, h, da):
-    """``da = (dh + dy) * act'(a)`` from the output ``h = act(a)``, into the scratch row."""
-    zero = one - one
-    for j in range(np.uint64(H)):
-        g = dh[j] + dy[j]
-        hv = h[j]
-        if relu:
-            da[j] = g if hv > zero else zero
-        else:
-            da[j] = g * (one - hv * hv)
-
-
-@_jit(inline="always", fastmath=_FAST, error_model="numpy")
-def _lstm_row(one, H, dh, dc, dy, gate, h, c_prev, da):
-    """LSTM gates ``i, f, g, o``: pre-activation gradients into ``da`` (the scratch row, gates
-    side by side), ``dc`` -> ``dc_prev`` in place.
-
-    One array per role, gates addressed by offset with *unsigned* indices (no negative-index
-    wraparound), so that LLVM vectorises the loop: 2.2x faster than with a view per gate
-    (measured, H=128 float32: 3.2 against 7.1 ns per unit)."""
-    zero = one - one
-    n = np.uint64(H)
-    for j in range(n):
-        g = dh[j] + dy[j]
-        i = gate[j]
-        f = gate[n + j]
-        gv = gate[2 * n + j]
-        o = gate[3 * n + j]
-        tc = h[j] / o if o != zero else zero          # tanh(c_t) = h_t / o_t
-        dcj = dc[j] + g * o * (one - tc * tc)
-        dc[j] = dcj * f
-        da[j] = dcj * gv * i * (one - i)
-        da[n + j] = dcj * c_prev[j] * f * (one - f)
-        da[2 * n + j] = dcj * i * (one - gv * gv)
-        da[3 * n + j] = g * tc * o * (one - o)
 
 
 @_jit(inline="always", fastmath=_FAST, error_model="numpy")
@@ -127,53 +132,6 @@ def _store_row(da, da_out, acc):
         da_out[k] = v
         acc[k] += v
 
-
-@_jit(inline="always", fastmath=_FAST, error_model="numpy")
-def _gru_row(one, H, dh, dy, gate, hn, h_prev, dax, dah, dh_direct):
-    """GRU gates ``r, z, n`` (linear before reset).
-
-    Writes the input-side gradient ``[dr, dz, dn]`` to ``dax``, the recurrent-side one
-    ``[dr, dz, dn * r]`` to ``dah`` (both scratch rows) and ``dh * z`` (the direct path to
-    ``h_prev``) to ``dh_direct``.  Unsigned gate offsets, as in :func:`_lstm_row`, so that the
-    loop vectorises.
-    """
-    n3 = np.uint64(H)
-    for j in range(n3):
-        g = dh[j] + dy[j]
-        r = gate[j]
-        z = gate[n3 + j]
-        n = gate[2 * n3 + j]
-        dn = g * (one - z) * (one - n * n)
-        dz = g * (h_prev[j] - n) * z * (one - z)
-        dr = dn * hn[j] * r * (one - r)
-        dax[j] = dr
-        dax[n3 + j] = dz
-        dax[2 * n3 + j] = dn
-        dah[j] = dr
-        dah[n3 + j] = dz
-        dah[2 * n3 + j] = dn * r
-        dh_direct[j] = g * z
-
-
-@_jit(inline="always", fastmath=_FAST, error_model="numpy")
-def _store_gru_row(H, dax, dah, dax_out, dah_out, acc):
-    """Copy both scratch rows to their ``(b, t)`` places; add ``[dr, dz, dn, dn * r]`` to the
-    bias-gradient sums ``acc`` (4H)."""
-    G3 = np.uint64(3 * H)
-    _store_row(dax, dax_out, acc[:G3])
-    n = np.uint64(H)
-    for k in range(G3):
-        dah_out[k] = dah[k]
-    for j in range(n):
-        acc[G3 + j] += dah[2 * n + j]
-
-
-# ----------------------------------------------------------------------------------------------
-# The sequential kernels: one layer, a list of work items (direction, rows), one per cell family.
-# Each item is an independent set of sequences walked backwards in time; the rows of an item are
-# sorted by length (descending), so the active rows of a step are a prefix and one GEMM call
-# per step pushes dh through W_hh for exactly those rows.
-# ----------------------------------------------------------------------------------------------
 
 @_jit(inline="always")
 def _dh_gemm(is32, M, N, K, a, bp, c, accumulate, nthreads):
@@ -207,195 +165,235 @@ def _zero_tail(da, b, L, xo, GH):
         da[b, t, xo:xo + GH] = 0
 
 
-@_jit(fastmath=_FAST, error_model="numpy")
-def _bptt_rnn(items, one, relu, H, order, lengths,   # IN  work items, rows, lengths
-              y, dy, has_dy, dhn,                     # IN  outputs, grads on outputs / final h
-              whh, wpk, is32, gth,                    # IN  W_hh (D, H, H), packed; f32?; threads
-              da, dh0, dbias):                        # OUT (B, T, D*H) pre-act grads, (D, B, H),
-                                                      #     (items, H) bias-grad sums
-    """BPTT through the time loop of a vanilla RNN layer (tanh or relu)."""
-    GH = whh.shape[1]
-    csr = _ext_ftz_on()          # denormals flushed to zero, as in the forward
-    for w in range(items.shape[0]):
-        d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
-        acc = dbias[slot]
-        acc[:] = 0
-        n = p1 - p0
-        rev = d == 1
-        xo, ho = d * GH, d * H
-        dhb = np.empty(n * H, dtype=whh.dtype)
-        dab = np.empty(n * GH, dtype=whh.dtype)
-        zrow = np.zeros(H, dtype=whh.dtype)
-        lens = np.empty(n, dtype=np.int64)
-        for r in range(n):
-            b = order[p0 + r]
-            lens[r] = lengths[b]
-            dhb[r * H:(r + 1) * H] = dhn[d, b]
-            _zero_tail(da, b, lens[r], xo, GH)
-        tmax = lens[0] if n > 0 else 0
-        nact = n if rev else 0
-        for s in range(tmax):
-            t = s if rev else tmax - 1 - s
-            nact = _active(rev, t, n, nact, lens)
-            tn = t + 1 if rev else t - 1         # the next step's rows, for the prefetch
-            for r in range(nact):
+# ----------------------------------------------------------------------------------------------
+# Gate functions: the backward math of one cell, for one row (batch row b, direction d) and step
+# ----------------------------------------------------------------------------------------------
+#
+# ``step(one, H, relu, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out, dah_out, acc)``
+#   one, H, relu  as in BpttConfig
+#   h, gate, hn   the step's rows of the workspace: h_t (H,), the gate activations (GH,), the
+#                 GRU's hn (H,); zero-length rows for a cell without them
+#   prev          (H,) the state before the step that the cell reads: LSTM c_{t-1}, else h_{t-1}
+#   dy, dh        (H,) the gradients on the step's output and on h_t
+#   dc            (H,) LSTM: dc_t in, dc_{t-1} out; GRU: out, the direct gradient on h_{t-1}
+#   da_row        (GH,) out: the recurrent-side gate pre-activation gradients, the operand of the
+#                 step's dh GEMM
+#   dx_row        (GH,) GRU: scratch for the input-side ones
+#   da_out, dah_out, acc   the (b, t) rows of da and dah where they are stored; the bias sums
+#
+# Every array is a row (a view) that the kernel makes: views of the layer's arrays made inside
+# an inlined function kept their reference counting (pairs of atomic calls) in the time loop
+# (16 pairs per row and step with the layer's arrays passed in as one tuple: GRU 9% slower).
+# Each loop walks views indexed by the loop counter alone (no
+# ``k * H + j``: Numba's negative-index wraparound would then block SIMD) with ``H`` as its
+# bound (not a view's length: 4% slower at H=32), gates addressed by *unsigned* offsets, with
+# no data-dependent branches besides selects, so LLVM vectorises it (LSTM, H=128 float32: 3.2 ns
+# per unit, against 7.1 with a view per gate).
+#
+# They are ``register_jitable`` functions rather than ``njit`` ones: a kernel made by
+# :func:`make_kernel` closes over one, Numba's cache keys a closure on its pickled cell
+# contents, and a dispatcher pickles with a per-process UUID (the cache would miss in every new
+# process), a plain function by its name.  The price: Numba compiles each once more on its own
+# to type it, 0.2-0.3 s of a kernel's first compile (4-5 s); a cached kernel does not pay it.
+
+def _gate_fn(fn):
+    """Register ``fn`` as a gate function the kernels inline (``register_jitable``)."""
+    return register_jitable(inline="always", fastmath=_FAST, error_model="numpy")(fn)
+
+
+@_gate_fn
+def _rnn_step(one, H, relu, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out, dah_out,
+              acc):
+    """Vanilla RNN: ``da = (dh + dy) * act'(a)`` from the output ``h = act(a)``."""
+    zero = one - one
+    for j in range(np.uint64(H)):
+        g = dh[j] + dy[j]
+        hv = h[j]
+        if relu:
+            da_row[j] = g if hv > zero else zero
+        else:
+            da_row[j] = g * (one - hv * hv)
+    _store_row(da_row, da_out, acc)
+
+
+@_gate_fn
+def _lstm_step(one, H, relu, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out, dah_out,
+               acc):
+    """LSTM gates ``i, f, g, o``: their pre-activation gradients side by side, ``dc`` ->
+    ``dc_{t-1}`` in place; ``tanh(c_t) = h_t / o_t``, ``prev`` is ``c_{t-1}``."""
+    zero = one - one
+    n = np.uint64(H)
+    for j in range(n):
+        g = dh[j] + dy[j]
+        i = gate[j]
+        f = gate[n + j]
+        gv = gate[2 * n + j]
+        o = gate[3 * n + j]
+        tc = h[j] / o if o != zero else zero
+        dcj = dc[j] + g * o * (one - tc * tc)
+        dc[j] = dcj * f
+        da_row[j] = dcj * gv * i * (one - i)
+        da_row[n + j] = dcj * prev[j] * f * (one - f)
+        da_row[2 * n + j] = dcj * i * (one - gv * gv)
+        da_row[3 * n + j] = g * tc * o * (one - o)
+    _store_row(da_row, da_out, acc)
+
+
+@_gate_fn
+def _gru_step(one, H, relu, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out, dah_out,
+              acc):
+    """GRU gates ``r, z, n`` (linear before reset), ``prev`` is ``h_{t-1}``: the input-side
+    gradient ``[dr, dz, dn]`` (``dx_row``, stored at ``da_out``), the recurrent-side one
+    ``[dr, dz, dn * r]`` (``da_row``, stored at ``dah_out``), ``dh * z`` (the direct path to
+    ``h_{t-1}``) into ``dc``; the bias sums ``acc`` (4H) take ``[dr, dz, dn, dn * r]``."""
+    n3 = np.uint64(H)
+    for j in range(n3):
+        g = dh[j] + dy[j]
+        r = gate[j]
+        z = gate[n3 + j]
+        n = gate[2 * n3 + j]
+        dn = g * (one - z) * (one - n * n)
+        dz = g * (prev[j] - n) * z * (one - z)
+        dr = dn * hn[j] * r * (one - r)
+        dx_row[j] = dr
+        dx_row[n3 + j] = dz
+        dx_row[2 * n3 + j] = dn
+        da_row[j] = dr
+        da_row[n3 + j] = dz
+        da_row[2 * n3 + j] = dn * r
+        dc[j] = g * z
+    G3 = np.uint64(3 * H)
+    _store_row(dx_row, da_out, acc[:G3])
+    for k in range(G3):
+        dah_out[k] = da_row[k]
+    for j in range(n3):
+        acc[G3 + j] += da_row[2 * n3 + j]
+
+
+# ----------------------------------------------------------------------------------------------
+# The time-loop skeleton: one layer, a list of work items (direction, rows).
+# Each item is an independent set of sequences walked backwards in time; the rows of an item are
+# sorted by length (descending), so the active rows of a step are a prefix and one GEMM call
+# per step pushes dh through W_hh for exactly those rows.
+# ----------------------------------------------------------------------------------------------
+
+def make_kernel(step, reads, carries_c=False, direct_dh=False):
+    """The BPTT kernel of one cell from its gate function.
+
+    Parameters
+    ----------
+    step : function
+        The cell's gate function (see above), inlined into the time loop.
+    reads : set of str
+        The rows of the workspace the gate function reads, among ``"h"``, ``"gates"``,
+        ``"hn"`` and ``"prev"``: the kernel prefetches those of the step it walks next (and
+        ``da``, ``dy``, the GRU's ``dah``), and selects ``prev`` only for a cell that reads it.
+    carries_c : bool
+        The cell has a cell state: ``dc`` runs from ``dc_n`` through the steps to ``dc0``, and
+        ``prev`` is the cell state (LSTM).
+    direct_dh : bool
+        The gate function also writes a gradient on ``h_{t-1}`` outside W_hh (into ``dc``),
+        added to the GEMM's result, and a recurrent-side ``dA`` of its own, ``dah`` (GRU).
+
+    Returns
+    -------
+    numba dispatcher
+        ``kernel(items, *config)``: ``items`` int64 (n, 4), rows ``(direction, p0, p1, slot)``
+        (the batch rows ``order[p0:p1]``, bias sums into ``dbias[slot]``); ``config`` a
+        :class:`BpttConfig`.
+    """
+    unknown = set(reads) - {"h", "gates", "hn", "prev"}
+    if unknown:
+        raise ValueError(f"make_kernel: unknown rows {sorted(unknown)}")
+    reads_h, reads_gates, reads_hn, reads_prev = (
+        name in reads for name in ("h", "gates", "hn", "prev"))
+    accumulate = 1 if direct_dh else 0
+
+    @_jit(fastmath=_FAST, error_model="numpy")
+    def kernel(items, one, H, GH, relu, order, lengths,
+               outputs, gates, cells, hn, init, has_init, dy, has_dy, dh_n, dc_n,
+               w_packed, is32, gemm_threads, zeros,
+               da, dah, dh0, dc0, dbias):
+        csr = _ext_ftz_on()          # denormals flushed to zero, as in the forward
+        for w in range(items.shape[0]):
+            d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
+            acc = dbias[slot]
+            acc[:] = 0
+            n = p1 - p0
+            rev = d == 1
+            xo, ho = d * GH, d * H
+            dhb = np.empty(n * H, dtype=da.dtype)      # dh of each row
+            dcb = np.empty(n * H, dtype=da.dtype)      # dc of each row (see the gate functions)
+            dab = np.empty(n * GH, dtype=da.dtype)     # the step's GEMM operand, row by row
+            dxr = np.empty(GH, dtype=da.dtype)         # scratch row
+            lens = np.empty(n, dtype=np.int64)
+            for r in range(n):
                 b = order[p0 + r]
-                if 0 <= tn and tn < lens[r]:
-                    _prefetch(y[b, tn, ho:ho + H], 0)
-                    _prefetch(da[b, tn, xo:xo + GH], 1)
-                    if has_dy:
-                        _prefetch(dy[b, tn, ho:ho + H], 0)
-                dyr = dy[b, t, ho:ho + H] if has_dy else zrow
-                dar = dab[r * GH:(r + 1) * GH]
-                _rnn_row(one, H, relu, dhb[r * H:(r + 1) * H], dyr, y[b, t, ho:ho + H], dar)
-                _store_row(dar, da[b, t, xo:xo + GH], acc)
-            if nact > 0:
-                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 0, gth)
-        for r in range(n):
-            dh0[d, order[p0 + r]] = dhb[r * H:(r + 1) * H]
-    _ext_ftz_off(csr)
-
-
-@_jit(fastmath=_FAST, error_model="numpy")
-def _bptt_lstm(items, one, H, order, lengths,        # IN  work items, rows, lengths
-               gates, cst, y, c0, has_c0,             # IN  workspace, (D, B, H) initial c
-               dy, has_dy, dhn, dcn,                  # IN  grads on outputs / final h, c
-               whh, wpk, is32, gth,                   # IN  W_hh (D, 4H, H), packed; f32?; threads
-               da, dh0, dc0, dbias):                  # OUT (B, T, D*4H), (D, B, H) x2, (items, 4H)
-    """BPTT through the time loop of an LSTM layer."""
-    GH = whh.shape[1]
-    csr = _ext_ftz_on()          # denormals flushed to zero, as in the forward
-    for w in range(items.shape[0]):
-        d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
-        acc = dbias[slot]
-        acc[:] = 0
-        n = p1 - p0
-        rev = d == 1
-        xo, ho = d * GH, d * H
-        dhb = np.empty(n * H, dtype=whh.dtype)
-        dcb = np.empty(n * H, dtype=whh.dtype)
-        dab = np.empty(n * GH, dtype=whh.dtype)
-        zrow = np.zeros(H, dtype=whh.dtype)
-        lens = np.empty(n, dtype=np.int64)
-        for r in range(n):
-            b = order[p0 + r]
-            lens[r] = lengths[b]
-            dhb[r * H:(r + 1) * H] = dhn[d, b]
-            dcb[r * H:(r + 1) * H] = dcn[d, b]
-            _zero_tail(da, b, lens[r], xo, GH)
-        tmax = lens[0] if n > 0 else 0
-        nact = n if rev else 0
-        for s in range(tmax):
-            t = s if rev else tmax - 1 - s
-            nact = _active(rev, t, n, nact, lens)
-            tn = t + 1 if rev else t - 1         # the next step's rows, for the prefetch
-            for r in range(nact):
+                lens[r] = lengths[b]
+                dhb[r * H:(r + 1) * H] = dh_n[d, b]
+                if carries_c:
+                    dcb[r * H:(r + 1) * H] = dc_n[d, b]
+                _zero_tail(da, b, lens[r], xo, GH)
+                if direct_dh:
+                    _zero_tail(dah, b, lens[r], xo, GH)
+            tmax = lens[0] if n > 0 else 0
+            nact = n if rev else 0
+            for s in range(tmax):
+                t = s if rev else tmax - 1 - s
+                nact = _active(rev, t, n, nact, lens)
+                tn = t + 1 if rev else t - 1     # the step before t, walked next
+                for r in range(nact):
+                    b = order[p0 + r]
+                    if 0 <= tn < lens[r]:        # prefetch its rows; prev is the state after it
+                        if reads_gates:
+                            _prefetch(gates[d, b, tn], 0)
+                        if reads_hn:
+                            _prefetch(hn[d, b, tn], 0)
+                        if reads_h:
+                            _prefetch(outputs[b, tn, ho:ho + H], 0)
+                        _prefetch(da[b, tn, xo:xo + GH], 1)
+                        if direct_dh:
+                            _prefetch(dah[b, tn, xo:xo + GH], 1)
+                        if reads_prev:
+                            tc = tn + 1 if rev else tn - 1
+                            if 0 <= tc < lens[r]:
+                                _prefetch(cells[d, b, tc] if carries_c
+                                          else outputs[b, tc, ho:ho + H], 0)
+                        if has_dy:
+                            _prefetch(dy[b, tn, ho:ho + H], 0)
+                    if not reads_prev:
+                        prev = zeros
+                    elif 0 <= tn < lens[r]:
+                        prev = cells[d, b, tn] if carries_c else outputs[b, tn, ho:ho + H]
+                    elif has_init:
+                        prev = init[d, b]
+                    else:
+                        prev = zeros
+                    step(one, H, relu, outputs[b, t, ho:ho + H], gates[d, b, t], hn[d, b, t],
+                         prev, dy[b, t, ho:ho + H] if has_dy else zeros, dhb[r * H:(r + 1) * H],
+                         dcb[r * H:(r + 1) * H], dab[r * GH:(r + 1) * GH], dxr,
+                         da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], acc)
+                if nact > 0:
+                    if direct_dh:
+                        dhb[:nact * H] = dcb[:nact * H]
+                    _dh_gemm(is32, nact, H, GH, dab, w_packed[d], dhb, accumulate, gemm_threads)
+            for r in range(n):
                 b = order[p0 + r]
-                if 0 <= tn and tn < lens[r]:
-                    _prefetch(gates[d, b, tn], 0)
-                    _prefetch(y[b, tn, ho:ho + H], 0)
-                    _prefetch(da[b, tn, xo:xo + GH], 1)
-                    tc = tn + 1 if rev else tn - 1
-                    if 0 <= tc and tc < lens[r]:
-                        _prefetch(cst[d, b, tc], 0)
-                    if has_dy:
-                        _prefetch(dy[b, tn, ho:ho + H], 0)
-                if rev:
-                    has_prev = t < lens[r] - 1
-                    tp = t + 1
-                else:
-                    has_prev = t > 0
-                    tp = t - 1
-                if has_prev:
-                    cp = cst[d, b, tp]
-                elif has_c0:
-                    cp = c0[d, b]
-                else:
-                    cp = zrow
-                dyr = dy[b, t, ho:ho + H] if has_dy else zrow
-                dar = dab[r * GH:(r + 1) * GH]
-                _lstm_row(one, H, dhb[r * H:(r + 1) * H], dcb[r * H:(r + 1) * H], dyr,
-                          gates[d, b, t], y[b, t, ho:ho + H], cp, dar)
-                _store_row(dar, da[b, t, xo:xo + GH], acc)
-            if nact > 0:
-                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 0, gth)
-        for r in range(n):
-            b = order[p0 + r]
-            dh0[d, b] = dhb[r * H:(r + 1) * H]
-            dc0[d, b] = dcb[r * H:(r + 1) * H]
-    _ext_ftz_off(csr)
+                dh0[d, b] = dhb[r * H:(r + 1) * H]
+                if carries_c:
+                    dc0[d, b] = dcb[r * H:(r + 1) * H]
+        _ext_ftz_off(csr)
+
+    return kernel
 
 
-@_jit(fastmath=_FAST, error_model="numpy")
-def _bptt_gru(items, one, H, order, lengths,         # IN  work items, rows, lengths
-              gates, hnw, y, h0, has_h0,              # IN  workspace, (D, B, H) initial h
-              dy, has_dy, dhn,                        # IN  grads on outputs / final h
-              whh, wpk, is32, gth,                    # IN  W_hh (D, 3H, H), packed; f32?; threads
-              da, dah, dh0, dbias):                   # OUT (B, T, D*3H) x2, (D, B, H), (items, 4H)
-    """BPTT through the time loop of a GRU layer (``da`` input side, ``dah`` recurrent side)."""
-    GH = whh.shape[1]
-    csr = _ext_ftz_on()          # denormals flushed to zero, as in the forward
-    for w in range(items.shape[0]):
-        d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
-        acc = dbias[slot]
-        acc[:] = 0
-        n = p1 - p0
-        rev = d == 1
-        xo, ho = d * GH, d * H
-        dhb = np.empty(n * H, dtype=whh.dtype)
-        ddb = np.empty(n * H, dtype=whh.dtype)
-        dab = np.empty(n * GH, dtype=whh.dtype)
-        dxr = np.empty(GH, dtype=whh.dtype)       # input-side scratch row
-        zrow = np.zeros(H, dtype=whh.dtype)
-        lens = np.empty(n, dtype=np.int64)
-        for r in range(n):
-            b = order[p0 + r]
-            lens[r] = lengths[b]
-            dhb[r * H:(r + 1) * H] = dhn[d, b]
-            _zero_tail(da, b, lens[r], xo, GH)
-            _zero_tail(dah, b, lens[r], xo, GH)
-        tmax = lens[0] if n > 0 else 0
-        nact = n if rev else 0
-        for s in range(tmax):
-            t = s if rev else tmax - 1 - s
-            nact = _active(rev, t, n, nact, lens)
-            tn = t + 1 if rev else t - 1         # the next step's rows, for the prefetch
-            for r in range(nact):
-                b = order[p0 + r]
-                if 0 <= tn and tn < lens[r]:
-                    _prefetch(gates[d, b, tn], 0)
-                    _prefetch(hnw[d, b, tn], 0)
-                    _prefetch(da[b, tn, xo:xo + GH], 1)
-                    _prefetch(dah[b, tn, xo:xo + GH], 1)
-                    tc = tn + 1 if rev else tn - 1
-                    if 0 <= tc and tc < lens[r]:
-                        _prefetch(y[b, tc, ho:ho + H], 0)
-                    if has_dy:
-                        _prefetch(dy[b, tn, ho:ho + H], 0)
-                if rev:
-                    has_prev = t < lens[r] - 1
-                    tp = t + 1
-                else:
-                    has_prev = t > 0
-                    tp = t - 1
-                if has_prev:
-                    hp = y[b, tp, ho:ho + H]
-                elif has_h0:
-                    hp = h0[d, b, :]
-                else:
-                    hp = zrow
-                dyr = dy[b, t, ho:ho + H] if has_dy else zrow
-                dar = dab[r * GH:(r + 1) * GH]
-                _gru_row(one, H, dhb[r * H:(r + 1) * H], dyr, gates[d, b, t],
-                         hnw[d, b, t], hp, dxr, dar, ddb[r * H:(r + 1) * H])
-                _store_gru_row(H, dxr, dar, da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], acc)
-            if nact > 0:
-                dhb[:nact * H] = ddb[:nact * H]
-                _dh_gemm(is32, nact, H, GH, dab, wpk[d], dhb, 1, gth)
-        for r in range(n):
-            dh0[d, order[p0 + r]] = dhb[r * H:(r + 1) * H]
-    _ext_ftz_off(csr)
+_rnn_kernel = make_kernel(_rnn_step, reads={"h"})
+_KERNEL_OF = {
+    RNN_TANH: _rnn_kernel,
+    RNN_RELU: _rnn_kernel,
+    LSTM: make_kernel(_lstm_step, reads={"h", "gates", "prev"}, carries_c=True),
+    GRU: make_kernel(_gru_step, reads={"gates", "hn", "prev"}, direct_dh=True),
+}
 
-
-#: the kernel of each cell code
-KERNELS = (_bptt_rnn, _bptt_rnn, _bptt_lstm, _bptt_gru)
+#: the kernel of each cell code (``KERNELS[code]``)
+KERNELS = tuple(_KERNEL_OF[code] for code in range(len(_KERNEL_OF)))
