@@ -1,8 +1,24 @@
-"""Shared helpers for the tests."""
+"""What the tests share: the cells, layers and weights to test with, the instruction sets to
+run the kernels on, error measures and finite differences.
+
+The tests are laid out like the package (``engine/``, ``layers/``, ``models/``, ``reference/``,
+``cli/``, ``optim/``, ``text/``; the modules at the top of ``fastrnn/`` here at the top); every
+helper more than one test file needs lives here.
+"""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+from fastrnn.cell_table import CELLS as CELL_TABLE
+from fastrnn.cell_table import GATES, parameter_names
+
+#: the root of the checkout (README.md, pyproject.toml, examples/)
+ROOT = Path(__file__).resolve().parent.parent
+#: every cell name
+CELLS = tuple(CELL_TABLE)
+__all__ = ["CELLS", "GATES", "ROOT", "isa", "make_layer", "make_weights", "numerical_gradient",
+           "rel_err", "rng", "state_arrays"]
 
 
 def make_layer(cell, input_size, hidden_size, **kwargs):
@@ -12,6 +28,41 @@ def make_layer(cell, input_size, hidden_size, **kwargs):
     if cell.startswith("rnn_"):
         return fastrnn.RNN(input_size, hidden_size, nonlinearity=cell[4:], **kwargs)
     return {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell](input_size, hidden_size, **kwargs)
+
+
+def make_weights(cell, input_size, hidden, num_layers, D, bias, dtype, rng, scale=1.0,
+                 normal=False):
+    """PyTorch-named weights of a stacked (bi)directional layer.
+
+    Uniform in ``[-scale / sqrt(hidden), scale / sqrt(hidden)]`` (PyTorch's default for
+    ``scale=1``), or, with ``normal``, ``scale`` times standard normal draws (larger values,
+    which the gradient tests use to reach the nonlinearities' curved parts).
+    """
+    G = GATES[cell]
+    k = scale / np.sqrt(hidden)
+    w = {}
+    for layer in range(num_layers):
+        inp = input_size if layer == 0 else D * hidden
+        for d in range(D):
+            for name in parameter_names(layer, d, bias):
+                kind = name.split("_l")[0]
+                shape = {"weight_ih": (G * hidden, inp), "weight_hh": (G * hidden, hidden)}.get(
+                    kind, (G * hidden,))
+                draw = scale * rng.standard_normal(shape) if normal else rng.uniform(-k, k, shape)
+                w[name] = draw.astype(dtype)
+    return w
+
+
+def rel_err(got, want, floor=1e-30):
+    """Max error relative to the largest entry of ``want``, or ``floor`` when that is smaller
+    (a gradient that is exactly 0, e.g. dW_hh for T=1 from a zero state, is computed with
+    rounding noise at the scale of the other gradients); 0 when both are None."""
+    if want is None:
+        assert got is None
+        return 0.0
+    assert got.shape == want.shape and got.dtype == want.dtype
+    return float(np.max(np.abs(got - want), initial=0.0) / max(np.max(np.abs(want), initial=0.0),
+                                                                 floor))
 
 
 def _runnable_isas():

@@ -2,12 +2,13 @@
 ``||dL/dh_t||`` back through time in a tanh RNN against an LSTM and an IRNN at initialisation,
 and a short LSTM training that solves a short version of it."""
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from conftest import ROOT
+
+EXAMPLES = ROOT / "examples"
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
 """The five sequence mappings of the lecture, each trained on small generated data by its
 example script under ``examples/`` to a stated accuracy."""
 import importlib.util
-from pathlib import Path
 
-import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from conftest import ROOT
+
+EXAMPLES = ROOT / "examples"
 
 
 def load(name):

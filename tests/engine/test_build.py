@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 KERNELS = ROOT / "fastrnn" / "engine" / "kernels"
 _compiled = pytest.importorskip("fastrnn.engine._compiled", reason="compiled engine not built")
 from fastrnn import engine  # noqa: E402  (only reached when the extension is built)

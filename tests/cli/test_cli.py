@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 import warnings
-import types
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ import pytest
 import fastrnn
 from fastrnn import cli
 from fastrnn.plot import PALETTE, line_plot, write_png
+from conftest import ROOT
 
 TINY = ["--hidden", "8", "--epochs", "2", "--batch-size", "16", "--quiet"]
 
@@ -566,9 +566,7 @@ def test_subprocess_help_and_error(tmp_path):
 
 def test_console_script_is_main():
     """pyproject.toml's ``fastrnn`` console script names :func:`fastrnn.cli.main`."""
-    pyproject = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "pyproject.toml")
-    with open(pyproject, encoding="utf-8") as f:
+    with open(ROOT / "pyproject.toml", encoding="utf-8") as f:
         target = re.search(r'^fastrnn = "([\w.]+):(\w+)"$', f.read(), flags=re.M)
     assert target is not None
     module, name = target.groups()

@@ -5,7 +5,6 @@ largest absolute value of each gradient.  The workspace comes from the compiled 
 (``fastrnn.engine.forward``) when it is built, and from the reference forward
 (``bptt.workspace_from_reference``) always, so the backward is checked on its own too.
 """
-import math
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from conftest import CELLS, make_weights, rel_err
 from fastrnn import reference
 
 try:
@@ -32,41 +32,14 @@ if engine.AVAILABLE:
 #: every test here runs on the kernels of every instruction set this CPU can run
 pytestmark = pytest.mark.usefixtures("isa")
 
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 TOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
 SOURCES = ["reference"] + (["engine"] if engine.AVAILABLE else [])
-
-
-def make_weights(cell, input_size, hidden, num_layers, D, bias, dtype, rng, scale=0.5):
-    G = reference.GATES[cell]
-    w = {}
-    for layer in range(num_layers):
-        inp = input_size if layer == 0 else D * hidden
-        for d in range(D):
-            for name in reference.parameter_names(layer, d, bias):
-                kind = name.split("_l")[0]
-                shape = {"weight_ih": (G * hidden, inp), "weight_hh": (G * hidden, hidden)}.get(
-                    kind, (G * hidden,))
-                w[name] = (scale * rng.standard_normal(shape)).astype(dtype)
-    return w
-
-
-def rel_err(got, want, floor=1e-30):
-    """Max error relative to the largest entry of ``want``, or ``floor`` when that is smaller
-    (a gradient that is exactly 0, e.g. dW_hh for T=1 from a zero state, is computed with
-    rounding noise at the scale of the other gradients)."""
-    if want is None:
-        assert got is None
-        return 0.0
-    assert got.shape == want.shape and got.dtype == want.dtype
-    return float(np.max(np.abs(got - want), initial=0.0) / max(np.max(np.abs(want), initial=0.0),
-                                                                 floor))
 
 
 def run_case(cell, B, T, I, H, L, D, bias, dtype, lengths, states, mode, source, rng):
     """Forward + backward by the reference and by the compiled BPTT; return the max errors."""
     dtype = np.dtype(dtype)
-    w = make_weights(cell, I, H, L, D, bias, dtype, rng)
+    w = make_weights(cell, I, H, L, D, bias, dtype, rng, scale=0.5, normal=True)
     x = rng.standard_normal((B, T, I)).astype(dtype)
     is_lstm = cell == "lstm"
     h0 = rng.standard_normal((L * D, B, H)).astype(dtype) if states else None
@@ -216,7 +189,7 @@ def test_dy_past_lengths_is_ignored_and_workspace_untouched(cell):
     rng = np.random.default_rng(3)
     dtype = np.float64
     B, T, I, H = 4, 6, 3, 5
-    w = make_weights(cell, I, H, 2, 2, True, dtype, rng)
+    w = make_weights(cell, I, H, 2, 2, True, dtype, rng, scale=0.5, normal=True)
     x = rng.standard_normal((B, T, I))
     lengths = np.array([2, 6, 1, 4], dtype=np.int64)
     _, _, _, cache = reference.forward(cell, x, w, lengths=lengths, num_layers=2,
@@ -241,7 +214,7 @@ def test_dy_past_lengths_is_ignored_and_workspace_untouched(cell):
 def test_engine_workspace_matches_layout(cell):
     """The compiled forward's workspace holds what workspace_from_reference builds."""
     rng = np.random.default_rng(11)
-    w = make_weights(cell, 3, 4, 2, 2, True, np.float64, rng)
+    w = make_weights(cell, 3, 4, 2, 2, True, np.float64, rng, scale=0.5, normal=True)
     x = rng.standard_normal((3, 5, 3))
     h0 = rng.standard_normal((4, 3, 4))
     c0 = rng.standard_normal((4, 3, 4)) if cell == "lstm" else None

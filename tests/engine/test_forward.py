@@ -26,7 +26,7 @@ from fastrnn.engine.forward import forward as engine_forward  # noqa: E402,F401
 pytestmark = pytest.mark.usefixtures("isa")
 
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
-from fastrnn.cell_table import GATES
+from conftest import GATES, make_weights, rel_err
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 
 
@@ -35,22 +35,6 @@ def _restore_threads():
     n = engine.get_num_threads()
     yield
     engine.set_num_threads(n)
-
-
-def make_weights(cell, I, H, L, D, bias, dtype, rng, scale=1.0):
-    G = GATES[cell]
-    k = scale / np.sqrt(H)
-    w = {}
-    for layer in range(L):
-        for d in range(D):
-            sfx = f"_l{layer}" + ("_reverse" if d else "")
-            I_l = I if layer == 0 else H * D
-            w["weight_ih" + sfx] = rng.uniform(-k, k, (G * H, I_l)).astype(dtype)
-            w["weight_hh" + sfx] = rng.uniform(-k, k, (G * H, H)).astype(dtype)
-            if bias:
-                w["bias_ih" + sfx] = rng.uniform(-k, k, G * H).astype(dtype)
-                w["bias_hh" + sfx] = rng.uniform(-k, k, G * H).astype(dtype)
-    return w
 
 
 def make_case(cell, B, T, I, H, L, D, dtype, rng, *, varlen=False, init=False, bias=True):
@@ -64,10 +48,6 @@ def make_case(cell, B, T, I, H, L, D, dtype, rng, *, varlen=False, init=False, b
         lengths[rng.integers(B)] = T if T > 1 else 1
         rng.shuffle(lengths)
     return x, w, h0, c0, lengths
-
-
-def rel_err(a, b):
-    return float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30))
 
 
 def check_against_reference(cell, x, w, h0, c0, lengths, L, D, *, plan=None, training=True):

@@ -1,0 +1,105 @@
+"""One parity test per compiled entry point, against its reference twin, on every instruction
+set this CPU runs: the forward (``engine.forward.forward`` / ``reference.forward``), BPTT
+(``engine.bptt.backward`` / ``reference.backward``), streaming (``engine.stream.make_stepper``
+/ the reference forward one step at a time) and the GEMM (``engine.gemm.matmul`` /
+``numpy.matmul``). The other files of ``tests/engine`` go deeper into each; this one is the
+table, and ``test_every_entry_point_has_a_parity_test`` keeps it complete."""
+import numpy as np
+import pytest
+
+from conftest import CELLS, make_weights, rel_err
+from fastrnn import reference
+
+_compiled = pytest.importorskip("fastrnn.engine._compiled", reason="compiled engine not built")
+from fastrnn.engine import bptt, forward, gemm, stream  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("isa")
+
+TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-10}
+#: entry point -> its reference twin (the modules' __all__ must not name anything else)
+TWINS = {
+    "fastrnn.engine.forward.forward": "fastrnn.reference.forward",
+    "fastrnn.engine.bptt.backward": "fastrnn.reference.backward",
+    "fastrnn.engine.stream.make_stepper": "fastrnn.reference.forward, one step at a time",
+    "fastrnn.engine.gemm.matmul": "numpy.matmul",
+}
+#: public names of the engine modules that are not entry points into compiled code
+NOT_ENTRY_POINTS = {"fastrnn.engine.stream.Stepper", "fastrnn.engine.gemm.SWAP_MAX_N",
+                    "fastrnn.engine.bptt.workspace_from_reference"}
+#: (B, T, I, H, num_layers, bidirectional, variable lengths): batch 1, length 1, odd sizes,
+#: stacked, both directions, lengths below T
+SHAPES = [(1, 1, 1, 1, 1, False, False), (3, 5, 7, 9, 2, True, True), (4, 6, 17, 33, 1, False, True)]
+
+
+def case(cell, dtype, shape, seed=0):
+    B, T, I, H, L, bidi, varlen = shape
+    rng = np.random.default_rng(seed)
+    D = 2 if bidi else 1
+    w = make_weights(cell, I, H, L, D, True, dtype, rng)
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    h0 = rng.standard_normal((L * D, B, H)).astype(dtype)
+    c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if cell == "lstm" else None
+    lengths = rng.integers(1, T + 1, B).astype(np.int64) if varlen else None
+    return w, x, h0, c0, lengths, dict(num_layers=L, bidirectional=bidi), rng
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("cell", CELLS)
+def test_forward(cell, dtype, shape):
+    w, x, h0, c0, lengths, kw, _ = case(cell, dtype, shape)
+    got = forward.forward(cell, x, w, h0, c0, lengths, **kw)
+    want = reference.forward(cell, x, w, h0, c0, lengths, **kw)
+    for g, r in zip(got[:3], want[:3]):
+        assert rel_err(g, r) <= TOL[np.dtype(dtype)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward(cell, dtype, shape):
+    w, x, h0, c0, lengths, kw, rng = case(cell, dtype, shape)
+    y, h_n, c_n, ws = forward.forward(cell, x, w, h0, c0, lengths, **kw, training=True)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dh_n = rng.standard_normal(h_n.shape).astype(dtype)
+    dc_n = rng.standard_normal(h_n.shape).astype(dtype) if cell == "lstm" else None
+    dx, dh0, dc0, grads = bptt.backward(cell, w, ws, dy, dh_n, dc_n)
+    cache = reference.forward(cell, x, w, h0, c0, lengths, **kw)[3]
+    want_dx, want_dh0, want_dc0, want_grads = reference.backward(cache, dy, dh_n, dc_n)
+    tol = 50 * TOL[np.dtype(dtype)]      # sums over T and B steps
+    for got_, want_ in ((dx, want_dx), (dh0, want_dh0), (dc0, want_dc0)):
+        assert rel_err(got_, want_) <= tol
+    assert grads.keys() == want_grads.keys()
+    for name, g in grads.items():
+        assert rel_err(g, want_grads[name], floor=1e-3) <= tol, name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell", CELLS)
+def test_stream(cell, dtype):
+    w, x, h0, c0, _, kw, _ = case(cell, dtype, (3, 4, 5, 7, 2, False, False))
+    stepper = stream.make_stepper(cell, w, kw["num_layers"])
+    h, c, ys = h0, c0, []
+    for t in range(x.shape[1]):
+        y_t, h, c = stepper.step(np.ascontiguousarray(x[:, t]), h, c)
+        ys.append(y_t)
+    y, h_n, c_n, _ = reference.forward(cell, x, w, h0, c0, **kw)
+    assert rel_err(np.stack(ys, axis=1), y) <= TOL[np.dtype(dtype)]
+    assert rel_err(h, h_n) <= TOL[np.dtype(dtype)]
+    assert rel_err(c, c_n) <= TOL[np.dtype(dtype)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M, K, N", [(1, 1, 1), (5, 3, 17), (33, 130, 65)])
+def test_gemm(dtype, M, K, N):
+    rng = np.random.default_rng(M + K + N)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    assert rel_err(gemm.matmul(a, b), a @ b) <= TOL[np.dtype(dtype)] * K
+
+
+def test_every_entry_point_has_a_parity_test():
+    """A new public name in an engine module needs a twin here (or a reason in
+    NOT_ENTRY_POINTS)."""
+    public = {f"{m.__name__}.{name}" for m in (forward, bptt, stream, gemm) for name in m.__all__}
+    assert public == set(TWINS) | NOT_ENTRY_POINTS
