@@ -155,6 +155,18 @@ def check_bool(name, value):
     return bool(value)
 
 
+def as_list(name, value, what):
+    """``value`` as a list if it is an iterable other than a string, else TypeError
+    ``"<name> must be a list of <what>, got ..."``."""
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of {what}, got {type(value).__name__} "
+                        f"{value!r}") from None
+
+
 def check_choice(name, value, choices):
     """Return ``value`` if it is one of ``choices``, else raise ValueError."""
     if not isinstance(value, Hashable) or value not in choices:   # (an array is not hashable)

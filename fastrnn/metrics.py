@@ -9,6 +9,7 @@ sizes exactly, weight each batch's value by its number of valid positions.
 """
 import numpy as np
 
+from ._validation import as_list
 from .losses import as_mask, as_prediction, as_target
 
 
@@ -237,13 +238,7 @@ def get_all(metrics, argument="metrics"):
     list of (str, callable)
         Each metric's name in the logs (a callable's ``__name__``) and its function.
     """
-    try:
-        if isinstance(metrics, (str, bytes)):
-            raise TypeError
-        metrics = list(metrics)
-    except TypeError:
-        raise TypeError(f"{argument} must be a list of metric names or callables, e.g. "
-                        f"('accuracy',), got {type(metrics).__name__} {metrics!r}") from None
+    metrics = as_list(argument, metrics, "metric names or callables, e.g. ('accuracy',)")
     named = []
     for i, metric in enumerate(metrics):
         try:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import losses as losses_module
 from .. import optim as optim_module
-from .._validation import (as_rng, check_bool, check_choice, check_int, check_positive_int,
+from .._validation import (as_list, as_rng, check_bool, check_choice, check_int, check_positive_int,
                            check_real)
 
 #: what ``fit`` does on a non-finite loss or gradient (``on_nonfinite``)
@@ -221,13 +221,7 @@ class _Model:
 def check_callbacks(callbacks):
     """``callbacks`` as a list, each with a callable ``on_epoch_end``; else TypeError (before
     training, not after its first epoch)."""
-    try:
-        if isinstance(callbacks, (str, bytes)):
-            raise TypeError
-        callbacks = list(callbacks)
-    except TypeError:
-        raise TypeError(f"callbacks must be a list of callback objects, got "
-                        f"{type(callbacks).__name__} {callbacks!r}") from None
+    callbacks = as_list("callbacks", callbacks, "callback objects")
     for i, callback in enumerate(callbacks):
         if not callable(getattr(callback, "on_epoch_end", None)):
             raise TypeError(f"callbacks[{i}] has no on_epoch_end(model, epoch, logs) method: "

@@ -343,16 +343,10 @@ class AdamW(Adam):
 
     Parameters
     ----------
-    lr : float
-        Learning rate.
-    betas : tuple of two floats
-        Decay rates of the first and second moment estimates, each in [0, 1).
-    eps : float
-        Added to the denominator, >= 0.
+    lr, betas, eps, amsgrad
+        As for :class:`Adam`.
     weight_decay : float
         Decoupled weight decay coefficient, >= 0.
-    amsgrad : bool
-        Use the maximum of the second moments so far.
     """
 
     _decoupled = True
