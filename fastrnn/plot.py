@@ -170,7 +170,7 @@ def line_plot(path, series, title="", xlabel="epoch", ylabel="loss", width=640, 
         ax.set_ylabel(_literal(ylabel))
     ax.legend(loc="best")
 
-    from .io import atomic_write
+    from ._atomic import atomic_write
 
     atomic_write(path, lambda fileobj: canvas.print_png(fileobj))
 
@@ -204,6 +204,6 @@ def write_png(path, img):
     require_matplotlib()
     from matplotlib.image import imsave
 
-    from .io import atomic_write
+    from ._atomic import atomic_write
 
     atomic_write(path, lambda fileobj: imsave(fileobj, img, format="png"))

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import fastrnn._atomic
 import fastrnn.io as fio
 from fastrnn.io import FORMAT_VERSION, load_bundle, save_bundle
 
@@ -587,7 +588,7 @@ def test_temp_files_of_killed_saves_are_removed_by_the_next_save(good, monkeypat
     assert len(temps) == 3 and all(n.startswith(f".{good.name}.") for n in temps)
     running = _start_slow_save(good)        # a save in progress keeps its file
     try:
-        monkeypatch.setattr(fio, "_ABANDONED_AFTER", 0.0)
+        monkeypatch.setattr(fastrnn._atomic, "_ABANDONED_AFTER", 0.0)
         other = good.parent / "other.npz"
         save_bundle(other, {"y": np.ones(2)})   # saves to another path leave them alone
         assert len(_listing(good.parent)) == 6

@@ -12,7 +12,7 @@ import tempfile
 
 import numpy as np
 
-from ..io import atomic_write
+from .._atomic import atomic_write
 from ..text.sequences import pad_sequences
 from .errors import CLIError
 
