@@ -484,6 +484,8 @@ ERRORS = {
     "hidden too large": (["train", "--task", "forecast", "--data", "{d}/series.csv",
                           "--hidden", "1000000", "--epochs", "1", "--quiet"],
                          "not enough memory"),
+    "generate too long": (["generate", "--model", "{d}/charlm.npz", "--length",
+                           "1000000000000"], "not enough memory"),
     "no command": ([], "a command is needed"),
     "unknown command": (["fly"], "invalid choice"),
     "missing model": (["generate", "--model", "{d}/nope.npz"], "no such file"),
