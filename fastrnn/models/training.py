@@ -15,8 +15,8 @@ import numpy as np
 
 from .. import losses as losses_module
 from .. import optim as optim_module
-from .._validation import (as_list, as_rng, check_bool, check_choice, check_int, check_positive_int,
-                           check_real)
+from .._validation import (as_float_array, as_list, as_rng, check_bool, check_choice, check_int,
+                           check_mapping, check_positive_int, check_real)
 
 #: what ``fit`` does on a non-finite loss or gradient (``on_nonfinite``)
 NONFINITE_POLICIES = ("raise", "skip")
@@ -111,6 +111,45 @@ class _Model:
         """
         return {f"{prefix}.{name}": p for prefix, layer in self._named_layers()
                 for name, p in layer.parameters().items()}
+
+    def state_dict(self):
+        """Copies of every parameter, named like :meth:`parameters` (``"{layer}.{name}"``,
+        e.g. ``"0.weight_ih_l0"``, ``"1.weight"`` in a :class:`Sequential`: the names PyTorch's
+        ``nn.Sequential`` gives its modules' parameters).
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+        return {name: p.copy() for name, p in self.parameters().items()}
+
+    def load_state_dict(self, state_dict):
+        """Set every parameter from ``state_dict``, all or nothing.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            Exactly the names of :meth:`parameters`, with the same shapes; values are cast to
+            each layer's dtype and copied into the live arrays once every entry has passed.
+
+        Raises
+        ------
+        ValueError
+            If a name is missing or unexpected, a shape differs, or a value is not finite.
+        TypeError
+            If ``state_dict`` is not a mapping or a value is not real numbers.
+        """
+        check_mapping("state_dict", state_dict)
+        params = self.parameters()
+        missing = sorted(set(params) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(params))
+        if missing or unexpected:
+            raise ValueError(f"state_dict does not match the model's parameters: missing "
+                             f"{missing}, unexpected {unexpected}")
+        checked = {name: as_float_array(f"state_dict[{name!r}]", state_dict[name], p.dtype,
+                                        p.shape) for name, p in params.items()}
+        for name, value in checked.items():
+            params[name][...] = value
 
     def grads(self):
         """The gradients of the last backward pass, named like :meth:`parameters`.

@@ -285,3 +285,37 @@ def test_truncated_bptt_memory_is_bounded_by_the_window(rng):
         fastrnn.Sequential([fastrnn.LSTM(3, 2, bidirectional=True)]).fit(
             rng.standard_normal((2, 6, 3)), np.zeros((2, 6, 4)), loss="mse", optimizer="sgd",
             truncate=2)
+
+
+def test_model_state_dict_round_trip_names_and_refusals(rng):
+    """Sequential.state_dict / load_state_dict: PyTorch nn.Sequential's names, copies out,
+    all-or-nothing in (issue 16)."""
+    make = lambda seed: fastrnn.Sequential([fastrnn.Embedding(10, 4, seed=seed),   # noqa: E731
+                                            fastrnn.GRU(4, 5, return_sequences=False,
+                                                        seed=seed + 1),
+                                            fastrnn.Dense(5, 2, seed=seed + 2)])
+    a, b = make(0), make(10)
+    sd = a.state_dict()
+    assert sorted(sd) == ["0.weight", "1.bias_hh_l0", "1.bias_ih_l0", "1.weight_hh_l0",
+                          "1.weight_ih_l0", "2.bias", "2.weight"]
+    sd["2.bias"][:] = 7.0                                  # a copy: the model is unchanged
+    assert not (a.parameters()["2.bias"] == 7.0).any()
+    tokens = rng.integers(0, 10, (3, 6))
+    step_before = b.layers[1].step(np.zeros((1, 4), np.float32))[0]   # builds b's stepper
+    b.load_state_dict(a.state_dict())
+    np.testing.assert_array_equal(b.predict(tokens), a.predict(tokens))
+    np.testing.assert_array_equal(b.layers[1].step(np.zeros((1, 4), np.float32))[0],
+                                  a.layers[1].step(np.zeros((1, 4), np.float32))[0])
+    assert not np.array_equal(step_before, a.layers[1].step(np.zeros((1, 4), np.float32))[0])
+    before = b.state_dict()
+    bad = a.state_dict()
+    bad["1.weight_hh_l0"] = bad["1.weight_hh_l0"][:, :-1]
+    with pytest.raises(ValueError, match=r"state_dict\['1.weight_hh_l0'\] must have shape"):
+        b.load_state_dict(bad)
+    with pytest.raises(ValueError, match=r"missing \['2.bias'\], unexpected \['2.b'\]"):
+        b.load_state_dict({**{k: v for k, v in a.state_dict().items() if k != "2.bias"},
+                           "2.b": np.zeros(2)})
+    with pytest.raises(TypeError, match="state_dict must be a dict"):
+        b.load_state_dict([1, 2])
+    for name, p in b.state_dict().items():           # nothing was written by the refusals
+        np.testing.assert_array_equal(p, before[name])
