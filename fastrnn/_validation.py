@@ -234,6 +234,21 @@ def check_float_ndarray(name, value, note=""):
                         f"{getattr(value, 'dtype', type(value).__name__)}")
 
 
+def as_real_array(name, value):
+    """``value`` as an ndarray of real numbers (bool, integer or floating), else TypeError
+    (complex, object or string data, ragged nested lists)."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise TypeError(f"{name} must be an array of real numbers: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must be an array of real numbers (bool, integer or floating), "
+            f"got dtype {arr.dtype}"
+        )
+    return arr
+
+
 def as_float_array(name, value, dtype, shape):
     """Convert ``value`` to a C-contiguous array of ``dtype`` with the expected ``shape``.
 
@@ -261,15 +276,7 @@ def as_float_array(name, value, dtype, shape):
     ValueError
         If its shape differs from ``shape``, it is empty, or it contains NaN or Inf.
     """
-    try:
-        arr = np.asarray(value)
-    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
-        raise TypeError(f"{name} must be an array of real numbers: {exc}") from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name} must be an array of real numbers (bool, integer or floating), "
-            f"got dtype {arr.dtype}"
-        )
+    arr = as_real_array(name, value)
     if shape and shape[0] is Ellipsis:     # any number of leading dimensions, at least one
         if arr.ndim < len(shape) - 1 or arr.ndim == 0:
             raise ValueError(f"{name} must have shape {_describe(shape)}, got shape "

@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import FLOAT_DTYPES, check_bool, check_choice
+from ._validation import FLOAT_DTYPES, as_real_array, check_bool, check_choice
 
 REDUCTIONS = ("mean", "sum")
 
@@ -56,24 +56,13 @@ def as_prediction(name, value):
     ValueError
         If it is a scalar or empty.
     """
-    arr = _real_array(name, value)
+    arr = as_real_array(name, value)
     if arr.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension, got a scalar")
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
     if arr.dtype not in FLOAT_DTYPES:
         arr = arr.astype(np.float64)
-    return arr
-
-
-def _real_array(name, value):
-    try:
-        arr = np.asarray(value)
-    except (ValueError, TypeError) as exc:   # ragged nested lists and the like
-        raise TypeError(f"{name} must be an array of real numbers: {exc}") from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be an array of real numbers (bool, integer or floating), "
-                        f"got dtype {arr.dtype}")
     return arr
 
 
@@ -104,7 +93,7 @@ def as_mask(mask, shape, what="y_pred"):
     """
     if mask is None:
         return None
-    arr = _real_array("mask", mask)
+    arr = as_real_array("mask", mask)
     if arr.ndim == 0 or arr.ndim > len(shape) or arr.shape != tuple(shape[:arr.ndim]):
         raise ValueError(f"mask must have shape {tuple(shape[:2])} or another leading part of "
                          f"{what}'s shape {tuple(shape)}, got {arr.shape}")
@@ -140,7 +129,7 @@ def as_target(y_true, y_pred):
     ValueError
         If its shape matches neither form.
     """
-    arr = _real_array("y_true", y_true)
+    arr = as_real_array("y_true", y_true)
     if arr.shape != y_pred.shape:
         if y_pred.shape[-1] == 1 and arr.shape == y_pred.shape[:-1]:
             arr = arr[..., np.newaxis]
@@ -375,7 +364,7 @@ class CategoricalCrossentropy(Loss):
     def _elementwise(self, y_pred, y_true, valid):
         classes = y_pred.shape[-1]
         log_p = log_softmax(y_pred)
-        t = _real_array("y_true", y_true)
+        t = as_real_array("y_true", y_true)
         if t.shape == y_pred.shape[:-1]:
             ids = self._class_ids(t, classes, valid)
             if self.ignore_index is not None:
