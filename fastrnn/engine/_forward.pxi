@@ -9,14 +9,15 @@
 cdef void _proj_part(const fr_kernels_t* kt, int tid, int nth,
                      Py_ssize_t R, Py_ssize_t K, Py_ssize_t N,
                      const floating* X, const floating* W, floating* Y, Py_ssize_t ldy,
-                     floating* wpk, fr_barrier_t* bar) noexcept nogil:
-    """Thread ``tid`` of ``nth``: its share of packing W^T, a barrier, its rows of Y, the
-    join."""
+                     floating* wpk, bint packed, fr_barrier_t* bar) noexcept nogil:
+    """Thread ``tid`` of ``nth``: its share of packing W^T (unless ``packed``: ``wpk`` holds
+    it already), a barrier, its rows of Y, the join."""
     cdef fr_member_t me
     cdef unsigned long csr = fr_ftz_enter()
     fr_member_init(&me)
-    _pack_panels(kt, W, K, 1, N, 0, N, wpk, tid, nth)
-    fr_barrier_wait(bar, nth, &me)
+    if not packed:
+        _pack_panels(kt, W, K, 1, N, 0, N, wpk, tid, nth)
+        fr_barrier_wait(bar, nth, &me)
     _gemm_rows(kt, tid, nth, R, N, K, X, K, False, wpk, Y, ldy)
     fr_team_leave(bar, nth, &me)
     fr_ftz_exit(csr)
@@ -27,10 +28,11 @@ cdef void _projection(const fr_kernels_t* kt, Py_ssize_t R, Py_ssize_t K, Py_ssi
                       const floating* W,            # IN  (N, K) weight_ih (PyTorch layout)
                       floating* Y, Py_ssize_t ldy,  # OUT (R, ldy): columns 0 .. N written
                       int nthreads,
-                      floating* wpk) noexcept nogil:  # scratch (_packed_size(K, N))
+                      floating* wpk,                # scratch (_packed_size(K, N)), or W^T
+                      bint packed) noexcept nogil:  # ... packed already (IN)
     """``Y[:, :N] = X @ W.T`` as one GEMM with the engine's own kernel: W^T panel-packed once
-    (the threads share the packing), then the rows split over ``nthreads`` threads in blocks
-    of 128."""
+    (the threads share the packing) unless ``packed``, then the rows split over ``nthreads``
+    threads in blocks of 128."""
     cdef int tid, nth
     cdef Py_ssize_t r0
     cdef fr_barrier_t bar
@@ -42,12 +44,12 @@ cdef void _projection(const fr_kernels_t* kt, Py_ssize_t R, Py_ssize_t K, Py_ssi
             memset(Y + r0 * ldy, 0, N * sizeof(floating))
         return
     if _threads(nthreads) <= 1 or R < 2 * 16:
-        _proj_part(kt, 0, 1, R, K, N, X, W, Y, ldy, wpk, &bar)
+        _proj_part(kt, 0, 1, R, K, N, X, W, Y, ldy, wpk, packed, &bar)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
-        _proj_part(kt, tid, nth, R, K, N, X, W, Y, ldy, wpk, &bar)
+        _proj_part(kt, tid, nth, R, K, N, X, W, Y, ldy, wpk, packed, &bar)
     fr_team_done(&bar)
 
 
@@ -339,12 +341,20 @@ cdef int _check_index(cnp.ndarray a, str name, Py_ssize_t n, Py_ssize_t lo,
     return 0
 
 
+cdef Py_ssize_t _hh_packed_size(const fr_kernels_t* kt, Py_ssize_t H, Py_ssize_t G,
+                                cnp.ndarray ublk_arr, Py_ssize_t elsize):
+    """Elements of W_hh packed as the unit blocks ``ublk_arr`` (each block separately)."""
+    cdef const int64_t* ublk = <const int64_t*>_ptr(ublk_arr)
+    cdef Py_ssize_t nu = cnp.PyArray_DIM(ublk_arr, 0) - 1
+    return nu * _packed_size(kt, H, G * (ublk[1] - ublk[0]), elsize)
+
+
 cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list w_hh,
                           list bx, list bhn, object h0, object c0,
                           cnp.ndarray lengths, cnp.ndarray order_arr, cnp.ndarray bblk_arr,
                           cnp.ndarray ublk_arr, bint partial,
                           Py_ssize_t L, Py_ssize_t D, bint training, int nthreads, int mode,
-                          int proj_threads):
+                          int proj_threads, object packed):
     cdef int typenum = cnp.NPY_FLOAT64 if floating is double else cnp.NPY_FLOAT32
     cdef Py_ssize_t B = cnp.PyArray_DIM(x, 0), T = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t I = cnp.PyArray_DIM(x, 2)
@@ -401,6 +411,24 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     _check_index(ublk_arr, "unit blocks", nu + 1, 0, H)
     if not 1 <= nb * nu <= 64:            # at most 64 work items (see _worker)
         raise ValueError(f"at most 64 work items, got {nb} x {nu}")
+    cdef list packed_ih = None, packed_hh = None
+    # packed for the kernels in use (else ignored), W_hh for these unit blocks (else repacked)
+    if packed is not None and packed[0] == kt.name.decode():
+        packed_ih = packed[2]
+        if mode == 0 and packed[3] is not None and packed[1] == tuple(ublk_arr.tolist()):
+            packed_hh = packed[3]
+        if (packed_ih is not None and len(packed_ih) != L * D) or \
+                (packed_hh is not None and len(packed_hh) != L * D):
+            raise ValueError("one packed weight per layer and direction expected")
+        for idx in range(L * D):
+            if packed_ih is not None:
+                _check_arr(packed_ih[idx], f"packed w_ih[{idx}]", 1,
+                           _packed_size(kt, I if idx < D else D * H, GH, sizeof(floating)),
+                           0, 0, floating is double)
+            if packed_hh is not None:
+                _check_arr(packed_hh[idx], f"packed w_hh[{idx}]", 1,
+                           _hh_packed_size(kt, H, G, ublk_arr, sizeof(floating)), 0, 0,
+                           floating is double)
     lens = <int64_t*>_ptr(lengths)
     order = <int64_t*>_ptr(order_arr)
     bblk_p = <int64_t*>_ptr(bblk_arr)
@@ -422,10 +450,10 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     hbuf = _new(1, 2 * BH, 0, 0, 0, typenum, False)
     cbuf = _new(1, BH if BH > 0 else 1, 0, 0, 0, typenum, False)
     scratch = _new(1, nitems * rows * ldr, 0, 0, 0, typenum, False)
-    wpk = (_new(1, nu * _packed_size(kt, H, G * step, sizeof(floating)), 0, 0, 0, typenum,
-                False) if mode == 0 else None)
-    wpi = _new(1, _packed_size(kt, max(I, D * H), GH, sizeof(floating)), 0, 0, 0, typenum,
-               False)
+    wpk = (_new(1, _hh_packed_size(kt, H, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
+                False) if mode == 0 and packed_hh is None else None)
+    wpi = (_new(1, _packed_size(kt, max(I, D * H), GH, sizeof(floating)), 0, 0, 0, typenum,
+                False) if packed_ih is None else None)
     # variable lengths: the input projection only covers valid steps; sequence b's rows are
     # compacted to xc[xrow[b] : xrow[b] + lens[b]] (one copy of the layer input, then one GEMM)
     R = BT
@@ -480,10 +508,10 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                 whn_p = <floating*>_ptr(a)
         for d in range(D):
             wih_p = <const floating*>_ptr(w_ih[layer * D + d])
-            wpi_p = <floating*>_ptr(wpi)
+            wpi_p = <floating*>_ptr(wpi if packed_ih is None else packed_ih[layer * D + d])
             with nogil:
                 _projection(kt, R, I_l, GH, inp_p, wih_p, xp_p + d * GHp, LX, proj_threads,
-                            wpi_p)
+                            wpi_p, packed_ih is not None)
         for d in range(D):
             idx = layer * D + d
             bx_p = <floating*>_ptr(bx[idx])     # folded by the planner
@@ -504,7 +532,9 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                         memcpy(cb + p * H, src + order[p] * H, H * sizeof(floating))
             whh_p = <const floating*>_ptr(w_hh[idx])
             wsrc_p = NULL
-            if mode == 0:
+            if mode == 0 and packed_hh is not None:
+                whh_p = <const floating*>_ptr(packed_hh[idx])
+            elif mode == 0:
                 # packed inside the parallel region, each thread its own share
                 wsrc_p = whh_p
                 whh_p = <floating*>_ptr(wpk)
@@ -529,7 +559,7 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
                   cnp.ndarray order not None, cnp.ndarray batch_blocks not None,
                   cnp.ndarray unit_blocks not None, bint partial, Py_ssize_t num_layers,
                   Py_ssize_t num_directions, bint training, int nthreads, int mode,
-                  int proj_threads):
+                  int proj_threads, object packed=None):
     """Stacked (bi)directional forward in one call, on a plan made by
     ``fastrnn.engine.plan`` (see ``fastrnn.engine.forward.forward``).
 
@@ -540,6 +570,9 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
     length (descending) in interleaved batch blocks whose bounds in ``order`` are
     ``batch_blocks``, ``unit_blocks`` the bounds of the hidden-unit blocks (all int64);
     ``mode``: recurrent GEMM 0 panel kernel (weights packed once per call), 1 dot kernel.
+    ``packed``: None (pack the weights in this call), or what :func:`pack_forward_weights`
+    returned for these weights, ``unit_blocks`` and ``mode`` (ignored if it was packed for
+    other kernels than those in use).
     Returns (y, h_n, c_n, workspace-or-None).
     """
     if mode not in (0, 1):
@@ -553,7 +586,68 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
         return _forward_impl(<double>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
                              batch_blocks, unit_blocks, partial, num_layers, num_directions,
-                             training, nthreads, mode, proj_threads)
+                             training, nthreads, mode, proj_threads, packed)
     return _forward_impl(<float>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
                          batch_blocks, unit_blocks, partial, num_layers, num_directions,
-                         training, nthreads, mode, proj_threads)
+                         training, nthreads, mode, proj_threads, packed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights packed once for many forward calls
+# ---------------------------------------------------------------------------------------------
+
+cdef object _pack_weights_impl(floating tag, list w_ih, list w_hh, Py_ssize_t G,
+                               cnp.ndarray ublk_arr, bint input_weights,
+                               bint recurrent_weights):
+    cdef const fr_kernels_t* kt = g_kt
+    cdef int typenum = cnp.NPY_FLOAT64 if floating is double else cnp.NPY_FLOAT32
+    cdef const int64_t* ublk = <const int64_t*>_ptr(ublk_arr)
+    cdef Py_ssize_t nu = cnp.PyArray_DIM(ublk_arr, 0) - 1
+    cdef Py_ssize_t idx, w, K, GH, H
+    cdef const floating* src
+    cdef floating* dst
+    ih = [] if input_weights else None
+    hh = [] if recurrent_weights else None
+    for idx in range(len(w_ih) if input_weights else 0):
+        GH = cnp.PyArray_DIM(<cnp.ndarray>w_ih[idx], 0)
+        K = cnp.PyArray_DIM(<cnp.ndarray>w_ih[idx], 1)
+        _check_arr(w_ih[idx], f"w_ih[{idx}]", 2, GH, K, 0, floating is double)
+        out = _new(1, _packed_size(kt, K, GH, sizeof(floating)), 0, 0, 0, typenum, False)
+        src = <const floating*>_ptr(w_ih[idx])
+        dst = <floating*>_ptr(out)
+        with nogil:
+            _pack_panels(kt, src, K, 1, GH, 0, GH, dst)
+        ih.append(out)
+    for idx in range(len(w_hh) if recurrent_weights else 0):
+        H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[idx], 1)
+        _check_arr(w_hh[idx], f"w_hh[{idx}]", 2, G * H, H, 0, floating is double)
+        _check_index(ublk_arr, "unit blocks", nu + 1, 0, H)
+        out = _new(1, _hh_packed_size(kt, H, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
+                   False)
+        src = <const floating*>_ptr(w_hh[idx])
+        dst = <floating*>_ptr(out)
+        with nogil:
+            for w in range(nu):
+                _pack_panels(kt, src, H, G, H, ublk[w], ublk[w + 1] - ublk[w],
+                             dst + _block_offset(kt, H, G, ublk[w], ublk[1], sizeof(floating)))
+        hh.append(out)
+    return kt.name.decode(), tuple(ublk_arr.tolist()), ih, hh
+
+
+def pack_forward_weights(list w_ih, list w_hh, Py_ssize_t gates, cnp.ndarray unit_blocks not None,
+                         bint input_weights=True, bint recurrent_weights=True):
+    """Pack the weights of a stacked forward once, for many ``forward_stack`` calls.
+
+    ``w_ih``, ``w_hh``: as for ``forward_stack`` (all of one dtype); W_hh is packed as the
+    panel kernel (mode 0) of calls with these ``unit_blocks`` reads it.  Returns ``(isa,
+    unit blocks, packed w_ih list or None, packed w_hh list or None)`` (None where not asked
+    for), to be passed as ``forward_stack(..., packed=...)``: the kernels of ``isa`` are the
+    ones it fits, and a call with other unit blocks or in mode 1 packs W_hh itself.
+    """
+    if not w_ih or len(w_hh) != len(w_ih):
+        raise ValueError("one weight per layer and direction expected")
+    if cnp.PyArray_TYPE(<cnp.ndarray>w_ih[0]) == cnp.NPY_FLOAT64:
+        return _pack_weights_impl(<double>0, w_ih, w_hh, gates, unit_blocks, input_weights,
+                                  recurrent_weights)
+    return _pack_weights_impl(<float>0, w_ih, w_hh, gates, unit_blocks, input_weights,
+                              recurrent_weights)

@@ -3,16 +3,53 @@
 Inputs arrive validated by the layers (C-contiguous arrays of one dtype, float32 or float64;
 ``lengths`` int64 or None).  :func:`forward` makes the plan (:mod:`fastrnn.engine.plan`) and
 hands everything to one compiled call (``_compiled.forward_stack``), which allocates every
-buffer once and runs kernels that never allocate in the time loop.
+buffer once and runs kernels that never allocate in the time loop.  A caller whose weights do
+not change between calls can pass a :class:`PackedWeights`: the weights are then packed for
+the kernels once, not in every call (what ONNX Runtime does when it loads a model).
 """
 from ..cell_table import LSTM, cell_spec, parameter_names
 from . import _compiled, plan, runtime
 
-__all__ = ["forward"]
+__all__ = ["PackedWeights", "forward"]
+
+
+class PackedWeights:
+    """The weights of one stack packed for the forward kernels, reused across calls.
+
+    The caller keeps one only while the weights it was made for do not change, and passes it
+    to every :func:`forward` call on those weights: each call fills in what it lacks (the input
+    weights per instruction set and dtype, the recurrent weights per plan) and later calls find
+    it there.  It holds one packed copy of every weight matrix per entry.  Several threads may
+    share one (an entry two threads make at once is made twice, and both are right).
+    """
+
+    __slots__ = ("token", "_entries")
+
+    def __init__(self, token=None):
+        #: free for the caller: what it needs to know that the weights are still the same
+        self.token = token
+        self._entries = {}
+
+    def get(self, w_ih, w_hh, gates, units, mode, dtype):
+        """The ``packed`` argument of ``forward_stack`` for a call on the kernels in use
+        (None if they changed while it packed)."""
+        isa = runtime.isa()
+        ih = self._entries.get((isa, dtype))
+        hh = self._entries.get((isa, dtype, tuple(units.tolist()))) if mode == plan.MODE_PANEL else None
+        if ih is None or (hh is None and mode == plan.MODE_PANEL):
+            made = _compiled.pack_forward_weights(w_ih, w_hh, gates, units, ih is None,
+                                                  mode == plan.MODE_PANEL and hh is None)
+            if made[0] != isa:    # another thread switched the kernels meanwhile
+                return None
+            if ih is None:
+                ih = self._entries[(isa, dtype)] = made[2]
+            if made[3] is not None:
+                hh = self._entries[(isa, dtype, tuple(units.tolist()))] = made[3]
+        return isa, tuple(units.tolist()), ih, hh
 
 
 def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
-            bidirectional=False, training=False, _plan_override=None):
+            bidirectional=False, training=False, packed=None, _plan_override=None):
     """Compiled forward pass of a stacked (bi)directional RNN / LSTM / GRU.
 
     Parameters
@@ -27,6 +64,9 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     num_layers, bidirectional : stacking / directions (D = 2 if bidirectional)
     training : bool
         If True, also return the workspace that BPTT needs.
+    packed : PackedWeights, optional
+        The weights packed by earlier calls on the same (unchanged) ``weights``; None packs
+        them in this call.
     _plan_override : (batch blocks, unit blocks, mode), optional
         For tests: force the split and the recurrent GEMM kernel.
 
@@ -76,10 +116,11 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
             b, bn = plan.fold_biases(weights, name_ih[len("weight_ih"):], spec, H, x.dtype)
             bx.append(b)
             bhn.append(bn)
+    packed_arg = None if packed is None else packed.get(w_ih, w_hh, G, units, mode, x.dtype.char)
     y, h_n, c_n, ws = _compiled.forward_stack(
         spec.code, x, w_ih, w_hh, bx, bhn, h0, c0, layout.lengths, layout.order,
         layout.blocks, units, layout.partial, num_layers, D, training, nthreads, int(mode),
-        p.projection_threads)
+        p.projection_threads, packed_arg)
     if ws is not None:
         ws.update(cell=cell, num_layers=num_layers, num_directions=D, hidden_size=H,
                   x=x, h0=h0, c0=c0 if spec.code == LSTM else None)

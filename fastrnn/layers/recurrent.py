@@ -62,11 +62,13 @@ class Recurrent(_LayerBase):
         super().__init__(uniform_params(self._param_shapes(), 1.0 / np.sqrt(self.hidden_size),
                                         self.dtype, seed))
 
-    _runtime_names = _LayerBase._runtime_names + ("_stepper", "_weights_version", "_last_state")
+    _runtime_names = _LayerBase._runtime_names + ("_stepper", "_packing", "_weights_version",
+                                                  "_last_state")
 
     def _init_runtime(self):
         super()._init_runtime()
         self._stepper = None        # the weights packed for step() (_current_stepper)
+        self._packing = None        # the weights packed for inference calls (_current_packing)
         self._weights_version = 0   # counts the occasions someone may have written the weights
         self._last_state = None     # what step() returned last (in any thread), trusted
 
@@ -204,8 +206,10 @@ class Recurrent(_LayerBase):
         if self.backend == "reference":
             y, h_n, c_n, saved = reference.forward(*args, **shape)
         else:
+            packed = None if training else self._current_packing()
             y, h_n, c_n, saved = _compiled_engine().forward.forward(*args, **shape,
-                                                                    training=training)
+                                                                    training=training,
+                                                                    packed=packed)
         if training:
             # what BPTT needs: the reference's cache, or the compiled forward's workspace
             self._keep_for_backward((x, h0, c0, saved))
@@ -350,7 +354,7 @@ class Recurrent(_LayerBase):
         stepper = self._stepper
         if stepper is not None and stepper.checked == version:
             return stepper
-        alone = _references(self._params) == _ALONE * len(self._params)
+        alone = self._weights_alone()
         if stepper is None or not stepper.packed_from(self._params):
             stepper = _compiled_engine().stream.make_stepper(self.cell, self._params,
                                                              self.num_layers)
@@ -358,6 +362,30 @@ class Recurrent(_LayerBase):
         if alone:
             stepper.checked = version
         return stepper
+
+    def _current_packing(self):
+        """The compiled forward's packed weights for inference calls, or None.
+
+        A forward call packs the weight matrices for the kernels; the engine's
+        ``PackedWeights`` keeps them for the calls that follow, as long as nobody can have
+        written the weights (see :meth:`_current_stepper`): a new one after a
+        :meth:`parameters` or :meth:`load_state_dict` call, none at all while arrays outside
+        this layer refer to the weights (each call then packs them itself, as before).  It
+        costs one more copy of the weight matrices (per instruction set used).
+        """
+        version = self._weights_version     # read first: a later change shows as a new version
+        packing = self._packing
+        if packing is not None and packing.token == version:
+            return packing
+        if not self._weights_alone():
+            return None
+        packing = self._packing = _compiled_engine().forward.PackedWeights(version)
+        return packing
+
+    def _weights_alone(self):
+        """True if no array outside this layer refers to its parameters (nothing can write
+        them but the layer's own methods)."""
+        return _references(self._params) == _ALONE * len(self._params)
 
     def _check_step_input(self, x_t):
         """``x_t`` validated; a fast path for a finite C-contiguous array of the layer's dtype."""

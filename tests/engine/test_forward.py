@@ -15,11 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastrnn import reference
+from fastrnn.cell_table import cell_spec
 
 _compiled = pytest.importorskip("fastrnn.engine._compiled", reason="compiled engine not built")
 from fastrnn import engine  # noqa: E402  (only reached when the extension is built)
 from fastrnn.engine import bptt, gemm, stream  # noqa: E402,F401
 from fastrnn.engine import plan as engine_plan  # noqa: E402,F401
+from fastrnn.engine.forward import PackedWeights  # noqa: E402
 from fastrnn.engine.forward import forward as engine_forward  # noqa: E402,F401
 
 #: every test here runs on the kernels of every instruction set this CPU can run
@@ -185,6 +187,64 @@ def test_all_plans_match_reference(cell, plan, nthreads):
         x, w, h0, c0, lengths = make_case(cell, 7, 6, 5, 40, 1, 2, dtype, rng, varlen=True,
                                           init=True)
         check_against_reference(cell, x, w, h0, c0, lengths, 1, 2, plan=plan)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("shape", SHAPES[2:], ids=lambda s: "B{}T{}I{}H{}L{}D{}".format(*s[:6]))
+def test_prepacked_weights_give_the_same_results(cell, dtype, shape):
+    """One PackedWeights over calls with and without lengths and on every kind of plan (its
+    recurrent weights are packed per unit split): bit for bit the results of packing in each
+    call."""
+    B, T, I, H, L, D, varlen, init, bias = shape
+    rng = np.random.default_rng(zlib.crc32(repr((cell, shape, "packed")).encode()))
+    x, w, h0, c0, lengths = make_case(cell, B, T, I, H, L, D, dtype, rng, varlen=True,
+                                      init=init, bias=bias)
+    packed = PackedWeights()
+    for lens in (None, lengths):
+        for plan in (None, (1, 1, 0), (1, 2, 0), (2, 1, 0), (1, 2, 1)):
+            args = (cell, x, w, h0, c0, lens)
+            kw = {"num_layers": L, "bidirectional": D == 2, "_plan_override": plan}
+            want = engine_forward(*args, **kw)
+            got = engine_forward(*args, **kw, packed=packed)
+            for a, b in zip(want[:3], got[:3]):
+                np.testing.assert_array_equal(a, b)
+    assert {key[0] for key in packed._entries} == {engine.isa()}
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+def test_forward_stack_reads_the_packed_copy_only_where_it_fits(mode):
+    """A call reads the packed copy (edits of the weights since do not show), but W_hh only
+    for the panel kernel (mode 0) and the unit blocks it was packed for, and nothing packed
+    for other kernels than those in use: there it packs the live weights itself."""
+    from fastrnn.engine import _compiled
+
+    rng = np.random.default_rng(3)
+    x, w, _, _, _ = make_case("lstm", 4, 6, 5, 40, 1, 1, np.float32, rng)
+    two, one = engine_plan.unit_blocks(40, 2), engine_plan.unit_blocks(40, 1)
+    made = _compiled.pack_forward_weights([w["weight_ih_l0"]], [w["weight_hh_l0"]], 4, two)
+    layout = engine_plan.batch_layout(None, 4, 6, 1)
+    bx, bhn = engine_plan.fold_biases(w, "_l0", cell_spec("lstm"), 40, np.float32)
+
+    def call(packed, units=two):
+        return _compiled.forward_stack(
+            cell_spec("lstm").code, x, [w["weight_ih_l0"]], [w["weight_hh_l0"]], [bx], [bhn],
+            None, None, layout.lengths, layout.order, layout.blocks, units, False, 1, 1,
+            False, 1, mode, 1, packed)[0]
+
+    before = call(None)
+    for name in ("weight_ih_l0", "weight_hh_l0"):
+        w[name] *= 0.5
+    after = call(None)
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(call(("other",) + made[1:]), after)
+    if mode == 0:
+        np.testing.assert_array_equal(call(made), before)
+    old_ih = call(made[:3] + (None,))           # the old W_ih, the live W_hh
+    assert not np.array_equal(old_ih, before) and not np.array_equal(old_ih, after)
+    np.testing.assert_array_equal(call(made, one), call(made[:3] + (None,), one))
+    if mode == 1:
+        np.testing.assert_array_equal(call(made), old_ih)
 
 
 @pytest.mark.parametrize("cell", CELLS)

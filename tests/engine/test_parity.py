@@ -25,7 +25,8 @@ TWINS = {
 }
 #: public names of the engine modules that are not entry points into compiled code
 NOT_ENTRY_POINTS = {"fastrnn.engine.stream.Stepper", "fastrnn.engine.gemm.SWAP_MAX_N",
-                    "fastrnn.engine.bptt.workspace_from_reference"}
+                    "fastrnn.engine.bptt.workspace_from_reference",
+                    "fastrnn.engine.forward.PackedWeights"}   # an argument of forward
 #: (B, T, I, H, num_layers, bidirectional, variable lengths): batch 1, length 1, odd sizes,
 #: stacked, both directions, lengths below T
 SHAPES = [(1, 1, 1, 1, 1, False, False), (3, 5, 7, 9, 2, True, True), (4, 6, 17, 33, 1, False, True)]
@@ -48,10 +49,12 @@ def case(cell, dtype, shape, seed=0):
 @pytest.mark.parametrize("cell", CELLS)
 def test_forward(cell, dtype, shape):
     w, x, h0, c0, lengths, kw, _ = case(cell, dtype, shape)
-    got = forward.forward(cell, x, w, h0, c0, lengths, **kw)
     want = reference.forward(cell, x, w, h0, c0, lengths, **kw)
-    for g, r in zip(got[:3], want[:3]):
-        assert rel_err(g, r) <= TOL[np.dtype(dtype)]
+    packed = forward.PackedWeights()
+    for how in ({}, {"packed": packed}, {"packed": packed}):  # packing, then reusing it
+        got = forward.forward(cell, x, w, h0, c0, lengths, **kw, **how)
+        for g, r in zip(got[:3], want[:3]):
+            assert rel_err(g, r) <= TOL[np.dtype(dtype)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -159,26 +159,62 @@ def test_step_output_is_not_the_state(cell, backend, rng):
     np.testing.assert_array_equal(layer.step(x, state)[0], expected)
 
 
+@pytest.mark.parametrize("how", ["step", "call"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_step_sees_edits_of_the_live_weights(cell, rng):
-    """Through a parameters() dict taken before the step, a view of it, a memoryview."""
+def test_inference_sees_edits_of_the_live_weights(cell, how, rng):
+    """Through a parameters() dict taken before the call, a view of it, a memoryview, a
+    parameters() dict dropped at once, and load_state_dict: ``step`` and ``__call__`` keep
+    packed weights between calls, and never stale ones."""
     layer = make_layer(cell, 3, 5, seed=0)
     twin = make_layer(cell, 3, 5, seed=0)
-    x = rng.standard_normal((2, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 3) if how == "step" else (2, 4, 3)).astype(np.float32)
+
+    def infer(lay):
+        return lay.step(x)[0] if how == "step" else lay(x)[0]
+
     params = layer.parameters()
-    layer.step(x)
+    infer(layer)
     for name, factor in (("weight_ih_l0", 0.5), ("bias_hh_l0", -1.0)):
         params[name] *= factor
         twin.load_state_dict(params)
-        np.testing.assert_array_equal(layer.step(x)[0], twin.step(x)[0])
+        np.testing.assert_array_equal(infer(layer), infer(twin))
     view = params.pop("weight_ih_l0")[1:3]
     buffer = memoryview(params.pop("bias_ih_l0"))
     del params
-    layer.step(x)
+    infer(layer)
     view[...] = 0.125
     np.frombuffer(buffer, np.float32)[:] = -0.5
     twin.load_state_dict(layer.state_dict())
-    np.testing.assert_array_equal(layer.step(x)[0], twin.step(x)[0])
+    np.testing.assert_array_equal(infer(layer), infer(twin))
+    del view, buffer
+    for _ in range(2):          # nothing refers to the weights now: the packing is kept
+        np.testing.assert_array_equal(infer(layer), infer(twin))
+    layer.parameters()["weight_hh_l0"][...] *= -2.0
+    twin.load_state_dict(layer.state_dict())
+    np.testing.assert_array_equal(infer(layer), infer(twin))
+    new = {name: p * 0.75 for name, p in layer.state_dict().items()}
+    layer.load_state_dict(new)
+    twin.load_state_dict(new)
+    np.testing.assert_array_equal(infer(layer), infer(twin))
+
+
+@pytest.mark.skipif(not fastrnn.engine.AVAILABLE, reason="compiled engine not built")
+def test_inference_calls_reuse_the_packed_weights(rng):
+    """Calls without a change in between pack the weights once (and training calls never
+    use the packing: their weights change at every step)."""
+    layer = make_layer("lstm", 6, 40, seed=1)
+    x = rng.standard_normal((3, 5, 6)).astype(np.float32)
+    y = layer(x)[0]
+    packing = layer._packing
+    assert packing is not None and packing.token == layer._weights_version
+    entries = dict(packing._entries)
+    assert entries
+    np.testing.assert_array_equal(layer(x)[0], y)
+    assert layer._packing is packing
+    assert all(packing._entries[key] is value for key, value in entries.items())
+    layer.parameters()
+    layer(x)
+    assert layer._packing is not packing
 
 
 # ---------------------------------------------------------------------------- in-place edits
