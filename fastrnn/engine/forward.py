@@ -14,13 +14,14 @@ __all__ = ["PackedWeights", "forward"]
 
 
 class PackedWeights:
-    """The weights of one stack packed for the forward kernels, reused across calls.
+    """The weights of one stack prepared for the forward kernels, reused across calls.
 
-    The caller keeps one only while the weights it was made for do not change, and passes it
-    to every :func:`forward` call on those weights: each call fills in what it lacks (the input
-    weights per instruction set and dtype, the recurrent weights per plan) and later calls find
-    it there.  It holds one packed copy of every weight matrix per entry.  Several threads may
-    share one (an entry two threads make at once is made twice, and both are right).
+    The caller keeps one only while the weights it was made for (biases included) do not
+    change, and passes it to every :func:`forward` call on those weights: each call fills in
+    what it lacks (the folded biases per dtype, the input weights packed per instruction set
+    and dtype, the recurrent weights per plan) and later calls find it there.  It holds one
+    packed copy of every weight matrix per entry.  Several threads may share one (an entry two
+    threads make at once is made twice, and both are right).
     """
 
     __slots__ = ("token", "_entries")
@@ -30,22 +31,39 @@ class PackedWeights:
         self.token = token
         self._entries = {}
 
-    def get(self, w_ih, w_hh, gates, units, mode, dtype):
+    def biases(self, dtype, fold):
+        """The folded biases for ``dtype``: ``fold()`` on the first call."""
+        got = self._entries.get(("biases", dtype))
+        if got is None:
+            got = self._entries[("biases", dtype)] = fold()
+        return got
+
+    def packing(self, w_ih, w_hh, gates, units, mode, dtype):
         """The ``packed`` argument of ``forward_stack`` for a call on the kernels in use
         (None if they changed while it packed)."""
         isa = runtime.isa()
+        blocks = tuple(units.tolist())
+        panel = mode == plan.MODE_PANEL
         ih = self._entries.get((isa, dtype))
-        hh = self._entries.get((isa, dtype, tuple(units.tolist()))) if mode == plan.MODE_PANEL else None
-        if ih is None or (hh is None and mode == plan.MODE_PANEL):
+        hh = self._entries.get((isa, dtype, blocks)) if panel else None
+        if ih is None or (panel and hh is None):
             made = _compiled.pack_forward_weights(w_ih, w_hh, gates, units, ih is None,
-                                                  mode == plan.MODE_PANEL and hh is None)
+                                                  panel and hh is None)
             if made[0] != isa:    # another thread switched the kernels meanwhile
                 return None
             if ih is None:
                 ih = self._entries[(isa, dtype)] = made[2]
             if made[3] is not None:
-                hh = self._entries[(isa, dtype, tuple(units.tolist()))] = made[3]
-        return isa, tuple(units.tolist()), ih, hh
+                hh = self._entries[(isa, dtype, blocks)] = made[3]
+        return isa, blocks, ih, hh
+
+
+def _fold_biases(weights, spec, H, dtype, num_layers, D):
+    """``(bx list, bhn list)`` over the layers and directions (see plan.fold_biases)."""
+    folded = [plan.fold_biases(weights, parameter_names(layer, d)[0][len("weight_ih"):], spec,
+                               H, dtype)
+              for layer in range(num_layers) for d in range(D)]
+    return [b for b, _ in folded], [bn for _, bn in folded]
 
 
 def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
@@ -107,16 +125,18 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     nb, nu = plan.clamp_work_items(nb, nu, B, H)
     layout = plan.batch_layout(lengths, B, T, nb)
     units = plan.unit_blocks(H, nu)
-    w_ih, w_hh, bx, bhn = [], [], [], []
-    for layer in range(num_layers):
-        for d in range(D):
-            name_ih, name_hh, _, _ = parameter_names(layer, d)
-            w_ih.append(weights[name_ih])
-            w_hh.append(weights[name_hh])
-            b, bn = plan.fold_biases(weights, name_ih[len("weight_ih"):], spec, H, x.dtype)
-            bx.append(b)
-            bhn.append(bn)
-    packed_arg = None if packed is None else packed.get(w_ih, w_hh, G, units, mode, x.dtype.char)
+    names = [parameter_names(layer, d) for layer in range(num_layers) for d in range(D)]
+    w_ih = [weights[n[0]] for n in names]
+    w_hh = [weights[n[1]] for n in names]
+
+    def fold():
+        return _fold_biases(weights, spec, H, x.dtype, num_layers, D)
+
+    if packed is None:
+        (bx, bhn), packed_arg = fold(), None
+    else:
+        bx, bhn = packed.biases(x.dtype.char, fold)
+        packed_arg = packed.packing(w_ih, w_hh, G, units, mode, x.dtype.char)
     y, h_n, c_n, ws = _compiled.forward_stack(
         spec.code, x, w_ih, w_hh, bx, bhn, h0, c0, layout.lengths, layout.order,
         layout.blocks, units, layout.partial, num_layers, D, training, nthreads, int(mode),

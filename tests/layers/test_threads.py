@@ -189,9 +189,10 @@ def test_inference_sees_edits_of_the_live_weights(cell, how, rng):
     del view, buffer
     for _ in range(2):          # nothing refers to the weights now: the packing is kept
         np.testing.assert_array_equal(infer(layer), infer(twin))
-    layer.parameters()["weight_hh_l0"][...] *= -2.0
-    twin.load_state_dict(layer.state_dict())
-    np.testing.assert_array_equal(infer(layer), infer(twin))
+    for name, edit in (("weight_hh_l0", -2.0), ("bias_ih_l0", 0.25)):
+        layer.parameters()[name][...] *= edit
+        twin.load_state_dict(layer.state_dict())
+        np.testing.assert_array_equal(infer(layer), infer(twin))
     new = {name: p * 0.75 for name, p in layer.state_dict().items()}
     layer.load_state_dict(new)
     twin.load_state_dict(new)
