@@ -173,6 +173,15 @@ cdef inline Py_ssize_t _active(Py_ssize_t na, Py_ssize_t s, Py_ssize_t p0,
     return na
 
 
+cdef inline void _pack_unit_block(const fr_kernels_t* kt, const floating* w_src, Py_ssize_t H,
+                                  Py_ssize_t G, const int64_t* ublk, Py_ssize_t w,
+                                  floating* whh) noexcept nogil:   # OUT its block of whh
+    """Pack unit block ``w`` of W_hh (rows of its units in every gate) into its place in the
+    array of separately packed blocks."""
+    _pack_panels(kt, w_src, H, G, H, ublk[w], ublk[w + 1] - ublk[w],
+                 whh + _block_offset(kt, H, G, ublk[w], ublk[1], sizeof(floating)))
+
+
 cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssize_t tmax,
                   Py_ssize_t B, Py_ssize_t H, Py_ssize_t G,
                   const floating* xp, Py_ssize_t LX, const floating* bx, const floating* bhn,
@@ -202,9 +211,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
         if nu > 1:
             w = tid
             while w < nu:
-                _pack_panels(kt, w_src, H, G, H, ublk[w], ublk[w + 1] - ublk[w],
-                             <floating*>whh + _block_offset(kt, H, G, ublk[w], ublk[1],
-                                                            sizeof(floating)))
+                _pack_unit_block(kt, w_src, H, G, ublk, w, <floating*>whh)
                 w += nth
         else:
             _pack_panels(kt, w_src, H, G, H, 0, H, <floating*>whh, tid, nth)
@@ -618,18 +625,18 @@ cdef object _pack_weights_impl(floating tag, list w_ih, list w_hh, Py_ssize_t G,
         with nogil:
             _pack_panels(kt, src, K, 1, GH, 0, GH, dst)
         ih.append(out)
-    for idx in range(len(w_hh) if recurrent_weights else 0):
-        H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[idx], 1)
-        _check_arr(w_hh[idx], f"w_hh[{idx}]", 2, G * H, H, 0, floating is double)
+    if recurrent_weights and w_hh:
+        H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
         _check_index(ublk_arr, "unit blocks", nu + 1, 0, H)
+    for idx in range(len(w_hh) if recurrent_weights else 0):
+        _check_arr(w_hh[idx], f"w_hh[{idx}]", 2, G * H, H, 0, floating is double)
         out = _new(1, _hh_packed_size(kt, H, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
                    False)
         src = <const floating*>_ptr(w_hh[idx])
         dst = <floating*>_ptr(out)
         with nogil:
             for w in range(nu):
-                _pack_panels(kt, src, H, G, H, ublk[w], ublk[w + 1] - ublk[w],
-                             dst + _block_offset(kt, H, G, ublk[w], ublk[1], sizeof(floating)))
+                _pack_unit_block(kt, src, H, G, ublk, w, dst)
         hh.append(out)
     return kt.name.decode(), tuple(ublk_arr.tolist()), ih, hh
 

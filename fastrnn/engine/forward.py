@@ -128,14 +128,11 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     names = [parameter_names(layer, d) for layer in range(num_layers) for d in range(D)]
     w_ih = [weights[n[0]] for n in names]
     w_hh = [weights[n[1]] for n in names]
-
-    def fold():
-        return _fold_biases(weights, spec, H, x.dtype, num_layers, D)
-
+    fold = (weights, spec, H, x.dtype, num_layers, D)
     if packed is None:
-        (bx, bhn), packed_arg = fold(), None
+        (bx, bhn), packed_arg = _fold_biases(*fold), None
     else:
-        bx, bhn = packed.biases(x.dtype.char, fold)
+        bx, bhn = packed.biases(x.dtype.char, lambda: _fold_biases(*fold))
         packed_arg = packed.packing(w_ih, w_hh, G, units, mode, x.dtype.char)
     y, h_n, c_n, ws = _compiled.forward_stack(
         spec.code, x, w_ih, w_hh, bx, bhn, h0, c0, layout.lengths, layout.order,
