@@ -4,18 +4,22 @@ The layers :class:`RNN`, :class:`LSTM` and :class:`GRU` take batch-first input, 
 parameter names, shapes and gate order, and run on a compiled engine or on the readable NumPy
 reference in :mod:`fastrnn.reference`. :class:`Sequential` and :class:`EncoderDecoder` build
 models from them with ``fit`` / ``evaluate`` / ``predict`` / ``save``; :func:`load_model` reads
-a saved model back.
+a saved model back. :class:`MultiHeadAttention`, :class:`PositionalEncoding`,
+:class:`LayerNorm` and :class:`TransformerEncoderLayer` (PyTorch's parameters too) run
+in a :class:`Sequential` next to them.
 """
 from . import cell_table, engine  # noqa: F401  (engine first: its import warns if unbuilt)
 from . import callbacks, diagnostics, init, losses, metrics, optim, reference, text
 from .engine import get_num_threads, set_num_threads, show_config
-from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding
+from .layers import (GRU, LSTM, RNN, Dense, Dropout, Embedding, LayerNorm, MultiHeadAttention,
+                     PositionalEncoding, TransformerEncoderLayer)
 from .models import EncoderDecoder, Sequential, load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GRU", "LSTM", "RNN", "Dense", "Dropout", "Embedding", "EncoderDecoder", "Sequential",
+    "GRU", "LSTM", "RNN", "Dense", "Dropout", "Embedding", "EncoderDecoder", "LayerNorm",
+    "MultiHeadAttention", "PositionalEncoding", "Sequential", "TransformerEncoderLayer",
     "callbacks", "diagnostics", "get_num_threads", "init", "load_model", "losses", "metrics",
     "optim", "reference", "set_num_threads", "show_config", "text", "__version__",
 ]

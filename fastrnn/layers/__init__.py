@@ -1,4 +1,6 @@
-"""Layers: ``RNN``, ``LSTM`` and ``GRU``, and ``Dense``, ``Embedding`` and ``Dropout`` around them.
+"""Layers: ``RNN``, ``LSTM`` and ``GRU``, ``Dense``, ``Embedding`` and ``Dropout`` around them,
+and the attention layers ``MultiHeadAttention``, ``PositionalEncoding``, ``LayerNorm`` and
+``TransformerEncoderLayer``.
 
 Every layer implements :class:`Layer`, the protocol through which models use layers. The
 package is split by what each file holds:
@@ -8,12 +10,17 @@ package is split by what each file holds:
 - :mod:`~fastrnn.layers.recurrent`: :class:`Recurrent` and ``RNN``, ``LSTM``, ``GRU``;
 - :mod:`~fastrnn.layers.dense`: ``Dense`` and its ``ACTIVATIONS``;
 - :mod:`~fastrnn.layers.embedding`: ``Embedding``;
-- :mod:`~fastrnn.layers.dropout`: ``Dropout``.
+- :mod:`~fastrnn.layers.dropout`: ``Dropout``;
+- :mod:`~fastrnn.layers.attention`: ``MultiHeadAttention``, ``PositionalEncoding``;
+- :mod:`~fastrnn.layers.normalization`: ``LayerNorm``;
+- :mod:`~fastrnn.layers.transformer`: ``TransformerEncoderLayer``.
 """
+from .attention import MultiHeadAttention, PositionalEncoding
 from .base import BACKENDS, Layer
 from .dense import ACTIVATIONS, Dense
 from .dropout import Dropout
 from .embedding import Embedding
+from .normalization import LayerNorm
 from .recurrent import (
            GRU,
            LSTM,
@@ -21,6 +28,8 @@ from .recurrent import (
            Recurrent,
            _Recurrent,  # noqa: F401  (the former name of Recurrent)
 )
+from .transformer import TransformerEncoderLayer
 
 __all__ = ["ACTIVATIONS", "BACKENDS", "GRU", "LSTM", "RNN", "Dense", "Dropout", "Embedding",
-           "Layer", "Recurrent"]
+           "Layer", "LayerNorm", "MultiHeadAttention", "PositionalEncoding", "Recurrent",
+           "TransformerEncoderLayer"]

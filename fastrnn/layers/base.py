@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .._validation import as_rng, check_choice
+from .._validation import as_float_array, as_rng, check_choice
 
 BACKENDS = ("compiled", "reference")
 
@@ -214,6 +214,47 @@ class _LayerBase:
     def get_config(self):
         """See :meth:`Layer.get_config`."""
         return {name: _json_value(getattr(self, name)) for name in self._config_names}
+
+    def state_dict(self):
+        """Copies of the parameters, by name (PyTorch's names and shapes).
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+        return {name: p.copy() for name, p in self._params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Set every parameter from ``state_dict`` (e.g. a PyTorch module's, as NumPy arrays),
+        all or nothing.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            Exactly the names of :meth:`parameters`, with the same shapes. Values are cast to
+            the layer's dtype and copied into the live arrays.
+
+        Raises
+        ------
+        ValueError
+            If a name is missing or unexpected, a shape differs, or a value is not finite.
+        TypeError
+            If ``state_dict`` is not a mapping or a value is not real numbers.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, "
+                            f"got {type(state_dict).__name__}")
+        missing = sorted(set(self._params) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(self._params))
+        if missing or unexpected:
+            raise ValueError(f"state_dict does not match the layer's parameters: "
+                             f"missing {missing}, unexpected {unexpected}")
+        checked = {
+            name: as_float_array(f"state_dict[{name!r}]", state_dict[name], p.dtype, p.shape)
+            for name, p in self._params.items()
+        }
+        for name, value in checked.items():   # only after every entry passed its checks
+            self._params[name][...] = value
 
     def _backward_reads(self, cache):
         """The arrays that the backward pass of ``cache`` reads and that a caller could edit
@@ -411,6 +452,28 @@ def claim_parameter_bytes(nbytes):
         raise ValueError(f"the configuration asks for more parameters than the file holds "
                          f"({nbytes} more bytes, {left} left)")
     _budget.left = left - nbytes
+
+
+def constant_params(shapes, value, dtype):
+    """Parameters filled with ``value`` (zeros for biases, ones for a norm's scale).
+
+    Parameters
+    ----------
+    shapes : iterable of (str, tuple of int)
+        The parameters' names and shapes (each is claimed from the :func:`parameter_budget`
+        before it is allocated).
+    value : float
+    dtype : numpy.dtype
+
+    Returns
+    -------
+    dict of str to ndarray
+    """
+    params = {}
+    for name, shape in shapes:
+        claim_parameter_bytes(math.prod(shape) * dtype.itemsize)
+        params[name] = np.full(shape, value, dtype)
+    return params
 
 
 def uniform_params(shapes, bound, dtype, seed):

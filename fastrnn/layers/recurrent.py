@@ -91,17 +91,9 @@ class Recurrent(_LayerBase):
         self._weights_version += 1     # the caller may write into them (see _current_stepper)
         return super().parameters()
 
-    def state_dict(self):
-        """Copies of the parameters, by PyTorch name, in PyTorch's shapes.
-
-        Returns
-        -------
-        dict of str to ndarray
-        """
-        return {name: p.copy() for name, p in self._params.items()}
-
     def load_state_dict(self, state_dict):
-        """Set every parameter from ``state_dict`` (e.g. a PyTorch module's, as NumPy arrays).
+        """Set every parameter from ``state_dict`` (e.g. a PyTorch module's, as NumPy arrays),
+        all or nothing.
 
         Parameters
         ----------
@@ -112,24 +104,11 @@ class Recurrent(_LayerBase):
         Raises
         ------
         ValueError
-            If a name is missing or unexpected, or a shape differs.
+            If a name is missing or unexpected, a shape differs, or a value is not finite.
         TypeError
             If ``state_dict`` is not a mapping or a value is not real numbers.
         """
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping of names to arrays, "
-                            f"got {type(state_dict).__name__}")
-        missing = sorted(set(self._params) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(self._params))
-        if missing or unexpected:
-            raise ValueError(f"state_dict does not match the layer's parameters: "
-                             f"missing {missing}, unexpected {unexpected}")
-        checked = {
-            name: as_float_array(f"state_dict[{name!r}]", state_dict[name], self.dtype, p.shape)
-            for name, p in self._params.items()
-        }
-        for name, value in checked.items():   # only after every entry passed its checks
-            self._params[name][...] = value
+        super().load_state_dict(state_dict)
         self._weights_version += 1
 
     # ------------------------------------------------------------------ input checks

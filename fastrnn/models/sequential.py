@@ -2,10 +2,12 @@
 ``evaluate`` / ``predict`` / ``generate``.
 
 :class:`Sequential` chains layers (``Embedding``, ``RNN``/``LSTM``/``GRU``, ``Dense``,
-``Dropout``). Data is validated once, here; the layers then run on arrays they can trust,
-through the layer protocol (:class:`fastrnn.layers.Layer`: ``model_forward``,
-``model_backward``, ``step``). Recurrent layers receive the batch's ``lengths``, so padding is
-never computed; losses on sequence outputs mask the padded steps out.
+``Dropout``, and the attention layers ``PositionalEncoding``, ``MultiHeadAttention``,
+``LayerNorm``, ``TransformerEncoderLayer``). Data is validated once, here; the layers then run
+on arrays they can trust, through the layer protocol (:class:`fastrnn.layers.Layer`:
+``model_forward``, ``model_backward``, ``step``). Recurrent layers receive the batch's
+``lengths``, so padding is never computed; the attention layers mask the padded keys with them;
+losses on sequence outputs mask the padded steps out.
 """
 from typing import NamedTuple
 
@@ -15,12 +17,18 @@ from .. import losses as losses_module
 from .. import metrics as metrics_module
 from .._validation import (as_float_array, as_lengths, as_rng, check_fraction,
                            check_positive_int)
-from ..layers import Dense, Dropout, Embedding, GRU, LSTM, RNN, Layer, Recurrent
+from ..layers import (GRU, LSTM, RNN, Dense, Dropout, Embedding, Layer, LayerNorm,
+                      MultiHeadAttention, PositionalEncoding, Recurrent, TransformerEncoderLayer)
 from ..layers.base import training_hold
 from .training import _Model, _trim, train_truncated
 
 #: layer classes a model file may name (nothing else is ever constructed from a file)
-LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Dropout, Embedding, GRU, LSTM, RNN)}
+LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Dropout, Embedding, GRU, LSTM, RNN,
+                                                LayerNorm, MultiHeadAttention,
+                                                PositionalEncoding, TransformerEncoderLayer)}
+#: the attention layers: whole sequences ``(batch, timesteps, features)`` in, validated by
+#: their ``check_input``
+ATTENTION_LAYERS = (MultiHeadAttention, PositionalEncoding, TransformerEncoderLayer)
 
 
 class Trace(NamedTuple):
@@ -53,9 +61,10 @@ class Sequential(_Model):
     Parameters
     ----------
     layers : list
-        ``Embedding``, ``RNN``, ``LSTM``, ``GRU``, ``Dense`` and ``Dropout`` layers. A recurrent
-        layer passes on its output sequence, or with ``return_sequences=False`` its output at
-        each sequence's last valid step.
+        ``Embedding``, ``RNN``, ``LSTM``, ``GRU``, ``Dense``, ``Dropout``, ``LayerNorm``,
+        ``PositionalEncoding``, ``MultiHeadAttention`` and ``TransformerEncoderLayer`` layers.
+        A recurrent layer passes on its output sequence, or with ``return_sequences=False`` its
+        output at each sequence's last valid step; the attention layers pass on sequences.
 
     Examples
     --------
@@ -106,12 +115,17 @@ class Sequential(_Model):
         if isinstance(first, Embedding):
             x = first.check_tokens(X, name)
             sequence = x.ndim >= 2
-            if len(self.layers) > 1 and isinstance(self.layers[1], Recurrent) and x.ndim != 2:
+            after = self.layers[1] if len(self.layers) > 1 else None
+            if isinstance(after, (Recurrent, *ATTENTION_LAYERS)) and x.ndim != 2:
                 raise ValueError(f"{name} must be token ids of shape (batch, timesteps) for "
-                                 f"the recurrent layer after the Embedding, got shape {x.shape}")
+                                 f"the {type(after).__name__} layer after the Embedding, got "
+                                 f"shape {x.shape}")
         elif isinstance(first, Recurrent):
             x = as_float_array(name, X, first.dtype, (None, None, first.input_size))
             sequence = True
+        elif isinstance(first, (LayerNorm, *ATTENTION_LAYERS)):
+            x = first.check_input(X, name)
+            sequence = x.ndim == 3
         else:
             feature = first.in_features if isinstance(first, Dense) else None
             x = as_float_array(name, X, self.dtype, (..., feature))
@@ -376,6 +390,10 @@ class Sequential(_Model):
                                                       or not layer.return_sequences):
                     raise ValueError(f"truncate needs unidirectional recurrent layers that "
                                      f"return sequences, got {layer!r}")
+                if isinstance(layer, ATTENTION_LAYERS):
+                    raise ValueError(f"truncate cuts the sequences into windows, which "
+                                     f"attention and positional encodings cannot see across; "
+                                     f"got {layer!r}")
         check_fraction("validation_split", validation_split)
         x, lengths = self._prepare(X, lengths)
         y = self._targets(y, x.shape[0])
@@ -530,8 +548,8 @@ class Sequential(_Model):
         for i, layer in enumerate(self.layers):
             shape = layer.output_shape(shape)
             params = layer.parameters()
-            w = sum(p.size for name, p in params.items() if name.startswith("weight"))
-            b = sum(p.size for name, p in params.items() if name.startswith("bias"))
+            b = sum(p.size for name, p in params.items() if _is_bias(name))
+            w = sum(p.size for p in params.values()) - b
             total_w, total_b = total_w + w, total_b + b
             rows.append((f"{i} {type(layer).__name__}", _shape_str(shape), str(w), str(b)))
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
@@ -550,11 +568,22 @@ class Sequential(_Model):
 
 
 
+def _is_bias(name):
+    """True for a bias parameter: ``"bias_ih_l0"``, ``"bias"``, ``"self_attn.in_proj_bias"``."""
+    return "bias" in name.rsplit(".", 1)[-1]
+
+
 def _default_input_shape(first):
     if isinstance(first, Recurrent):
         return (None, None, first.input_size)
     if isinstance(first, Dense):
         return (None, first.in_features)
+    if isinstance(first, LayerNorm):
+        return (None, None, first.normalized_shape)
+    if isinstance(first, TransformerEncoderLayer):
+        return (None, None, first.d_model)
+    if isinstance(first, ATTENTION_LAYERS):
+        return (None, None, first.embed_dim)
     return (None, None)
 
 

@@ -1,0 +1,489 @@
+"""Attention: ``MultiHeadAttention`` (self-attention with PyTorch's parameters) and
+``PositionalEncoding`` (sinusoidal or learned positions added to the input).
+
+Both take batch-first sequences ``(batch, timesteps, embed_dim)``. In a model the batch's
+``lengths`` mask the padding: ``MultiHeadAttention`` gives keys at or past a sequence's length
+no weight and outputs 0 at those steps (like the recurrent layers); ``PositionalEncoding``
+ignores them. Every product runs over ``(batch, heads, ...)`` at once (``np.matmul``).
+"""
+import math
+
+import numpy as np
+
+from .._validation import (
+    as_float_array,
+    as_lengths,
+    as_rng,
+    check_bool,
+    check_choice,
+    check_dtype,
+    check_int,
+    check_positive_int,
+)
+from .base import _LayerBase, claim_parameter_bytes, constant_params, uniform_params
+
+
+def valid_steps(lengths, timesteps):
+    """The valid steps of sequences of ``lengths``.
+
+    Parameters
+    ----------
+    lengths : ndarray of int, shape (batch,), or None
+        As :func:`fastrnn._validation.as_lengths` returns them (None: every step is valid).
+    timesteps : int
+
+    Returns
+    -------
+    ndarray of bool, shape (batch, timesteps), or None
+        None when ``lengths`` is None.
+    """
+    if lengths is None:
+        return None
+    return np.arange(timesteps) < lengths[:, None]
+
+
+def _affine(x, weight, bias):
+    """``x W^T + b`` over the last axis (``bias`` None: no bias)."""
+    out = x @ weight.T
+    if bias is not None:
+        out += bias
+    return out
+
+
+def _masked_softmax(scores, allowed):
+    """Softmax over the last axis of ``scores`` (overwritten) where ``allowed`` (broadcast to
+    it; None: everywhere), 0 elsewhere. Every row must allow at least one entry."""
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
+
+
+class MultiHeadAttention(_LayerBase):
+    """Multi-head scaled dot-product self-attention, as ``torch.nn.MultiheadAttention(embed_dim,
+    num_heads, batch_first=True)`` called with ``query = key = value = x``.
+
+    ``q, k, v = x W_q^T + b_q, x W_k^T + b_k, x W_v^T + b_v`` (``in_proj_weight`` holds the
+    rows of ``W_q``, ``W_k``, ``W_v`` in that order) are split into ``num_heads`` heads of
+    ``head_dim = embed_dim // num_heads`` features; each head computes
+    ``softmax(q k^T / sqrt(head_dim)) v``, and the heads' outputs, side by side, go through
+    ``out_proj``. Keys at or past a sequence's length get no weight, and the outputs there are
+    0 (their gradients too); with ``causal``, step ``t`` attends to the steps ``<= t`` only.
+
+    Parameters
+    ----------
+    embed_dim : int
+        Features of each timestep, in and out.
+    num_heads : int
+        Attention heads; must divide ``embed_dim``.
+    causal : bool
+        Mask the future: each step attends to itself and the steps before it (which also makes
+        :meth:`step` possible).
+    bias : bool
+        Whether the projections have biases (``in_proj_bias``, ``out_proj.bias``).
+    dtype : {"float32", "float64"}
+    seed : int or numpy.random.Generator, optional
+        Initialisation as PyTorch's: ``in_proj_weight`` Glorot-uniform, ``out_proj.weight``
+        uniform in ``+-1/sqrt(embed_dim)``, the biases 0.
+
+    Attributes
+    ----------
+    head_dim : int
+        ``embed_dim // num_heads``.
+
+    Notes
+    -----
+    The parameters are PyTorch's state_dict entries: ``in_proj_weight``
+    ``(3 * embed_dim, embed_dim)``, ``in_proj_bias`` ``(3 * embed_dim,)``, ``out_proj.weight``
+    ``(embed_dim, embed_dim)`` and ``out_proj.bias`` ``(embed_dim,)``, so
+    :meth:`load_state_dict` takes a PyTorch module's ``state_dict()`` (as NumPy arrays) and
+    :meth:`state_dict` gives one it loads. PyTorch computes outputs at padded steps too (from
+    the valid keys); this layer gives 0 there.
+    """
+
+    _config_names = ("embed_dim", "num_heads", "causal", "bias", "dtype")
+
+    def __init__(self, embed_dim, num_heads, *, causal=False, bias=True, dtype="float32",
+                 seed=None):
+        self.embed_dim = check_positive_int("embed_dim", embed_dim)
+        self.num_heads = check_positive_int("num_heads", num_heads)
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads "
+                             f"({self.num_heads})")
+        self.head_dim = self.embed_dim // self.num_heads
+        self.causal = check_bool("causal", causal)
+        self.bias = check_bool("bias", bias)
+        self.dtype = check_dtype(dtype)
+        rng = as_rng("seed", seed)
+        e = self.embed_dim
+        params = uniform_params([("in_proj_weight", (3 * e, e))], math.sqrt(6.0 / (4 * e)),
+                                self.dtype, rng)
+        if self.bias:
+            params.update(constant_params([("in_proj_bias", (3 * e,))], 0.0, self.dtype))
+        params.update(uniform_params([("out_proj.weight", (e, e))], 1.0 / math.sqrt(e),
+                                     self.dtype, rng))
+        if self.bias:
+            params.update(constant_params([("out_proj.bias", (e,))], 0.0, self.dtype))
+        super().__init__(params)
+
+    # ------------------------------------------------------------------ user calls
+
+    def check_input(self, x, name="x"):
+        """``x`` validated as :meth:`__call__` does.
+
+        Parameters
+        ----------
+        x : array_like, shape (batch, timesteps, embed_dim)
+        name : str
+            The argument's name in error messages.
+
+        Returns
+        -------
+        ndarray
+            C-contiguous, of the layer's dtype.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For anything but finite real numbers of that shape.
+        """
+        return as_float_array(name, x, self.dtype, (None, None, self.embed_dim))
+
+    def __call__(self, x, lengths=None, training=False, *, return_weights=False):
+        """Self-attention over a batch of sequences.
+
+        Parameters
+        ----------
+        x : array_like, shape (batch, timesteps, embed_dim)
+            Batch-first input; cast to the layer's dtype.
+        lengths : array_like of int, shape (batch,), optional
+            Valid timesteps of each sequence, each in ``1..timesteps``.
+        training : bool
+            Keep what :meth:`backward` needs.
+        return_weights : bool
+            Also return the attention weights.
+
+        Returns
+        -------
+        y : ndarray, shape (batch, timesteps, embed_dim)
+            0 at padded steps.
+        weights : ndarray, shape (batch, num_heads, timesteps, timesteps)
+            Only with ``return_weights``: ``weights[b, h, t]`` is how head ``h`` spreads step
+            ``t`` over the keys (PyTorch's ``need_weights=True, average_attn_weights=False``);
+            rows of padded steps are 0.
+        """
+        x = self.check_input(x)
+        lengths = as_lengths(lengths, x.shape[0], x.shape[1])
+        training = check_bool("training", training)
+        y, weights = self._forward(x, lengths, training)
+        if not check_bool("return_weights", return_weights):
+            return y
+        return y, (weights.copy() if training else weights)   # backward reads the cached ones
+
+    def backward(self, dy, *, input_grad=True):
+        """Gradient with respect to the input of the last call with ``training=True``; fills
+        :attr:`grads`.
+
+        Parameters
+        ----------
+        dy : array_like, shape (batch, timesteps, embed_dim)
+            Gradient with respect to ``y`` (its entries at padded steps do not count).
+        input_grad : bool
+            False skips the input gradient and returns None.
+
+        Returns
+        -------
+        ndarray or None
+        """
+        x = self._training_cache()[0]
+        dy = as_float_array("dy", dy, self.dtype, x.shape)
+        return self._backward(dy, bool(input_grad))
+
+    # ------------------------------------------------------------------ the computation
+
+    def _allowed(self, timesteps, valid):
+        """Which keys each query may attend to, broadcastable to
+        ``(batch, heads, timesteps, timesteps)``, or None for all."""
+        allowed = np.tri(timesteps, dtype=bool) if self.causal else None
+        if valid is not None:
+            keys = valid[:, None, None, :]
+            allowed = keys if allowed is None else allowed & keys
+        return allowed
+
+    def _forward(self, x, lengths, training):
+        """``(y, weights)`` of validated ``x`` and ``lengths``; keeps the cache if training."""
+        batch, timesteps, e = x.shape
+        p = self._params
+        qkv = _affine(x, p["in_proj_weight"], p.get("in_proj_bias"))
+        q, k, v = qkv.reshape(batch, timesteps, 3, self.num_heads, self.head_dim) \
+            .transpose(2, 0, 3, 1, 4)                    # each (batch, heads, time, head_dim)
+        valid = valid_steps(lengths, timesteps)
+        scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
+        weights = _masked_softmax(scores, self._allowed(timesteps, valid))
+        if valid is not None:
+            weights *= valid[:, None, :, None]          # padded queries attend to nothing
+        context = (weights @ v).transpose(0, 2, 1, 3).reshape(batch, timesteps, e)
+        y = _affine(context, p["out_proj.weight"], p.get("out_proj.bias"))
+        if valid is not None:
+            y *= valid[..., None]
+        if training:
+            self._keep_for_backward((x, q, k, v, weights, context, valid))
+        return y, weights
+
+    def _backward_reads(self, cache):
+        return {"x": cache[0], "parameter 'in_proj_weight'": self._params["in_proj_weight"],
+                "parameter 'out_proj.weight'": self._params["out_proj.weight"]}
+
+    def _backward(self, dy, input_grad):
+        """:meth:`backward` on a ``dy`` of the output's shape and dtype."""
+        x, q, k, v, weights, context, valid = self._training_cache()
+        batch, timesteps, e = x.shape
+        p = self._params
+        if valid is not None:
+            dy = dy * valid[..., None]
+        dy2 = dy.reshape(-1, e)
+        dcontext = (dy @ p["out_proj.weight"]).reshape(batch, timesteps, self.num_heads,
+                                                         self.head_dim).transpose(0, 2, 1, 3)
+        dweights = dcontext @ v.swapaxes(-1, -2)
+        dv = weights.swapaxes(-1, -2) @ dcontext
+        # through the softmax (masked entries have weight 0, hence gradient 0), then the scale
+        dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True))
+        dscores *= 1.0 / math.sqrt(self.head_dim)
+        dq = dscores @ k
+        dk = dscores.swapaxes(-1, -2) @ q
+        dqkv = np.stack([dq, dk, dv], axis=2).transpose(0, 3, 2, 1, 4) \
+            .reshape(batch, timesteps, 3 * e)
+        dqkv2 = dqkv.reshape(-1, 3 * e)
+        grads = {"in_proj_weight": dqkv2.T @ x.reshape(-1, e)}
+        if self.bias:
+            grads["in_proj_bias"] = dqkv2.sum(axis=0)
+        grads["out_proj.weight"] = dy2.T @ context.reshape(-1, e)
+        if self.bias:
+            grads["out_proj.bias"] = dy2.sum(axis=0)
+        self.grads = grads
+        dx = dqkv @ p["in_proj_weight"] if input_grad else None
+        self._backward_done()
+        return dx
+
+    # ------------------------------------------------------------------ in a model
+
+    def output_shape(self, input_shape):
+        """See :meth:`Layer.output_shape`: the input shape."""
+        return tuple(input_shape)
+
+    def model_forward(self, x, lengths=None, *, state=None, training=False):
+        """See :meth:`Layer.model_forward`: ``x`` is ``(batch, timesteps, embed_dim)``;
+        ``lengths`` masks the padded keys, and ``y`` is 0 at the padded steps."""
+        return self._forward(x, lengths, training)[0], None
+
+    def model_backward(self, dy, *, dstate=None, input_grad=True):
+        """See :meth:`Layer.model_backward`."""
+        return self._backward(dy, input_grad), None
+
+    def step(self, x_t, state=None):
+        """See :meth:`Layer.step`: one timestep ``x_t`` ``(batch, embed_dim)`` attending to
+        itself and the steps before it; ``causal=True`` layers only.
+
+        The state is ``(keys, values)``, each ``(batch, num_heads, steps so far, head_dim)``
+        (the keys and values of the steps seen, which a call with the whole sequence
+        recomputes); None means no step yet.
+        """
+        if not self.causal:
+            raise ValueError("step() needs causal=True: without the causal mask each step "
+                             "attends to later steps, which are not known yet")
+        x_t = as_float_array("x_t", x_t, self.dtype, (None, self.embed_dim))
+        batch = x_t.shape[0]
+        keys, values = self._check_step_state(state, batch)
+        p = self._params
+        qkv = _affine(x_t, p["in_proj_weight"], p.get("in_proj_bias"))
+        q, k, v = qkv.reshape(batch, 3, self.num_heads, 1, self.head_dim).transpose(1, 0, 2, 3, 4)
+        keys = np.concatenate([keys, k], axis=2)
+        values = np.concatenate([values, v], axis=2)
+        scores = (q @ keys.swapaxes(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
+        context = (_masked_softmax(scores, None) @ values).reshape(batch, self.embed_dim)
+        return _affine(context, p["out_proj.weight"], p.get("out_proj.bias")), (keys, values)
+
+    def _check_step_state(self, state, batch):
+        """``(keys, values)`` of a :meth:`step` state (None: empty)."""
+        shape = (batch, self.num_heads, None, self.head_dim)
+        if state is None:
+            empty = np.zeros((batch, self.num_heads, 0, self.head_dim), self.dtype)
+            return empty, empty
+        if not isinstance(state, tuple) or len(state) != 2:
+            raise TypeError(f"state must be the tuple (keys, values) that step() returned, "
+                            f"got {type(state).__name__}")
+        keys = as_float_array("state[0] (keys)", state[0], self.dtype, shape)
+        values = as_float_array("state[1] (values)", state[1], self.dtype, keys.shape)
+        return keys, values
+
+    def __repr__(self):
+        return (f"MultiHeadAttention({self.embed_dim}, {self.num_heads}, causal={self.causal}, "
+                f"bias={self.bias}, dtype={self.dtype.name!r})")
+
+
+#: the encodings :class:`PositionalEncoding` knows
+ENCODINGS = ("sinusoidal", "learned")
+
+
+def sinusoidal_encoding(start, stop, embed_dim, dtype):
+    """Rows ``start..stop-1`` of the sinusoidal encoding (Vaswani et al., 2017).
+
+    ``P[t, 2i] = sin(t / 10000^(2i / embed_dim))`` and ``P[t, 2i + 1] = cos(t / 10000^(2i /
+    embed_dim))`` (for an odd ``embed_dim`` the last column is a sine).
+
+    Parameters
+    ----------
+    start, stop : int
+    embed_dim : int
+    dtype : numpy.dtype
+
+    Returns
+    -------
+    ndarray, shape (stop - start, embed_dim)
+    """
+    column = np.arange(embed_dim)
+    angle = np.arange(start, stop)[:, None] / 10000.0 ** ((column - column % 2) / embed_dim)
+    return np.where(column % 2 == 0, np.sin(angle), np.cos(angle)).astype(dtype)
+
+
+class PositionalEncoding(_LayerBase):
+    """Positions added to a sequence: ``y[:, t] = x[:, t] + P[t]``.
+
+    Parameters
+    ----------
+    max_len : int
+        The longest sequence the layer takes; a longer one raises ValueError.
+    embed_dim : int
+        Features of each timestep.
+    kind : {"sinusoidal", "learned"}
+        ``"sinusoidal"``: the fixed encoding of :func:`sinusoidal_encoding`, no parameters.
+        ``"learned"``: ``P`` is the parameter ``weight`` ``(max_len, embed_dim)``, initialised
+        normal with standard deviation 0.02.
+    dtype : {"float32", "float64"}
+    seed : int or numpy.random.Generator, optional
+        Seed of the learned encoding's initialisation.
+    """
+
+    _config_names = ("max_len", "embed_dim", "kind", "dtype")
+
+    def __init__(self, max_len, embed_dim, *, kind="sinusoidal", dtype="float32", seed=None):
+        self.max_len = check_positive_int("max_len", max_len)
+        self.embed_dim = check_positive_int("embed_dim", embed_dim)
+        self.kind = check_choice("kind", kind, ENCODINGS)
+        self.dtype = check_dtype(dtype)
+        params = {}
+        if self.kind == "learned":
+            shape = (self.max_len, self.embed_dim)
+            claim_parameter_bytes(math.prod(shape) * self.dtype.itemsize)
+            params["weight"] = (0.02 * as_rng("seed", seed).standard_normal(shape)) \
+                .astype(self.dtype)
+        super().__init__(params)
+
+    def check_input(self, x, name="x"):
+        """``x`` validated as :meth:`__call__` does (see
+        :meth:`MultiHeadAttention.check_input`), at most ``max_len`` timesteps long."""
+        x = as_float_array(name, x, self.dtype, (None, None, self.embed_dim))
+        self._check_timesteps(x.shape[1])
+        return x
+
+    def _check_timesteps(self, timesteps):
+        if timesteps > self.max_len:
+            raise ValueError(f"the sequences have {timesteps} timesteps, more than the "
+                             f"PositionalEncoding's max_len={self.max_len}")
+
+    def encoding(self, start=0, stop=None):
+        """The encoding ``P`` of the positions ``start..stop-1``.
+
+        Parameters
+        ----------
+        start : int
+        stop : int, optional
+            Default: ``max_len``.
+
+        Returns
+        -------
+        ndarray, shape (stop - start, embed_dim)
+            A new array (for ``"learned"`` a copy of those rows of ``weight``).
+        """
+        stop = self.max_len if stop is None else stop
+        if self.kind == "learned":
+            return self._params["weight"][start:stop].copy()
+        return sinusoidal_encoding(start, stop, self.embed_dim, self.dtype)
+
+    def __call__(self, x, training=False):
+        """``x + P`` for ``x`` of shape ``(batch, timesteps, embed_dim)``, ``timesteps <=
+        max_len``; keep a cache if ``training``.
+
+        Returns
+        -------
+        ndarray, shape (batch, timesteps, embed_dim)
+        """
+        return self._forward(self.check_input(x), check_bool("training", training))
+
+    def _forward(self, x, training):
+        timesteps = x.shape[1]
+        self._check_timesteps(timesteps)
+        if self.kind == "learned":
+            y = x + self._params["weight"][:timesteps]
+        else:
+            y = x + sinusoidal_encoding(0, timesteps, self.embed_dim, self.dtype)
+        if training:
+            self._keep_for_backward(timesteps)
+        return y
+
+    def backward(self, dy):
+        """Gradient with respect to the input (``dy`` itself); fills :attr:`grads` (the
+        learned encoding's ``weight``: ``dy`` summed over the batch, 0 past the sequences).
+
+        Parameters
+        ----------
+        dy : ndarray, shape (batch, timesteps, embed_dim)
+            Gradient with respect to the output of the last call with ``training=True``.
+
+        Returns
+        -------
+        ndarray
+        """
+        timesteps = self._training_cache()
+        dy = as_float_array("dy", dy, self.dtype, (None, timesteps, self.embed_dim))
+        return self._backward(dy)
+
+    def _backward(self, dy):
+        timesteps = self._training_cache()
+        self.grads = {}
+        if self.kind == "learned":
+            grad = np.zeros_like(self._params["weight"])
+            grad[:timesteps] = dy.sum(axis=0)
+            self.grads["weight"] = grad
+        self._backward_done()
+        return dy
+
+    def output_shape(self, input_shape):
+        """See :meth:`Layer.output_shape`: the input shape."""
+        return tuple(input_shape)
+
+    def model_forward(self, x, lengths=None, *, state=None, training=False):
+        """See :meth:`Layer.model_forward`: ``x + P``; ``lengths`` is ignored. A ValueError
+        for sequences longer than ``max_len``."""
+        return self._forward(x, training), None
+
+    def model_backward(self, dy, *, dstate=None, input_grad=True):
+        """See :meth:`Layer.model_backward`: ``dx`` is ``dy``."""
+        dx = self._backward(dy)
+        return (dx if input_grad else None), None
+
+    def step(self, x_t, state=None):
+        """See :meth:`Layer.step`: ``x_t + P[position]`` for ``x_t`` ``(batch, embed_dim)``;
+        the state is the position (an int, the timesteps seen so far; None means 0)."""
+        x_t = as_float_array("x_t", x_t, self.dtype, (None, self.embed_dim))
+        position = 0 if state is None else check_int("state", state, low=0)
+        if position >= self.max_len:
+            raise ValueError(f"step() at position {position} is past the "
+                             f"PositionalEncoding's max_len={self.max_len}")
+        return x_t + self.encoding(position, position + 1), position + 1
+
+    def __repr__(self):
+        return (f"PositionalEncoding({self.max_len}, {self.embed_dim}, kind={self.kind!r}, "
+                f"dtype={self.dtype.name!r})")

@@ -1,0 +1,140 @@
+"""``LayerNorm``: layer normalization over the last axis."""
+import math
+
+import numpy as np
+
+from .._validation import as_float_array, check_bool, check_dtype, check_positive_int, check_real
+from .base import _LayerBase, constant_params
+
+
+class LayerNorm(_LayerBase):
+    """Layer normalization over the last axis, as ``torch.nn.LayerNorm(normalized_shape)``.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``, with the mean and the (biased)
+    variance of each vector of the last axis. Works on any shape ``(..., normalized_shape)``.
+
+    Parameters
+    ----------
+    normalized_shape : int
+        Features of the last axis.
+    eps : float
+        Added to the variance, > 0.
+    elementwise_affine : bool
+        Learn ``weight`` (initialised 1) and ``bias`` (initialised 0), each
+        ``(normalized_shape,)``, PyTorch's names.
+    bias : bool
+        With ``elementwise_affine``, whether there is a ``bias``.
+    dtype : {"float32", "float64"}
+    """
+
+    _config_names = ("normalized_shape", "eps", "elementwise_affine", "bias", "dtype")
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
+                 dtype="float32"):
+        self.normalized_shape = check_positive_int("normalized_shape", normalized_shape)
+        self.eps = check_real("eps", eps, 0.0, math.inf, low_open=True, high_open=True)
+        self.elementwise_affine = check_bool("elementwise_affine", elementwise_affine)
+        self.bias = check_bool("bias", bias)
+        self.dtype = check_dtype(dtype)
+        shape = (self.normalized_shape,)
+        params = {}
+        if self.elementwise_affine:
+            params.update(constant_params([("weight", shape)], 1.0, self.dtype))
+            if self.bias:
+                params.update(constant_params([("bias", shape)], 0.0, self.dtype))
+        super().__init__(params)
+
+    def check_input(self, x, name="x"):
+        """``x`` validated as :meth:`__call__` does.
+
+        Parameters
+        ----------
+        x : array_like, shape (..., normalized_shape)
+        name : str
+            The argument's name in error messages.
+
+        Returns
+        -------
+        ndarray
+            C-contiguous, of the layer's dtype.
+        """
+        return as_float_array(name, x, self.dtype, (..., self.normalized_shape))
+
+    def __call__(self, x, training=False):
+        """Normalize ``x`` of shape ``(..., normalized_shape)``; keep a cache if ``training``.
+
+        Returns
+        -------
+        ndarray, shape of ``x``
+        """
+        return self._forward(self.check_input(x), check_bool("training", training))
+
+    def _forward(self, x, training):
+        centred = x - x.mean(axis=-1, keepdims=True)
+        rstd = 1.0 / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + self.eps)
+        xhat = centred * rstd
+        y = xhat
+        if self.elementwise_affine:
+            y = xhat * self._params["weight"]
+            if self.bias:
+                y += self._params["bias"]
+        elif training:
+            y = xhat.copy()     # the xhat backward reads stays out of the caller's reach
+        if training:
+            self._keep_for_backward((xhat, rstd))
+        return y
+
+    def _backward_reads(self, cache):
+        return {"parameter 'weight'": self._params["weight"]} if self.elementwise_affine else {}
+
+    def backward(self, dy):
+        """Gradient with respect to the input of the last call with ``training=True``; fills
+        :attr:`grads`.
+
+        Parameters
+        ----------
+        dy : array_like
+            Gradient with respect to the output, of its shape.
+
+        Returns
+        -------
+        ndarray
+        """
+        xhat, _ = self._training_cache()
+        return self._backward(as_float_array("dy", dy, self.dtype, xhat.shape))
+
+    def _backward(self, dy):
+        xhat, rstd = self._training_cache()
+        self.grads = {}
+        dxhat = dy
+        if self.elementwise_affine:
+            n = self.normalized_shape
+            self.grads["weight"] = (dy * xhat).reshape(-1, n).sum(axis=0)
+            if self.bias:
+                self.grads["bias"] = dy.reshape(-1, n).sum(axis=0)
+            dxhat = dy * self._params["weight"]
+        dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                     - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+        self._backward_done()
+        return dx
+
+    def output_shape(self, input_shape):
+        """See :meth:`Layer.output_shape`: the input shape."""
+        return tuple(input_shape)
+
+    def model_forward(self, x, lengths=None, *, state=None, training=False):
+        """See :meth:`Layer.model_forward`; ``lengths`` is ignored (every timestep alike)."""
+        return self._forward(x, training), None
+
+    def model_backward(self, dy, *, dstate=None, input_grad=True):
+        """See :meth:`Layer.model_backward`."""
+        dx = self._backward(dy)
+        return (dx if input_grad else None), None
+
+    def step(self, x_t, state=None):
+        """See :meth:`Layer.step`: :meth:`__call__` on ``x_t`` ``(batch, normalized_shape)``."""
+        return self(x_t), None
+
+    def __repr__(self):
+        return (f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias})")
