@@ -101,6 +101,24 @@ def test_gemm(dtype, M, K, N):
     assert rel_err(gemm.matmul(a, b), a @ b) <= TOL[np.dtype(dtype)] * K
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M, K, N", [(145, 257, 33), (300, 600, 70), (433, 129, 300)])
+def test_gemm_across_blocks(dtype, M, K, N):
+    """Shapes past one block of rows (128-144, by target) and of K (256): the packed micro-panels
+    of A, the C tiles added to over several K blocks, the ragged last panel; transposed and
+    accumulating too."""
+    rng = np.random.default_rng(M * K + N)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    tol = TOL[np.dtype(dtype)] * K
+    assert rel_err(gemm.matmul(a, b), a @ b) <= tol
+    at = np.ascontiguousarray(a.T)
+    c0 = rng.standard_normal((M, N)).astype(dtype)
+    out = c0.copy()
+    assert gemm.matmul(at, b, trans_a=True, out=out) is out
+    assert rel_err(out, c0 + a @ b) <= tol
+
+
 def test_every_entry_point_has_a_parity_test():
     """A new public name in an engine module needs a twin here (or a reason in
     NOT_ENTRY_POINTS)."""

@@ -67,6 +67,7 @@ FR_VTYPES(double, d)
 #  else
 #    define FR_KEEP(v) ((void)0)
 #  endif
+#  define FR_PREFETCH(p) __builtin_prefetch((p), 1, 3)
 #  if defined(__clang__) || __GNUC__ >= 12
 #    define FR_HAVE_SHUFFLE 1
 #  else
@@ -88,6 +89,7 @@ static fr_v_d fr_vzero_fr_v_d(void) { fr_v_d v; memset(&v, 0, sizeof v); return 
 #  define FR_VADD(acc, v) do { for (int l_ = 0; l_ < FR_NLANES(acc); ++l_) (acc).e[l_] += (v).e[l_]; } while (0)
 #  define FR_VLANE(v, i) ((v).e[i])
 #  define FR_KEEP(v) ((void)0)
+#  define FR_PREFETCH(p) ((void)0)
 #  define FR_HAVE_SHUFFLE 0
 #endif
 

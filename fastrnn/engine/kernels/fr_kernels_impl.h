@@ -10,7 +10,7 @@
 #define VL ((fr_idx)(FR_VBYTES / sizeof(FR_T)))   /* lanes of one vector */
 #define NR (FR_NV * VL)                           /* panel width */
 #define KC ((fr_idx)(FR_KC_BYTES / (NR * sizeof(FR_T))))   /* rows of a K block */
-#define MC 128                                    /* rows of A per block of gemm_range */
+#define MC ((fr_idx)FR_MC)                        /* rows of A per block of gemm_range */
 /* accumulators of a tile: the full tile, or FR_CHAINS for the small ones split in k */
 #define FR_ACC (FR_MR * FR_NV > FR_CHAINS ? FR_MR * FR_NV : FR_CHAINS)
 
@@ -30,11 +30,14 @@ static FR_INLINE void FN(tile)(const int R, const int NVV, const int KS, fr_idx 
     /* accumulator (s, i, j) is acc[(s * R + i) * NVV + j]: KS * R * NVV <= FR_ACC of them */
     V acc[FR_ACC];
     fr_idx k = k0;
-    FR_UNROLL for (int i = 0; i < R; ++i)
-        FR_UNROLL for (int j = 0; j < NVV; ++j) {
-            acc[i * NVV + j] = FN(vld)(c + i * ldc + j * VL);
-            FR_UNROLL for (int s = 1; s < KS; ++s) acc[(s * R + i) * NVV + j] = FR_VZERO(V);
-        }
+    /* C is added at the end, not loaded first: its rows (often out of cache, ldc apart) are
+       prefetched now and arrive while the k loop runs, as in BLIS's micro-kernels */
+    FR_UNROLL for (int i = 0; i < R; ++i) {
+        FR_PREFETCH(c + i * ldc);
+        FR_PREFETCH(c + i * ldc + NVV * VL - 1);
+        FR_UNROLL for (int j = 0; j < NVV; ++j)
+            FR_UNROLL for (int s = 0; s < KS; ++s) acc[(s * R + i) * NVV + j] = FR_VZERO(V);
+    }
     for (; k + KS <= k1; k += KS) {
         FR_UNROLL for (int s = 0; s < KS; ++s) {
             const FR_T* w = pan + (k + s) * NR;
@@ -61,6 +64,7 @@ static FR_INLINE void FN(tile)(const int R, const int NVV, const int KS, fr_idx 
         FR_UNROLL for (int j = 0; j < NVV; ++j) {
             FR_UNROLL for (int s = 1; s < KS; ++s)
                 FR_VADD(acc[i * NVV + j], acc[(s * R + i) * NVV + j]);
+            FR_VADD(acc[i * NVV + j], FN(vld)(c + i * ldc + j * VL));
             FN(vst)(c + i * ldc + j * VL, acc[i * NVV + j]);
         }
 }
@@ -172,7 +176,11 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
                 } else {
                     a = A + m * ars + k0 * aks; lda = ars; ak = aks;
                 }
-                if (!edge) {
+                if (!edge && pa && r == FR_MR) {
+                    /* the common case: constant strides, so a tile's FR_MR values of A are
+                       one address plus constant offsets */
+                    FN(tile)(FR_MR, FR_NV, 1, 0, kn, a, 1, FR_MR, pan, C + m * ldc + j0, ldc);
+                } else if (!edge) {
                     FN(tile_any)(r, FR_NV, 0, kn, a, lda, ak, pan, C + m * ldc + j0, ldc);
                 } else {
                     for (int i = 0; i < r; ++i)
