@@ -418,11 +418,17 @@ def test_float32_activation_error_bounds():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_activations_propagate_nan(dtype):
-    x = np.array([np.nan, 0.5], dtype=dtype)
+    """NaN in whole vectors (the vector code, any lane) and in the elements left over."""
+    x = np.linspace(-3, 3, 37).astype(dtype)
+    nan = [0, 5, 8, 17, 31, 36]
+    x[nan] = np.nan
+    x[[3, 20]] = np.inf, -np.inf
     out = np.empty_like(x)
     for fn in (_compiled.tanh_approx, _compiled.sigmoid_approx):
         fn(x, out)
-        assert np.isnan(out[0]) and not np.isnan(out[1])
+        assert np.array_equal(np.flatnonzero(np.isnan(out)), nan)
+    tol = _compiled.SIGMOID_F32_MAX_ABS_ERR if dtype == np.float32 else 0.0
+    assert abs(out[3] - 1.0) <= tol and abs(out[20]) <= tol   # sigmoid(+inf), sigmoid(-inf)
 
 
 def test_float64_activations_are_exact():

@@ -329,21 +329,37 @@ static void FN(pack_rows)(const FR_T* B, fr_idx ldb, fr_idx K, fr_idx N, FR_T* o
 static FR_INLINE FR_T FN(act_tanh)(FR_T x) { return FR_CAT(fr_tanh_, FR_S)(x); }
 static FR_INLINE FR_T FN(act_sigmoid)(FR_T x) { return FR_CAT(fr_sigmoid_, FR_S)(x); }
 
+/* Each loop below first runs over whole vectors where the target has vector activations
+   (FR_VACT: fr_vtanh_f, fr_vsigmoid_f), then element by element over what is left. */
+#if FR_VACT
+#  define FR_VLOOP(j, n) for (; (j) + VL <= (n); (j) += VL)
+#  define VTANH(v) FR_CAT(fr_vtanh_, FR_S)(v)
+#  define VSIGMOID(v) FR_CAT(fr_vsigmoid_, FR_S)(v)
+#else
+#  define FR_VLOOP(j, n) for (; 0;)
+#  define VTANH(v) (v)
+#  define VSIGMOID(v) (v)
+#endif
+
 static void FN(tanh_arr)(const FR_T* FR_RESTRICT x, FR_T* FR_RESTRICT out, fr_idx n) {
-    for (fr_idx j = 0; j < n; ++j) out[j] = FN(act_tanh)(x[j]);
+    fr_idx j = 0;
+    FR_VLOOP(j, n) FN(vst)(out + j, VTANH(FN(vld)(x + j)));
+    for (; j < n; ++j) out[j] = FN(act_tanh)(x[j]);
 }
 
 static void FN(sigmoid_arr)(const FR_T* FR_RESTRICT x, FR_T* FR_RESTRICT out, fr_idx n) {
-    for (fr_idx j = 0; j < n; ++j) out[j] = FN(act_sigmoid)(x[j]);
+    fr_idx j = 0;
+    FR_VLOOP(j, n) FN(vst)(out + j, VSIGMOID(FN(vld)(x + j)));
+    for (; j < n; ++j) out[j] = FN(act_sigmoid)(x[j]);
 }
 
 static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
                       const FR_T* FR_RESTRICT h_prev, FR_T* FR_RESTRICT c,
                       FR_T* FR_RESTRICT h_out, FR_T* FR_RESTRICT hn_out) {
-    fr_idx j;
+    fr_idx j = 0;
     switch (cell) {
     case FR_RNN_TANH:
-        for (j = 0; j < nj; ++j) h_out[j] = FN(act_tanh)(rec[j]);
+        FN(tanh_arr)(rec, h_out, nj);
         break;
     case FR_RNN_RELU:   /* written so that NaN propagates, as in the reference */
         for (j = 0; j < nj; ++j) h_out[j] = rec[j] < 0 ? (FR_T)0 : rec[j];
@@ -353,7 +369,15 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
         FR_T* FR_RESTRICT gf = rec + nj;
         FR_T* FR_RESTRICT gg = rec + 2 * nj;
         FR_T* FR_RESTRICT go = rec + 3 * nj;
-        for (j = 0; j < nj; ++j) {
+        FR_VLOOP(j, nj) {
+            const V i = VSIGMOID(FN(vld)(gi + j)), f = VSIGMOID(FN(vld)(gf + j));
+            const V g = VTANH(FN(vld)(gg + j)), o = VSIGMOID(FN(vld)(go + j));
+            const V cn = f * FN(vld)(c + j) + i * g;
+            FN(vst)(gi + j, i); FN(vst)(gf + j, f); FN(vst)(gg + j, g); FN(vst)(go + j, o);
+            FN(vst)(c + j, cn);
+            FN(vst)(h_out + j, o * VTANH(cn));
+        }
+        for (; j < nj; ++j) {
             const FR_T i = FN(act_sigmoid)(gi[j]), f = FN(act_sigmoid)(gf[j]);
             const FR_T g = FN(act_tanh)(gg[j]), o = FN(act_sigmoid)(go[j]);
             const FR_T cn = f * c[j] + i * g;
@@ -369,7 +393,13 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
         FR_T* FR_RESTRICT ghn = rec + 2 * nj;
         const FR_T* FR_RESTRICT gxn = rec + 3 * nj;
         if (hn_out != NULL) memcpy(hn_out, ghn, nj * sizeof(FR_T));
-        for (j = 0; j < nj; ++j) {
+        FR_VLOOP(j, nj) {
+            const V r = VSIGMOID(FN(vld)(gr + j)), z = VSIGMOID(FN(vld)(gz + j));
+            const V n = VTANH(FN(vld)(gxn + j) + r * FN(vld)(ghn + j));
+            FN(vst)(gr + j, r); FN(vst)(gz + j, z); FN(vst)(ghn + j, n);
+            FN(vst)(h_out + j, n + z * (FN(vld)(h_prev + j) - n));
+        }
+        for (; j < nj; ++j) {
             const FR_T r = FN(act_sigmoid)(gr[j]), z = FN(act_sigmoid)(gz[j]);
             const FR_T n = FN(act_tanh)(gxn[j] + r * ghn[j]);
             gr[j] = r; gz[j] = z; ghn[j] = n;
@@ -382,6 +412,9 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
     }
 }
 
+#undef FR_VLOOP
+#undef VTANH
+#undef VSIGMOID
 #undef FN
 #undef V
 #undef VL
