@@ -26,7 +26,7 @@ static FR_INLINE void FN(vst)(FR_T* p, V v) { FR_VSTORE(p, v); }
  * ------------------------------------------------------------------------------------------- */
 static FR_INLINE void FN(tile)(const int R, const int NVV, const int KS, fr_idx k0, fr_idx k1,
                                const FR_T* A, fr_idx lda, fr_idx aks, const FR_T* pan,
-                               FR_T* c, fr_idx ldc) {
+                               FR_T* c, fr_idx ldc, const int add_c) {
     /* accumulator (s, i, j) is acc[(s * R + i) * NVV + j]: KS * R * NVV <= FR_ACC of them */
     V acc[FR_ACC];
     fr_idx k = k0;
@@ -64,7 +64,7 @@ static FR_INLINE void FN(tile)(const int R, const int NVV, const int KS, fr_idx 
         FR_UNROLL for (int j = 0; j < NVV; ++j) {
             FR_UNROLL for (int s = 1; s < KS; ++s)
                 FR_VADD(acc[i * NVV + j], acc[(s * R + i) * NVV + j]);
-            FR_VADD(acc[i * NVV + j], FN(vld)(c + i * ldc + j * VL));
+            if (add_c) FR_VADD(acc[i * NVV + j], FN(vld)(c + i * ldc + j * VL));
             FN(vst)(c + i * ldc + j * VL, acc[i * NVV + j]);
         }
 }
@@ -74,10 +74,10 @@ static FR_INLINE void FN(tile)(const int R, const int NVV, const int KS, fr_idx 
 
 /* one tile of r (1..FR_MR) rows and nv (1..FR_NV) vectors, dispatched to its constant shape */
 static void FN(tile_any)(int r, int nv, fr_idx k0, fr_idx k1, const FR_T* A, fr_idx lda,
-                         fr_idx aks, const FR_T* pan, FR_T* c, fr_idx ldc) {
+                         fr_idx aks, const FR_T* pan, FR_T* c, fr_idx ldc, int add_c) {
 #define FR_TILE_CASE(RR, NN)                                                                     \
     case (RR) * 16 + (NN):                                                                       \
-        FN(tile)(RR, NN, FR_KSETS(RR, NN), k0, k1, A, lda, aks, pan, c, ldc);                     \
+        FN(tile)(RR, NN, FR_KSETS(RR, NN), k0, k1, A, lda, aks, pan, c, ldc, add_c);              \
         return;
 #if FR_NV >= 2
 #  define FR_TILE_CASE2(RR) FR_TILE_CASE(RR, 2)
@@ -128,7 +128,8 @@ static void FN(tile_any)(int r, int nv, fr_idx k0, fr_idx k1, const FR_T* A, fr_
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Register-tiled GEMM on a panel-packed W:  C (M, N) += op(A) (M, K) @ W (K, N).
+ * Register-tiled GEMM on a panel-packed W:  C (M, N) += op(A) (M, K) @ W (K, N), or C = ...
+ * unless accumulate (the first K block then writes C without reading it).
  * Loop order: K blocks of KC rows (a KC x NR block of a panel stays in L1) > panels > tiles of
  * FR_MR rows (the rows left over: one tile of fewer rows).  The last panel's ragged columns go
  * through a small buffer of C rows NR wide, with a tile only as many vectors wide as needed.
@@ -138,7 +139,7 @@ static void FN(tile_any)(int r, int nv, fr_idx k0, fr_idx k1, const FR_T* A, fr_
  * in one L1 set.  Element (m, k) of A is at A[m * ars + k * aks].
  * ------------------------------------------------------------------------------------------- */
 static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ars, fr_idx aks,
-                          const FR_T* Wp, FR_T* C, fr_idx ldc, FR_T* apack) {
+                          const FR_T* Wp, FR_T* C, fr_idx ldc, FR_T* apack, int accumulate) {
     FR_T ctile[FR_MR * NR];
     const fr_idx nfull = (N / NR) * NR, nr = N - nfull, ntile = M / FR_MR;
     const int nv_edge = (int)((nr + VL - 1) / VL);
@@ -146,6 +147,7 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
     const fr_idx kc = M <= FR_MR ? K : KC;   /* one row tile: no reuse of a W block */
     for (fr_idx k0 = 0; k0 < K; k0 += kc) {
         const fr_idx k1 = k0 + kc < K ? k0 + kc : K, kn = k1 - k0;
+        const int add_c = accumulate || k0 > 0;   /* else the first K block writes C */
         if (pa) {
             if (aks == 1) {         /* A row-major: read each row's K block in order */
                 for (fr_idx t = 0; t < ntile; ++t)
@@ -179,13 +181,15 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
                 if (!edge && pa && r == FR_MR) {
                     /* the common case: constant strides, so a tile's FR_MR values of A are
                        one address plus constant offsets */
-                    FN(tile)(FR_MR, FR_NV, 1, 0, kn, a, 1, FR_MR, pan, C + m * ldc + j0, ldc);
+                    FN(tile)(FR_MR, FR_NV, 1, 0, kn, a, 1, FR_MR, pan, C + m * ldc + j0, ldc,
+                             add_c);
                 } else if (!edge) {
-                    FN(tile_any)(r, FR_NV, 0, kn, a, lda, ak, pan, C + m * ldc + j0, ldc);
+                    FN(tile_any)(r, FR_NV, 0, kn, a, lda, ak, pan, C + m * ldc + j0, ldc, add_c);
                 } else {
-                    for (int i = 0; i < r; ++i)
-                        memcpy(ctile + i * NR, C + (m + i) * ldc + nfull, nr * sizeof(FR_T));
-                    FN(tile_any)(r, nv_edge, 0, kn, a, lda, ak, pan, ctile, NR);
+                    if (add_c)
+                        for (int i = 0; i < r; ++i)
+                            memcpy(ctile + i * NR, C + (m + i) * ldc + nfull, nr * sizeof(FR_T));
+                    FN(tile_any)(r, nv_edge, 0, kn, a, lda, ak, pan, ctile, NR, add_c);
                     for (int i = 0; i < r; ++i)
                         memcpy(C + (m + i) * ldc + nfull, ctile + i * NR, nr * sizeof(FR_T));
                 }
@@ -196,7 +200,7 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
 
 static void FN(gemm_acc)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx lda,
                          const FR_T* Wp, FR_T* C, fr_idx ldc) {
-    if (M > 0 && N > 0 && K > 0) FN(gemm_core)(M, N, K, A, lda, 1, Wp, C, ldc, NULL);
+    if (M > 0 && N > 0 && K > 0) FN(gemm_core)(M, N, K, A, lda, 1, Wp, C, ldc, NULL, 1);
 }
 
 static void FN(gemm_range)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const FR_T* A, fr_idx lda,
@@ -204,13 +208,15 @@ static void FN(gemm_range)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const FR_T*
     const fr_idx ars = trans_a ? 1 : lda, aks = trans_a ? lda : 1;
     FR_T* apack = NULL;
     if (r1 <= r0 || N <= 0) return;
-    if (!accumulate)
-        for (fr_idx r = r0; r < r1; ++r) memset(C + r * ldc, 0, N * sizeof(FR_T));
-    if (K <= 0) return;
+    if (K <= 0) {   /* else the first K block writes C (no memset) unless accumulate */
+        if (!accumulate)
+            for (fr_idx r = r0; r < r1; ++r) memset(C + r * ldc, 0, N * sizeof(FR_T));
+        return;
+    }
     if (r1 - r0 > FR_MR) apack = (FR_T*)malloc(MC * (K < KC ? K : KC) * sizeof(FR_T));
     for (fr_idx m0 = r0; m0 < r1; m0 += MC) {
         const fr_idx m = r1 - m0 < MC ? r1 - m0 : MC;
-        FN(gemm_core)(m, N, K, A + m0 * ars, ars, aks, Bp, C + m0 * ldc, ldc, apack);
+        FN(gemm_core)(m, N, K, A + m0 * ars, ars, aks, Bp, C + m0 * ldc, ldc, apack, accumulate);
     }
     free(apack);
 }
