@@ -104,7 +104,7 @@ def test_gemm(dtype, M, K, N):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("M, K, N", [(145, 257, 33), (300, 600, 70), (433, 129, 300)])
 def test_gemm_across_blocks(dtype, M, K, N):
-    """Shapes past one block of rows (128-144, by target) and of K (256): the packed micro-panels
+    """Shapes past one block of rows (128-144, by target) and of K (256-512): the packed micro-panels
     of A, the C tiles added to over several K blocks, the ragged last panel; transposed and
     accumulating too."""
     rng = np.random.default_rng(M * K + N)

@@ -32,7 +32,7 @@
 #  define FR_NV 2
 #  define FR_DR 3
 #  define FR_DC 3
-#  define FR_KC_BYTES 16384
+#  define FR_KC_BYTES 32768   /* 512 rows of a float panel: 3-5% faster than 256 (Zen 4) */
 #  define FR_MC 144    /* 24 tiles of 6 rows (128 left a 2-row tile per block: 2.5-7% slower) */
 #elif defined(__aarch64__) || defined(_M_ARM64)
 /* 32 q registers with FMA: 24 accumulators + 3 weights + 1 broadcast (8 x 12 floats) */
