@@ -141,7 +141,8 @@ class EncoderDecoder(_Model):
     # ------------------------------------------------------------------ inputs
 
     def _tokens(self, name, tokens, lengths, embedding):
-        if isinstance(tokens, (list, tuple)) and len({len(t) for t in tokens}) > 1:
+        if isinstance(tokens, (list, tuple)) and all(np.ndim(t) == 1 for t in tokens) and \
+                len({len(t) for t in tokens}) > 1:
             if lengths is not None:
                 raise ValueError(f"{name} is ragged, so its lengths must not be given too")
             from ..text.sequences import pad_sequences
