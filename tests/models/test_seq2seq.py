@@ -159,6 +159,44 @@ def test_wide_beam_finds_the_best_sequence_of_exhaustive_search(alpha):
     np.testing.assert_array_equal(found[0], best)
 
 
+def reference_beam_search(model, source, k, alpha, max_length, vocab):
+    """Beam search written out hypothesis by hypothesis, scored by teacher forcing
+    (``log_likelihood`` of each prefix): a finished hypothesis keeps its place in the beam,
+    the candidates are ranked by ``log p / ((5 + length) / 6) ** alpha``."""
+    penalty = lambda n: ((5.0 + n) / 6.0) ** alpha                     # noqa: E731
+    beams = [((), 0.0, False)]
+    for _ in range(max_length):
+        candidates = []
+        for tokens, score, done in beams:
+            if done:
+                candidates.append((tokens, score, True))
+                continue
+            extended = [tokens + (v,) for v in range(vocab)]
+            ll = model.log_likelihood(np.repeat(source, vocab, axis=0), np.array(extended))
+            candidates += [(e, float(l), e[-1] == EOS) for e, l in zip(extended, ll)]
+        beams = sorted(candidates, key=lambda c: -c[1] / penalty(len(c[0])))[:k]
+        if all(done for _, _, done in beams):
+            break
+    return max(beams, key=lambda c: c[1] / penalty(len(c[0])))[0]
+
+
+@pytest.mark.parametrize("k, alpha", [(2, 0.0), (3, 0.0), (2, 2.0), (3, 4.0)])
+def test_beam_search_equals_the_search_written_out(k, alpha):
+    vocab, steps = 5, 4
+    model = model_of("luong", vocab=vocab, hidden_size=5, seed=13)
+    for p in model.parameters().values():
+        p *= 2.0                                    # sharper, more varied distributions
+    # <eos> likelier: finished hypotheses then compete with longer live ones for the beam
+    # (where the length penalty decides which stay; ranking by log p alone fails here)
+    model.output.parameters()["bias"][EOS] += 1.0
+    sources = np.random.default_rng(4).integers(3, vocab, (6, 4))
+    found = model.predict(sources, max_length=steps, beam_width=k, length_penalty=alpha)
+    for source, row in zip(sources, found):
+        want = reference_beam_search(model, source[None], k, alpha, steps, vocab)
+        np.testing.assert_array_equal(row[:len(want)], want)
+        assert (row[len(want):] == 0).all()
+
+
 def test_attention_weights_rows_sum_to_one_until_eos(trained):
     model, sources = trained
     tokens, weights = model.predict(sources, max_length=8, beam_width=3,
