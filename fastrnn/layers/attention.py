@@ -636,8 +636,10 @@ class CrossAttention(_LayerBase):
         hidden = None
         if self.score == "additive":
             projected = query @ self._params["query_weight"].T        # (batch, query, h)
-            hidden = np.tanh(projected[:, :, None, :] + keys[:, None, :, :])
-            scores = hidden @ self._params["score_weight"]            # (batch, query, memory)
+            hidden = projected[:, :, None, :] + keys[:, None, :, :]   # (batch, query, memory, h)
+            np.tanh(hidden, out=hidden)
+            scores = (hidden.reshape(-1, hidden.shape[-1]) @ self._params["score_weight"]) \
+                .reshape(hidden.shape[:-1])                           # (batch, query, memory)
         else:
             scores = query @ keys.swapaxes(-1, -2)
         weights = _masked_softmax(scores, None if valid is None else valid[:, None, :])
@@ -675,7 +677,10 @@ class CrossAttention(_LayerBase):
         dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True))
         grads = {}
         if self.score == "additive":
-            dhidden = dscores[..., None] * p["score_weight"] * (1 - hidden * hidden)
+            dhidden = hidden * hidden               # one array of (batch, query, memory, h)
+            np.subtract(1, dhidden, out=dhidden)
+            dhidden *= p["score_weight"]
+            dhidden *= dscores[..., None]
             grads["score_weight"] = dscores.reshape(-1) @ hidden.reshape(-1, h)
             dprojected = dhidden.sum(axis=2)                            # (batch, query, h)
             dkeys = dhidden.sum(axis=1)                                 # (batch, memory, h)
