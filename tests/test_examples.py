@@ -42,7 +42,7 @@ def test_one_to_one():
 
 
 def test_attention_reverses_long_strings_and_the_plain_encoder_decoder_does_not():
-    """The README's table (about 100 s on one core of the 2-core AMD EPYC Zen 4 machine)."""
+    """The README's table (about a minute on one core of the AMD EPYC Zen 4 class machine)."""
     result = load("seq2seq_attention").run(verbose=0)
     assert result["attention"]["exact_match"] >= 0.85
     assert result["attention"]["beam_exact_match"] >= 0.85
