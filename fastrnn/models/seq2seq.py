@@ -386,7 +386,7 @@ class EncoderDecoder(_Model):
         return outputs, self.attention.keys(outputs), valid_steps(src_len, timesteps)
 
     def predict(self, source, source_lengths=None, max_length=50, beam_width=None,
-                length_penalty=0.0, return_attention=False):
+                length_penalty=0.0, return_attention=False, batch_size=256):
         """Decode the source sequences: greedily, or by beam search.
 
         Parameters
@@ -407,6 +407,8 @@ class EncoderDecoder(_Model):
             sequences); larger values favour longer ones.
         return_attention : bool
             Also return the attention weights (models with attention only).
+        batch_size : int
+            Sequences decoded at once (a beam search runs ``batch_size * beam_width`` rows).
 
         Returns
         -------
@@ -425,14 +427,24 @@ class EncoderDecoder(_Model):
         if check_bool("return_attention", return_attention) and self.attention is None:
             raise ValueError("return_attention=True needs a model with attention (this one "
                              "was built with attention=None)")
-        outputs, state = self._encode(src, src_len, False)
-        memory = self._memory(outputs, src_len, src.shape[1])
-        if beam_width is None:
-            tokens, weights = self._greedy(state, memory, src.shape, max_length,
-                                           return_attention)
-        else:
-            tokens, weights = self._beam_search(state, memory, src.shape, max_length,
-                                                beam_width, length_penalty, return_attention)
+        batch_size = check_positive_int("batch_size", batch_size)
+        tokens = np.zeros((src.shape[0], max_length), np.int64)
+        weights = np.zeros((src.shape[0], max_length, src.shape[1]), self.output.dtype) \
+            if return_attention else None
+        for start in range(0, src.shape[0], batch_size):
+            rows = slice(start, start + batch_size)
+            sb, lb = _trim(src[rows], None if src_len is None else src_len[rows])
+            outputs, state = self._encode(sb, lb, False)
+            memory = self._memory(outputs, lb, sb.shape[1])
+            if beam_width is None:
+                tokens[rows], w = self._greedy(state, memory, sb.shape, max_length,
+                                               return_attention)
+            else:
+                tokens[rows], w = self._beam_search(state, memory, sb.shape, max_length,
+                                                    beam_width, length_penalty,
+                                                    return_attention)
+            if return_attention:
+                weights[rows, :, :sb.shape[1]] = w
         return (tokens, weights) if return_attention else tokens
 
     def _greedy(self, state, memory, shape, max_length, keep_weights):

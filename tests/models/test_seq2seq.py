@@ -228,8 +228,11 @@ def test_padded_source_steps_get_no_weight_and_change_nothing(attention, score, 
     for predict in (dict(), dict(beam_width=3)):
         a = model.predict(src, src_len, max_length=5, return_attention=True, **predict)
         b = model.predict(other, src_len, max_length=5, return_attention=True, **predict)
-        np.testing.assert_array_equal(a[0], b[0])
-        np.testing.assert_array_equal(a[1], b[1])
+        c = model.predict(other, src_len, max_length=5, return_attention=True, batch_size=1,
+                          **predict)                # each alone, trimmed to its own length
+        for got in (b, c):
+            np.testing.assert_array_equal(got[0], a[0])
+            np.testing.assert_allclose(got[1], a[1], rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(model.log_likelihood(other, tgt, src_len, tgt_len),
                                   model.log_likelihood(src, tgt, src_len, tgt_len))
     model._set_training("cce", "sgd")
@@ -386,6 +389,8 @@ def test_arguments_are_checked_and_named():
         model_of(None).predict(src, return_attention=True)
     with pytest.raises(ValueError, match="source must have shape"):
         model.predict([3, 4, 5])
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        model.predict(src, batch_size=0)
     with pytest.raises(ValueError, match="source and target must have as many sequences"):
         model.evaluate([[3, 4]], [[3, 2], [4, 2]])
     with pytest.raises(TypeError, match="validation_data must be"):
