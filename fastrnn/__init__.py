@@ -2,8 +2,9 @@
 
 The layers :class:`RNN`, :class:`LSTM` and :class:`GRU` take batch-first input, keep PyTorch's
 parameter names, shapes and gate order, and run on a compiled engine or on the readable NumPy
-reference in :mod:`fastrnn.reference`. :class:`Sequential` and :class:`EncoderDecoder` build
-models from them with ``fit`` / ``evaluate`` / ``predict`` / ``save``; :func:`load_model` reads
+reference in :mod:`fastrnn.reference`. :class:`Sequential` and :class:`EncoderDecoder` (optionally with
+Bahdanau's or Luong's attention, greedy or beam-search decoding) build models from them with
+``fit`` / ``evaluate`` / ``predict`` / ``save``; :func:`load_model` reads
 a saved model back. :class:`MultiHeadAttention`, :class:`PositionalEncoding`,
 :class:`LayerNorm` and :class:`TransformerEncoderLayer` (PyTorch's parameters too) run
 in a :class:`Sequential` next to them.

@@ -1,4 +1,5 @@
-"""Callbacks for :meth:`fastrnn.Sequential.fit`: early stopping, checkpoints, schedules.
+"""Callbacks for :meth:`fastrnn.Sequential.fit` and :meth:`fastrnn.EncoderDecoder.fit`: early
+stopping, checkpoints, schedules.
 
 A callback is any object with ``on_epoch_end(model, epoch, logs)``; ``logs`` holds the epoch's
 ``"loss"``, metrics and ``"val_"`` values. Setting ``model.stop_training = True`` ends training.

@@ -1,4 +1,6 @@
-"""Line plots written as PNG files (learning curves for ``fastrnn train``), drawn by matplotlib.
+"""Plots written as PNG files, drawn by matplotlib: line plots (learning curves for ``fastrnn
+train``) and attention heat maps (what an :class:`~fastrnn.EncoderDecoder` with attention
+looked at, :func:`attention_heatmap`).
 
 matplotlib is an optional dependency: ``pip install fastrnn[plot]`` installs it. It is imported
 only when a plot is drawn (``import fastrnn`` never imports it), and the figures are drawn with
@@ -22,7 +24,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["PALETTE", "line_plot", "require_matplotlib", "write_png"]
+__all__ = ["PALETTE", "attention_heatmap", "line_plot", "require_matplotlib", "write_png"]
 
 #: Line colours as 8-bit RGB, in the order the series are given (Tableau's ten colours).
 PALETTE = (
@@ -207,3 +209,104 @@ def write_png(path, img):
     from ._atomic import atomic_write
 
     atomic_write(path, lambda fileobj: imsave(fileobj, img, format="png"))
+
+
+def _check_labels(name, labels, size):
+    """``labels`` as a list of ``size`` strings (None: no labels)."""
+    if labels is None:
+        return None
+    if isinstance(labels, (str, bytes)):
+        labels = list(labels)           # a string labels each step with one character
+    try:
+        labels = [str(label) for label in labels]
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of labels, got "
+                        f"{type(labels).__name__}") from None
+    if len(labels) != size:
+        raise ValueError(f"{name} must have one label per step ({size}), got {len(labels)}")
+    return labels
+
+
+def attention_heatmap(path, weights, source_labels=None, target_labels=None,
+                      title="attention", cell_size=16):
+    """Draw attention weights as an alignment heat map and write it as a PNG image.
+
+    One row per target step (the token written), one column per source step (the tokens
+    attended to); darker is more weight. Needs matplotlib (``pip install fastrnn[plot]``),
+    imported on the first call.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The PNG file to write (atomically; its directory must exist).
+    weights : array_like, shape (target_steps, source_steps)
+        One sequence's weights, e.g. ``weights[i, :n_out, :n_in]`` of
+        ``EncoderDecoder.predict(..., return_attention=True)`` (each row sums to 1 or is 0);
+        finite values in ``[0, 1]``.
+    source_labels, target_labels : sequence of str, or str, optional
+        The tokens along the columns and the rows (a string: one character per step).
+    title : str
+        Drawn above the map, as written.
+    cell_size : int
+        Pixels per cell (at least 4); the image is at least 200 x 150 pixels.
+
+    Raises
+    ------
+    TypeError
+        If ``weights`` is not real numbers, or a labels argument is not a sequence.
+    ValueError
+        If ``weights`` is not a non-empty 2-D array of finite values in ``[0, 1]``, or the
+        labels do not match its shape.
+    ImportError
+        If matplotlib is not installed (the message says ``pip install fastrnn[plot]``).
+        The arguments are checked first; nothing is written.
+    OSError
+        If the file cannot be written.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "attention.png")
+    >>> attention_heatmap(path, [[0.9, 0.1], [0.2, 0.8]], "ab", "ba")
+    >>> open(path, "rb").read(8) == b"\\x89PNG\\r\\n\\x1a\\n"
+    True
+    """
+    from ._validation import as_real_array
+
+    w = as_real_array("weights", weights).astype(np.float64)
+    if w.ndim != 2 or 0 in w.shape:
+        raise ValueError(f"weights must be a non-empty (target_steps, source_steps) array, "
+                         f"got shape {w.shape}")
+    if not np.isfinite(w).all() or w.min() < 0 or w.max() > 1:
+        raise ValueError("weights must be finite values in [0, 1]")
+    rows, cols = w.shape
+    source_labels = _check_labels("source_labels", source_labels, cols)
+    target_labels = _check_labels("target_labels", target_labels, rows)
+    cell_size = _check_size("cell_size", cell_size, 4)
+    Figure, FigureCanvasAgg = require_matplotlib()
+
+    width = max(200, cols * cell_size + 140)
+    height = max(150, rows * cell_size + 110)
+    fig = Figure(figsize=((width + 0.5) / _DPI, (height + 0.5) / _DPI), dpi=_DPI,
+                 layout="constrained")
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(w, cmap="Greys", vmin=0.0, vmax=1.0, aspect="equal",
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    small = max(4, min(9, cell_size * 0.6))
+    for labels, axis, ticks in ((source_labels, ax.xaxis, ax.set_xticks),
+                                (target_labels, ax.yaxis, ax.set_yticks)):
+        if labels is not None:
+            ticks(np.arange(len(labels)), [_literal(label) for label in labels])
+            axis.set_tick_params(labelsize=small, length=0)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    ax.xaxis.set_label_position("top")
+    ax.xaxis.tick_top()
+    if title:
+        ax.set_title(_literal(title))
+
+    from ._atomic import atomic_write
+
+    atomic_write(path, lambda fileobj: canvas.print_png(fileobj))

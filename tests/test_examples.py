@@ -39,3 +39,13 @@ def test_many_to_many_unequal_lengths_reverses_strings():
 
 def test_one_to_one():
     assert load("one_to_one").run(verbose=0)["accuracy"] >= 0.95
+
+
+def test_attention_reverses_long_strings_and_the_plain_encoder_decoder_does_not():
+    """The README's table (about a minute on one core of the AMD EPYC Zen 4 class machine)."""
+    result = load("seq2seq_attention").run(verbose=0)
+    assert result["attention"]["exact_match"] >= 0.85
+    assert result["attention"]["beam_exact_match"] >= 0.85
+    assert result["attention"]["token_accuracy"] >= 0.99
+    assert result["plain"]["exact_match"] <= 0.05
+    assert result["plain"]["token_accuracy"] <= 0.7

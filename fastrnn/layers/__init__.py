@@ -11,11 +11,13 @@ package is split by what each file holds:
 - :mod:`~fastrnn.layers.dense`: ``Dense`` and its ``ACTIVATIONS``;
 - :mod:`~fastrnn.layers.embedding`: ``Embedding``;
 - :mod:`~fastrnn.layers.dropout`: ``Dropout``;
-- :mod:`~fastrnn.layers.attention`: ``MultiHeadAttention``, ``PositionalEncoding``;
+- :mod:`~fastrnn.layers.attention`: ``MultiHeadAttention``, ``PositionalEncoding``, and
+  ``CrossAttention`` (the attention of :class:`fastrnn.EncoderDecoder`, which takes two
+  inputs and so is not a layer of a :class:`fastrnn.Sequential`);
 - :mod:`~fastrnn.layers.normalization`: ``LayerNorm``;
 - :mod:`~fastrnn.layers.transformer`: ``TransformerEncoderLayer``.
 """
-from .attention import MultiHeadAttention, PositionalEncoding
+from .attention import CrossAttention, MultiHeadAttention, PositionalEncoding
 from .base import BACKENDS, Layer
 from .dense import ACTIVATIONS, Dense
 from .dropout import Dropout
@@ -30,6 +32,6 @@ from .recurrent import (
 )
 from .transformer import TransformerEncoderLayer
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "GRU", "LSTM", "RNN", "Dense", "Dropout", "Embedding",
+__all__ = ["ACTIVATIONS", "BACKENDS", "CrossAttention", "GRU", "LSTM", "RNN", "Dense", "Dropout", "Embedding",
            "Layer", "LayerNorm", "MultiHeadAttention", "PositionalEncoding", "Recurrent",
            "TransformerEncoderLayer"]

@@ -1,7 +1,9 @@
-"""Attention: ``MultiHeadAttention`` (self-attention with PyTorch's parameters) and
-``PositionalEncoding`` (sinusoidal or learned positions added to the input).
+"""Attention: ``MultiHeadAttention`` (self-attention with PyTorch's parameters),
+``PositionalEncoding`` (sinusoidal or learned positions added to the input), and
+``CrossAttention`` (a decoder's attention over an encoder's outputs, additive or Luong's,
+used by :class:`fastrnn.EncoderDecoder`).
 
-Both take batch-first sequences ``(batch, timesteps, embed_dim)``. In a model the batch's
+The first two take batch-first sequences ``(batch, timesteps, embed_dim)``. In a model the batch's
 ``lengths`` mask the padding: ``MultiHeadAttention`` gives keys at or past a sequence's length
 no weight and outputs 0 at those steps (like the recurrent layers); ``PositionalEncoding``
 ignores them. Every product runs over ``(batch, heads, ...)`` at once (``np.matmul``).
@@ -486,4 +488,232 @@ class PositionalEncoding(_LayerBase):
 
     def __repr__(self):
         return (f"PositionalEncoding({self.max_len}, {self.embed_dim}, kind={self.kind!r}, "
+                f"dtype={self.dtype.name!r})")
+
+
+#: the scores :class:`CrossAttention` knows
+SCORES = ("additive", "general", "dot")
+
+
+class CrossAttention(_LayerBase):
+    """Attention of a decoder's states over an encoder's output sequence (global attention,
+    Luong et al. 2015), the attention of :class:`fastrnn.EncoderDecoder`.
+
+    Each query ``q_t`` (a decoder state) scores every memory step ``m_s`` (an encoder output),
+    the scores of the valid steps go through a softmax, and the context is the weighted sum of
+    the memory: ``a_t = softmax_s(score(q_t, m_s))``, ``c_t = sum_s a_ts m_s``. The scores:
+
+    - ``"additive"`` (Bahdanau et al. 2015): ``v^T tanh(W_q q_t + W_k m_s + b)``;
+    - ``"general"`` (Luong et al. 2015): ``q_t^T W m_s``;
+    - ``"dot"`` (Luong et al. 2015): ``q_t^T m_s``.
+
+    Every product runs over the whole batch at once (``np.matmul``). Unlike the layers of
+    :class:`fastrnn.Sequential`, it takes two inputs (the queries and the memory), so it has
+    its own calls, :meth:`attend` and :meth:`attend_backward`, instead of ``model_forward`` and
+    ``model_backward``.
+
+    Parameters
+    ----------
+    hidden_size : int
+        Features of the queries and of the memory (and of the additive score's hidden layer).
+    score : {"additive", "general", "dot"}
+    dtype : {"float32", "float64"}
+    seed : int or numpy.random.Generator, optional
+        The weights are drawn uniform in ``+-1/sqrt(hidden_size)``.
+
+    Notes
+    -----
+    The parameters: ``"additive"`` has ``query_weight`` (``W_q``) and ``key_weight`` (``W_k``),
+    both ``(hidden_size, hidden_size)``, ``bias`` (``b``) and ``score_weight`` (``v``), both
+    ``(hidden_size,)``; ``"general"`` has ``weight`` (``W``, ``(hidden_size, hidden_size)``);
+    ``"dot"`` has none.
+    """
+
+    _config_names = ("hidden_size", "score", "dtype")
+
+    def __init__(self, hidden_size, score="additive", dtype="float32", seed=None):
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.score = check_choice("score", score, SCORES)
+        self.dtype = check_dtype(dtype)
+        h = self.hidden_size
+        shapes = {"additive": [("query_weight", (h, h)), ("key_weight", (h, h)),
+                               ("bias", (h,)), ("score_weight", (h,))],
+                  "general": [("weight", (h, h))], "dot": []}[self.score]
+        super().__init__(uniform_params(shapes, 1.0 / math.sqrt(h), self.dtype, seed))
+
+    # ------------------------------------------------------------------ user calls
+
+    def __call__(self, query, memory, memory_lengths=None, training=False):
+        """Attend from each query step over the memory.
+
+        Parameters
+        ----------
+        query : array_like, shape (batch, query_steps, hidden_size)
+        memory : array_like, shape (batch, memory_steps, hidden_size)
+        memory_lengths : array_like of int, shape (batch,), optional
+            Valid memory steps of each sequence (the steps past it get weight 0).
+        training : bool
+            Keep what :meth:`backward` needs.
+
+        Returns
+        -------
+        context : ndarray, shape (batch, query_steps, hidden_size)
+        weights : ndarray, shape (batch, query_steps, memory_steps)
+            Each row sums to 1 over the valid memory steps.
+        """
+        h = self.hidden_size
+        query = as_float_array("query", query, self.dtype, (None, None, h))
+        memory = as_float_array("memory", memory, self.dtype, (query.shape[0], None, h))
+        lengths = as_lengths(memory_lengths, memory.shape[0], memory.shape[1])
+        context, weights = self.attend(query, memory, valid_steps(lengths, memory.shape[1]),
+                                       training=check_bool("training", training))
+        return context, (weights.copy() if training else weights)
+
+    def backward(self, dcontext, *, input_grad=True):
+        """Gradients with respect to the query and the memory of the last call with
+        ``training=True``; fills :attr:`grads`.
+
+        Parameters
+        ----------
+        dcontext : array_like, shape (batch, query_steps, hidden_size)
+            Gradient with respect to ``context``.
+        input_grad : bool
+            False skips the gradients with respect to the inputs (returns ``(None, None)``).
+
+        Returns
+        -------
+        dquery, dmemory : ndarray or None
+        """
+        query = self._training_cache()[0]
+        dcontext = as_float_array("dcontext", dcontext, self.dtype, query.shape)
+        return self.attend_backward(dcontext, input_grad=bool(input_grad))
+
+    # ------------------------------------------------------------------ in a model
+
+    def keys(self, memory):
+        """What the scores compare the queries with, computed once for a memory (a decoder
+        that attends step by step reuses it): ``W_k m + b`` (additive), ``m W^T`` (general),
+        ``m`` itself (dot).
+
+        Parameters
+        ----------
+        memory : ndarray, shape (batch, memory_steps, hidden_size)
+            Validated, of the layer's dtype.
+
+        Returns
+        -------
+        ndarray, shape (batch, memory_steps, hidden_size)
+        """
+        p = self._params
+        if self.score == "additive":
+            return _affine(memory, p["key_weight"], p["bias"])
+        if self.score == "general":
+            return _affine(memory, p["weight"], None)
+        return memory
+
+    def attend(self, query, memory, valid=None, *, keys=None, training=False):
+        """:meth:`__call__` on validated input (what a model calls).
+
+        Parameters
+        ----------
+        query : ndarray, shape (batch, query_steps, hidden_size)
+        memory : ndarray, shape (batch, memory_steps, hidden_size)
+            Of the layer's dtype.
+        valid : ndarray of bool, shape (batch, memory_steps), optional
+            The valid memory steps (:func:`valid_steps`); None: all. Each row needs one.
+        keys : ndarray, optional
+            ``self.keys(memory)``, if already computed.
+        training : bool
+            Keep what :meth:`attend_backward` needs.
+
+        Returns
+        -------
+        context : ndarray, shape (batch, query_steps, hidden_size)
+        weights : ndarray, shape (batch, query_steps, memory_steps)
+            0 at the steps that are not valid.
+        """
+        keys = self.keys(memory) if keys is None else keys
+        hidden = None
+        if self.score == "additive":
+            projected = query @ self._params["query_weight"].T        # (batch, query, h)
+            hidden = projected[:, :, None, :] + keys[:, None, :, :]   # (batch, query, memory, h)
+            np.tanh(hidden, out=hidden)
+            scores = (hidden.reshape(-1, hidden.shape[-1]) @ self._params["score_weight"]) \
+                .reshape(hidden.shape[:-1])                           # (batch, query, memory)
+        else:
+            scores = query @ keys.swapaxes(-1, -2)
+        weights = _masked_softmax(scores, None if valid is None else valid[:, None, :])
+        context = weights @ memory
+        if training:
+            self._keep_for_backward((query, memory, keys, hidden, weights))
+        return context, weights
+
+    def _backward_reads(self, cache):
+        reads = {"query": cache[0], "memory": cache[1]}
+        reads.update({f"parameter {name!r}": p for name, p in self._params.items()})
+        return reads
+
+    def attend_backward(self, dcontext, *, input_grad=True):
+        """Backward pass of the last :meth:`attend` with ``training=True``; fills
+        :attr:`grads`.
+
+        Parameters
+        ----------
+        dcontext : ndarray, shape (batch, query_steps, hidden_size)
+            Gradient with respect to ``context``, of the layer's dtype.
+        input_grad : bool
+            False skips the gradients with respect to the inputs.
+
+        Returns
+        -------
+        dquery, dmemory : ndarray or None
+        """
+        query, memory, keys, hidden, weights = self._training_cache()
+        h = self.hidden_size
+        p = self._params
+        dweights = dcontext @ memory.swapaxes(-1, -2)
+        dmemory = weights.swapaxes(-1, -2) @ dcontext
+        # through the softmax (steps that are not valid have weight 0, hence gradient 0)
+        dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True))
+        grads = {}
+        if self.score == "additive":
+            dhidden = hidden * hidden               # one array of (batch, query, memory, h)
+            np.subtract(1, dhidden, out=dhidden)
+            dhidden *= p["score_weight"]
+            dhidden *= dscores[..., None]
+            grads["score_weight"] = dscores.reshape(-1) @ hidden.reshape(-1, h)
+            dprojected = dhidden.sum(axis=2)                            # (batch, query, h)
+            dkeys = dhidden.sum(axis=1)                                 # (batch, memory, h)
+            grads["query_weight"] = dprojected.reshape(-1, h).T @ query.reshape(-1, h)
+            grads["key_weight"] = dkeys.reshape(-1, h).T @ memory.reshape(-1, h)
+            grads["bias"] = dkeys.reshape(-1, h).sum(axis=0)
+            dquery = dprojected @ p["query_weight"] if input_grad else None
+            dmemory += dkeys @ p["key_weight"]
+        else:
+            dquery = dscores @ keys if input_grad else None
+            dkeys = dscores.swapaxes(-1, -2) @ query
+            if self.score == "general":
+                grads["weight"] = dkeys.reshape(-1, h).T @ memory.reshape(-1, h)
+                dmemory += dkeys @ p["weight"]
+            else:
+                dmemory += dkeys
+        self.grads = {name: grads[name] for name in p}
+        self._backward_done()
+        return dquery, (dmemory if input_grad else None)
+
+    def output_shape(self, input_shape):
+        """The shape of ``context`` for queries of ``input_shape``: the same.
+
+        Parameters
+        ----------
+        input_shape : tuple of int or None
+
+        Returns
+        -------
+        tuple of int or None
+        """
+        return tuple(input_shape)
+
+    def __repr__(self):
+        return (f"CrossAttention({self.hidden_size}, score={self.score!r}, "
                 f"dtype={self.dtype.name!r})")

@@ -1,8 +1,10 @@
 """Saving and loading models: one file of NumPy arrays and JSON, never a pickle.
 
-:func:`save_model` (what :meth:`fastrnn.Sequential.save` runs) writes the architecture (each
-layer's class and ``get_config()``), the weights, the loss, the optimizer state, the Dropout
-generators' ``rng_state`` and the model's ``info``; :func:`load_model` reads it back. The file
+:func:`save_model` (what :meth:`fastrnn.Sequential.save` and
+:meth:`fastrnn.EncoderDecoder.save` run) writes the architecture (a Sequential's layers, each
+by its class and ``get_config()``; an EncoderDecoder's ``get_config()``), the weights, the
+loss, the optimizer state, the Dropout generators' ``rng_state``, the epochs trained and the
+model's ``info``; :func:`load_model` reads it back. The file
 format itself (atomic writes, checks of corrupt or foreign files) is :mod:`fastrnn.io`'s.
 """
 import numpy as np
@@ -11,15 +13,17 @@ from .. import losses as losses_module
 from .. import optim as optim_module
 from ..layers import Dropout
 from ..layers.base import parameter_budget
+from .seq2seq import EncoderDecoder
 from .sequential import LAYER_CLASSES, Sequential
 
 
 def save_model(model, path):
-    """Write a :class:`~fastrnn.Sequential` model to one file.
+    """Write a :class:`~fastrnn.Sequential` or :class:`~fastrnn.EncoderDecoder` model to one
+    file.
 
     Parameters
     ----------
-    model : Sequential
+    model : Sequential or EncoderDecoder
     path : str or os.PathLike
 
     Notes
@@ -30,17 +34,23 @@ def save_model(model, path):
     from .. import __version__
     from ..io import save_bundle
 
+    if not isinstance(model, (Sequential, EncoderDecoder)):
+        raise TypeError(f"model must be a Sequential or an EncoderDecoder, got "
+                        f"{type(model).__name__}")
     arrays = {f"param.{name}": p for name, p in model.parameters().items()}
     meta = {
-        "model": "Sequential",
+        "model": type(model).__name__,
         "fastrnn_version": __version__,
-        "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
-                   for layer in model.layers],
         "epochs_trained": model.epochs_trained,
         "info": model.info,
-        "rng": {str(i): layer.rng_state for i, layer in
-                enumerate(model.layers) if isinstance(layer, Dropout)},
     }
+    if isinstance(model, Sequential):
+        meta["layers"] = [{"class": type(layer).__name__, "config": layer.get_config()}
+                          for layer in model.layers]
+        meta["rng"] = {str(i): layer.rng_state for i, layer in enumerate(model.layers)
+                       if isinstance(layer, Dropout)}
+    else:
+        meta["config"] = model.get_config()
     if model.loss is not None:
         meta["loss"] = {"class": type(model.loss).__name__, "config": model.loss.get_config()}
     if model.optimizer is not None:
@@ -79,7 +89,7 @@ def _arrays_in(obj, arrays, path):
 
 
 def load_model(path, *, max_bytes=None, max_inflation=None):
-    """Read a model written by :meth:`Sequential.save`.
+    """Read a model written by :meth:`Sequential.save` or :meth:`EncoderDecoder.save`.
 
     Nothing is allocated beyond what the file justifies: its arrays are checked (sizes,
     headers) before they are read, and the layers its configuration describes may not need
@@ -94,11 +104,11 @@ def load_model(path, *, max_bytes=None, max_inflation=None):
 
     Returns
     -------
-    Sequential
+    Sequential or EncoderDecoder
         The model with its weights, loss, optimizer state, epochs trained and ``info``.
 
-    Nothing is unpickled: only the layer, loss and optimizer classes of fastrnn can be named by
-    a file, built from their JSON configuration.
+    Nothing is unpickled: only the model, layer, loss and optimizer classes of fastrnn can be
+    named by a file, built from their JSON configuration.
 
     Raises
     ------
@@ -115,18 +125,14 @@ def load_model(path, *, max_bytes=None, max_inflation=None):
                                 else max_inflation)}
     arrays, meta = io.load_bundle(path, **limits)
     try:
-        if meta.get("model") != "Sequential":
-            raise ValueError(f"it holds a {meta.get('model')!r} model, not a Sequential one")
+        builders = {"Sequential": _build_sequential, "EncoderDecoder": _build_encoder_decoder}
+        if meta.get("model") not in builders:
+            raise ValueError(f"it holds a {meta.get('model')!r} model, not a Sequential or "
+                             f"an EncoderDecoder")
         stored = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
-        layers = []
         # the layers may allocate no more than the file's weights hold
         with parameter_budget(sum(a.nbytes for a in stored.values())):
-            for spec in meta["layers"]:
-                cls = LAYER_CLASSES.get(spec["class"])
-                if cls is None:
-                    raise ValueError(f"unknown layer class {spec['class']!r}")
-                layers.append(cls(**spec["config"]))
-        model = Sequential(layers)
+            model = builders[meta["model"]](meta)
         params = model.parameters()
         if set(stored) != set(params):
             raise ValueError(f"its weights {sorted(stored)} do not match the architecture's "
@@ -137,11 +143,6 @@ def load_model(path, *, max_bytes=None, max_inflation=None):
                                  f"{stored[name].shape}, the architecture needs {p.dtype} of "
                                  f"shape {p.shape}")
             p[...] = stored[name]
-        for i, state in meta.get("rng", {}).items():
-            if not isinstance(layers[int(i)], Dropout):
-                raise ValueError(f"it holds a random generator state for layer {i}, "
-                                 f"which is not a Dropout layer")
-            layers[int(i)].rng_state = state
         model.epochs_trained = int(meta.get("epochs_trained", 0))
         model.info = dict(meta.get("info", {}))
         if "loss" in meta:
@@ -156,6 +157,30 @@ def load_model(path, *, max_bytes=None, max_inflation=None):
     except ValueError as exc:
         raise ValueError(f"{path}: not a valid fastrnn model file: {exc}") from None
     return model
+
+
+def _build_sequential(meta):
+    """The Sequential a file's metadata describes (weights not set), Dropout states set."""
+    layers = []
+    for spec in meta["layers"]:
+        cls = LAYER_CLASSES.get(spec["class"])
+        if cls is None:
+            raise ValueError(f"unknown layer class {spec['class']!r}")
+        layers.append(cls(**spec["config"]))
+    for i, state in meta.get("rng", {}).items():
+        if not isinstance(layers[int(i)], Dropout):
+            raise ValueError(f"it holds a random generator state for layer {i}, "
+                             f"which is not a Dropout layer")
+        layers[int(i)].rng_state = state
+    return Sequential(layers)
+
+
+def _build_encoder_decoder(meta):
+    """The EncoderDecoder a file's metadata describes (weights not set)."""
+    config = meta["config"]
+    if not isinstance(config, dict):
+        raise TypeError(f"its config is a {type(config).__name__}, not a JSON object")
+    return EncoderDecoder(**config)
 
 
 def _named(module, name, base):

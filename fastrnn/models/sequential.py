@@ -85,8 +85,6 @@ class Sequential(_Model):
                 raise TypeError(f"layers[{i}] must be a fastrnn layer, got {type(layer).__name__}")
         super().__init__()
         self.layers = layers
-        #: JSON-able facts about the model's data (a vocabulary, a scaling), saved with it
-        self.info = {}
 
     def _named_layers(self):
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
@@ -506,25 +504,6 @@ class Sequential(_Model):
                 logits = next_logits(out[:, t])
         return out
 
-    # ------------------------------------------------------------------ files
-
-    def save(self, path):
-        """Write the model to one file: architecture, weights, loss, optimizer state.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-
-        Notes
-        -----
-        The file holds NumPy arrays and JSON only (never a pickle), and the write is atomic:
-        an interrupted save leaves any previous file at ``path`` intact. :func:`load_model`
-        reads it back.
-        """
-        from .saving import save_model
-
-        save_model(self, path)
-
     # ------------------------------------------------------------------ description
 
     def summary(self, input_shape=None, print_fn=print):
@@ -543,34 +522,15 @@ class Sequential(_Model):
         str
         """
         shape = input_shape if input_shape is not None else _default_input_shape(self.layers[0])
-        rows = [("layer", "output shape", "weights", "biases")]
-        total_w = total_b = 0
+        rows = []
         for i, layer in enumerate(self.layers):
             shape = layer.output_shape(shape)
-            params = layer.parameters()
-            b = sum(p.size for name, p in params.items() if _is_bias(name))
-            w = sum(p.size for p in params.values()) - b
-            total_w, total_b = total_w + w, total_b + b
-            rows.append((f"{i} {type(layer).__name__}", _shape_str(shape), str(w), str(b)))
-        widths = [max(len(r[c]) for r in rows) for c in range(4)]
-        line = "-" * (sum(widths) + 6)
-        fmt = "  ".join(["{:<%d}" % widths[0], "{:<%d}" % widths[1]] +
-                        ["{:>%d}" % w for w in widths[2:]])
-        out = [fmt.format(*rows[0]), line] + [fmt.format(*r) for r in rows[1:]] + [line,
-               f"weights: {total_w}  biases: {total_b}  total parameters: {total_w + total_b}"]
-        text = "\n".join(out)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+            rows.append((f"{i} {type(layer).__name__}", shape, layer))
+        return self._summary_table(rows, print_fn)
 
     def __repr__(self):
         return "Sequential([\n" + "".join(f"    {layer!r},\n" for layer in self.layers) + "])"
 
-
-
-def _is_bias(name):
-    """True for a bias parameter: ``"bias_ih_l0"``, ``"bias"``, ``"self_attn.in_proj_bias"``."""
-    return "bias" in name.rsplit(".", 1)[-1]
 
 
 def _default_input_shape(first):
@@ -585,7 +545,3 @@ def _default_input_shape(first):
     if isinstance(first, ATTENTION_LAYERS):
         return (None, None, first.embed_dim)
     return (None, None)
-
-
-def _shape_str(shape):
-    return "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"

@@ -97,6 +97,8 @@ class _Model:
         self.optimizer = None
         self.epochs_trained = 0
         self.stop_training = False
+        #: JSON-able facts about the model's data (a vocabulary, a scaling), saved with it
+        self.info = {}
 
     def _named_layers(self):
         """``(name, layer)`` pairs; parameter names are ``"{name}.{parameter}"``."""
@@ -160,6 +162,47 @@ class _Model:
         """
         return {f"{prefix}.{name}": g for prefix, layer in self._named_layers()
                 for name, g in layer.grads.items()}
+
+    def save(self, path):
+        """Write the model to one file: architecture, weights, loss, optimizer state, epochs
+        trained and ``info``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Notes
+        -----
+        The file holds NumPy arrays and JSON only (never a pickle), and the write is atomic:
+        an interrupted save leaves any previous file at ``path`` intact.
+        :func:`fastrnn.load_model` reads it back, and training resumes from it bit for bit.
+        """
+        from .saving import save_model
+
+        save_model(self, path)
+
+    @staticmethod
+    def _summary_table(rows, print_fn):
+        """The table of :meth:`summary`: ``rows`` of ``(label, output shape, layer)``; prints
+        it with ``print_fn`` (unless None) and returns it."""
+        table = [("layer", "output shape", "weights", "biases")]
+        total_w = total_b = 0
+        for label, shape, layer in rows:
+            params = layer.parameters()
+            b = sum(p.size for name, p in params.items() if _is_bias(name))
+            w = sum(p.size for p in params.values()) - b
+            total_w, total_b = total_w + w, total_b + b
+            table.append((label, _shape_str(shape), str(w), str(b)))
+        widths = [max(len(r[c]) for r in table) for c in range(4)]
+        line = "-" * (sum(widths) + 6)
+        fmt = "  ".join(["{:<%d}" % widths[0], "{:<%d}" % widths[1]] +
+                        ["{:>%d}" % w for w in widths[2:]])
+        out = [fmt.format(*table[0]), line] + [fmt.format(*r) for r in table[1:]] + [line,
+               f"weights: {total_w}  biases: {total_b}  total parameters: {total_w + total_b}"]
+        text = "\n".join(out)
+        if print_fn is not None:
+            print_fn(text)
+        return text
 
     def _set_training(self, loss, optimizer):
         if loss is not None:
@@ -255,6 +298,15 @@ class _Model:
                 break
         return history
 
+
+
+def _is_bias(name):
+    """True for a bias parameter: ``"bias_ih_l0"``, ``"bias"``, ``"self_attn.in_proj_bias"``."""
+    return "bias" in name.rsplit(".", 1)[-1]
+
+
+def _shape_str(shape):
+    return "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"
 
 
 def check_callbacks(callbacks):
