@@ -98,6 +98,7 @@ cdef extern from "fr_kernels.h" nogil:
         double t_last
         long preemptions
     void fr_barrier_init(fr_barrier_t* b)
+    int fr_claim(int* next)
     void fr_member_init(fr_member_t* m)
     void fr_barrier_wait(fr_barrier_t* b, int n, fr_member_t* m)
     void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m)

@@ -192,10 +192,12 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                   floating* hN, floating* cN, floating* scratch, Py_ssize_t scr_stride,
                   Py_ssize_t ldr, bint store, floating* wg, floating* wc, floating* whn,
                   fr_barrier_t* bar, const floating* w_src,
-                  const int64_t* xrow) noexcept nogil:
+                  const int64_t* xrow, int* next_item) noexcept nogil:
     """Thread ``tid`` of ``nth``: (mode 0, ``w_src`` given) first pack W_hh into ``whh``
     (each thread its own unit blocks, or a share of the panels of the single block), then run
-    its work items over time."""
+    work items over time: independent batch blocks (one unit block) claimed one at a time from
+    ``next_item`` (0 at the start), so that a thread that another process holds up runs fewer;
+    with several unit blocks, its share of every step's items."""
     cdef Py_ssize_t w, s, bi, uj, p0, na, u0, nj, nitems = nb * nu
     cdef fr_member_t me
     cdef Py_ssize_t BH = B * H
@@ -218,7 +220,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
         fr_barrier_wait(bar, nth, &me)
     if nu == 1:
         # independent batch blocks: each runs its own time loop, no synchronisation
-        w = tid
+        w = fr_claim(next_item)
         while w < nitems:
             p0 = bblk[w]
             na = na_local[w]
@@ -232,7 +234,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                            mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
                            scratch + w * scr_stride, ldr, store, wg, wc, whn,
                            NULL, 0, NULL, NULL, xrow)
-            w += nth
+            w = fr_claim(next_item)
     else:
         for s in range(tmax):
             w = tid
@@ -278,6 +280,7 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
                       const int64_t* xrow=NULL) noexcept nogil:   # IN xp row of (b, 0)
     """Run one layer-direction over time, on min(nthreads, nb*nu) threads."""
     cdef int tid, nth
+    cdef int next_item = 0
     cdef fr_barrier_t bar
     fr_barrier_init(&bar)
     if B == 0 or tmax == 0:
@@ -288,14 +291,14 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
     if nthreads <= 1:
         _worker(kt, 0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
                 bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
-                store, wg, wc, whn, &bar, w_src, xrow)
+                store, wg, wc, whn, &bar, w_src, xrow, &next_item)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
         _worker(kt, tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
                 nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
-                ldr, store, wg, wc, whn, &bar, w_src, xrow)
+                ldr, store, wg, wc, whn, &bar, w_src, xrow, &next_item)
     fr_team_done(&bar)
 
 

@@ -17,6 +17,8 @@ import pytest
 from conftest import ROOT
 
 KERNELS = ROOT / "fastrnn" / "engine" / "kernels"
+#: the flags setup.py gives every target's kernels (GCC and Clang), then each target's own
+COMMON_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-trapping-math"]
 _compiled = pytest.importorskip("fastrnn.engine._compiled", reason="compiled engine not built")
 from fastrnn import engine  # noqa: E402  (only reached when the extension is built)
 from fastrnn.engine import bptt, gemm, stream  # noqa: E402,F401
@@ -59,7 +61,7 @@ def test_kernels_compile_for_every_target_without_warnings(cc, tmp_path):
                else ns["ARM64_TARGETS"] if machine in ("aarch64", "arm64") else ns["OTHER_TARGETS"])
     for name, flags, _msvc in targets:
         obj = tmp_path / f"fr_{name}.o"
-        cmd = [cc, "-O3", "-ffp-contract=fast", "-fno-trapping-math", "-Wall", "-Wextra", "-Werror", "-c",
+        cmd = [cc, *COMMON_FLAGS, "-Wall", "-Wextra", "-Werror", "-c",
                str(KERNELS / "fr_isa.c"), f"-DFR_TARGET={name}", *flags, "-o", str(obj)]
         run = subprocess.run(cmd, capture_output=True, text=True)
         assert run.returncode == 0, " ".join(cmd) + "\n" + run.stderr[-3000:]
@@ -131,3 +133,43 @@ def test_fastrnn_isa_refuses_what_it_cannot_run():
         assert run.returncode != 0 and "this CPU cannot run it" in run.stderr
     with pytest.raises(ValueError, match="no kernels for 'sse9'"):
         engine.use_isa("sse9").__enter__()
+
+
+# ---------------------------------------------------------------------------------------------
+# Each target's kernel table against plain C loops (tests/engine/kernel_check.c), without Python:
+# natively for the x86 targets this CPU runs, and NEON cross-compiled and run under qemu
+# ---------------------------------------------------------------------------------------------
+
+def _run_kernel_check(cc, name, flags, tmp_path, runner=(), extra=()):
+    exe = tmp_path / f"kernel_check_{name}"
+    cmd = [cc, *COMMON_FLAGS, "-Wall", "-Wextra", "-Werror", f"-DFR_TARGET={name}", *flags,
+           f"-I{KERNELS}", str(Path(__file__).with_name("kernel_check.c")),
+           str(KERNELS / "fr_isa.c"), *extra, "-o", str(exe), "-lm"]
+    build = subprocess.run(cmd, capture_output=True, text=True)
+    assert build.returncode == 0, " ".join(cmd) + "\n" + build.stderr[-3000:]
+    run = subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"{name} kernels" in run.stdout and "0 failed checks" in run.stdout
+
+
+@needs_sources
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or not _compilers(),
+                    reason="x86-64 with a C compiler")
+@pytest.mark.parametrize("name", engine.supported_isas() if engine.AVAILABLE else [])
+def test_kernel_tables_match_plain_loops(name, tmp_path):
+    """The activations (error bounds, NaN in every lane) and the GEMMs (overwrite and
+    accumulate, A transposed, dot kernel) of each target this CPU runs, in C alone."""
+    flags = {n: f for n, f, _msvc in _setup_module()["X86_TARGETS"]}[name]
+    _run_kernel_check(_compilers()[0], name, flags, tmp_path)
+
+
+@needs_sources
+@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")),
+                    reason="needs aarch64-linux-gnu-gcc and qemu-aarch64 (Debian: "
+                           "gcc-aarch64-linux-gnu, qemu-user; .ci/run installs them)")
+def test_neon_kernels_under_emulation(tmp_path):
+    """The NEON kernels (the aarch64 wheels' only target, never built on x86 otherwise):
+    cross-compiled as setup.py builds them and run under qemu."""
+    flags = dict((n, f) for n, f, _msvc in _setup_module()["ARM64_TARGETS"])["neon"]
+    _run_kernel_check("aarch64-linux-gnu-gcc", "neon", flags, tmp_path, runner=("qemu-aarch64",),
+                      extra=("-static",))

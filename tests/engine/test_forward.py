@@ -174,7 +174,7 @@ def test_forward_matches_reference(cell, dtype, shape):
 # every execution plan: (batch blocks, unit blocks, recurrent GEMM mode) x threads;
 # modes: 0 panel kernel, 1 dot kernel
 PLANS = [(1, 1, 0), (1, 1, 1), (2, 1, 0), (2, 1, 1), (1, 2, 0), (1, 2, 1), (2, 2, 1), (2, 2, 0),
-         (3, 2, 0)]
+         (3, 2, 0), (5, 1, 0), (4, 1, 1)]   # more batch blocks than threads: claimed one by one
 
 
 @pytest.mark.parametrize("nthreads", [1, 2])

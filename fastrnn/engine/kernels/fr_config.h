@@ -60,6 +60,9 @@
 #ifndef FR_MC
 #  define FR_MC 128
 #endif
+#if FR_MC % FR_MR != 0
+#  error "FR_MC must be a multiple of FR_MR (a block of whole tiles)"
+#endif
 
 /* independent FMA chains a tile needs to hide the FMA latency (2 units x 4 cycles): tiles
    with fewer accumulators split the k loop into several accumulator sets */

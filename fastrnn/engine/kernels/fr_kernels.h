@@ -86,6 +86,10 @@ void fr_ftz_exit(unsigned long old);
 typedef struct { int count; int sense; int stalled; int preempted; double t_start; } fr_barrier_t;
 typedef struct { int sense; double t_last; long preemptions; } fr_member_t;
 void fr_barrier_init(fr_barrier_t* b);
+/* Work items handed out on demand: each call returns the next unclaimed index of *next
+   (0, 1, 2, ...; set *next to 0 before the team starts), so that a thread held up by another
+   process takes fewer items and the others take the rest. */
+int fr_claim(int* next);
 void fr_member_init(fr_member_t* m);
 void fr_barrier_wait(fr_barrier_t* b, int n, fr_member_t* m);
 /* the last barrier of a region (the join): also notes whether this thread was preempted */

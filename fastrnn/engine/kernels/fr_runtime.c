@@ -239,6 +239,8 @@ int fr_team_done(const fr_barrier_t* b) {
     return counts;
 }
 
+int fr_claim(int* next) { return fr_fetch_add(next, 1) - 1; }
+
 void fr_member_init(fr_member_t* m) {
     m->sense = 0;
     m->t_last = fr_now();
