@@ -92,22 +92,8 @@ class Recurrent(_LayerBase):
         return super().parameters()
 
     def load_state_dict(self, state_dict):
-        """Set every parameter from ``state_dict`` (e.g. a PyTorch module's, as NumPy arrays),
-        all or nothing.
-
-        Parameters
-        ----------
-        state_dict : mapping of str to array_like
-            Exactly the names of :meth:`parameters`, with the same shapes. Values are cast to
-            the layer's dtype and copied into the live arrays.
-
-        Raises
-        ------
-        ValueError
-            If a name is missing or unexpected, a shape differs, or a value is not finite.
-        TypeError
-            If ``state_dict`` is not a mapping or a value is not real numbers.
-        """
+        """See :meth:`fastrnn.layers.base._LayerBase.load_state_dict`; the packed copies of the
+        weights are made again at the next call."""
         super().load_state_dict(state_dict)
         self._weights_version += 1
 
