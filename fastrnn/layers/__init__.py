@@ -1,6 +1,6 @@
 """Layers: ``RNN``, ``LSTM`` and ``GRU``, ``Dense``, ``Embedding`` and ``Dropout`` around them,
 and the attention layers ``MultiHeadAttention``, ``PositionalEncoding``, ``LayerNorm`` and
-``TransformerEncoderLayer``.
+``TransformerEncoderLayer``, and ``GlobalAveragePooling1D``.
 
 Every layer implements :class:`Layer`, the protocol through which models use layers. The
 package is split by what each file holds:
@@ -15,7 +15,8 @@ package is split by what each file holds:
   ``CrossAttention`` (the attention of :class:`fastrnn.EncoderDecoder`, which takes two
   inputs and so is not a layer of a :class:`fastrnn.Sequential`);
 - :mod:`~fastrnn.layers.normalization`: ``LayerNorm``;
-- :mod:`~fastrnn.layers.transformer`: ``TransformerEncoderLayer``.
+- :mod:`~fastrnn.layers.transformer`: ``TransformerEncoderLayer``;
+- :mod:`~fastrnn.layers.pooling`: ``GlobalAveragePooling1D``.
 """
 from .attention import CrossAttention, MultiHeadAttention, PositionalEncoding
 from .base import BACKENDS, Layer
@@ -23,6 +24,7 @@ from .dense import ACTIVATIONS, Dense
 from .dropout import Dropout
 from .embedding import Embedding
 from .normalization import LayerNorm
+from .pooling import GlobalAveragePooling1D
 from .recurrent import (
            GRU,
            LSTM,
@@ -33,5 +35,5 @@ from .recurrent import (
 from .transformer import TransformerEncoderLayer
 
 __all__ = ["ACTIVATIONS", "BACKENDS", "CrossAttention", "GRU", "LSTM", "RNN", "Dense", "Dropout", "Embedding",
-           "Layer", "LayerNorm", "MultiHeadAttention", "PositionalEncoding", "Recurrent",
-           "TransformerEncoderLayer"]
+           "GlobalAveragePooling1D", "Layer", "LayerNorm", "MultiHeadAttention",
+           "PositionalEncoding", "Recurrent", "TransformerEncoderLayer"]

@@ -17,15 +17,17 @@ from .. import losses as losses_module
 from .. import metrics as metrics_module
 from .._validation import (as_float_array, as_lengths, as_rng, check_fraction,
                            check_positive_int)
-from ..layers import (GRU, LSTM, RNN, Dense, Dropout, Embedding, Layer, LayerNorm,
-                      MultiHeadAttention, PositionalEncoding, Recurrent, TransformerEncoderLayer)
+from ..layers import (GRU, LSTM, RNN, Dense, Dropout, Embedding, GlobalAveragePooling1D,
+                      Layer, LayerNorm, MultiHeadAttention, PositionalEncoding, Recurrent,
+                      TransformerEncoderLayer)
 from ..layers.base import training_hold
 from .training import _Model, _trim, train_truncated
 
 #: layer classes a model file may name (nothing else is ever constructed from a file)
 LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Dropout, Embedding, GRU, LSTM, RNN,
                                                 LayerNorm, MultiHeadAttention,
-                                                PositionalEncoding, TransformerEncoderLayer)}
+                                                PositionalEncoding, TransformerEncoderLayer,
+                                                GlobalAveragePooling1D)}
 #: the attention layers: whole sequences ``(batch, timesteps, features)`` in, validated by
 #: their ``check_input``
 ATTENTION_LAYERS = (MultiHeadAttention, PositionalEncoding, TransformerEncoderLayer)
@@ -62,9 +64,11 @@ class Sequential(_Model):
     ----------
     layers : list
         ``Embedding``, ``RNN``, ``LSTM``, ``GRU``, ``Dense``, ``Dropout``, ``LayerNorm``,
-        ``PositionalEncoding``, ``MultiHeadAttention`` and ``TransformerEncoderLayer`` layers.
-        A recurrent layer passes on its output sequence, or with ``return_sequences=False`` its
-        output at each sequence's last valid step; the attention layers pass on sequences.
+        ``PositionalEncoding``, ``MultiHeadAttention``, ``TransformerEncoderLayer`` and
+        ``GlobalAveragePooling1D`` layers. A recurrent layer passes on its output sequence, or
+        with ``return_sequences=False`` its output at each sequence's last valid step; the
+        attention layers pass on sequences; ``GlobalAveragePooling1D`` passes on each
+        sequence's mean over its valid steps.
 
     Examples
     --------
@@ -121,7 +125,7 @@ class Sequential(_Model):
         elif isinstance(first, Recurrent):
             x = as_float_array(name, X, first.dtype, (None, None, first.input_size))
             sequence = True
-        elif isinstance(first, (LayerNorm, *ATTENTION_LAYERS)):
+        elif isinstance(first, (LayerNorm, GlobalAveragePooling1D, *ATTENTION_LAYERS)):
             x = first.check_input(X, name)
             sequence = x.ndim == 3
         else:

@@ -27,6 +27,7 @@ def _instances():
         fastrnn.PositionalEncoding(5, 4, kind="learned", dtype="float64", seed=0),
         fastrnn.LayerNorm(4, dtype="float64"),
         fastrnn.TransformerEncoderLayer(4, 2, 6, dtype="float64", seed=0),
+        fastrnn.GlobalAveragePooling1D(dtype="float64"),
     ]
 
 
@@ -53,7 +54,7 @@ def test_every_layer_class_satisfies_the_protocol(layer):
 def test_layer_classes_are_the_protocol_implementations():
     assert set(LAYER_CLASSES) == {"Dense", "Dropout", "Embedding", "GRU", "LSTM", "RNN",
                                   "LayerNorm", "MultiHeadAttention", "PositionalEncoding",
-                                  "TransformerEncoderLayer"}
+                                  "TransformerEncoderLayer", "GlobalAveragePooling1D"}
     assert not isinstance(object(), Layer)
     with pytest.raises(TypeError, match=r"layers\[0\] must be a fastrnn layer"):
         fastrnn.Sequential([object()])
