@@ -49,3 +49,19 @@ def test_attention_reverses_long_strings_and_the_plain_encoder_decoder_does_not(
     assert result["attention"]["token_accuracy"] >= 0.99
     assert result["plain"]["exact_match"] <= 0.05
     assert result["plain"]["token_accuracy"] <= 0.7
+
+
+def test_lstm_and_transformer_both_learn_which_event_came_first():
+    """The README's LSTM-vs-transformer comparison at reduced size (shorter sequences, fewer
+    of them; about 10 s on one core): both models well above chance (50%) at both lengths,
+    with about as many parameters."""
+    result = load("lstm_vs_transformer").run(lengths=(16, 64), n_train=1024, n_test=256,
+                                              epochs=10, repeats=1, verbose=0)
+    assert set(result) == {16, 64}
+    for timesteps, models in result.items():
+        assert set(models) == {"lstm", "transformer"}
+        for name, r in models.items():
+            assert r["accuracy"] >= 0.9, (timesteps, name, r)
+            assert r["train_s_per_epoch"] > 0 and r["infer_ms_per_batch"] > 0
+        lstm, transformer = models["lstm"]["parameters"], models["transformer"]["parameters"]
+        assert abs(lstm - transformer) <= 0.05 * lstm
