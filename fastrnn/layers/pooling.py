@@ -22,7 +22,8 @@ class GlobalAveragePooling1D(_LayerBase):
 
     def __init__(self, dtype="float32"):
         self.dtype = check_dtype(dtype)
-        super().__init__({})     # no parameters; the cache is (weights (batch, timesteps, 1),)
+        super().__init__({})     # no parameters; the cache is (weights (batch, timesteps, 1),
+        #                          features)
 
     def check_input(self, x, name="x"):
         """``x`` validated as :meth:`__call__` does.
@@ -66,7 +67,7 @@ class GlobalAveragePooling1D(_LayerBase):
         valid = np.arange(timesteps) < lengths[:, None]
         weights = (valid / lengths[:, None]).astype(x.dtype)[:, :, None]
         if training:
-            self._keep_for_backward((weights,))
+            self._keep_for_backward((weights, x.shape[2]))
         return (x * weights).sum(axis=1)
 
     def backward(self, dy):
@@ -82,12 +83,12 @@ class GlobalAveragePooling1D(_LayerBase):
         ndarray, shape (batch, timesteps, features)
             ``dy[b] / lengths[b]`` at the valid steps, 0 at the padded ones.
         """
-        (weights,) = self._training_cache()
-        dy = as_float_array("dy", dy, self.dtype, (weights.shape[0], None))
+        weights, features = self._training_cache()
+        dy = as_float_array("dy", dy, self.dtype, (weights.shape[0], features))
         return self._backward(dy)
 
     def _backward(self, dy):
-        (weights,) = self._training_cache()
+        weights, _ = self._training_cache()
         self.grads = {}
         dx = weights * dy[:, None, :]
         self._backward_done()

@@ -66,6 +66,10 @@ def test_pooling_refuses_bad_input_and_cannot_step():
         pool(np.full((1, 2, 2), np.nan))
     with pytest.raises(RuntimeError, match="training=True"):
         fastrnn.GlobalAveragePooling1D().backward(np.ones((2, 4)))
+    pool(np.ones((2, 3, 4)), training=True)
+    with pytest.raises(ValueError, match="dy"):
+        pool.backward(np.ones((2, 5)))                # 5 features where the input had 4
+    assert pool.backward(np.ones((2, 4))).shape == (2, 3, 4)
     with pytest.raises(TypeError, match="whole sequence"):
         pool.step(np.ones((2, 4)))
     assert fastrnn.GlobalAveragePooling1D(**pool.get_config()).get_config() == pool.get_config()
