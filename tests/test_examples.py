@@ -1,5 +1,6 @@
-"""The five sequence mappings of the lecture, each trained on small generated data by its
-example script under ``examples/`` to a stated accuracy."""
+"""The example scripts under ``examples/`` (the lecture's sequence mappings, attention on long
+inputs, an LSTM against a transformer encoder), each trained on small generated data to a stated
+accuracy."""
 import importlib.util
 
 
