@@ -43,10 +43,16 @@ def preemptions_known():
 CONTENDED_HOLD = FR_CONTENDED_HOLD
 
 
-cdef void _probe_part(int tid, int nth, double delay, fr_barrier_t* bar) noexcept nogil:
-    """Thread ``tid`` of ``_team_probe``: thread 1 arrives ``delay`` seconds late."""
+cdef void _probe_part(int tid, int nth, double delay, double start_late,
+                      fr_barrier_t* bar) noexcept nogil:
+    """Thread ``tid`` of ``_team_probe``: thread 1 begins its share ``start_late`` seconds
+    after the region and arrives ``delay`` seconds late."""
     cdef fr_member_t me
     cdef double t0
+    if tid == 1:
+        t0 = fr_now()
+        while fr_now() - t0 < start_late:
+            pass
     fr_member_init(&me)
     if tid == 1:
         t0 = fr_now()
@@ -55,12 +61,13 @@ cdef void _probe_part(int tid, int nth, double delay, fr_barrier_t* bar) noexcep
     fr_team_leave(bar, nth, &me)
 
 
-def _team_probe(double delay, bint preempted=True):
+def _team_probe(double delay, bint preempted=True, double start_late=0.0):
     """Run a two-thread region whose second thread arrives ``delay`` seconds late at the join,
     as if preempted by another process (``preempted``) or not (an idle core waking up): the
     contention detector's test (the preemption count of the region is set, not measured, so
-    that a stray preemption on an idle machine cannot decide it).  Returns (team size,
-    whether the region counted as contended)."""
+    that a stray preemption on an idle machine cannot decide it).  ``start_late``: the second
+    thread's share begins that many seconds after the region (as if it had waited for a
+    core).  Returns (team size, whether the region counted as contended)."""
     cdef int tid, nth
     cdef int team[1]
     cdef fr_barrier_t bar
@@ -71,7 +78,7 @@ def _team_probe(double delay, bint preempted=True):
         nth = openmp.omp_get_num_threads()
         if tid == 0:
             team[0] = nth
-        _probe_part(tid, nth, delay, &bar)
+        _probe_part(tid, nth, delay, start_late, &bar)
     bar.preempted = preempted       # what the OS would have counted, made deterministic
     return team[0], bool(fr_team_done(&bar))
 

@@ -62,6 +62,17 @@ def test_a_stall_without_preemption_is_no_contention():
     assert not _compiled.contended()
 
 
+def test_a_team_mate_that_starts_late_is_contention_without_preemption():
+    """Beside a busy process a short region is held up by a team mate waiting for a core (no
+    preemption counted): a share that begins late marks the region, a stall alone does not."""
+    _busy()
+    assert _compiled._team_probe(LATE, preempted=False, start_late=LATE) == (2, True)
+    assert _compiled._team_probe(LATE, preempted=False, start_late=0.0) == (2, False)
+    for _ in range(_compiled.CONTENDED_REGIONS):
+        _compiled._team_probe(LATE, preempted=False, start_late=LATE)
+    assert _compiled.contended()
+
+
 def test_regions_after_an_idle_pause_do_not_count():
     _busy()
     time.sleep(2 * _compiled.IDLE)

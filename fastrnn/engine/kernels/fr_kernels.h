@@ -83,8 +83,8 @@ void fr_ftz_exit(unsigned long old);
 /* A sense-reversing barrier for n threads: a short spin, then the core is yielded, so that a
    waiting thread on an oversubscribed machine hands its core to the one it waits for.  Each
    thread passes its own fr_member_t (fr_member_init once at the start of its share). */
-typedef struct { int count; int sense; int stalled; int preempted; double t_start; } fr_barrier_t;
-typedef struct { int sense; double t_last; long preemptions; } fr_member_t;
+typedef struct { int count; int sense; int stalled; int preempted; int late; double t_start; } fr_barrier_t;
+typedef struct { int sense; double t_first; double t_last; long preemptions; } fr_member_t;
 void fr_barrier_init(fr_barrier_t* b);
 /* Work items handed out on demand: each call returns the next unclaimed index of *next
    (0, 1, 2, ...; set *next to 0 before the team starts), so that a thread held up by another
@@ -99,7 +99,10 @@ void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m);
    that waits at a barrier longer than FR_CONTENDED_WAIT seconds, and longer than it worked
    since its last barrier, marks the region stalled; a thread that the OS preempted during the
    region (an involuntary context switch, counted per thread on Linux; elsewhere assumed)
-   marks it preempted.  A region both stalled and preempted was held up by another process;
+   marks it preempted, and a thread whose share began more than FR_CONTENDED_WAIT seconds after
+   the region did (it waited for a core: short regions of ~1 ms were held up that way beside a
+   busy process, with no preemption counted) marks it late.  A region stalled, and preempted or
+   late, was held up by another process;
    after FR_CONTENDED_REGIONS such regions in a row the engine runs on one thread for
    FR_CONTENDED_HOLD seconds (fr_contended), instead of waiting a scheduler time slice at every
    synchronisation.  Regions that start less than FR_WAKING seconds after an idle pause (no

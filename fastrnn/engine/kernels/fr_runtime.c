@@ -217,7 +217,8 @@ long fr_thread_preemptions(void) {
 }
 
 void fr_barrier_init(fr_barrier_t* b) {
-    b->count = 0; b->sense = 0; b->stalled = 0; b->preempted = 0; b->t_start = fr_now();
+    b->count = 0; b->sense = 0; b->stalled = 0; b->preempted = 0; b->late = 0;
+    b->t_start = fr_now();
 }
 
 /* consecutive contended parallel regions, the end of the last region, and until when the
@@ -227,7 +228,8 @@ static double fr_last_region_end = 0, fr_waking_until = 0;
 
 int fr_team_done(const fr_barrier_t* b) {
     const int preempted = fr_load(&b->preempted);
-    int counts = fr_load(&b->stalled) && preempted != 0;   /* preempted, or not known (-1) */
+    /* stalled, with a team mate preempted (or not known: -1) or started late */
+    int counts = fr_load(&b->stalled) && (preempted != 0 || fr_load(&b->late));
     if (b->t_start - fr_last_region_end > FR_IDLE) fr_waking_until = b->t_start + FR_WAKING;
     if (b->t_start < fr_waking_until) counts = 0;
     fr_last_region_end = fr_now();
@@ -243,12 +245,15 @@ int fr_claim(int* next) { return fr_fetch_add(next, 1) - 1; }
 
 void fr_member_init(fr_member_t* m) {
     m->sense = 0;
-    m->t_last = fr_now();
+    m->t_last = m->t_first = fr_now();
     m->preemptions = fr_thread_preemptions();
 }
 
 void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m) {
     if (n > 1) {
+        /* a share that began long after the region did: a team mate that the OS did not
+           schedule in time (it waited to run, which is no preemption of a running thread) */
+        if (m->t_first - b->t_start > FR_CONTENDED_WAIT) fr_store(&b->late, 1);
         const long now = m->preemptions < 0 ? -1 : fr_thread_preemptions();
         if (now < 0) fr_store(&b->preempted, -1);          /* unknown */
         else if (now > m->preemptions) fr_store(&b->preempted, 1);
