@@ -22,6 +22,7 @@ from .._validation import (
     check_int,
     check_positive_int,
 )
+from ..reference.cells import affine
 from .base import _LayerBase, claim_parameter_bytes, constant_params, uniform_params
 
 
@@ -42,14 +43,6 @@ def valid_steps(lengths, timesteps):
     if lengths is None:
         return None
     return np.arange(timesteps) < lengths[:, None]
-
-
-def _affine(x, weight, bias):
-    """``x W^T + b`` over the last axis (``bias`` None: no bias)."""
-    out = x @ weight.T
-    if bias is not None:
-        out += bias
-    return out
 
 
 def _masked_softmax(scores, allowed):
@@ -218,7 +211,7 @@ class MultiHeadAttention(_LayerBase):
         """``(y, weights)`` of validated ``x`` and ``lengths``; keeps the cache if training."""
         batch, timesteps, e = x.shape
         p = self._params
-        qkv = _affine(x, p["in_proj_weight"], p.get("in_proj_bias"))
+        qkv = affine(x, p["in_proj_weight"], p.get("in_proj_bias"))
         q, k, v = qkv.reshape(batch, timesteps, 3, self.num_heads, self.head_dim) \
             .transpose(2, 0, 3, 1, 4)                    # each (batch, heads, time, head_dim)
         valid = valid_steps(lengths, timesteps)
@@ -227,7 +220,7 @@ class MultiHeadAttention(_LayerBase):
         if valid is not None:
             weights *= valid[:, None, :, None]          # padded queries attend to nothing
         context = (weights @ v).transpose(0, 2, 1, 3).reshape(batch, timesteps, e)
-        y = _affine(context, p["out_proj.weight"], p.get("out_proj.bias"))
+        y = affine(context, p["out_proj.weight"], p.get("out_proj.bias"))
         if valid is not None:
             y *= valid[..., None]
         if training:
@@ -299,13 +292,13 @@ class MultiHeadAttention(_LayerBase):
         batch = x_t.shape[0]
         keys, values = self._check_step_state(state, batch)
         p = self._params
-        qkv = _affine(x_t, p["in_proj_weight"], p.get("in_proj_bias"))
+        qkv = affine(x_t, p["in_proj_weight"], p.get("in_proj_bias"))
         q, k, v = qkv.reshape(batch, 3, self.num_heads, 1, self.head_dim).transpose(1, 0, 2, 3, 4)
         keys = np.concatenate([keys, k], axis=2)
         values = np.concatenate([values, v], axis=2)
         scores = (q @ keys.swapaxes(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
         context = (_masked_softmax(scores, None) @ values).reshape(batch, self.embed_dim)
-        return _affine(context, p["out_proj.weight"], p.get("out_proj.bias")), (keys, values)
+        return affine(context, p["out_proj.weight"], p.get("out_proj.bias")), (keys, values)
 
     def _check_step_state(self, state, batch):
         """``(keys, values)`` of a :meth:`step` state (None: empty)."""
@@ -606,9 +599,9 @@ class CrossAttention(_LayerBase):
         """
         p = self._params
         if self.score == "additive":
-            return _affine(memory, p["key_weight"], p["bias"])
+            return affine(memory, p["key_weight"], p["bias"])
         if self.score == "general":
-            return _affine(memory, p["weight"], None)
+            return affine(memory, p["weight"], None)
         return memory
 
     def attend(self, query, memory, valid=None, *, keys=None, training=False):
