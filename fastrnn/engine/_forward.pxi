@@ -182,6 +182,53 @@ cdef inline void _pack_unit_block(const fr_kernels_t* kt, const floating* w_src,
                  whh + _block_offset(kt, H, G, ublk[w], ublk[1], sizeof(floating)))
 
 
+cdef struct _InStep:
+    # The input projected inside each step (``x_t @ W_ih^T`` of a work item's rows, the panel
+    # kernel on W_ih packed per unit block), instead of one projection GEMM before the time
+    # loop: the projection never goes through memory and the call has one parallel region.
+    const void* src         # IN  (B, T, K) layer input, row of (b, t) at b*T + t
+    Py_ssize_t K
+    const void* w_ih        # IN  (G*H, K) weight_ih to pack into wx1 / wx2 first, or NULL
+    void* wx1               # packed W_ih^T unit blocks: every gate but GRU's n
+    void* wx2               # ... GRU's n (else unused)
+    void* xg                # scratch: one (rows, K) gather buffer per work item
+    Py_ssize_t xg_stride
+
+
+cdef inline void _pack_input_block(const fr_kernels_t* kt, int cell, const floating* w_ih,
+                                   Py_ssize_t K, Py_ssize_t H, Py_ssize_t G,
+                                   const int64_t* ublk, Py_ssize_t w,
+                                   floating* wx1, floating* wx2,   # OUT their block w
+                                   Py_ssize_t pfirst, Py_ssize_t pstep) noexcept nogil:
+    """Pack unit block ``w`` of W_ih as a step's input GEMM reads it: the gates in ``wx1``
+    (GRU: r and z; its n in ``wx2``, added to its own slot), blocks packed separately;
+    only panels pfirst, pfirst + pstep, ..."""
+    cdef Py_ssize_t u0 = ublk[w], nj = ublk[w + 1] - ublk[w]
+    cdef Py_ssize_t n1 = 2 if cell == FR_GRU else G
+    _pack_panels(kt, w_ih, K, n1, H, u0, nj,
+                 wx1 + _block_offset(kt, K, n1, u0, ublk[1], sizeof(floating)), pfirst, pstep)
+    if cell == FR_GRU:
+        _pack_panels(kt, w_ih + 2 * H * K, K, 1, H, u0, nj,
+                     wx2 + _block_offset(kt, K, 1, u0, ublk[1], sizeof(floating)), pfirst,
+                     pstep)
+
+
+cdef inline floating* _gather_inputs(const _InStep* xs, Py_ssize_t w, bint reverse,
+                                     Py_ssize_t s, Py_ssize_t T, Py_ssize_t p0, Py_ssize_t na,
+                                     const int64_t* order, const int64_t* lengths,
+                                     floating* tag) noexcept nogil:
+    """Copy the layer input of step ``s`` of the ``na`` active rows of the block at sorted
+    position ``p0`` into work item ``w``'s gather buffer (rows of K); returns the buffer."""
+    cdef floating* xg = <floating*>xs.xg + w * xs.xg_stride
+    cdef const floating* src = <const floating*>xs.src
+    cdef Py_ssize_t r, b, t
+    for r in range(na):
+        b = order[p0 + r]
+        t = (lengths[b] - 1 - s) if reverse else s
+        memcpy(xg + r * xs.K, src + (b * T + t) * xs.K, xs.K * sizeof(floating))
+    return xg
+
+
 cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssize_t tmax,
                   Py_ssize_t B, Py_ssize_t H, Py_ssize_t G,
                   const floating* xp, Py_ssize_t LX, const floating* bx, const floating* bhn,
@@ -192,13 +239,19 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                   floating* hN, floating* cN, floating* scratch, Py_ssize_t scr_stride,
                   Py_ssize_t ldr, bint store, floating* wg, floating* wc, floating* whn,
                   fr_barrier_t* bar, const floating* w_src,
-                  const int64_t* xrow, int* next_item) noexcept nogil:
+                  const int64_t* xrow, int* next_item, const _InStep* xs) noexcept nogil:
     """Thread ``tid`` of ``nth``: (mode 0, ``w_src`` given) first pack W_hh into ``whh``
     (each thread its own unit blocks, or a share of the panels of the single block), then run
     work items over time: independent batch blocks (one unit block) claimed one at a time from
     ``next_item`` (0 at the start), so that a thread that another process holds up runs fewer;
-    with several unit blocks, its share of every step's items."""
+    with several unit blocks, its share of every step's items.  With ``xs`` each step
+    projects its rows' input itself (W_ih packed first when ``xs.w_ih`` is given)."""
     cdef Py_ssize_t w, s, bi, uj, p0, na, u0, nj, nitems = nb * nu
+    cdef Py_ssize_t Kx = xs.K if xs != NULL else 0
+    cdef Py_ssize_t n1 = 2 if cell == FR_GRU else G
+    cdef floating* xin = NULL
+    cdef const floating* wx1 = NULL
+    cdef const floating* wx2 = NULL
     cdef fr_member_t me
     cdef Py_ssize_t BH = B * H
     cdef const floating* wblk
@@ -217,7 +270,18 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                 w += nth
         else:
             _pack_panels(kt, w_src, H, G, H, 0, H, <floating*>whh, tid, nth)
+    if xs != NULL and xs.w_ih != NULL:
+        w = tid if nu > 1 else 0
+        while w < nu:
+            _pack_input_block(kt, cell, <const floating*>xs.w_ih, Kx, H, G, ublk, w,
+                              <floating*>xs.wx1, <floating*>xs.wx2,
+                              0 if nu > 1 else tid, 1 if nu > 1 else nth)
+            w += nth if nu > 1 else 1
+    if (mode == 0 and w_src != NULL) or (xs != NULL and xs.w_ih != NULL):
         fr_barrier_wait(bar, nth, &me)
+    if xs != NULL:
+        wx1 = <const floating*>xs.wx1
+        wx2 = <const floating*>xs.wx2 if cell == FR_GRU else NULL
     if nu == 1:
         # independent batch blocks: each runs its own time loop, no synchronisation
         w = fr_claim(next_item)
@@ -230,10 +294,12 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                     break
                 cur = hbuf + (s & 1) * BH + p0 * H
                 nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
+                if xs != NULL:
+                    xin = _gather_inputs(xs, w, reverse, s, T, p0, na, order, lengths, cur)
                 _step_item(kt, cell, reverse, s, T, H, G, p0, na, 0, H, xp, LX, bx, bhn, whh,
                            mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
                            scratch + w * scr_stride, ldr, store, wg, wc, whn,
-                           NULL, 0, NULL, NULL, xrow)
+                           xin, Kx, wx1, wx2, xrow)
             w = fr_claim(next_item)
     else:
         for s in range(tmax):
@@ -251,10 +317,16 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                     nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
                     wblk = (whh + _block_offset(kt, H, G, u0, ublk[1], sizeof(floating))
                             if mode == 0 else whh)
+                    if xs != NULL:
+                        xin = _gather_inputs(xs, w, reverse, s, T, p0, na, order, lengths, cur)
                     _step_item(kt, cell, reverse, s, T, H, G, p0, na, u0, nj, xp, LX, bx, bhn,
                                wblk, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY,
                                hN, cN, scratch + w * scr_stride, ldr, store, wg, wc, whn,
-                               NULL, 0, NULL, NULL, xrow)
+                               xin, Kx,
+                               wx1 + _block_offset(kt, Kx, n1, u0, ublk[1], sizeof(floating))
+                               if xs != NULL else NULL,
+                               wx2 + _block_offset(kt, Kx, 1, u0, ublk[1], sizeof(floating))
+                               if wx2 != NULL else NULL, xrow)
                 w += nth
             fr_barrier_wait(bar, nth, &me)
     fr_team_leave(bar, nth, &me)        # the join (see _threads)
@@ -277,7 +349,8 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
                       bint store, floating* wg, floating* wc, floating* whn,  # OUT workspace
                       int nthreads,
                       const floating* w_src=NULL,   # IN mode 0: W_hh to pack into whh first
-                      const int64_t* xrow=NULL) noexcept nogil:   # IN xp row of (b, 0)
+                      const int64_t* xrow=NULL,     # IN xp row of (b, 0)
+                      const _InStep* xs=NULL) noexcept nogil:  # IN input projected in steps
     """Run one layer-direction over time, on min(nthreads, nb*nu) threads."""
     cdef int tid, nth
     cdef int next_item = 0
@@ -291,14 +364,14 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
     if nthreads <= 1:
         _worker(kt, 0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
                 bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
-                store, wg, wc, whn, &bar, w_src, xrow, &next_item)
+                store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
         _worker(kt, tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
                 nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
-                ldr, store, wg, wc, whn, &bar, w_src, xrow, &next_item)
+                ldr, store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs)
     fr_team_done(&bar)
 
 
@@ -359,12 +432,21 @@ cdef Py_ssize_t _hh_packed_size(const fr_kernels_t* kt, Py_ssize_t H, Py_ssize_t
     return nu * _packed_size(kt, H, G * (ublk[1] - ublk[0]), elsize)
 
 
+cdef Py_ssize_t _in_packed_size(const fr_kernels_t* kt, Py_ssize_t K, Py_ssize_t n,
+                                cnp.ndarray ublk_arr, Py_ssize_t elsize):
+    """Elements of W_ih's input blocks of ``n`` gates (K inputs) packed as the unit blocks
+    ``ublk_arr`` (each block separately; see _pack_input_block)."""
+    cdef const int64_t* ublk = <const int64_t*>_ptr(ublk_arr)
+    cdef Py_ssize_t nu = cnp.PyArray_DIM(ublk_arr, 0) - 1
+    return nu * _packed_size(kt, K, n * (ublk[1] - ublk[0]), elsize)
+
+
 cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list w_hh,
                           list bx, list bhn, object h0, object c0,
                           cnp.ndarray lengths, cnp.ndarray order_arr, cnp.ndarray bblk_arr,
                           cnp.ndarray ublk_arr, bint partial,
                           Py_ssize_t L, Py_ssize_t D, bint training, int nthreads, int mode,
-                          int proj_threads, object packed):
+                          int proj_threads, object packed, bint in_step):
     cdef int typenum = cnp.NPY_FLOAT64 if floating is double else cnp.NPY_FLOAT32
     cdef Py_ssize_t B = cnp.PyArray_DIM(x, 0), T = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t I = cnp.PyArray_DIM(x, 2)
@@ -401,6 +483,9 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef int64_t* xrow
     cdef Py_ssize_t R
     cdef const fr_kernels_t* kt = g_kt
+    cdef _InStep xs
+    cdef _InStep* xs_p = NULL
+    cdef Py_ssize_t Kmax = max(I, D * H), n1 = 2 if cell == FR_GRU else G
 
     # cheap guards against memory errors (the layers validate, the planner plans beforehand)
     for layer in range(L):
@@ -421,24 +506,37 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     _check_index(ublk_arr, "unit blocks", nu + 1, 0, H)
     if not 1 <= nb * nu <= 64:            # at most 64 work items (see _worker)
         raise ValueError(f"at most 64 work items, got {nb} x {nu}")
-    cdef list packed_ih = None, packed_hh = None
-    # packed for the kernels in use (else ignored), W_hh for these unit blocks (else repacked)
+    cdef list packed_ih = None, packed_hh = None, packed_ihb = None
+    cdef bint same_blocks
+    # packed for the kernels in use (else ignored), W_hh and the input blocks of W_ih for
+    # these unit blocks (else repacked)
     if packed is not None and packed[0] == kt.name.decode():
-        packed_ih = packed[2]
-        if mode == 0 and packed[3] is not None and packed[1] == tuple(ublk_arr.tolist()):
+        same_blocks = packed[1] == tuple(ublk_arr.tolist())
+        packed_ih = packed[2] if not in_step else None
+        if mode == 0 and packed[3] is not None and same_blocks:
             packed_hh = packed[3]
+        if in_step and len(packed) > 4 and packed[4] is not None and same_blocks:
+            packed_ihb = packed[4]
         if (packed_ih is not None and len(packed_ih) != L * D) or \
-                (packed_hh is not None and len(packed_hh) != L * D):
+                (packed_hh is not None and len(packed_hh) != L * D) or \
+                (packed_ihb is not None and len(packed_ihb) != 2 * L * D):
             raise ValueError("one packed weight per layer and direction expected")
         for idx in range(L * D):
+            I_l = I if idx < D else D * H
             if packed_ih is not None:
                 _check_arr(packed_ih[idx], f"packed w_ih[{idx}]", 1,
-                           _packed_size(kt, I if idx < D else D * H, GH, sizeof(floating)),
-                           0, 0, floating is double)
+                           _packed_size(kt, I_l, GH, sizeof(floating)), 0, 0, floating is double)
             if packed_hh is not None:
                 _check_arr(packed_hh[idx], f"packed w_hh[{idx}]", 1,
                            _hh_packed_size(kt, H, G, ublk_arr, sizeof(floating)), 0, 0,
                            floating is double)
+            if packed_ihb is not None:
+                _check_arr(packed_ihb[2 * idx], f"packed input blocks [{2 * idx}]", 1,
+                           _in_packed_size(kt, I_l, n1, ublk_arr, sizeof(floating)), 0, 0,
+                           floating is double)
+                _check_arr(packed_ihb[2 * idx + 1], f"packed input blocks [{2 * idx + 1}]", 1,
+                           _in_packed_size(kt, I_l, 1, ublk_arr, sizeof(floating))
+                           if cell == FR_GRU else 1, 0, 0, floating is double)
     lens = <int64_t*>_ptr(lengths)
     order = <int64_t*>_ptr(order_arr)
     bblk_p = <int64_t*>_ptr(bblk_arr)
@@ -462,14 +560,24 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     scratch = _new(1, nitems * rows * ldr, 0, 0, 0, typenum, False)
     wpk = (_new(1, _hh_packed_size(kt, H, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
                 False) if mode == 0 and packed_hh is None else None)
-    wpi = (_new(1, _packed_size(kt, max(I, D * H), GH, sizeof(floating)), 0, 0, 0, typenum,
-                False) if packed_ih is None else None)
+    wpi = (_new(1, _packed_size(kt, Kmax, GH, sizeof(floating)), 0, 0, 0, typenum,
+                False) if packed_ih is None and not in_step else None)
+    if in_step:
+        xg = _new(1, nitems * rows * Kmax, 0, 0, 0, typenum, False)
+        xs.xg = _ptr(xg)
+        xs.xg_stride = rows * Kmax
+        if packed_ihb is None:
+            wx1 = _new(1, _in_packed_size(kt, Kmax, n1, ublk_arr, sizeof(floating)), 0, 0, 0,
+                       typenum, False)
+            wx2 = _new(1, _in_packed_size(kt, Kmax, 1, ublk_arr, sizeof(floating))
+                       if cell == FR_GRU else 1, 0, 0, 0, typenum, False)
+        xs_p = &xs
     # variable lengths: the input projection only covers valid steps; sequence b's rows are
     # compacted to xc[xrow[b] : xrow[b] + lens[b]] (one copy of the layer input, then one GEMM)
-    R = BT
+    R = BT if not in_step else 0
     xrow_arr = None
     xrow = NULL
-    if partial:
+    if partial and not in_step:
         xrow_arr = _new(1, B, 0, 0, 0, cnp.NPY_INT64, False)
         xrow = <int64_t*>_ptr(xrow_arr)
         R = 0
@@ -495,7 +603,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     for layer in range(L):
         I_l = I if layer == 0 else D * H
         inp_p = <floating*>_ptr(inp)
-        if partial:
+        if partial and not in_step:
             for b in range(B):
                 memcpy(xc_p + xrow[b] * I_l, inp_p + b * T * I_l, lens[b] * I_l * sizeof(floating))
             inp_p = xc_p
@@ -516,7 +624,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                 a = _new(4, D, B, T, H, typenum, partial)
                 ws["hn"].append(a)
                 whn_p = <floating*>_ptr(a)
-        for d in range(D):
+        for d in range(D if not in_step else 0):
             wih_p = <const floating*>_ptr(w_ih[layer * D + d])
             wpi_p = <floating*>_ptr(wpi if packed_ih is None else packed_ih[layer * D + d])
             with nogil:
@@ -552,14 +660,26 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             cN_p = <floating*>_ptr(c_n) + idx * BH if cell == FR_LSTM else <floating*>_ptr(cN_dummy)
             hN_p = <floating*>_ptr(h_n) + idx * BH
             scr_p = <floating*>_ptr(scratch)
+            if in_step:
+                xs.src = inp_p
+                xs.K = I_l
+                if packed_ihb is None:
+                    xs.w_ih = _ptr(w_ih[idx])
+                    xs.wx1 = _ptr(wx1)
+                    xs.wx2 = _ptr(wx2)
+                else:
+                    xs.w_ih = NULL
+                    xs.wx1 = _ptr(packed_ihb[2 * idx])
+                    xs.wx2 = _ptr(packed_ihb[2 * idx + 1])
             with nogil:
-                _recurrence(kt, cell, d == 1, B, T, H, G, tmax, xp_p + d * GHp, LX, bx_p, bhn_p,
+                _recurrence(kt, cell, d == 1, B, T, H, G, tmax,
+                            xp_p + d * GHp if not in_step else NULL, LX, bx_p, bhn_p,
                             whh_p, mode, ublk_p, nu, bblk_p, nb, order, lens, hb, cb,
                             y_p + d * H, D * H, hN_p, cN_p, scr_p, rows * ldr, ldr, store,
                             wg_p + d * BT * GH if wg_p != NULL else NULL,
                             wc_p + d * BT * H if wc_p != NULL else NULL,
                             whn_p + d * BT * H if whn_p != NULL else NULL, nthreads, wsrc_p,
-                            xrow)
+                            xrow, xs_p)
         inp = y
     return inp, h_n, c_n, ws
 
@@ -569,7 +689,7 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
                   cnp.ndarray order not None, cnp.ndarray batch_blocks not None,
                   cnp.ndarray unit_blocks not None, bint partial, Py_ssize_t num_layers,
                   Py_ssize_t num_directions, bint training, int nthreads, int mode,
-                  int proj_threads, object packed=None):
+                  int proj_threads, object packed=None, bint input_in_step=False):
     """Stacked (bi)directional forward in one call, on a plan made by
     ``fastrnn.engine.plan`` (see ``fastrnn.engine.forward.forward``).
 
@@ -582,7 +702,9 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
     ``mode``: recurrent GEMM 0 panel kernel (weights packed once per call), 1 dot kernel.
     ``packed``: None (pack the weights in this call), or what :func:`pack_forward_weights`
     returned for these weights, ``unit_blocks`` and ``mode`` (ignored if it was packed for
-    other kernels than those in use).
+    other kernels than those in use).  ``input_in_step``: each step projects its rows' input
+    (``x_t @ W_ih^T`` with the panel kernel, W_ih packed per unit block) instead of one
+    projection GEMM over all rows before the time loop (``proj_threads`` then unused).
     Returns (y, h_n, c_n, workspace-or-None).
     """
     if mode not in (0, 1):
@@ -596,19 +718,19 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
         return _forward_impl(<double>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
                              batch_blocks, unit_blocks, partial, num_layers, num_directions,
-                             training, nthreads, mode, proj_threads, packed)
+                             training, nthreads, mode, proj_threads, packed, input_in_step)
     return _forward_impl(<float>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
                          batch_blocks, unit_blocks, partial, num_layers, num_directions,
-                         training, nthreads, mode, proj_threads, packed)
+                         training, nthreads, mode, proj_threads, packed, input_in_step)
 
 
 # ---------------------------------------------------------------------------------------------
 # Weights packed once for many forward calls
 # ---------------------------------------------------------------------------------------------
 
-cdef object _pack_weights_impl(floating tag, list w_ih, list w_hh, Py_ssize_t G,
+cdef object _pack_weights_impl(floating tag, int cell, list w_ih, list w_hh, Py_ssize_t G,
                                cnp.ndarray ublk_arr, bint input_weights,
-                               bint recurrent_weights):
+                               bint recurrent_weights, bint input_blocks):
     cdef const fr_kernels_t* kt = g_kt
     cdef int typenum = cnp.NPY_FLOAT64 if floating is double else cnp.NPY_FLOAT32
     cdef const int64_t* ublk = <const int64_t*>_ptr(ublk_arr)
@@ -616,8 +738,10 @@ cdef object _pack_weights_impl(floating tag, list w_ih, list w_hh, Py_ssize_t G,
     cdef Py_ssize_t idx, w, K, GH, H
     cdef const floating* src
     cdef floating* dst
+    cdef Py_ssize_t n1 = 2 if cell == FR_GRU else G
     ih = [] if input_weights else None
     hh = [] if recurrent_weights else None
+    ihb = [] if input_blocks else None
     for idx in range(len(w_ih) if input_weights else 0):
         GH = cnp.PyArray_DIM(<cnp.ndarray>w_ih[idx], 0)
         K = cnp.PyArray_DIM(<cnp.ndarray>w_ih[idx], 1)
@@ -641,23 +765,45 @@ cdef object _pack_weights_impl(floating tag, list w_ih, list w_hh, Py_ssize_t G,
             for w in range(nu):
                 _pack_unit_block(kt, src, H, G, ublk, w, dst)
         hh.append(out)
-    return kt.name.decode(), tuple(ublk_arr.tolist()), ih, hh
+    if input_blocks and w_hh:
+        H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
+        _check_index(ublk_arr, "unit blocks", nu + 1, 0, H)
+    for idx in range(len(w_ih) if input_blocks else 0):
+        K = cnp.PyArray_DIM(<cnp.ndarray>w_ih[idx], 1)
+        _check_arr(w_ih[idx], f"w_ih[{idx}]", 2, G * H, K, 0, floating is double)
+        out = _new(1, _in_packed_size(kt, K, n1, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
+                   False)
+        out2 = _new(1, _in_packed_size(kt, K, 1, ublk_arr, sizeof(floating))
+                    if cell == FR_GRU else 1, 0, 0, 0, typenum, False)
+        src = <const floating*>_ptr(w_ih[idx])
+        dst = <floating*>_ptr(out)
+        dst2 = <floating*>_ptr(out2)
+        with nogil:
+            for w in range(nu):
+                _pack_input_block(kt, cell, src, K, H, G, ublk, w, dst, dst2, 0, 1)
+        ihb.extend([out, out2])
+    return kt.name.decode(), tuple(ublk_arr.tolist()), ih, hh, ihb
 
 
 def pack_forward_weights(list w_ih, list w_hh, Py_ssize_t gates, cnp.ndarray unit_blocks not None,
-                         bint input_weights=True, bint recurrent_weights=True):
+                         bint input_weights=True, bint recurrent_weights=True,
+                         bint input_blocks=False):
     """Pack the weights of a stacked forward once, for many ``forward_stack`` calls.
 
     ``w_ih``, ``w_hh``: as for ``forward_stack`` (all of one dtype); W_hh is packed as the
-    panel kernel (mode 0) of calls with these ``unit_blocks`` reads it.  Returns ``(isa,
-    unit blocks, packed w_ih list or None, packed w_hh list or None)`` (None where not asked
-    for), to be passed as ``forward_stack(..., packed=...)``: the kernels of ``isa`` are the
-    ones it fits, and a call with other unit blocks or in mode 1 packs W_hh itself.
+    panel kernel (mode 0) of calls with these ``unit_blocks`` reads it; W_ih whole for the
+    projection GEMM (``input_weights``) and in unit blocks for calls that project the input
+    in each step (``input_blocks``: two arrays per layer and direction, GRU's n gate in the
+    second).  Returns ``(isa, unit blocks, packed w_ih list, packed w_hh list, input blocks
+    list)`` (None where not asked for), to be passed as ``forward_stack(..., packed=...)``: the
+    kernels of ``isa`` are the ones it fits, and a call with other unit blocks or in mode 1
+    packs what it lacks itself.
     """
     if not w_ih or len(w_hh) != len(w_ih):
         raise ValueError("one weight per layer and direction expected")
+    cdef int cell = FR_GRU if gates == 3 else (FR_LSTM if gates == 4 else FR_RNN_TANH)
     if cnp.PyArray_TYPE(<cnp.ndarray>w_ih[0]) == cnp.NPY_FLOAT64:
-        return _pack_weights_impl(<double>0, w_ih, w_hh, gates, unit_blocks, input_weights,
-                                  recurrent_weights)
-    return _pack_weights_impl(<float>0, w_ih, w_hh, gates, unit_blocks, input_weights,
-                              recurrent_weights)
+        return _pack_weights_impl(<double>0, cell, w_ih, w_hh, gates, unit_blocks,
+                                  input_weights, recurrent_weights, input_blocks)
+    return _pack_weights_impl(<float>0, cell, w_ih, w_hh, gates, unit_blocks, input_weights,
+                              recurrent_weights, input_blocks)

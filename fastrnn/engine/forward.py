@@ -38,24 +38,29 @@ class PackedWeights:
             got = self._entries[("biases", dtype)] = fold()
         return got
 
-    def packing(self, w_ih, w_hh, gates, units, mode, dtype):
+    def packing(self, w_ih, w_hh, gates, units, mode, dtype, input_in_step=False):
         """The ``packed`` argument of ``forward_stack`` for a call on the kernels in use
         (None if they changed while it packed)."""
         isa = runtime.isa()
         blocks = tuple(units.tolist())
         panel = mode == plan.MODE_PANEL
-        ih = self._entries.get((isa, dtype))
+        ih = None if input_in_step else self._entries.get((isa, dtype))
         hh = self._entries.get((isa, dtype, blocks)) if panel else None
-        if ih is None or (panel and hh is None):
-            made = _compiled.pack_forward_weights(w_ih, w_hh, gates, units, ih is None,
-                                                  panel and hh is None)
+        ihb = self._entries.get((isa, dtype, blocks, "input")) if input_in_step else None
+        need_ih, need_hh = ih is None and not input_in_step, panel and hh is None
+        need_ihb = input_in_step and ihb is None
+        if need_ih or need_hh or need_ihb:
+            made = _compiled.pack_forward_weights(w_ih, w_hh, gates, units, need_ih, need_hh,
+                                                  need_ihb)
             if made[0] != isa:    # another thread switched the kernels meanwhile
                 return None
-            if ih is None:
+            if need_ih:
                 ih = self._entries[(isa, dtype)] = made[2]
-            if made[3] is not None:
+            if need_hh:
                 hh = self._entries[(isa, dtype, blocks)] = made[3]
-        return isa, blocks, ih, hh
+            if need_ihb:
+                ihb = self._entries[(isa, dtype, blocks, "input")] = made[4]
+        return isa, blocks, ih, hh, ihb
 
 
 def _fold_biases(weights, spec, H, dtype, num_layers, D):
@@ -85,8 +90,9 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     packed : PackedWeights, optional
         The weights packed by earlier calls on the same (unchanged) ``weights``; None packs
         them in this call.
-    _plan_override : (batch blocks, unit blocks, mode), optional
-        For tests: force the split and the recurrent GEMM kernel.
+    _plan_override : (batch blocks, unit blocks, mode[, input in step]), optional
+        For tests: force the split, the recurrent GEMM kernel and where the input is
+        projected (default: before the time loop).
 
     Returns
     -------
@@ -120,8 +126,10 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     H = weights["weight_hh_l0"].shape[1]
     nthreads = runtime.get_num_threads()
     p = plan.forward_plan(B, T, I, H, G, D, nthreads)
-    nb, nu, mode = (p.batch_blocks, p.unit_blocks, p.mode) if _plan_override is None \
-        else _plan_override
+    if _plan_override is None:
+        nb, nu, mode, in_step = p.batch_blocks, p.unit_blocks, p.mode, p.input_in_step
+    else:
+        nb, nu, mode, in_step = (tuple(_plan_override) + (False,))[:4]
     nb, nu = plan.clamp_work_items(nb, nu, B, H)
     layout = plan.batch_layout(lengths, B, T, nb)
     units = plan.unit_blocks(H, nu)
@@ -133,11 +141,11 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
         (bx, bhn), packed_arg = _fold_biases(*fold), None
     else:
         bx, bhn = packed.biases(x.dtype.char, lambda: _fold_biases(*fold))
-        packed_arg = packed.packing(w_ih, w_hh, G, units, mode, x.dtype.char)
+        packed_arg = packed.packing(w_ih, w_hh, G, units, mode, x.dtype.char, in_step)
     y, h_n, c_n, ws = _compiled.forward_stack(
         spec.code, x, w_ih, w_hh, bx, bhn, h0, c0, layout.lengths, layout.order,
         layout.blocks, units, layout.partial, num_layers, D, training, nthreads, int(mode),
-        p.projection_threads, packed_arg)
+        p.projection_threads, packed_arg, bool(in_step))
     if ws is not None:
         ws.update(cell=cell, num_layers=num_layers, num_directions=D, hidden_size=H,
                   x=x, h0=h0, c0=c0 if spec.code == LSTM else None)

@@ -23,7 +23,7 @@ import numpy as np
 from ..cell_table import GRU
 
 __all__ = ["BatchLayout", "ForwardPlan", "batch_layout", "unit_blocks", "fold_biases",
-           "forward_plan", "clamp_work_items", "step_unit_count", "bptt_plan", "MODE_PANEL", "MODE_DOT"]
+           "forward_plan", "in_step_fits", "clamp_work_items", "step_unit_count", "bptt_plan", "MODE_PANEL", "MODE_DOT"]
 
 #: at most this many work items (batch blocks x unit blocks) in one forward call
 MAX_WORK_ITEMS = 64
@@ -46,6 +46,11 @@ DOT_KERNEL_H_PER_ROW = 8
 STEP_PARALLEL_MIN_WORK = 1 << 18   # measured: LSTM H=256 3x faster on 2 threads, H=128 not
 #: fewest batch rows per thread for which BPTT's threads take independent batch blocks
 ITEM_MIN_ROWS = 4
+#: fewest rows per batch block from which each step projects its own input (x_t @ W_ih^T
+#: inside the time loop) instead of one projection GEMM before it.  Measured on one core of
+#: an AVX2 Zen 4 (LSTM, per work item): 16 rows H=64 -12%, 32 rows H=128 -11%, 8 rows H=128
+#: -6%, 32 rows I=H=256 -7%, 32 rows I=H=512 (one of two unit blocks) -2%; 4 rows even.
+INPUT_IN_STEP_MIN_ROWS = 8
 
 #: recurrent GEMM modes
 MODE_PANEL, MODE_DOT = 0, 1
@@ -181,12 +186,15 @@ class ForwardPlan:
         Recurrent GEMM: :data:`MODE_PANEL` or :data:`MODE_DOT`.
     projection_threads : int
         Threads of the input projection GEMM.
+    input_in_step : bool
+        Each step projects its own rows' input (no projection GEMM before the time loop).
     """
 
     batch_blocks: int
     unit_blocks: int
     mode: int
     projection_threads: int
+    input_in_step: bool = False
 
 
 @lru_cache(maxsize=256)
@@ -201,6 +209,11 @@ def forward_plan(B, T, I, H, G, D, nthreads):
       of W_hh, so it suits small H with enough batch rows;
     * unit blocks: each core owns a slice of the hidden units (and of W_hh, which then stays in
       its own L2) and the threads meet at one barrier per step; for large H or small B.
+
+    The input projection runs inside the steps (``input_in_step``) for the panel kernel when
+    each batch block has :data:`INPUT_IN_STEP_MIN_ROWS` rows or more: a step's GEMM then has
+    rows enough to run at the kernel's speed, and the projection (B*T*G*H values) never goes
+    through memory.  Below that, one GEMM over all B*T rows before the time loop is faster.
     """
     few_rows = B * T * DOT_KERNEL_H_PER_ROW < H
     mode = MODE_DOT if H >= DOT_KERNEL_MIN_H and few_rows else MODE_PANEL
@@ -212,7 +225,13 @@ def forward_plan(B, T, I, H, G, D, nthreads):
     else:
         nb, nu = nthreads, 1
     nb, nu = clamp_work_items(nb, nu, B, H)
-    return ForwardPlan(nb, nu, mode, proj)
+    return ForwardPlan(nb, nu, mode, proj, in_step_fits(B, nb, mode))
+
+
+def in_step_fits(B, nb, mode):
+    """Whether a forward of batch B in ``nb`` batch blocks projects the input in each step
+    (see :func:`forward_plan`)."""
+    return mode == MODE_PANEL and -(-B // nb) >= INPUT_IN_STEP_MIN_ROWS
 
 
 def clamp_work_items(nb, nu, B, H):

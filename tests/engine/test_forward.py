@@ -171,10 +171,12 @@ def test_forward_matches_reference(cell, dtype, shape):
     check_against_reference(cell, x, w, h0, c0, lengths, L, D)
 
 
-# every execution plan: (batch blocks, unit blocks, recurrent GEMM mode) x threads;
-# modes: 0 panel kernel, 1 dot kernel
+# every execution plan: (batch blocks, unit blocks, recurrent GEMM mode[, input projected in
+# each step]) x threads; modes: 0 panel kernel, 1 dot kernel
 PLANS = [(1, 1, 0), (1, 1, 1), (2, 1, 0), (2, 1, 1), (1, 2, 0), (1, 2, 1), (2, 2, 1), (2, 2, 0),
-         (3, 2, 0), (5, 1, 0), (4, 1, 1)]   # more batch blocks than threads: claimed one by one
+         (3, 2, 0), (5, 1, 0), (4, 1, 1),   # more batch blocks than threads: claimed one by one
+         (1, 1, 0, True), (2, 1, 0, True), (1, 2, 0, True), (2, 2, 1, True), (3, 2, 0, True),
+         (5, 1, 1, True)]
 
 
 @pytest.mark.parametrize("nthreads", [1, 2])
@@ -202,7 +204,8 @@ def test_prepacked_weights_give_the_same_results(cell, dtype, shape):
                                       init=init, bias=bias)
     packed = PackedWeights()
     for lens in (None, lengths):
-        for plan in (None, (1, 1, 0), (1, 2, 0), (2, 1, 0), (1, 2, 1)):
+        for plan in (None, (1, 1, 0), (1, 2, 0), (2, 1, 0), (1, 2, 1), (1, 1, 0, True),
+                     (1, 2, 0, True), (2, 1, 1, True)):
             args = (cell, x, w, h0, c0, lens)
             kw = {"num_layers": L, "bidirectional": D == 2, "_plan_override": plan}
             want = engine_forward(*args, **kw)
@@ -212,17 +215,21 @@ def test_prepacked_weights_give_the_same_results(cell, dtype, shape):
     assert {key[0] for key in packed._entries} == {engine.isa(), "biases"}
 
 
+@pytest.mark.parametrize("in_step", [False, True], ids=["projection", "in_step"])
 @pytest.mark.parametrize("mode", [0, 1])
-def test_forward_stack_reads_the_packed_copy_only_where_it_fits(mode):
+def test_forward_stack_reads_the_packed_copy_only_where_it_fits(mode, in_step):
     """A call reads the packed copy (edits of the weights since do not show), but W_hh only
-    for the panel kernel (mode 0) and the unit blocks it was packed for, and nothing packed
-    for other kernels than those in use: there it packs the live weights itself."""
+    for the panel kernel (mode 0) and the unit blocks it was packed for, W_ih's unit blocks
+    (input projected in each step) only for those unit blocks, and nothing packed for other
+    kernels than those in use: there it packs the live weights itself."""
     from fastrnn.engine import _compiled
 
     rng = np.random.default_rng(3)
     x, w, _, _, _ = make_case("lstm", 4, 6, 5, 40, 1, 1, np.float32, rng)
     two, one = engine_plan.unit_blocks(40, 2), engine_plan.unit_blocks(40, 1)
-    made = _compiled.pack_forward_weights([w["weight_ih_l0"]], [w["weight_hh_l0"]], 4, two)
+    made = _compiled.pack_forward_weights([w["weight_ih_l0"]], [w["weight_hh_l0"]], 4, two,
+                                          True, True, in_step)
+    assert (made[4] is not None) == in_step and made[2] is not None and made[3] is not None
     layout = engine_plan.batch_layout(None, 4, 6, 1)
     bx, bhn = engine_plan.fold_biases(w, "_l0", cell_spec("lstm"), 40, np.float32)
 
@@ -230,7 +237,10 @@ def test_forward_stack_reads_the_packed_copy_only_where_it_fits(mode):
         return _compiled.forward_stack(
             cell_spec("lstm").code, x, [w["weight_ih_l0"]], [w["weight_hh_l0"]], [bx], [bhn],
             None, None, layout.lengths, layout.order, layout.blocks, units, False, 1, 1,
-            False, 1, mode, 1, packed)[0]
+            False, 1, mode, 1, packed, in_step)[0]
+
+    def without_hh(packed):
+        return packed[:3] + (None,) + packed[4:]
 
     before = call(None)
     for name in ("weight_ih_l0", "weight_hh_l0"):
@@ -240,9 +250,11 @@ def test_forward_stack_reads_the_packed_copy_only_where_it_fits(mode):
     np.testing.assert_array_equal(call(("other",) + made[1:]), after)
     if mode == 0:
         np.testing.assert_array_equal(call(made), before)
-    old_ih = call(made[:3] + (None,))           # the old W_ih, the live W_hh
+    old_ih = call(without_hh(made))           # the old W_ih, the live W_hh
     assert not np.array_equal(old_ih, before) and not np.array_equal(old_ih, after)
-    np.testing.assert_array_equal(call(made, one), call(made[:3] + (None,), one))
+    np.testing.assert_array_equal(call(made, one), call(without_hh(made), one))
+    if in_step:                 # W_ih's blocks were packed for two unit blocks, not one
+        np.testing.assert_array_equal(call(made, one), call(None, one))
     if mode == 1:
         np.testing.assert_array_equal(call(made), old_ih)
 
@@ -494,6 +506,8 @@ def test_large_steppers_split_units():
 def _plan(B, H, G, nthreads, T):
     """(batch blocks, unit blocks, mode) that the planner picks for a one-layer forward."""
     p = engine_plan.forward_plan(B, T, H, H, G, 1, nthreads)
+    assert p.input_in_step == (p.mode == engine_plan.MODE_PANEL
+                               and -(-B // p.batch_blocks) >= engine_plan.INPUT_IN_STEP_MIN_ROWS)
     return p.batch_blocks, p.unit_blocks, p.mode
 
 
@@ -506,6 +520,11 @@ def test_plan_choices():
     assert _plan(1, 512, 4, 2, 10) == (1, 2, engine_plan.MODE_DOT)      # no packing
     assert _plan(2, 1024, 4, 2, 30) == (1, 2, engine_plan.MODE_DOT)
     assert _plan(64, 512, 4, 1, 50) == (1, 1, engine_plan.MODE_PANEL)   # one thread
+    # the input projected in each step from 8 rows a batch block, else one GEMM before
+    assert engine_plan.forward_plan(32, 50, 512, 512, 4, 1, 2).input_in_step
+    assert engine_plan.forward_plan(16, 50, 32, 64, 4, 1, 2).input_in_step      # 2 x 8 rows
+    assert not engine_plan.forward_plan(14, 50, 32, 64, 4, 1, 2).input_in_step  # 2 x 7
+    assert not engine_plan.forward_plan(1, 150, 256, 256, 4, 1, 2).input_in_step
 
 
 def test_layout_of_a_shape_is_made_once_and_shared_read_only():
