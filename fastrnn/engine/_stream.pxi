@@ -123,7 +123,7 @@ cdef class StepKernel:
         """w_ih / w_hh: per layer weights in PyTorch layout; bx, bhn: per layer biases folded
         by ``fastrnn.engine.plan.fold_biases``; unit_blocks: bounds of the hidden-unit blocks
         (``fastrnn.engine.plan.unit_blocks``)."""
-        cdef Py_ssize_t l, j, u0, nj, H, G, I_l, step, n1, nb, o
+        cdef Py_ssize_t l, j, H, G, nb
         self._kt = g_kt           # the weights are packed for these kernels
         self.isa = isa()
         self.cell = cell
@@ -144,36 +144,18 @@ cdef class StepKernel:
         self._ublk = np.array(bounds, dtype=np.int64)
         self.unit_blocks = len(bounds) - 1
         self._ldr = (G + (1 if cell == FR_GRU else 0)) * (bounds[1] - bounds[0])
-        self._keep = []
+        wi = [np.ascontiguousarray(w, dtype=self.dtype) for w in w_ih]
+        wh = [np.ascontiguousarray(w, dtype=self.dtype) for w in w_hh]
+        # W_hh and W_ih in unit blocks, as the forward's steps read them
+        _, _, _, p_hh, p_ih = pack_forward_weights(wi, wh, G, self._ublk, False, True, True)
+        self._keep = p_hh + p_ih
         for l in range(self.num_layers):
-            wi = np.ascontiguousarray(w_ih[l], dtype=self.dtype)
-            wh = np.ascontiguousarray(w_hh[l], dtype=self.dtype)
-            I_l = wi.shape[1]
-            n1 = 2 if cell == FR_GRU else G
-            step = bounds[1]
-            nb = self.unit_blocks
-            p_ih1 = np.zeros(nb * packed_size(I_l, n1 * step, self.dtype), dtype=self.dtype)
-            p_ih2 = np.zeros(nb * packed_size(I_l, step, self.dtype) if cell == FR_GRU else 1,
-                             dtype=self.dtype)
-            p_hh = np.zeros(nb * packed_size(H, G * step, self.dtype), dtype=self.dtype)
-            for j in range(nb):
-                u0 = bounds[j]
-                nj = bounds[j + 1] - u0
-                o = j * packed_size(H, G * step, self.dtype)
-                pack_panels(wh, G, u0, nj, p_hh[o:o + packed_size(H, G * nj, self.dtype)])
-                o = j * packed_size(I_l, n1 * step, self.dtype)
-                pack_panels(wi[:n1 * H], n1, u0, nj,
-                            p_ih1[o:o + packed_size(I_l, n1 * nj, self.dtype)])
-                if cell == FR_GRU:
-                    o = j * packed_size(I_l, step, self.dtype)
-                    pack_panels(wi[2 * H:], 1, u0, nj,
-                                p_ih2[o:o + packed_size(I_l, nj, self.dtype)])
             b1 = np.ascontiguousarray(bx[l], dtype=self.dtype)
             b2 = np.ascontiguousarray(bhn[l], dtype=self.dtype)
-            self._keep.extend([p_ih1, p_ih2, p_hh, b1, b2])
-            self._wih1[l] = cnp.PyArray_DATA(<cnp.ndarray>p_ih1)
-            self._wih2[l] = cnp.PyArray_DATA(<cnp.ndarray>p_ih2)
-            self._whh[l] = cnp.PyArray_DATA(<cnp.ndarray>p_hh)
+            self._keep.extend([b1, b2])
+            self._wih1[l] = cnp.PyArray_DATA(<cnp.ndarray>p_ih[2 * l])
+            self._wih2[l] = cnp.PyArray_DATA(<cnp.ndarray>p_ih[2 * l + 1])
+            self._whh[l] = cnp.PyArray_DATA(<cnp.ndarray>p_hh[l])
             self._bx[l] = cnp.PyArray_DATA(<cnp.ndarray>b1)
             self._bhn[l] = cnp.PyArray_DATA(<cnp.ndarray>b2)
         self._free = []
