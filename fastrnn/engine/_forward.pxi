@@ -81,18 +81,23 @@ cdef void _step_item(
         const floating* xin=NULL, Py_ssize_t Kx=0,   # IN  streaming: raw input rows (na, Kx)
         const floating* wx1=NULL,                    # IN  its packed W_ih^T block (gates of the
         const floating* wx2=NULL,                    #     block; GRU: r,z in wx1, n in wx2)
-        const int64_t* xrow=NULL                     # IN  row of (b, t=0) in xp (compacted
-        ) noexcept nogil:                            #     variable-length input), else b*T
+        const int64_t* xrow=NULL,                    # IN  row of (b, t=0) in xp (compacted
+                                                     #     variable-length input), else b*T
+        const floating* hmask=NULL,                  # IN  (B, H) recurrent dropout mask, caller
+        floating* hm=NULL                            #     rows; scratch (na, H): h_prev * mask
+        ) noexcept nogil:
     """One timestep of one work item: prefill, recurrent GEMM, gate math, outputs.
 
     Forward mode: ``xp`` holds the precomputed input projection.  Streaming mode (``xp`` NULL):
     the prefill is the bias only and ``rec += xin @ W_ih^T[block]`` is done here with the panel
-    kernel, before the recurrent GEMM.
+    kernel, before the recurrent GEMM.  With ``hmask`` (recurrent dropout) the recurrent GEMM
+    reads ``h_prev * mask`` (the gate math still reads ``h_prev``).
     """
     cdef Py_ssize_t r, k, j, b, t, L, row, GH = G * H, N = G * nj
     cdef floating* rr
     cdef const floating* xr
     cdef const floating* hp
+    cdef const floating* hr
     cdef floating* hq
     cdef floating* cr
     # 1. prefill: rec[r] = xp[row] + bias (GRU: n slot <- b_hn, 4th slot <- x_n + b_in)
@@ -132,12 +137,19 @@ cdef void _step_item(
                 for j in range(nj):
                     rr[k * nj + j] = xr[k * H + u0 + j] + bx[k * H + u0 + j]
     # 2. recurrent GEMM, accumulated: rec[:, :N] += cur @ W_hh[block]^T
+    hr = cur
+    if hmask != NULL:
+        for r in range(na):
+            b = order[p0 + r]
+            for j in range(H):
+                hm[r * H + j] = cur[r * H + j] * hmask[b * H + j]
+        hr = hm
     if mode == 0:
-        _gemm_acc(kt, na, N, H, cur, H, whh, rec, ldr)
+        _gemm_acc(kt, na, N, H, hr, H, whh, rec, ldr)
     else:
         # per gate k: rows k*H + u0 .. k*H + u0 + nj of W_hh feed rec columns k*nj ..
         for k in range(G):
-            _dot_gemm_acc(kt, na, nj, H, cur, H, whh + (k * H + u0) * H, H, rec + k * nj, ldr)
+            _dot_gemm_acc(kt, na, nj, H, hr, H, whh + (k * H + u0) * H, H, rec + k * nj, ldr)
     # 3. gate math, state update, outputs
     for r in range(na):
         b = order[p0 + r]
@@ -195,6 +207,13 @@ cdef struct _InStep:
     Py_ssize_t xg_stride
 
 
+cdef struct _RecDropout:
+    # Recurrent dropout of one layer-direction: W_hh reads h_prev * mask.
+    const void* mask        # IN  (B, H) caller rows
+    void* hm                # scratch: one (rows, H) buffer per work item
+    Py_ssize_t hm_stride
+
+
 cdef inline void _pack_input_block(const fr_kernels_t* kt, int cell, const floating* w_ih,
                                    Py_ssize_t K, Py_ssize_t H, Py_ssize_t G,
                                    const int64_t* ublk, Py_ssize_t w,
@@ -239,7 +258,8 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                   floating* hN, floating* cN, floating* scratch, Py_ssize_t scr_stride,
                   Py_ssize_t ldr, bint store, floating* wg, floating* wc, floating* whn,
                   fr_barrier_t* bar, const floating* w_src,
-                  const int64_t* xrow, int* next_item, const _InStep* xs) noexcept nogil:
+                  const int64_t* xrow, int* next_item, const _InStep* xs,
+                  const _RecDropout* rd) noexcept nogil:
     """Thread ``tid`` of ``nth``: (mode 0, ``w_src`` given) first pack W_hh into ``whh``
     (each thread its own unit blocks, or a share of the panels of the single block), then run
     work items over time: independent batch blocks (one unit block) claimed one at a time from
@@ -250,6 +270,8 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
     cdef Py_ssize_t Kx = xs.K if xs != NULL else 0
     cdef Py_ssize_t n1 = 2 if cell == FR_GRU else G
     cdef floating* xin = NULL
+    cdef const floating* hmask = <const floating*>rd.mask if rd != NULL else NULL
+    cdef floating* hm = NULL
     cdef const floating* wx1 = NULL
     cdef const floating* wx2 = NULL
     cdef fr_member_t me
@@ -296,10 +318,12 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                 nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
                 if xs != NULL:
                     xin = _gather_inputs(xs, w, reverse, s, T, p0, na, order, lengths, cur)
+                if rd != NULL:
+                    hm = <floating*>rd.hm + w * rd.hm_stride
                 _step_item(kt, cell, reverse, s, T, H, G, p0, na, 0, H, xp, LX, bx, bhn, whh,
                            mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
                            scratch + w * scr_stride, ldr, store, wg, wc, whn,
-                           xin, Kx, wx1, wx2, xrow)
+                           xin, Kx, wx1, wx2, xrow, hmask, hm)
             w = fr_claim(next_item)
     else:
         for s in range(tmax):
@@ -319,6 +343,8 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                             if mode == 0 else whh)
                     if xs != NULL:
                         xin = _gather_inputs(xs, w, reverse, s, T, p0, na, order, lengths, cur)
+                    if rd != NULL:
+                        hm = <floating*>rd.hm + w * rd.hm_stride
                     _step_item(kt, cell, reverse, s, T, H, G, p0, na, u0, nj, xp, LX, bx, bhn,
                                wblk, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY,
                                hN, cN, scratch + w * scr_stride, ldr, store, wg, wc, whn,
@@ -326,7 +352,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                                wx1 + _block_offset(kt, Kx, n1, u0, ublk[1], sizeof(floating))
                                if xs != NULL else NULL,
                                wx2 + _block_offset(kt, Kx, 1, u0, ublk[1], sizeof(floating))
-                               if wx2 != NULL else NULL, xrow)
+                               if wx2 != NULL else NULL, xrow, hmask, hm)
                 w += nth
             fr_barrier_wait(bar, nth, &me)
     fr_team_leave(bar, nth, &me)        # the join (see _threads)
@@ -350,7 +376,8 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
                       int nthreads,
                       const floating* w_src=NULL,   # IN mode 0: W_hh to pack into whh first
                       const int64_t* xrow=NULL,     # IN xp row of (b, 0)
-                      const _InStep* xs=NULL) noexcept nogil:  # IN input projected in steps
+                      const _InStep* xs=NULL,       # IN input projected in steps
+                      const _RecDropout* rd=NULL) noexcept nogil:  # IN recurrent dropout
     """Run one layer-direction over time, on min(nthreads, nb*nu) threads."""
     cdef int tid, nth
     cdef int next_item = 0
@@ -364,14 +391,14 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
     if nthreads <= 1:
         _worker(kt, 0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
                 bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
-                store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs)
+                store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
         _worker(kt, tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
                 nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
-                ldr, store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs)
+                ldr, store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd)
     fr_team_done(&bar)
 
 
@@ -446,7 +473,8 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                           cnp.ndarray lengths, cnp.ndarray order_arr, cnp.ndarray bblk_arr,
                           cnp.ndarray ublk_arr, bint partial,
                           Py_ssize_t L, Py_ssize_t D, bint training, int nthreads, int mode,
-                          int proj_threads, object packed, bint in_step):
+                          int proj_threads, object packed, bint in_step,
+                          list layer_masks, object recurrent_masks):
     cdef int typenum = cnp.NPY_FLOAT64 if floating is double else cnp.NPY_FLOAT32
     cdef Py_ssize_t B = cnp.PyArray_DIM(x, 0), T = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t I = cnp.PyArray_DIM(x, 2)
@@ -485,6 +513,8 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef const fr_kernels_t* kt = g_kt
     cdef _InStep xs
     cdef _InStep* xs_p = NULL
+    cdef _RecDropout rdrop
+    cdef _RecDropout* rd_p = NULL
     cdef Py_ssize_t Kmax = max(I, D * H), n1 = 2 if cell == FR_GRU else G
 
     # cheap guards against memory errors (the layers validate, the planner plans beforehand)
@@ -500,6 +530,15 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
         _check_arr(h0, "h0", 3, L * D, B, H, floating is double)
     if c0 is not None and cell == FR_LSTM:
         _check_arr(c0, "c0", 3, L * D, B, H, floating is double)
+    if layer_masks is not None:
+        if len(layer_masks) != L - 1:
+            raise ValueError(f"one layer mask between each two layers expected ({L - 1}), got "
+                             f"{len(layer_masks)}")
+        for layer in range(L - 1):
+            _check_arr(layer_masks[layer], f"layer_masks[{layer}]", 3, B, T, D * H,
+                       floating is double)
+    if recurrent_masks is not None:
+        _check_arr(recurrent_masks, "recurrent_masks", 3, L * D, B, H, floating is double)
     _check_index(lengths, "lengths", B, 1, T)
     _check_index(order_arr, "order", B, 0, B - 1)
     _check_index(bblk_arr, "batch blocks", nb + 1, 0, B)
@@ -562,6 +601,11 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                 False) if mode == 0 and packed_hh is None else None)
     wpi = (_new(1, _packed_size(kt, Kmax, GH, sizeof(floating)), 0, 0, 0, typenum,
                 False) if packed_ih is None and not in_step else None)
+    if recurrent_masks is not None:
+        hm_buf = _new(1, nitems * rows * H, 0, 0, 0, typenum, False)
+        rdrop.hm = _ptr(hm_buf)
+        rdrop.hm_stride = rows * H
+        rd_p = &rdrop
     if in_step:
         xg = _new(1, nitems * rows * Kmax, 0, 0, 0, typenum, False)
         xs.xg = _ptr(xg)
@@ -598,7 +642,8 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     if training:
         ws = {"outputs": [], "gates": [] if cell >= FR_LSTM else None,
               "c": [] if cell == FR_LSTM else None, "hn": [] if cell == FR_GRU else None,
-              "lengths": lengths}
+              "lengths": lengths, "layer_masks": layer_masks,
+              "recurrent_masks": recurrent_masks}
     inp = x
     for layer in range(L):
         I_l = I if layer == 0 else D * H
@@ -660,6 +705,8 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             cN_p = <floating*>_ptr(c_n) + idx * BH if cell == FR_LSTM else <floating*>_ptr(cN_dummy)
             hN_p = <floating*>_ptr(h_n) + idx * BH
             scr_p = <floating*>_ptr(scratch)
+            if rd_p != NULL:
+                rdrop.mask = <const floating*>_ptr(recurrent_masks) + idx * BH
             if in_step:
                 xs.src = inp_p
                 xs.K = I_l
@@ -679,8 +726,8 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                             wg_p + d * BT * GH if wg_p != NULL else NULL,
                             wc_p + d * BT * H if wc_p != NULL else NULL,
                             whn_p + d * BT * H if whn_p != NULL else NULL, nthreads, wsrc_p,
-                            xrow, xs_p)
-        inp = y
+                            xrow, xs_p, rd_p)
+        inp = y if layer_masks is None or layer == L - 1 else y * layer_masks[layer]
     return inp, h_n, c_n, ws
 
 
@@ -689,7 +736,8 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
                   cnp.ndarray order not None, cnp.ndarray batch_blocks not None,
                   cnp.ndarray unit_blocks not None, bint partial, Py_ssize_t num_layers,
                   Py_ssize_t num_directions, bint training, int nthreads, int mode,
-                  int proj_threads, object packed=None, bint input_in_step=False):
+                  int proj_threads, object packed=None, bint input_in_step=False,
+                  list layer_masks=None, object recurrent_masks=None):
     """Stacked (bi)directional forward in one call, on a plan made by
     ``fastrnn.engine.plan`` (see ``fastrnn.engine.forward.forward``).
 
@@ -705,6 +753,9 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
     other kernels than those in use).  ``input_in_step``: each step projects its rows' input
     (``x_t @ W_ih^T`` with the panel kernel, W_ih packed per unit block) instead of one
     projection GEMM over all rows before the time loop (``proj_threads`` then unused).
+    Dropout, as fixed masks of x's dtype (zeros and 1 / (1 - p)): ``layer_masks`` (L - 1 arrays
+    (B, T, D*H)) multiply each layer's output but the last before it feeds the next layer;
+    ``recurrent_masks`` (L*D, B, H) multiply h_{t-1} where W_hh reads it.
     Returns (y, h_n, c_n, workspace-or-None).
     """
     if mode not in (0, 1):
@@ -718,10 +769,12 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
         return _forward_impl(<double>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
                              batch_blocks, unit_blocks, partial, num_layers, num_directions,
-                             training, nthreads, mode, proj_threads, packed, input_in_step)
+                             training, nthreads, mode, proj_threads, packed, input_in_step,
+                             layer_masks, recurrent_masks)
     return _forward_impl(<float>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
                          batch_blocks, unit_blocks, partial, num_layers, num_directions,
-                         training, nthreads, mode, proj_threads, packed, input_in_step)
+                         training, nthreads, mode, proj_threads, packed, input_in_step,
+                         layer_masks, recurrent_masks)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ A dict, arrays in the caller's batch order, indexed by the real time index ``t``
 
     "cell", "num_layers", "num_directions", "hidden_size"
     "lengths"  int64 (B,), 1..T
+    "layer_masks", "recurrent_masks"  the forward's dropout masks, or None (optional entries):
+               L-1 arrays (B, T, D*H) between the layers; (L*D, B, H) on h_{t-1} where W_hh
+               reads it
     "x"        (B, T, I) the network input (layer 0's input)                 [*]
     "h0"       (L*D, B, H) initial hidden state, or None (zeros)              [*]
     "c0"       (L*D, B, H) initial LSTM cell state, or None (zeros)           [*]
@@ -234,13 +237,21 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     init_all = c0 if code == LSTM else h0              # the state before the first step
     grads = {}
     dout = None if dy is None else c_(dy)
+    lmasks = ws.get("layer_masks")
+    rmasks = ws.get("recurrent_masks")
 
     for layer in reversed(range(L)):
         sl = slice(layer * D, (layer + 1) * D)
         inp = x if layer == 0 else ws["outputs"][layer - 1]
+        if layer > 0 and lmasks is not None:
+            inp = inp * lmasks[layer - 1]             # what the layer read (dropout)
         inp = c_(inp)
         I_l = inp.shape[2]
         y3 = ws["outputs"][layer]
+        rmask = None if rmasks is None else c_(rmasks[sl])
+        # W_hh read h_{t-1} * mask: the states its gradient pairs with dA
+        y3r = y3 if rmask is None else np.concatenate(
+            [y3[:, :, d * H:(d + 1) * H] * rmask[d][:, None, :] for d in range(D)], axis=2)
         sfx = [parameter_names(layer, d)[0][len("weight_ih"):] for d in range(D)]
         wl = [np.ascontiguousarray(weights["weight_hh" + s], dtype=dtype) for s in sfx]
         wpk = np.empty((D, _compiled.packed_size(GH, H, dtype)), dtype=dtype)
@@ -262,6 +273,7 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
             dc_n=dcn_all[sl] if dcn_all is not None else zstate,
             w_packed=wpk, is32=dtype == np.float32, gemm_threads=gemm_threads,
             zeros=np.zeros(H, dtype=dtype),
+            rmask=rmask if rmask is not None else absent(D, B), has_rmask=rmask is not None,
             da=da, dah=dah, dh0=dh0[sl], dc0=dc0[sl] if code == LSTM else absent(D, B),
             dbias=dbias)
         _run_items(kernel, items, cfg, item_threads)
@@ -277,6 +289,8 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
             else:
                 wih = np.concatenate([weights["weight_ih" + s] for s in sfx], axis=0)
             dout = matmul(da2, np.ascontiguousarray(wih, dtype=dtype)).reshape(B, T, I_l)
+            if layer > 0 and lmasks is not None:
+                dout *= lmasks[layer - 1]
         else:
             dout = None
         dbd = dbias.reshape(D, -1, dbias.shape[1]).sum(axis=1)    # per direction
@@ -287,12 +301,14 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         for d in range(D):
             s = sfx[d]
             h0d = None if h0 is None else h0[layer * D + d]
+            if h0d is not None and rmask is not None:
+                h0d = h0d * rmask[d]
             if code == GRU:
                 grads["weight_ih" + s] = dwih[d * GH:(d + 1) * GH]
-                grads["weight_hh" + s] = _dw_hh(dah, y3, d, D, H, GH, h0d, lengths)
+                grads["weight_hh" + s] = _dw_hh(dah, y3r, d, D, H, GH, h0d, lengths)
             else:
                 grads["weight_ih" + s], grads["weight_hh" + s] = _dw_ih_hh(
-                    da, x2, y3, d, D, H, GH, h0d, lengths)
+                    da, x2, y3r, d, D, H, GH, h0d, lengths)
             if has_bih:
                 grads["bias_ih" + s] = dbx[d].astype(dtype)
             if has_bhh:
@@ -336,15 +352,15 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
         for d in range(D):
             for t, active, cc in cache.steps[layer, d]:
                 if code not in (LSTM, GRU):
-                    _, _, h_new = cc
+                    h_new = cc[-1]
                 elif code == LSTM:
-                    _, _, c_prev, i, f, g, o, tanh_c = cc
+                    _, _, _, c_prev, i, f, g, o, tanh_c = cc
                     gates[d, active, t] = np.concatenate([i, f, g, o], axis=1)
                     h_new = o * tanh_c
                     # c_t from c' = f c + i g (the reference keeps tanh(c') only)
                     cs[d, active, t] = f * c_prev + i * g
                 else:
-                    _, h_prev, r, z, n, h_n = cc
+                    _, h_prev, _, _, r, z, n, h_n = cc
                     gates[d, active, t] = np.concatenate([r, z, n], axis=1)
                     hn[d, active, t] = h_n
                     h_new = (1 - z) * n + z * h_prev

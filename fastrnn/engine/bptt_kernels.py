@@ -82,7 +82,7 @@ def _prefetch(a, write):
 BpttConfig = namedtuple("BpttConfig", [
     "one", "H", "GH", "relu", "order", "lengths",
     "outputs", "gates", "cells", "hn", "init", "has_init", "dy", "has_dy", "dh_n", "dc_n",
-    "w_packed", "is32", "gemm_threads", "zeros",
+    "w_packed", "is32", "gemm_threads", "zeros", "rmask", "has_rmask",
     "da", "dah", "dh0", "dc0", "dbias",
 ])
 BpttConfig.__doc__ = """Everything one layer's BPTT kernel reads and writes.
@@ -110,6 +110,9 @@ w_packed, is32, gemm_threads
     (D, packed) W_hh packed by ``_compiled.pack_rows``; float32?; threads of each step's GEMM.
 zeros : (H,)
     A row of zeros, standing for absent inputs.
+rmask, has_rmask
+    (D, B, H) the recurrent dropout masks (W_hh read ``h_{t-1} * rmask``: the gradient that
+    comes back through W_hh is multiplied by them); without them, not read.
 da, dah, dh0, dc0, dbias
     OUT: (B, T, D*GH) the gate pre-activation gradients; the GRU's recurrent-side ones (``da``
     itself for the other cells); (D, B, H) the gradients on h0 and c0; float64 (items, GH, or
@@ -156,6 +159,14 @@ def _active(rev, t, n, nact, lens):
         while nact > 0 and lens[nact - 1] <= t:
             nact -= 1
     return nact
+
+
+@_jit(inline="always", fastmath=_FAST, error_model="numpy")
+def _mask_row(dh, mask, direct, add_direct):
+    """``dh = dh * mask`` (+ ``direct``): a row's gradient on h_{t-1} under recurrent dropout."""
+    for j in range(np.uint64(dh.shape[0])):
+        v = dh[j] * mask[j]
+        dh[j] = v + direct[j] if add_direct else v
 
 
 @_jit(fastmath=_FAST)
@@ -312,7 +323,7 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
     @_jit(fastmath=_FAST, error_model="numpy")
     def kernel(items, one, H, GH, relu, order, lengths,
                outputs, gates, cells, hn, init, has_init, dy, has_dy, dh_n, dc_n,
-               w_packed, is32, gemm_threads, zeros,
+               w_packed, is32, gemm_threads, zeros, rmask, has_rmask,
                da, dah, dh0, dc0, dbias):
         csr = _ext_ftz_on()          # denormals flushed to zero, as in the forward
         for w in range(items.shape[0]):
@@ -373,10 +384,15 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
                          prev, dy[b, t, ho:ho + H] if has_dy else zeros, dhb[r * H:(r + 1) * H],
                          dcb[r * H:(r + 1) * H], dab[r * GH:(r + 1) * GH], dxr,
                          da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], acc)
-                if nact > 0:
+                if nact > 0 and not has_rmask:
                     if direct_dh:
                         dhb[:nact * H] = dcb[:nact * H]
                     _dh_gemm(is32, nact, H, GH, dab, w_packed[d], dhb, accumulate, gemm_threads)
+                elif nact > 0:          # recurrent dropout: the GEMM's part through the mask
+                    _dh_gemm(is32, nact, H, GH, dab, w_packed[d], dhb, 0, gemm_threads)
+                    for r in range(nact):
+                        _mask_row(dhb[r * H:(r + 1) * H], rmask[d, order[p0 + r]],
+                                  dcb[r * H:(r + 1) * H], direct_dh)
             for r in range(n):
                 b = order[p0 + r]
                 dh0[d, b] = dhb[r * H:(r + 1) * H]

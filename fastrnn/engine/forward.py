@@ -72,7 +72,8 @@ def _fold_biases(weights, spec, H, dtype, num_layers, D):
 
 
 def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
-            bidirectional=False, training=False, packed=None, _plan_override=None):
+            bidirectional=False, training=False, packed=None, layer_masks=None,
+            recurrent_masks=None, _plan_override=None):
     """Compiled forward pass of a stacked (bi)directional RNN / LSTM / GRU.
 
     Parameters
@@ -90,6 +91,11 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     packed : PackedWeights, optional
         The weights packed by earlier calls on the same (unchanged) ``weights``; None packs
         them in this call.
+    layer_masks : list of ndarray (B, T, D*H), optional
+        Dropout between the layers (``num_layers - 1`` masks of x's dtype, zeros and
+        ``1 / (1 - p)``): layer l's output times ``layer_masks[l]`` feeds layer l + 1.
+    recurrent_masks : ndarray (num_layers*D, B, H), optional
+        Recurrent dropout: W_hh reads ``h_{t-1} * recurrent_masks[layer * D + d]``.
     _plan_override : (batch blocks, unit blocks, mode[, input in step]), optional
         For tests: force the split, the recurrent GEMM kernel and where the input is
         projected (default: before the time loop).
@@ -105,6 +111,7 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
 
             "cell", "num_layers", "num_directions", "hidden_size": as given
             "lengths":  int64 (B,)
+            "layer_masks", "recurrent_masks": the call's dropout masks (or None)
             "x", "h0", "c0": the call's input and initial states (references, not copies;
                         None where not given / not LSTM)
             "outputs":  list over layers of (B, T, D*H) -- layer l's output, i.e. the hidden
@@ -145,7 +152,7 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     y, h_n, c_n, ws = _compiled.forward_stack(
         spec.code, x, w_ih, w_hh, bx, bhn, h0, c0, layout.lengths, layout.order,
         layout.blocks, units, layout.partial, num_layers, D, training, nthreads, int(mode),
-        p.projection_threads, packed_arg, bool(in_step))
+        p.projection_threads, packed_arg, bool(in_step), layer_masks, recurrent_masks)
     if ws is not None:
         ws.update(cell=cell, num_layers=num_layers, num_directions=D, hidden_size=H,
                   x=x, h0=h0, c0=c0 if spec.code == LSTM else None)

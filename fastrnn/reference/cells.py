@@ -7,6 +7,11 @@ what its ``backward`` needs; ``backward`` takes the gradient of the loss with re
 state and returns the gradients with respect to the input, the previous state and the four
 parameters ``(w_ih, w_hh, b_ih, b_hh)``.
 
+Recurrent dropout (Gal and Ghahramani, 2016): a cell given a mask ``m`` (``(batch,
+hidden_size)``, zeros and ``1 / (1 - p)``, the same at every step of a sequence) feeds
+``h * m`` to ``W_hh`` instead of ``h``; everything else reads ``h`` itself (the GRU's
+``z * h``, the LSTM's cell state).
+
 The code is the specification: it is written to read like the equations, not to be fast.
 """
 import numpy as np
@@ -31,37 +36,49 @@ def _bias_grad(da, b):
     return None if b is None else da.sum(axis=0)
 
 
+def _recurrent_input(h, m):
+    """What ``W_hh`` reads: ``h``, or ``h * m`` under recurrent dropout."""
+    return h if m is None else h * m
+
+
+def _through_mask(dh, m):
+    """The gradient on ``h`` of the gradient ``dh`` on the recurrent input ``h * m``."""
+    return dh if m is None else dh * m
+
+
 # ----------------------------------------------------------------------------------- vanilla RNN
 
-def rnn_forward(x, h, c, params, nonlinearity):
+def rnn_forward(x, h, c, params, nonlinearity, m=None):
     """Vanilla RNN cell: ``h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``, ``act`` tanh or relu.
 
-    ``c`` is unused (the vanilla cell has no cell state) and returned as ``None``.
+    ``c`` is unused (the vanilla cell has no cell state) and returned as ``None``; ``m`` is the
+    recurrent dropout mask (or None).
     """
     w_ih, w_hh, b_ih, b_hh = params
-    a = affine(x, w_ih, b_ih) + affine(h, w_hh, b_hh)
+    hr = _recurrent_input(h, m)
+    a = affine(x, w_ih, b_ih) + affine(hr, w_hh, b_hh)
     h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
-    return h_new, None, (x, h, h_new)
+    return h_new, None, (x, hr, m, h_new)
 
 
 def rnn_backward(dh_new, dc_new, cache, params, nonlinearity):
     """Backward of :func:`rnn_forward`: ``da = dh' * act'(a)``, then the chain rule through ``a``."""
     w_ih, w_hh, b_ih, b_hh = params
-    x, h, h_new = cache
+    x, hr, m, h_new = cache
     if nonlinearity == "tanh":
         da = dh_new * (1 - h_new**2)      # tanh'(a) = 1 - tanh(a)^2
     else:
         da = dh_new * (h_new > 0)         # relu'(a) = 1 where a > 0
     dx = da @ w_ih
-    dh = da @ w_hh
-    grads = (da.T @ x, da.T @ h, _bias_grad(da, b_ih), _bias_grad(da, b_hh))
+    dh = _through_mask(da @ w_hh, m)
+    grads = (da.T @ x, da.T @ hr, _bias_grad(da, b_ih), _bias_grad(da, b_hh))
     return dx, dh, None, grads
 
 
 # ------------------------------------------------------------------------------------------ LSTM
 
-def lstm_forward(x, h, c, params):
-    """LSTM cell with PyTorch's gate order ``i, f, g, o``::
+def lstm_forward(x, h, c, params, m=None):
+    """LSTM cell with PyTorch's gate order ``i, f, g, o`` (``m``: recurrent dropout mask)::
 
         [a_i, a_f, a_g, a_o] = x W_ih^T + b_ih + h W_hh^T + b_hh
         i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
@@ -69,12 +86,13 @@ def lstm_forward(x, h, c, params):
         h' = o * tanh(c')
     """
     w_ih, w_hh, b_ih, b_hh = params
-    a_i, a_f, a_g, a_o = np.split(affine(x, w_ih, b_ih) + affine(h, w_hh, b_hh), 4, axis=1)
+    hr = _recurrent_input(h, m)
+    a_i, a_f, a_g, a_o = np.split(affine(x, w_ih, b_ih) + affine(hr, w_hh, b_hh), 4, axis=1)
     i, f, g, o = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g), sigmoid(a_o)
     c_new = f * c + i * g
     tanh_c = np.tanh(c_new)
     h_new = o * tanh_c
-    return h_new, c_new, (x, h, c, i, f, g, o, tanh_c)
+    return h_new, c_new, (x, hr, m, c, i, f, g, o, tanh_c)
 
 
 def lstm_backward(dh_new, dc_new, cache, params):
@@ -85,7 +103,7 @@ def lstm_backward(dh_new, dc_new, cache, params):
     the derivative of its activation (``s (1 - s)`` for a sigmoid, ``1 - t^2`` for tanh).
     """
     w_ih, w_hh, b_ih, b_hh = params
-    x, h, c, i, f, g, o, tanh_c = cache
+    x, hr, m, c, i, f, g, o, tanh_c = cache
     do = dh_new * tanh_c
     dc = dc_new + dh_new * o * (1 - tanh_c**2)
     di, df, dg = dc * g, dc * c, dc * i
@@ -94,15 +112,16 @@ def lstm_backward(dh_new, dc_new, cache, params):
         [di * i * (1 - i), df * f * (1 - f), dg * (1 - g**2), do * o * (1 - o)], axis=1
     )
     dx = da @ w_ih
-    dh = da @ w_hh
-    grads = (da.T @ x, da.T @ h, _bias_grad(da, b_ih), _bias_grad(da, b_hh))
+    dh = _through_mask(da @ w_hh, m)
+    grads = (da.T @ x, da.T @ hr, _bias_grad(da, b_ih), _bias_grad(da, b_hh))
     return dx, dh, dc_prev, grads
 
 
 # ------------------------------------------------------------------------------------------- GRU
 
-def gru_forward(x, h, c, params):
-    """GRU cell with PyTorch's gate order ``r, z, n`` (the "linear before reset" form)::
+def gru_forward(x, h, c, params, m=None):
+    """GRU cell with PyTorch's gate order ``r, z, n`` (the "linear before reset" form; under
+    recurrent dropout ``h W_hh^T`` reads ``h * m``, ``z * h`` reads ``h``)::
 
         [x_r, x_z, x_n] = x W_ih^T + b_ih        [h_r, h_z, h_n] = h W_hh^T + b_hh
         r = sigmoid(x_r + h_r)   z = sigmoid(x_z + h_z)
@@ -111,12 +130,13 @@ def gru_forward(x, h, c, params):
     """
     w_ih, w_hh, b_ih, b_hh = params
     x_r, x_z, x_n = np.split(affine(x, w_ih, b_ih), 3, axis=1)
-    h_r, h_z, h_n = np.split(affine(h, w_hh, b_hh), 3, axis=1)
+    hr = _recurrent_input(h, m)
+    h_r, h_z, h_n = np.split(affine(hr, w_hh, b_hh), 3, axis=1)
     r = sigmoid(x_r + h_r)
     z = sigmoid(x_z + h_z)
     n = np.tanh(x_n + r * h_n)
     h_new = (1 - z) * n + z * h
-    return h_new, None, (x, h, r, z, n, h_n)
+    return h_new, None, (x, h, hr, m, r, z, n, h_n)
 
 
 def gru_backward(dh_new, dc_new, cache, params):
@@ -126,21 +146,21 @@ def gru_backward(dh_new, dc_new, cache, params):
     ``n`` block is ``dn_pre * r`` while the input one is ``dn_pre``.
     """
     w_ih, w_hh, b_ih, b_hh = params
-    x, h, r, z, n, h_n = cache
+    x, h, hr, m, r, z, n, h_n = cache
     dn_pre = dh_new * (1 - z) * (1 - n**2)
     dz_pre = dh_new * (h - n) * z * (1 - z)
     dr_pre = dn_pre * h_n * r * (1 - r)
     da_x = np.concatenate([dr_pre, dz_pre, dn_pre], axis=1)
     da_h = np.concatenate([dr_pre, dz_pre, dn_pre * r], axis=1)
     dx = da_x @ w_ih
-    dh = dh_new * z + da_h @ w_hh
-    grads = (da_x.T @ x, da_h.T @ h, _bias_grad(da_x, b_ih), _bias_grad(da_h, b_hh))
+    dh = dh_new * z + _through_mask(da_h @ w_hh, m)
+    grads = (da_x.T @ x, da_h.T @ hr, _bias_grad(da_x, b_ih), _bias_grad(da_h, b_hh))
     return dx, dh, None, grads
 
 
 def _rnn_cell(nonlinearity):
-    def forward(x, h, c, params):
-        return rnn_forward(x, h, c, params, nonlinearity)
+    def forward(x, h, c, params, m=None):
+        return rnn_forward(x, h, c, params, nonlinearity, m)
 
     def backward(dh_new, dc_new, cache, params):
         return rnn_backward(dh_new, dc_new, cache, params, nonlinearity)

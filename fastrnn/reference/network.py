@@ -7,6 +7,12 @@ layer). Sequences of different lengths share a batch: at timestep ``t`` only the
 and its outputs after that are zero. The reverse direction of a sequence starts at its own last
 valid step. These are PyTorch's packed-sequence semantics.
 
+Dropout, given as fixed masks (zeros and ``1 / (1 - p)``, drawn by the caller): between stacked
+layers (PyTorch's ``dropout=``), each layer's output but the last is multiplied by its mask
+before it feeds the next layer; recurrent dropout (Gal and Ghahramani, 2016; Keras'
+``recurrent_dropout``) multiplies ``h_{t-1}`` by one mask per sequence, the same at every step,
+where ``W_hh`` reads it (see :mod:`fastrnn.reference.cells`).
+
 BPTT walks the same steps backwards: the gradient of the loss with respect to ``h_t`` is the
 upstream gradient on the output ``y_t`` plus what flows back from ``h_{t+1}``; each weight's
 gradient is summed over every timestep at which the weight was used.
@@ -25,7 +31,7 @@ def _cell_params(weights, layer, direction):
     return weights[w_ih], weights[w_hh], weights.get(b_ih), weights.get(b_hh)
 
 
-def unroll(cell, x, params, h0, c0, lengths, reverse=False):
+def unroll(cell, x, params, h0, c0, lengths, reverse=False, recurrent_mask=None):
     """Run one recurrent layer in one direction over a batch of sequences.
 
     Parameters
@@ -41,6 +47,8 @@ def unroll(cell, x, params, h0, c0, lengths, reverse=False):
         Valid timesteps of each sequence.
     reverse : bool
         Walk from each sequence's last valid step down to step 0.
+    recurrent_mask : ndarray, shape (batch, hidden_size), optional
+        Recurrent dropout: ``W_hh`` reads ``h * recurrent_mask``.
 
     Returns
     -------
@@ -62,7 +70,8 @@ def unroll(cell, x, params, h0, c0, lengths, reverse=False):
         if active.size == 0:
             continue
         h_new, c_new, cache = forward_cell(
-            x[active, t], h[active], None if c is None else c[active], params
+            x[active, t], h[active], None if c is None else c[active], params,
+            None if recurrent_mask is None else recurrent_mask[active]
         )
         h[active] = h_new
         if c is not None:
@@ -130,11 +139,13 @@ class ForwardCache:
     num_layers: int
     num_directions: int
     weights: dict
-    layer_inputs: list = field(default_factory=list)   # input of each layer
+    layer_inputs: list = field(default_factory=list)   # input of each layer (after dropout)
     steps: dict = field(default_factory=dict)          # (layer, direction) -> unroll steps
+    layer_masks: list = None                           # dropout masks between the layers
 
 
-def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, bidirectional=False):
+def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, bidirectional=False,
+            layer_masks=None, recurrent_masks=None):
     """Forward pass of a stacked, optionally bidirectional recurrent network.
 
     Parameters
@@ -152,6 +163,11 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, b
         Valid timesteps of each sequence, each in ``1..timesteps``; ``None`` means all.
     num_layers : int
     bidirectional : bool
+    layer_masks : list of ndarray, shape (batch, timesteps, num_directions * hidden_size), optional
+        Dropout between the layers: ``num_layers - 1`` masks, layer ``l``'s output times
+        ``layer_masks[l]`` is layer ``l + 1``'s input.
+    recurrent_masks : ndarray, shape (num_layers * num_directions, batch, hidden_size), optional
+        Recurrent dropout masks, one per layer and direction.
 
     Returns
     -------
@@ -175,7 +191,7 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, b
     h_n = np.empty(state_shape, dtype=x.dtype)
     c_n = np.empty(state_shape, dtype=x.dtype) if cell == "lstm" else None
 
-    cache = ForwardCache(cell, num_layers, num_directions, weights)
+    cache = ForwardCache(cell, num_layers, num_directions, weights, layer_masks=layer_masks)
     layer_input = x
     for layer in range(num_layers):
         cache.layer_inputs.append(layer_input)
@@ -185,6 +201,7 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, b
             y, h, c, steps = unroll(
                 cell, layer_input, _cell_params(weights, layer, direction),
                 h0[k], None if c_n is None else c0[k], lengths, reverse=direction == 1,
+                recurrent_mask=None if recurrent_masks is None else recurrent_masks[k],
             )
             outputs.append(y)
             h_n[k] = h
@@ -192,6 +209,8 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, b
                 c_n[k] = c
             cache.steps[layer, direction] = steps
         layer_input = np.concatenate(outputs, axis=2) if num_directions == 2 else outputs[0]
+        if layer_masks is not None and layer < num_layers - 1:
+            layer_input = layer_input * layer_masks[layer]
     return layer_input, h_n, c_n, cache
 
 
@@ -255,5 +274,6 @@ def backward(cache, dy=None, dh_n=None, dc_n=None, hidden_grads=None):
             for name, g in zip(parameter_names(layer, direction), param_grads):
                 if g is not None:
                     grads[name] = g
-        d_out = d_in
+        d_out = d_in if cache.layer_masks is None or layer == 0 else \
+            d_in * cache.layer_masks[layer - 1]
     return d_out, dh0, dc0, grads

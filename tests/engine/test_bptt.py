@@ -351,3 +351,44 @@ def test_run_on_team_runs_every_call_once_and_reraises():
         _compiled.run_on_team([boom, lambda: done.append(1)])
     assert done == [1]
     _compiled.run_on_team([])
+
+
+# ------------------------------------------------------------------------------ dropout masks
+
+@pytest.mark.skipif(not engine.AVAILABLE, reason="compiled engine not built")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B,T,I,H,L,D,plan", [
+    (5, 6, 3, 7, 3, 1, None), (9, 5, 4, 33, 2, 2, None),
+    (9, 5, 4, 20, 2, 1, (2, 1, 0, True)), (6, 4, 3, 40, 2, 2, (1, 2, 0)),
+    (4, 3, 5, 40, 1, 2, (1, 2, 1)), (10, 4, 2, 17, 2, 1, (2, 1, 0))],
+    ids=lambda v: str(v))
+def test_dropout_masks_compiled_match_reference(cell, dtype, B, T, I, H, L, D, plan):
+    """Fixed dropout masks between the layers and on h_{t-1} (recurrent dropout): the compiled
+    forward and BPTT give the reference's outputs, states and gradients, on every plan."""
+    rng = np.random.default_rng(zlib.crc32(repr((cell, B, T, I, H, L, D, plan)).encode()))
+    w = make_weights(cell, I, H, L, D, True, dtype, rng, scale=0.5, normal=True)
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    lengths = rng.integers(1, T + 1, B)
+    lengths[0] = T
+    h0 = rng.standard_normal((L * D, B, H)).astype(dtype)
+    c0 = h0[::-1].copy() if cell == "lstm" else None
+    p = 0.3
+    lmasks = [((rng.random((B, T, D * H)) >= p) / (1 - p)).astype(dtype) for _ in range(L - 1)]
+    rmasks = ((rng.random((L * D, B, H)) >= p) / (1 - p)).astype(dtype)
+    kw = dict(num_layers=L, bidirectional=D == 2, layer_masks=lmasks, recurrent_masks=rmasks)
+    y, h_n, c_n, cache = reference.forward(cell, x, w, h0, c0, lengths, **kw)
+    got = engine_forward(cell, x, w, h0, c0, lengths, training=True, _plan_override=plan, **kw)
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    assert rel_err(got[0], y) <= tol and rel_err(got[1], h_n) <= tol
+    plain = engine_forward(cell, x, w, h0, c0, lengths, num_layers=L, bidirectional=D == 2)
+    assert not np.allclose(plain[0], got[0])          # the masks did something
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dh_n = rng.standard_normal(h_n.shape).astype(dtype)
+    want = reference.backward(cache, dy, dh_n, None)
+    back = bptt.backward(cell, w, got[3], dy, dh_n, None, x=x, h0=h0, c0=c0)
+    floor = 1e-3 * max(float(np.max(np.abs(a))) for a in [want[0], want[1]] +
+                       list(want[3].values())) + 1e-30
+    errs = {"dx": rel_err(back[0], want[0], floor), "dh0": rel_err(back[1], want[1], floor)}
+    errs.update({n: rel_err(back[3][n], want[3][n], floor) for n in want[3]})
+    check(errs, dtype)
