@@ -8,11 +8,15 @@ PyTorch), and the names of a layer's parameters.
 """
 from dataclasses import dataclass
 
-__all__ = ["Cell", "CELLS", "GATES", "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "cell_spec",
+__all__ = ["Cell", "CELLS", "GATES", "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "RNN_LEAKY_RELU",
+           "LEAKY_RELU_SLOPE", "cell_spec",
            "parameter_names", "layer_parameter_names"]
 
 #: cell codes, as the compiled kernels know them
-RNN_TANH, RNN_RELU, LSTM, GRU = 0, 1, 2, 3
+RNN_TANH, RNN_RELU, LSTM, GRU, RNN_LEAKY_RELU = 0, 1, 2, 3, 4
+#: the negative slope of the leaky-relu RNN, ``act(a) = a if a > 0 else LEAKY_RELU_SLOPE * a``
+#: (PyTorch's ``LeakyReLU`` default; the same constant as ``FR_LEAKY_RELU_SLOPE`` in the kernels)
+LEAKY_RELU_SLOPE = 0.01
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class Cell:
     Attributes
     ----------
     name : str
-        ``"rnn_tanh"``, ``"rnn_relu"``, ``"lstm"`` or ``"gru"``.
+        ``"rnn_tanh"``, ``"rnn_relu"``, ``"rnn_leaky_relu"``, ``"lstm"`` or ``"gru"``.
     code : int
         The compiled kernels' code of the cell (``RNN_TANH`` ... ``GRU``).
     gate_names : tuple of str
@@ -40,6 +44,11 @@ class Cell:
         return len(self.gate_names)
 
     @property
+    def has_gates(self):
+        """True for the gated cells (LSTM, GRU), whose gate activations BPTT keeps."""
+        return self.code in (LSTM, GRU)
+
+    @property
     def has_cell_state(self):
         """True for the LSTM, whose state is ``(h, c)``."""
         return self.code == LSTM
@@ -51,6 +60,7 @@ CELLS = {c.name: c for c in (
     Cell("rnn_relu", RNN_RELU, ("a",)),
     Cell("lstm", LSTM, ("i", "f", "g", "o")),
     Cell("gru", GRU, ("r", "z", "n")),
+    Cell("rnn_leaky_relu", RNN_LEAKY_RELU, ("a",)),
 )}
 
 

@@ -18,7 +18,7 @@ is the identity at inference). Needs the ``onnx`` package (``pip install fastrnn
 """
 import numpy as np
 
-from .cell_table import parameter_names
+from .cell_table import LEAKY_RELU_SLOPE, parameter_names
 from .layers import Dense, Dropout, Embedding, Recurrent
 from .models import Sequential
 
@@ -28,8 +28,12 @@ __all__ = ["DEFAULT_OPSET", "export"]
 DEFAULT_OPSET = 17
 
 #: PyTorch's gate blocks in ONNX's order
-_GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,), "rnn_relu": (0,)}
-_OP = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
+_GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,), "rnn_relu": (0,),
+               "rnn_leaky_relu": (0,)}
+_OP = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN",
+       "rnn_leaky_relu": "RNN"}
+#: the ONNX activation of each vanilla RNN cell
+_RNN_ACTIVATION = {"rnn_tanh": "Tanh", "rnn_relu": "Relu", "rnn_leaky_relu": "LeakyRelu"}
 _ACTIVATION = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softmax": "Softmax"}
 
 
@@ -88,7 +92,9 @@ def _add_recurrent(g, layer, x, seq_lens):
     D, H = layer.num_directions, layer.hidden_size
     extra = {}
     if layer.cell.startswith("rnn"):
-        extra["activations"] = ["Relu" if layer.cell == "rnn_relu" else "Tanh"] * D
+        extra["activations"] = [_RNN_ACTIVATION[layer.cell]] * D
+        if layer.cell == "rnn_leaky_relu":
+            extra["activation_alpha"] = [LEAKY_RELU_SLOPE] * D
     if layer.cell == "gru":
         extra["linear_before_reset"] = 1
     reshape_seq = g.const("shape_t_b_dh", np.array([0, 0, D * H], np.int64))
@@ -125,7 +131,8 @@ def _reverse_by_hand(g, layer, index, x, weights, seq_lens, extra):
                    for k, a in zip("WRB", weights))
         return g.node(_OP[layer.cell], [inp, W, R, B, seq_lens], n_out=n_out,
                       hidden_size=layer.hidden_size, direction="forward",
-                      **{k: v[:1] if k == "activations" else v for k, v in extra.items()})[:2]
+                      **{k: v[:1] if k.startswith("activation") else v
+                         for k, v in extra.items()})[:2]
 
     def reverse(t):          # (T, B, ...) reversed within each sequence's length
         return g.node("ReverseSequence", [t, "lengths"], batch_axis=1, time_axis=0)  # int64

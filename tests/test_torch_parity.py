@@ -7,6 +7,9 @@ from conftest import CELLS, make_layer, state_arrays
 
 torch = pytest.importorskip("torch")
 
+#: the cells PyTorch has (its nn.RNN has no leaky relu)
+TORCH_CELLS = [c for c in CELLS if c != "rnn_leaky_relu"]
+
 
 def torch_module(cell, input_size, hidden_size, **kwargs):
     if cell.startswith("rnn_"):
@@ -29,7 +32,7 @@ def run_torch(module, x, state, lengths):
     return out, final
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", TORCH_CELLS)
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("variable", [False, True])
 @pytest.mark.parametrize("backend", fastrnn.layers.BACKENDS)
@@ -70,7 +73,7 @@ def test_forward_and_gradients_match_pytorch(cell, bidirectional, variable, back
         np.testing.assert_allclose(layer.grads[name], p.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_float32_weights_export_back_to_pytorch(cell):
     layer = make_layer(cell, 3, 4, num_layers=2, seed=0)
     module = torch_module(cell, 3, 4, num_layers=2)

@@ -44,6 +44,8 @@ cdef extern from "fr_kernels.h" nogil:
         FR_RNN_RELU
         FR_LSTM
         FR_GRU
+        FR_RNN_LEAKY_RELU
+    double FR_LEAKY_RELU_SLOPE
     ctypedef Py_ssize_t fr_idx
     ctypedef struct fr_kernels_t:
         const char* name
@@ -116,7 +118,10 @@ cdef extern from "fr_kernels.h" nogil:
 
 
 #: the cell codes of the kernels, for the check against ``fastrnn.cell_table``
-CELL_CODES = {"rnn_tanh": FR_RNN_TANH, "rnn_relu": FR_RNN_RELU, "lstm": FR_LSTM, "gru": FR_GRU}
+CELL_CODES = {"rnn_tanh": FR_RNN_TANH, "rnn_relu": FR_RNN_RELU, "lstm": FR_LSTM, "gru": FR_GRU,
+              "rnn_leaky_relu": FR_RNN_LEAKY_RELU}
+#: the kernels' negative slope of the leaky-relu RNN, for the check against the cell table
+LEAKY_RELU_SLOPE = FR_LEAKY_RELU_SLOPE
 
 include "_kernels.pxi"
 include "_team.pxi"

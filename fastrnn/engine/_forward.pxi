@@ -164,7 +164,7 @@ cdef void _step_item(
                whn + row * H + u0 if store and cell == FR_GRU else NULL)
         if store and cell == FR_LSTM:
             memcpy(wc + row * H + u0, cr, nj * sizeof(floating))
-        if store and cell >= FR_LSTM:
+        if store and (cell == FR_LSTM or cell == FR_GRU):
             if nj == H:     # all units: the gates are one contiguous row
                 memcpy(wg + row * GH, rr, GH * sizeof(floating))
             else:
@@ -640,7 +640,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     LX = D * GHp
     ws = None
     if training:
-        ws = {"outputs": [], "gates": [] if cell >= FR_LSTM else None,
+        ws = {"outputs": [], "gates": [] if (cell == FR_LSTM or cell == FR_GRU) else None,
               "c": [] if cell == FR_LSTM else None, "hn": [] if cell == FR_GRU else None,
               "lengths": lengths, "layer_masks": layer_masks,
               "recurrent_masks": recurrent_masks}
@@ -657,7 +657,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
         wg_p = wc_p = whn_p = NULL
         if training:
             ws["outputs"].append(y)
-            if cell >= FR_LSTM:
+            if (cell == FR_LSTM or cell == FR_GRU):
                 a = _new(4, D, B, T, GH, typenum, partial)
                 ws["gates"].append(a)
                 wg_p = <floating*>_ptr(a)
@@ -701,7 +701,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                 # packed inside the parallel region, each thread its own share
                 wsrc_p = whh_p
                 whh_p = <floating*>_ptr(wpk)
-            store = training and cell >= FR_LSTM
+            store = training and (cell == FR_LSTM or cell == FR_GRU)
             cN_p = <floating*>_ptr(c_n) + idx * BH if cell == FR_LSTM else <floating*>_ptr(cN_dummy)
             hN_p = <floating*>_ptr(h_n) + idx * BH
             scr_p = <floating*>_ptr(scratch)

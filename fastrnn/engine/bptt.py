@@ -57,7 +57,8 @@ Gradient clipping lives in :mod:`fastrnn.optim` (``clip_grad_norm``, ``clip_grad
 """
 import numpy as np
 
-from ..cell_table import GRU, LSTM, RNN_RELU, cell_spec, parameter_names
+from ..cell_table import (GRU, LEAKY_RELU_SLOPE, LSTM, RNN_LEAKY_RELU, RNN_RELU, cell_spec,
+                          parameter_names)
 from . import _compiled, plan, runtime
 from .gemm import SWAP_MAX_N, matmul
 
@@ -261,9 +262,11 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         dah = np.empty((B, T, D * GH), dtype=dtype) if code == GRU else da
         dbias = np.empty((len(items), GH if code != GRU else 4 * H), dtype=np.float64)
         cfg = bptt_kernels.BpttConfig(
-            one=dtype.type(1), H=H, GH=GH, relu=code == RNN_RELU, order=order, lengths=lengths,
+            one=dtype.type(1), H=H, GH=GH, relu=code in (RNN_RELU, RNN_LEAKY_RELU),
+            slope=dtype.type(LEAKY_RELU_SLOPE if code == RNN_LEAKY_RELU else 0),
+            order=order, lengths=lengths,
             outputs=y3,
-            gates=ws["gates"][layer] if code in (LSTM, GRU) else absent(D, B, T),
+            gates=ws["gates"][layer] if spec.has_gates else absent(D, B, T),
             cells=ws["c"][layer] if code == LSTM else absent(D, B, T),
             hn=ws["hn"][layer] if code == GRU else absent(D, B, T),
             init=c_(init_all[sl]) if init_all is not None else absent(D, B),
@@ -342,7 +345,7 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
         lengths[active] = np.maximum(lengths[active], t + 1)
     ws = {"cell": cell, "num_layers": L, "num_directions": D, "hidden_size": H,
           "lengths": lengths, "x": x, "h0": h0, "c0": c0 if code == LSTM else None,
-          "outputs": [], "gates": [] if code in (LSTM, GRU) else None,
+          "outputs": [], "gates": [] if spec.has_gates else None,
           "c": [] if code == LSTM else None, "hn": [] if code == GRU else None}
     for layer in range(L):
         out = np.zeros((B, T, D * H), dtype=dtype)
@@ -351,7 +354,7 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
         hn = np.zeros((D, B, T, H), dtype=dtype)
         for d in range(D):
             for t, active, cc in cache.steps[layer, d]:
-                if code not in (LSTM, GRU):
+                if not spec.has_gates:
                     h_new = cc[-1]
                 elif code == LSTM:
                     _, _, _, c_prev, i, f, g, o, tanh_c = cc
@@ -366,7 +369,7 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
                     h_new = (1 - z) * n + z * h_prev
                 out[active, t, d * H:(d + 1) * H] = h_new
         ws["outputs"].append(out)
-        if code in (LSTM, GRU):
+        if spec.has_gates:
             ws["gates"].append(gates)
         if code == LSTM:
             ws["c"].append(cs)

@@ -21,7 +21,7 @@ from llvmlite import ir
 from numba import types
 from numba.core.extending import intrinsic, register_jitable
 
-from ..cell_table import GRU, LSTM, RNN_RELU, RNN_TANH
+from ..cell_table import GRU, LSTM, RNN_LEAKY_RELU, RNN_RELU, RNN_TANH
 from . import _compiled
 
 for _name, _address in _compiled.bptt_symbols().items():
@@ -80,7 +80,7 @@ def _prefetch(a, write):
 # ----------------------------------------------------------------------------------------------
 
 BpttConfig = namedtuple("BpttConfig", [
-    "one", "H", "GH", "relu", "order", "lengths",
+    "one", "H", "GH", "relu", "slope", "order", "lengths",
     "outputs", "gates", "cells", "hn", "init", "has_init", "dy", "has_dy", "dh_n", "dc_n",
     "w_packed", "is32", "gemm_threads", "zeros", "rmask", "has_rmask",
     "da", "dah", "dh0", "dc0", "dbias",
@@ -93,9 +93,10 @@ C).  ``D`` is the layer's number of directions; arrays are C-contiguous, in the 
 unless said otherwise, and an array a cell does not have is a placeholder of the same number of
 dimensions (``(D, B, T, 0)`` for the workspace arrays).
 
-one, H, GH, relu
+one, H, GH, relu, slope
     1 in the dtype (types the arithmetic); hidden size; gate columns per direction (G * H); the
-    RNN's nonlinearity is relu (else tanh).
+    RNN's nonlinearity is a relu (else tanh), of negative slope ``slope`` (in the dtype: 0, or
+    the leaky relu's).
 order, lengths : int64 (B,)
     The rows as the planner laid them out; the sequences' lengths.
 outputs, gates, cells, hn
@@ -180,8 +181,8 @@ def _zero_tail(da, b, L, xo, GH):
 # Gate functions: the backward math of one cell, for one row (batch row b, direction d) and step
 # ----------------------------------------------------------------------------------------------
 #
-# ``step(one, H, relu, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out, dah_out, acc)``
-#   one, H, relu  as in BpttConfig
+# ``step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out, dah_out, acc)``
+#   one, H, relu, slope  as in BpttConfig
 #   h, gate, hn   the step's rows of the workspace: h_t (H,), the gate activations (GH,), the
 #                 GRU's hn (H,); zero-length rows for a cell without them
 #   prev          (H,) the state before the step that the cell reads: LSTM c_{t-1}, else h_{t-1}
@@ -213,23 +214,24 @@ def _gate_fn(fn):
 
 
 @_gate_fn
-def _rnn_step(one, H, relu, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out, dah_out,
-              acc):
-    """Vanilla RNN: ``da = (dh + dy) * act'(a)`` from the output ``h = act(a)``."""
+def _rnn_step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out,
+              dah_out, acc):
+    """Vanilla RNN: ``da = (dh + dy) * act'(a)`` from the output ``h = act(a)`` (a relu's
+    output is positive exactly where its input is)."""
     zero = one - one
     for j in range(np.uint64(H)):
         g = dh[j] + dy[j]
         hv = h[j]
         if relu:
-            da_row[j] = g if hv > zero else zero
+            da_row[j] = g if hv > zero else (g * slope if slope != zero else zero)
         else:
             da_row[j] = g * (one - hv * hv)
     _store_row(da_row, da_out, acc)
 
 
 @_gate_fn
-def _lstm_step(one, H, relu, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out, dah_out,
-               acc):
+def _lstm_step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out,
+               dah_out, acc):
     """LSTM gates ``i, f, g, o``: their pre-activation gradients side by side, ``dc`` ->
     ``dc_{t-1}`` in place; ``tanh(c_t) = h_t / o_t``, ``prev`` is ``c_{t-1}``."""
     zero = one - one
@@ -251,8 +253,8 @@ def _lstm_step(one, H, relu, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_o
 
 
 @_gate_fn
-def _gru_step(one, H, relu, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out, dah_out,
-              acc):
+def _gru_step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out,
+              dah_out, acc):
     """GRU gates ``r, z, n`` (linear before reset), ``prev`` is ``h_{t-1}``: the input-side
     gradient ``[dr, dz, dn]`` (``dx_row``, stored at ``da_out``), the recurrent-side one
     ``[dr, dz, dn * r]`` (``da_row``, stored at ``dah_out``), ``dh * z`` (the direct path to
@@ -321,7 +323,7 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
     accumulate = 1 if direct_dh else 0
 
     @_jit(fastmath=_FAST, error_model="numpy")
-    def kernel(items, one, H, GH, relu, order, lengths,
+    def kernel(items, one, H, GH, relu, slope, order, lengths,
                outputs, gates, cells, hn, init, has_init, dy, has_dy, dh_n, dc_n,
                w_packed, is32, gemm_threads, zeros, rmask, has_rmask,
                da, dah, dh0, dc0, dbias):
@@ -380,7 +382,7 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
                         prev = init[d, b]
                     else:
                         prev = zeros
-                    step(one, H, relu, outputs[b, t, ho:ho + H], gates[d, b, t], hn[d, b, t],
+                    step(one, H, relu, slope, outputs[b, t, ho:ho + H], gates[d, b, t], hn[d, b, t],
                          prev, dy[b, t, ho:ho + H] if has_dy else zeros, dhb[r * H:(r + 1) * H],
                          dcb[r * H:(r + 1) * H], dab[r * GH:(r + 1) * GH], dxr,
                          da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], acc)
@@ -407,6 +409,7 @@ _rnn_kernel = make_kernel(_rnn_step, reads={"h"})
 _KERNEL_OF = {
     RNN_TANH: _rnn_kernel,
     RNN_RELU: _rnn_kernel,
+    RNN_LEAKY_RELU: _rnn_kernel,
     LSTM: make_kernel(_lstm_step, reads={"h", "gates", "prev"}, carries_c=True),
     GRU: make_kernel(_gru_step, reads={"gates", "hn", "prev"}, direct_dh=True),
 }

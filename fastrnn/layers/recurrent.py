@@ -503,8 +503,9 @@ _SIGNATURE_DOC = """
 
 class RNN(Recurrent):
     __doc__ = """Elman RNN: ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
-    """ + _SIGNATURE_DOC + """    nonlinearity : {"tanh", "relu"}
-        The activation ``act``.
+    """ + _SIGNATURE_DOC + """    nonlinearity : {"tanh", "relu", "leaky_relu"}
+        The activation ``act``; ``"leaky_relu"`` is ``a if a > 0 else 0.01 * a``
+        (``fastrnn.cell_table.LEAKY_RELU_SLOPE``; PyTorch's ``nn.RNN`` has no such option).
     """
 
     _config_names = Recurrent._config_names + ("nonlinearity",)
@@ -512,7 +513,8 @@ class RNN(Recurrent):
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  bidirectional=False, dtype="float32", seed=None, backend=None,
                  return_sequences=True):
-        self.nonlinearity = check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity,
+                                         ("tanh", "relu", "leaky_relu"))
         super().__init__("rnn_" + nonlinearity, input_size, hidden_size, num_layers, bias,
                          bidirectional, dtype, seed, backend, return_sequences)
 

@@ -16,7 +16,7 @@ The code is the specification: it is written to read like the equations, not to 
 """
 import numpy as np
 
-from ..cell_table import GATES  # noqa: F401  (re-exported by fastrnn.reference)
+from ..cell_table import GATES, LEAKY_RELU_SLOPE  # noqa: F401  (GATES re-exported)
 
 
 def sigmoid(a):
@@ -48,8 +48,28 @@ def _through_mask(dh, m):
 
 # ----------------------------------------------------------------------------------- vanilla RNN
 
+def _activation(a, nonlinearity):
+    """The vanilla RNN's ``act(a)``: tanh, relu, or leaky relu (slope ``LEAKY_RELU_SLOPE``
+    below 0)."""
+    if nonlinearity == "tanh":
+        return np.tanh(a)
+    if nonlinearity == "relu":
+        return np.maximum(a, 0)
+    return np.where(a < 0, LEAKY_RELU_SLOPE * a, a)
+
+
+def _activation_grad(h_new, nonlinearity):
+    """``act'(a)`` from the output ``h' = act(a)``."""
+    if nonlinearity == "tanh":
+        return 1 - h_new**2               # tanh'(a) = 1 - tanh(a)^2
+    if nonlinearity == "relu":
+        return h_new > 0                  # relu'(a) = 1 where a > 0
+    return np.where(h_new > 0, 1.0, LEAKY_RELU_SLOPE).astype(h_new.dtype)
+
+
 def rnn_forward(x, h, c, params, nonlinearity, m=None):
-    """Vanilla RNN cell: ``h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``, ``act`` tanh or relu.
+    """Vanilla RNN cell: ``h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``, ``act`` tanh, relu or
+    leaky relu.
 
     ``c`` is unused (the vanilla cell has no cell state) and returned as ``None``; ``m`` is the
     recurrent dropout mask (or None).
@@ -57,7 +77,7 @@ def rnn_forward(x, h, c, params, nonlinearity, m=None):
     w_ih, w_hh, b_ih, b_hh = params
     hr = _recurrent_input(h, m)
     a = affine(x, w_ih, b_ih) + affine(hr, w_hh, b_hh)
-    h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
+    h_new = _activation(a, nonlinearity)
     return h_new, None, (x, hr, m, h_new)
 
 
@@ -65,10 +85,7 @@ def rnn_backward(dh_new, dc_new, cache, params, nonlinearity):
     """Backward of :func:`rnn_forward`: ``da = dh' * act'(a)``, then the chain rule through ``a``."""
     w_ih, w_hh, b_ih, b_hh = params
     x, hr, m, h_new = cache
-    if nonlinearity == "tanh":
-        da = dh_new * (1 - h_new**2)      # tanh'(a) = 1 - tanh(a)^2
-    else:
-        da = dh_new * (h_new > 0)         # relu'(a) = 1 where a > 0
+    da = dh_new * _activation_grad(h_new, nonlinearity)
     dx = da @ w_ih
     dh = _through_mask(da @ w_hh, m)
     grads = (da.T @ x, da.T @ hr, _bias_grad(da, b_ih), _bias_grad(da, b_hh))
@@ -172,6 +189,7 @@ def _rnn_cell(nonlinearity):
 CELLS = {
     "rnn_tanh": _rnn_cell("tanh"),
     "rnn_relu": _rnn_cell("relu"),
+    "rnn_leaky_relu": _rnn_cell("leaky_relu"),
     "lstm": (lstm_forward, lstm_backward),
     "gru": (gru_forward, gru_backward),
 }

@@ -57,6 +57,7 @@ def test_cell_codes_agree_with_the_kernels():
     table = {name: spec.code for name, spec in cell_table.CELLS.items()}
     if engine.AVAILABLE:
         assert engine._compiled.CELL_CODES == table
+        assert engine._compiled.LEAKY_RELU_SLOPE == cell_table.LEAKY_RELU_SLOPE
     assert [cell_table.CELLS[n].gates for n in ("rnn_tanh", "rnn_relu", "lstm", "gru")] == [1, 1, 4, 3]
     assert cell_table.CELLS["lstm"].gate_names == ("i", "f", "g", "o")
     assert cell_table.CELLS["gru"].gate_names == ("r", "z", "n")

@@ -27,7 +27,7 @@ from fastrnn.engine.forward import forward as engine_forward  # noqa: E402,F401
 #: every test here runs on the kernels of every instruction set this CPU can run
 pytestmark = pytest.mark.usefixtures("isa")
 
-CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru", "rnn_leaky_relu"]
 from conftest import GATES, make_weights, rel_err
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 
@@ -116,7 +116,8 @@ def check_workspace(cell, x, w, h0, c0, lengths, L, D, y, ws):
             if cell.startswith("rnn"):
                 assert ws["gates"] is None
                 z = zx + zh
-                act = np.tanh(z) if cell == "rnn_tanh" else np.maximum(z, 0)
+                act = {"rnn_tanh": np.tanh(z), "rnn_relu": np.maximum(z, 0),
+                       "rnn_leaky_relu": np.where(z < 0, 0.01 * z, z)}[cell]
                 assert np.abs((act - hseq)[valid]).max() <= tol
                 continue
             gates = ws["gates"][layer][d]

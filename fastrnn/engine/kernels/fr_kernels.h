@@ -22,7 +22,9 @@
 typedef ptrdiff_t fr_idx;
 
 /* cell codes */
-enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3 };
+enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_RNN_LEAKY_RELU = 4 };
+/* the negative slope of FR_RNN_LEAKY_RELU (fastrnn.cell_table.LEAKY_RELU_SLOPE) */
+#define FR_LEAKY_RELU_SLOPE 0.01
 
 #define FR_KERNEL_SIGNATURES(T, S)                                                            \
     /* C (M, N) += A (M, K) @ W, W panel-packed */                                             \

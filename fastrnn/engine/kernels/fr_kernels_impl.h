@@ -370,6 +370,9 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
     case FR_RNN_RELU:   /* written so that NaN propagates, as in the reference */
         for (j = 0; j < nj; ++j) h_out[j] = rec[j] < 0 ? (FR_T)0 : rec[j];
         break;
+    case FR_RNN_LEAKY_RELU:
+        for (j = 0; j < nj; ++j) h_out[j] = rec[j] < 0 ? (FR_T)FR_LEAKY_RELU_SLOPE * rec[j] : rec[j];
+        break;
     case FR_LSTM: {
         FR_T* FR_RESTRICT gi = rec;
         FR_T* FR_RESTRICT gf = rec + nj;
