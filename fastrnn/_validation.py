@@ -301,8 +301,18 @@ def _describe(shape):
                            for s in shape) + ")"
 
 
-def as_lengths(lengths, batch, timesteps):
-    """Validate per-sequence lengths: integers of shape ``(batch,)``, each in ``1..timesteps``.
+def as_lengths(lengths, batch, timesteps, allow_empty=False):
+    """Validate per-sequence lengths: integers of shape ``(batch,)``, each in ``1..timesteps``
+    (``0..timesteps`` with ``allow_empty``).
+
+    Parameters
+    ----------
+    lengths : array_like of int or None
+    batch, timesteps : int
+        The shape of the batch the lengths belong to.
+    allow_empty : bool
+        Accept 0, an empty sequence (for the callers that run one: the recurrent layers, whose
+        final state is then the initial state, and the models made of them).
 
     Returns
     -------
@@ -318,9 +328,10 @@ def as_lengths(lengths, batch, timesteps):
     if arr.shape != (batch,):
         raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {arr.shape}")
     low, high = arr.min(), arr.max()
-    if low < 1 or high > timesteps:
+    smallest = 0 if allow_empty else 1
+    if low < smallest or high > timesteps:
         raise ValueError(
-            f"lengths must be in 1..{timesteps} (the number of timesteps), "
+            f"lengths must be in {smallest}..{timesteps} (the number of timesteps), "
             f"got values from {low} to {high}"
         )
     if low == timesteps:

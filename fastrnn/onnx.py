@@ -195,6 +195,13 @@ def export(model, path, *, lengths=False, opset=DEFAULT_OPSET):
         if not isinstance(layer, (Recurrent, Dense, Embedding)):
             raise TypeError(f"export covers RNN, LSTM, GRU, Dense, Embedding and Dropout "
                             f"layers, got {type(layer).__name__}")
+        if getattr(layer, "learn_initial_state", False):
+            raise ValueError(f"export does not cover a learned initial state "
+                             f"(learn_initial_state=True): {layer!r}")
+        if getattr(layer, "mask_zero", False) and not lengths:
+            raise ValueError("a model whose Embedding has mask_zero=True runs on the lengths of "
+                             "its sequences: export it with lengths=True (and pass "
+                             "Embedding.compute_lengths(x) to the graph)")
     if not layers:
         raise ValueError("the model has no layer to export (Dropout alone is the identity)")
     g = _Graph(onnx)

@@ -66,9 +66,9 @@ def test_integer_and_float64_input_is_cast(lstm):
 
 
 @pytest.mark.parametrize("lengths, error, words", [
-    ([5, 0], ValueError, r"lengths must be in 1\.\.5 .* from 0 to 5"),
-    ([6, 2], ValueError, r"lengths must be in 1\.\.5"),
-    ([-1, 2], ValueError, r"lengths must be in 1\.\.5"),
+    ([6, 0], ValueError, r"lengths must be in 0\.\.5 .* from 0 to 6"),   # 0: empty sequence
+    ([6, 2], ValueError, r"lengths must be in 0\.\.5"),
+    ([-1, 2], ValueError, r"lengths must be in 0\.\.5"),
     ([5, 2, 3], ValueError, r"lengths must have shape \(2,\)"),
     ([[5, 2]], ValueError, r"lengths must have shape \(2,\)"),
     ([5.0, 2.0], TypeError, "lengths must be integers"),

@@ -3,10 +3,12 @@ import math
 
 import numpy as np
 
+from .._masks import PADDINGS, lengths_from_tokens
 from .._validation import (
     as_rng,
     as_token_ids,
     check_bool,
+    check_choice,
     check_dtype,
     check_index,
     check_positive_int,
@@ -27,16 +29,27 @@ class Embedding(_LayerBase):
     dtype : {"float32", "float64"}
     seed : int, optional
         The weights are initialised from the standard normal distribution.
+    mask_zero : bool
+        Token 0 is padding, as in Keras: a :class:`~fastrnn.Sequential` that starts with this
+        layer and is called without ``lengths`` computes them from the tokens
+        (:meth:`compute_lengths`), so that the padding is never run. fastrnn works with
+        lengths rather than a mask per step, so the zeros of a sequence must all be at its
+        end (or, with ``padding="pre"``, at its start); a 0 between non-zero tokens is an
+        error. The padding token of ``padding_idx``, if given, must then be 0 too.
     """
 
-    _config_names = ("num_embeddings", "embedding_dim", "padding_idx", "dtype")
+    _config_names = ("num_embeddings", "embedding_dim", "padding_idx", "dtype", "mask_zero")
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype="float32",
-                 seed=None):
+                 seed=None, mask_zero=False):
         self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        self.mask_zero = check_bool("mask_zero", mask_zero)
         if padding_idx is not None:
             padding_idx = check_index("padding_idx", padding_idx, self.num_embeddings)
+            if self.mask_zero and padding_idx != 0:
+                raise ValueError(f"padding_idx must be 0 or None with mask_zero=True (token 0 "
+                                 f"is the padding), got {padding_idx}")
         self.padding_idx = padding_idx
         self.dtype = check_dtype(dtype)
         shape = (self.num_embeddings, self.embedding_dim)
@@ -65,6 +78,45 @@ class Embedding(_LayerBase):
             For non-integers, an empty array or ids outside ``0..num_embeddings-1``.
         """
         return as_token_ids(name, tokens, self.num_embeddings)
+
+    def compute_lengths(self, tokens, padding="post", name="x"):
+        """The lengths of a batch of token sequences padded with 0 (``mask_zero=True``).
+
+        Parameters
+        ----------
+        tokens : array_like of int, shape (batch, timesteps)
+        padding : {"post", "pre"}
+            Whether the padding zeros are at the end of each row or at its start.
+        name : str
+            The argument's name in error messages.
+
+        Returns
+        -------
+        ndarray of int64, shape (batch,)
+            The number of non-zero tokens of each row (0 for a row of padding only).
+
+        Raises
+        ------
+        ValueError
+            If the layer does not have ``mask_zero=True``, or a row has a 0 between non-zero
+            tokens (the message names the row and the step).
+
+        Examples
+        --------
+        >>> import fastrnn
+        >>> emb = fastrnn.Embedding(10, 4, mask_zero=True)
+        >>> emb.compute_lengths([[3, 1, 0, 0], [5, 0, 0, 0]]).tolist()
+        [2, 1]
+        >>> emb.compute_lengths([[0, 0, 3, 1]], padding="pre").tolist()
+        [2]
+        """
+        if not self.mask_zero:
+            raise ValueError("compute_lengths() needs an Embedding with mask_zero=True")
+        padding = check_choice("padding", padding, PADDINGS)
+        tokens = self.check_tokens(tokens, name)
+        if tokens.ndim != 2:
+            raise ValueError(f"{name} must have shape (batch, timesteps), got {tokens.shape}")
+        return lengths_from_tokens(tokens, padding, name)
 
     def __call__(self, tokens, training=False):
         """Vectors of ``tokens`` (any integer shape): shape ``tokens.shape + (embedding_dim,)``."""
@@ -121,4 +173,5 @@ class Embedding(_LayerBase):
 
     def __repr__(self):
         return (f"Embedding({self.num_embeddings}, {self.embedding_dim}, "
-                f"padding_idx={self.padding_idx})")
+                f"padding_idx={self.padding_idx}"
+                f"{', mask_zero=True' if self.mask_zero else ''})")

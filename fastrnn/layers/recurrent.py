@@ -6,10 +6,12 @@ user passes, and hands C-contiguous arrays of its dtype to an engine: the NumPy 
 """
 import math
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
 from .. import reference
+from .._masks import PADDINGS, to_post_padding, to_pre_padding
 from .._validation import (
     as_float_array,
     as_lengths,
@@ -19,7 +21,13 @@ from .._validation import (
     check_positive_int,
 )
 from ..cell_table import GATES, parameter_names
-from .base import _compiled_engine, _LayerBase, _resolve_backend, uniform_params
+from .base import _compiled_engine, _LayerBase, _resolve_backend, constant_params, uniform_params
+
+
+def _take_rows(a, rows):
+    """The batch rows ``rows`` of a state-shaped array (axis 1), C-contiguous; None stays
+    None."""
+    return None if a is None else np.ascontiguousarray(a[:, rows])
 
 
 def _state_batch(state):
@@ -35,6 +43,21 @@ def _references(params):
 #: what :func:`_references` counts for an array that only its dict refers to
 _ALONE = _references({"p": np.empty(0)})
 
+#: the names of the learnable initial state's parameters (``learn_initial_state=True``)
+INITIAL_STATE_NAMES = ("h0", "c0")
+
+
+class _Cache(NamedTuple):
+    """What a call with ``training=True`` keeps for its backward pass."""
+
+    x: np.ndarray           # the engine's input (post-padded)
+    h0: np.ndarray          # the initial state the call started from
+    c0: object
+    saved: object           # the reference's cache or the compiled workspace
+    part: object            # None, or (rows, x, h0, c0) of the rows the compiled engine ran
+    learned: bool           # whether h0, c0 came from the learned initial state
+    pre_lengths: object     # the lengths of a pre-padded call (backward shifts dy and dx)
+
 
 class Recurrent(_LayerBase):
     """Shared machinery of the recurrent layers; use :class:`RNN`, :class:`LSTM` or :class:`GRU`.
@@ -44,11 +67,12 @@ class Recurrent(_LayerBase):
     """
 
     _config_names = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional",
-                     "dtype", "backend", "return_sequences")
+                     "dtype", "backend", "return_sequences", "learn_initial_state")
 
     def __init__(self, cell, input_size, hidden_size, num_layers, bias, bidirectional, dtype,
-                 seed, backend, return_sequences):
+                 seed, backend, return_sequences, learn_initial_state=False):
         self.return_sequences = check_bool("return_sequences", return_sequences)
+        self.learn_initial_state = check_bool("learn_initial_state", learn_initial_state)
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
@@ -59,8 +83,13 @@ class Recurrent(_LayerBase):
         self.cell = cell
         self.num_directions = 2 if self.bidirectional else 1
         # PyTorch's default: every parameter uniform in [-1/sqrt(hidden), 1/sqrt(hidden)]
-        super().__init__(uniform_params(self._param_shapes(), 1.0 / np.sqrt(self.hidden_size),
-                                        self.dtype, seed))
+        params = uniform_params(self._param_shapes(), 1.0 / np.sqrt(self.hidden_size),
+                                self.dtype, seed)
+        if self.learn_initial_state:    # after PyTorch's parameters, starting at zeros
+            shape = (self.num_layers * self.num_directions, self.hidden_size)
+            names = INITIAL_STATE_NAMES[:2 if cell == "lstm" else 1]
+            params.update(constant_params([(name, shape) for name in names], 0.0, self.dtype))
+        super().__init__(params)
 
     _runtime_names = _LayerBase._runtime_names + ("_stepper", "_packing", "_weights_version",
                                                   "_last_state")
@@ -93,7 +122,16 @@ class Recurrent(_LayerBase):
 
     def load_state_dict(self, state_dict):
         """See :meth:`fastrnn.layers.base._LayerBase.load_state_dict`; the packed copies of the
-        weights are made again at the next call."""
+        weights are made again at the next call.
+
+        A layer with ``learn_initial_state=True`` also takes a ``state_dict`` without ``h0``
+        and ``c0`` (a PyTorch module's, which has no such parameters): they then keep their
+        values.
+        """
+        if self.learn_initial_state and hasattr(state_dict, "keys") and \
+                not any(name in state_dict for name in INITIAL_STATE_NAMES):
+            state_dict = {**state_dict, **{name: p for name, p in self._params.items()
+                                           if name in INITIAL_STATE_NAMES}}
         super().load_state_dict(state_dict)
         self._weights_version += 1
 
@@ -102,12 +140,25 @@ class Recurrent(_LayerBase):
     def _state_shape(self, batch):
         return (self.num_layers * self.num_directions, batch, self.hidden_size)
 
-    def _check_state(self, name, state, batch):
-        """``(h, c)`` arrays from a user's state (``c`` is None unless LSTM); None gives zeros."""
+    def _initial_state(self, batch):
+        """``(h, c)``: zeros, or the learned initial state repeated over the batch (``c`` is
+        None unless LSTM)."""
         shape = self._state_shape(batch)
-        if state is None:
+        if not self.learn_initial_state:
             zeros = np.zeros(shape, self.dtype)
             return zeros, (zeros.copy() if self.cell == "lstm" else None)
+
+        def repeat(name):
+            return np.ascontiguousarray(np.broadcast_to(self._params[name][:, None], shape))
+
+        return repeat("h0"), (repeat("c0") if self.cell == "lstm" else None)
+
+    def _check_state(self, name, state, batch):
+        """``(h, c)`` arrays from a user's state (``c`` is None unless LSTM); None gives the
+        initial state (zeros, or the learned one)."""
+        shape = self._state_shape(batch)
+        if state is None:
+            return self._initial_state(batch)
         if self.cell == "lstm":
             if not isinstance(state, (tuple, list)) or len(state) != 2:
                 raise TypeError(f"{name} must be a tuple (h, c) for an LSTM, got "
@@ -125,7 +176,7 @@ class Recurrent(_LayerBase):
 
     # ------------------------------------------------------------------ forward / backward
 
-    def __call__(self, x, state=None, lengths=None, training=False):
+    def __call__(self, x, state=None, lengths=None, training=False, padding="post"):
         """Run the layer over a batch of sequences.
 
         Parameters
@@ -134,13 +185,20 @@ class Recurrent(_LayerBase):
             Batch-first input; cast to the layer's dtype.
         state : optional
             Initial state: ``h`` (``(h, c)`` for an LSTM), each of shape
-            ``(num_layers * num_directions, batch, hidden_size)``; None means zeros.
+            ``(num_layers * num_directions, batch, hidden_size)``; None means zeros (or the
+            learned initial state, with ``learn_initial_state=True``).
         lengths : array_like of int, shape (batch,), optional
-            Valid timesteps of each sequence, each in ``1..timesteps``. Steps past a
+            Valid timesteps of each sequence, each in ``0..timesteps``. Steps past a
             sequence's length are not computed: outputs there are 0 and the final state is
-            the one at its last valid step.
+            the one at its last valid step. An empty sequence (length 0) has the initial
+            state as its final state and 0 outputs.
         training : bool
             Keep what :meth:`backward` needs.
+        padding : {"post", "pre"}
+            Where the padding of a sequence shorter than ``timesteps`` is: after its valid
+            steps (``"post"``, PyTorch's packed sequences) or before them (``"pre"``, the
+            default of Keras' ``pad_sequences``). With ``"pre"`` the outputs are pre-padded
+            too, and :meth:`backward` takes ``dy`` and returns ``dx`` pre-padded.
 
         Returns
         -------
@@ -156,36 +214,71 @@ class Recurrent(_LayerBase):
         training call from another thread meanwhile raises a RuntimeError (inference calls do
         not disturb it).
         """
+        padding = check_choice("padding", padding, PADDINGS)
         x = as_float_array("x", x, self.dtype, (None, None, self.input_size))
         batch, timesteps, _ = x.shape
-        lengths = as_lengths(lengths, batch, timesteps)
+        lengths = as_lengths(lengths, batch, timesteps, allow_empty=True)
         h0, c0 = self._check_state("state", state, batch)
-        y, h_n, c_n = self._forward(x, h0, c0, lengths, check_bool("training", training))
+        pre = lengths if padding == "pre" else None
+        if pre is not None:
+            x = to_post_padding(x, pre)
+        y, h_n, c_n = self._forward(x, h0, c0, lengths, check_bool("training", training),
+                                    learned=state is None and self.learn_initial_state,
+                                    pre_lengths=pre)
+        if pre is not None:
+            y = to_pre_padding(y, pre)
         return y, self._pack_state(h_n, c_n)
 
-    def _forward(self, x, h0, c0, lengths, training, expose_y=True):
-        """The forward pass on validated arrays: ``(y, h_n, c_n)``; ``expose_y`` False when
-        the caller does not pass ``y`` on."""
+    def _forward(self, x, h0, c0, lengths, training, expose_y=True, learned=False,
+                 pre_lengths=None):
+        """The forward pass on validated, post-padded arrays: ``(y, h_n, c_n)``; ``expose_y``
+        False when the caller does not pass ``y`` on, ``learned`` True when ``h0, c0`` are
+        the learned initial state, ``pre_lengths`` the lengths of a pre-padded call."""
         args = (self.cell, x, self._params, h0, c0, lengths)
         shape = {"num_layers": self.num_layers, "bidirectional": self.bidirectional}
+        part = None
         if self.backend == "reference":
             y, h_n, c_n, saved = reference.forward(*args, **shape)
+        elif lengths is not None and lengths.min() == 0:
+            y, h_n, c_n, saved, part = self._forward_nonempty(x, h0, c0, lengths, training,
+                                                              shape)
         else:
             packed = None if training else self._current_packing()
             y, h_n, c_n, saved = _compiled_engine().forward.forward(*args, **shape,
                                                                     training=training,
                                                                     packed=packed)
+            if training and expose_y:
+                y = y.copy()    # the workspace's y, which BPTT reads, stays out of reach
         if training:
             # what BPTT needs: the reference's cache, or the compiled forward's workspace
-            self._keep_for_backward((x, h0, c0, saved))
-            if expose_y and self.backend == "compiled":
-                y = y.copy()    # the workspace's y, which BPTT reads, stays out of reach
+            self._keep_for_backward(_Cache(x, h0, c0, saved, part, learned, pre_lengths))
         return y, h_n, c_n
+
+    def _forward_nonempty(self, x, h0, c0, lengths, training, shape):
+        """The compiled forward of a batch with empty sequences (length 0): the engine runs
+        the other rows, and the empty ones get their initial state as final state and 0
+        outputs. ``(y, h_n, c_n, workspace, (rows, x, h0, c0 of the rows run))``."""
+        rows = np.flatnonzero(lengths)
+        y = np.zeros((*x.shape[:2], self.num_directions * self.hidden_size), self.dtype)
+        h_n, c_n = h0.copy(), (None if c0 is None else c0.copy())
+        if rows.size == 0:
+            return y, h_n, c_n, None, (rows, None, None, None)
+        x_r, h0_r, c0_r = x[rows], _take_rows(h0, rows), _take_rows(c0, rows)
+        l_r = lengths[rows]
+        packed = None if training else self._current_packing()
+        y_r, h_r, c_r, saved = _compiled_engine().forward.forward(
+            self.cell, x_r, self._params, h0_r, c0_r,
+            None if l_r.min() == x.shape[1] else l_r, **shape, training=training, packed=packed)
+        y[rows] = y_r
+        h_n[:, rows] = h_r
+        if c_n is not None:
+            c_n[:, rows] = c_r
+        return y, h_n, c_n, saved, (rows, x_r, h0_r, c0_r)
 
     def _backward_reads(self, cache):
         """What BPTT reads that the caller could edit: x, the initial state and the weight
         matrices (not the biases), by the name an error message gives them."""
-        x, h0, c0, _ = cache
+        x, h0, c0 = cache.x, cache.h0, cache.c0
         state = {"state": h0} if c0 is None else {"state[0] (h)": h0, "state[1] (c)": c0}
         weights = {f"parameter {name!r}": p for name, p in self._params.items()
                    if name.startswith("weight")}
@@ -233,25 +326,64 @@ class Recurrent(_LayerBase):
         dh_n, dc_n = self._check_dstate(dstate, batch)
         if dy is None and dh_n is None and dc_n is None:
             raise ValueError("backward() needs dy or dstate; both are None")
+        pre = cache.pre_lengths
+        if pre is not None and dy is not None:
+            dy = to_post_padding(dy, pre)
         dx, dh0, dc0 = self._backward(cache, dy, dh_n, dc_n, bool(input_grad))
+        if pre is not None and dx is not None:
+            dx = to_pre_padding(dx, pre)
         return dx, self._pack_state(dh0, dc0)
 
     def _backward(self, cache, dy, dh_n, dc_n, input_grad=True):
         """BPTT of ``cache`` (from :meth:`_training_cache`) on validated arrays:
         ``(dx, dh0, dc0)`` (dx None unless ``input_grad``); fills :attr:`grads` and releases
         the layer."""
-        x, h0, c0, saved = cache
         if self.backend == "reference":
-            dx, dh0, dc0, grads = reference.backward(saved, dy, dh_n, dc_n)
+            dx, dh0, dc0, grads = reference.backward(cache.saved, dy, dh_n, dc_n)
             dx = dx if input_grad else None
-        else:
+        elif cache.part is None:
             from ..engine import bptt
 
-            dx, dh0, dc0, grads = bptt.backward(self.cell, self._params, saved, dy, dh_n, dc_n,
-                                                 x=x, h0=h0, c0=c0, input_grad=input_grad)
+            dx, dh0, dc0, grads = bptt.backward(self.cell, self._params, cache.saved, dy, dh_n,
+                                                 dc_n, x=cache.x, h0=cache.h0, c0=cache.c0,
+                                                 input_grad=input_grad)
+        else:
+            dx, dh0, dc0, grads = self._backward_nonempty(cache, dy, dh_n, dc_n, input_grad)
+        if self.learn_initial_state:    # the initial state's gradient, summed over the batch
+            for name, d in zip(INITIAL_STATE_NAMES, (dh0, dc0)):
+                if name in self._params:
+                    grads[name] = d.sum(axis=1) if cache.learned else \
+                        np.zeros_like(self._params[name])
         self.grads = grads
         self._backward_done()
         return dx, dh0, dc0
+
+    def _backward_nonempty(self, cache, dy, dh_n, dc_n, input_grad):
+        """BPTT of :meth:`_forward_nonempty`: the empty rows pass their final state's gradient
+        to the initial state and have 0 input gradients."""
+        from ..engine import bptt
+
+        rows, x_r, h0_r, c0_r = cache.part
+        shape = self._state_shape(cache.x.shape[0])
+        dh0 = np.zeros(shape, self.dtype) if dh_n is None else dh_n.copy()
+        dc0 = None if cache.c0 is None else (np.zeros(shape, self.dtype) if dc_n is None
+                                              else dc_n.copy())
+        dx = np.zeros(cache.x.shape, self.dtype) if input_grad else None
+        if rows.size == 0:
+            grads = {name: np.zeros_like(p) for name, p in self._params.items()
+                     if name not in INITIAL_STATE_NAMES}
+            return dx, dh0, dc0, grads
+        dx_r, dh0_r, dc0_r, grads = bptt.backward(
+            self.cell, self._params, cache.saved,
+            None if dy is None else np.ascontiguousarray(dy[rows]),
+            _take_rows(dh_n, rows), _take_rows(dc_n, rows),
+            x=x_r, h0=h0_r, c0=c0_r, input_grad=input_grad)
+        if input_grad:
+            dx[rows] = dx_r
+        dh0[:, rows] = dh0_r
+        if dc0 is not None:
+            dc0[:, rows] = dc0_r
+        return dx, dh0, dc0, grads
 
     def _check_dstate(self, dstate, batch):
         if dstate is None:
@@ -289,7 +421,9 @@ class Recurrent(_LayerBase):
             raise ValueError("step() needs a unidirectional layer; this one is bidirectional")
         x_t = self._check_step_input(x_t)
         batch = x_t.shape[0]
-        if state is None or (state is self._last_state and _state_batch(state) == batch):
+        if state is None and self.learn_initial_state:
+            h0, c0 = self._initial_state(batch)
+        elif state is None or (state is self._last_state and _state_batch(state) == batch):
             h0, c0 = (None, None) if state is None else self._unpack_state(state)
         else:
             h0, c0 = self._check_state("state", state, batch)
@@ -377,10 +511,11 @@ class Recurrent(_LayerBase):
         sequence or, with ``return_sequences=False``, the output at each sequence's last valid
         step (see :meth:`output_shape`)."""
         if state is None:
-            h0, c0 = self._check_state("state", None, x.shape[0])
+            h0, c0 = self._initial_state(x.shape[0])
         else:
             h0, c0 = self._unpack_state(state)
-        y, h_n, c_n = self._forward(x, h0, c0, lengths, training, self.return_sequences)
+        y, h_n, c_n = self._forward(x, h0, c0, lengths, training, self.return_sequences,
+                                    learned=state is None and self.learn_initial_state)
         state_out = self._pack_state(h_n, c_n)
         if self.return_sequences:
             return y, state_out
@@ -468,7 +603,8 @@ class Recurrent(_LayerBase):
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
                 f"bidirectional={self.bidirectional}, dtype={self.dtype.name!r}, "
-                f"backend={self.backend!r})")
+                f"backend={self.backend!r}"
+                f"{', learn_initial_state=True' if self.learn_initial_state else ''})")
 
 
 _Recurrent = Recurrent      # the former private name of the base class
@@ -498,6 +634,16 @@ _SIGNATURE_DOC = """
         In a model, pass on the whole output sequence (True) or only the output at each
         sequence's last valid step (False; for a bidirectional layer the forward direction's
         last valid step and the reverse direction's step 0, i.e. the final states).
+    learn_initial_state : bool
+        Learn the initial state: parameters ``h0`` (and ``c0`` for an LSTM) of shape
+        ``(num_layers * num_directions, hidden_size)``, zeros at first, repeated over the
+        batch whenever a call's ``state`` is None, and trained by the gradient BPTT gives the
+        initial state (a call with an explicit ``state`` gives them a zero gradient). They
+        come after PyTorch's parameters in :meth:`parameters`, :meth:`state_dict`, saved
+        models and parameter counts. PyTorch's modules have no such parameters: load this
+        layer's ``state_dict()`` into one with ``strict=False`` (or without these two
+        entries); :meth:`load_state_dict` takes a PyTorch ``state_dict`` and leaves them as
+        they are.
 """
 
 
@@ -512,11 +658,12 @@ class RNN(Recurrent):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  bidirectional=False, dtype="float32", seed=None, backend=None,
-                 return_sequences=True):
+                 return_sequences=True, learn_initial_state=False):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity,
                                          ("tanh", "relu", "leaky_relu"))
         super().__init__("rnn_" + nonlinearity, input_size, hidden_size, num_layers, bias,
-                         bidirectional, dtype, seed, backend, return_sequences)
+                         bidirectional, dtype, seed, backend, return_sequences,
+                         learn_initial_state)
 
 
 class LSTM(Recurrent):
@@ -526,9 +673,10 @@ class LSTM(Recurrent):
     """ + _SIGNATURE_DOC
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
-                 dtype="float32", seed=None, backend=None, return_sequences=True):
+                 dtype="float32", seed=None, backend=None, return_sequences=True,
+                 learn_initial_state=False):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, bidirectional,
-                         dtype, seed, backend, return_sequences)
+                         dtype, seed, backend, return_sequences, learn_initial_state)
 
 
 class GRU(Recurrent):
@@ -538,8 +686,9 @@ class GRU(Recurrent):
     """ + _SIGNATURE_DOC
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
-                 dtype="float32", seed=None, backend=None, return_sequences=True):
+                 dtype="float32", seed=None, backend=None, return_sequences=True,
+                 learn_initial_state=False):
         super().__init__("gru", input_size, hidden_size, num_layers, bias, bidirectional,
-                         dtype, seed, backend, return_sequences)
+                         dtype, seed, backend, return_sequences, learn_initial_state)
 
 

@@ -47,6 +47,7 @@ def save_model(model, path):
     if isinstance(model, Sequential):
         meta["layers"] = [{"class": type(layer).__name__, "config": layer.get_config()}
                           for layer in model.layers]
+        meta["stateful"] = model.stateful    # (the flag; not the states it carries)
         meta["rng"] = {str(i): layer.rng_state for i, layer in enumerate(model.layers)
                        if isinstance(layer, Dropout)}
     else:
@@ -172,7 +173,7 @@ def _build_sequential(meta):
             raise ValueError(f"it holds a random generator state for layer {i}, "
                              f"which is not a Dropout layer")
         layers[int(i)].rng_state = state
-    return Sequential(layers)
+    return Sequential(layers, stateful=meta.get("stateful", False))
 
 
 def _build_encoder_decoder(meta):

@@ -4,7 +4,8 @@ truncated backpropagation through time.
 :class:`History` is what ``fit`` returns. The models build on the private base ``_Model`` (named
 parameters and gradients, the loss and optimizer, the epoch loop); :func:`train_truncated` runs
 truncated BPTT over one batch, passing each window's final states explicitly to the next
-window through the layers' ``model_forward(..., state=...)``.
+window through the layers' ``model_forward(..., state=...)`` (the mechanism a stateful
+:class:`~fastrnn.Sequential` uses from one batch to the next too).
 """
 import math
 import sys
@@ -334,21 +335,23 @@ def _nonfinite(loss, grads):
 
 
 def _trim(x, lengths):
-    """Drop timesteps that no sequence of the batch has (the batch's padding columns)."""
+    """Drop timesteps that no sequence of the batch has (the batch's padding columns; one is
+    kept when every sequence is empty)."""
     if lengths is None or x.ndim < 2:
         return x, lengths
-    longest = int(lengths.max())
+    longest = max(int(lengths.max()), 1)
     x = x[:, :longest]
     return np.ascontiguousarray(x), (None if lengths.min() == longest else lengths)
 
 
 
-def train_truncated(x, lengths, y, window, train_window):
+def train_truncated(x, lengths, y, window, train_window, states=None):
     """Truncated BPTT over one batch: windows of ``window`` steps, the states carried across.
 
-    Each window starts from the final states of the previous one (the first from zeros), as
-    constants: no gradient flows across windows. Sequences that have ended drop out of the
-    later windows, and their rows out of the carried states.
+    Each window starts from the final states of the previous one (the first from ``states``),
+    as constants: no gradient flows across windows. Sequences that have ended run on as empty
+    sequences (length 0) in the later windows, which carries their states through unchanged;
+    the batch ends with the first window in which every sequence has ended.
 
     Parameters
     ----------
@@ -362,34 +365,31 @@ def train_truncated(x, lengths, y, window, train_window):
         Timesteps of a window.
     train_window : callable
         ``train_window(x_w, lengths_w, y_w, states) -> (loss, final_states)`` runs forward,
-        backward and an update on one window; ``states`` is None (zeros) for the first window,
-        then the list of per-layer states (None for stateless layers) the previous window
-        returned, restricted to the rows still running.
+        backward and an update on one window; ``states`` is the list of per-layer states
+        (None for stateless layers) the previous window returned, or for the first window
+        ``states``.
+    states : list, optional
+        The states the first window starts from; None: the layers' initial states.
 
     Returns
     -------
-    float
+    loss : float
         The loss averaged over the valid timesteps of the batch.
+    states : list
+        The final states of the last window run (every row's final state).
     """
-    rows = np.arange(x.shape[0])            # rows of the batch still running
-    states = None                           # the first window starts from zeros
     total = weight = 0.0
     for start in range(0, x.shape[1], window):
         width = min(window, x.shape[1] - start)
         lw = None if lengths is None else np.clip(lengths - start, 0, width)
-        now = rows if lw is None else rows[lw[rows] > 0]
-        if now.size == 0:
+        if lw is not None and not lw.any():
             break
-        if states is not None:
-            keep = np.searchsorted(rows, now)   # the carried states of those rows
-            states = [_take_rows(state, keep) for state in states]
-        lw_now = None if lw is None or (lw[now] == width).all() else lw[now]
-        value, states = train_window(np.ascontiguousarray(x[now, start:start + width]), lw_now,
-                                     y[now][:, start:start + width], states)
-        steps = width * now.size if lw is None else lw[now].sum()
+        value, states = train_window(np.ascontiguousarray(x[:, start:start + width]),
+                                     None if lw is None or (lw == width).all() else lw,
+                                     y[:, start:start + width], states)
+        steps = width * x.shape[0] if lw is None else lw.sum()
         total, weight = total + value * steps, weight + steps
-        rows = now
-    return total / weight
+    return total / max(weight, 1), states
 
 
 def _take_rows(state, rows):

@@ -196,17 +196,22 @@ def test_train_truncated_passes_the_carried_states_explicitly():
         h = np.arange(xw.shape[0], dtype=float)[None, :, None] + 10 * len(calls)
         return 1.0, [None, (h, h + 0.5), h]
 
-    loss = train_truncated(x, lengths, y, 3, train_window)
+    loss, finals = train_truncated(x, lengths, y, 3, train_window)
     assert loss == 1.0
-    assert [c[0] for c in calls] == [(3, 3, 1), (2, 3, 1), (1, 1, 1)]
-    assert [c[1] for c in calls] == [[3, 2, 3], [3, 2], None]
+    # every row runs in every window; those that have ended as empty sequences (length 0)
+    assert [c[0] for c in calls] == [(3, 3, 1), (3, 3, 1), (3, 1, 1)]
+    assert [c[1] for c in calls] == [[3, 2, 3], [3, 0, 2], [1, 0, 0]]
     assert calls[0][2] is None                        # the first window starts from zeros
-    none, (h, c), g = calls[1][2]                     # rows 0 and 2 of the first window's states
+    none, (h, c), g = calls[1][2]                     # the first window's states, as returned
     assert none is None
-    np.testing.assert_array_equal(h[0, :, 0], [10, 12])
-    np.testing.assert_array_equal(c[0, :, 0], [10.5, 12.5])
-    np.testing.assert_array_equal(g[0, :, 0], [10, 12])
-    np.testing.assert_array_equal(calls[2][2][2][0, :, 0], [20])   # row 0 only
+    np.testing.assert_array_equal(h[0, :, 0], [10, 11, 12])
+    np.testing.assert_array_equal(c[0, :, 0], [10.5, 11.5, 12.5])
+    np.testing.assert_array_equal(g[0, :, 0], [10, 11, 12])
+    np.testing.assert_array_equal(calls[2][2][2][0, :, 0], [20, 21, 22])
+    np.testing.assert_array_equal(finals[2][0, :, 0], [30, 31, 32])   # the last window's
+    start = [None, None, np.ones((1, 3, 1))]         # an explicit start (a stateful model)
+    train_truncated(x, lengths, y, 3, train_window, start)
+    assert calls[3][2] is start
 
 
 def test_trace_records_each_layers_input_and_output_gradient(rng):
