@@ -6,6 +6,7 @@ user passes, and hands C-contiguous arrays of its dtype to an engine: the NumPy 
 """
 import math
 import sys
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -15,9 +16,11 @@ from .._masks import PADDINGS, to_post_padding, to_pre_padding
 from .._validation import (
     as_float_array,
     as_lengths,
+    as_rng,
     check_bool,
     check_choice,
     check_dtype,
+    check_fraction,
     check_positive_int,
 )
 from ..cell_table import GATES, parameter_names
@@ -67,10 +70,20 @@ class Recurrent(_LayerBase):
     """
 
     _config_names = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional",
-                     "dtype", "backend", "return_sequences", "learn_initial_state")
+                     "dtype", "backend", "return_sequences", "learn_initial_state", "dropout",
+                     "recurrent_dropout")
 
     def __init__(self, cell, input_size, hidden_size, num_layers, bias, bidirectional, dtype,
-                 seed, backend, return_sequences, learn_initial_state=False):
+                 seed, backend, return_sequences, learn_initial_state=False, dropout=0.0,
+                 recurrent_dropout=0.0):
+        self.dropout = float(check_fraction("dropout", dropout))
+        self.recurrent_dropout = float(check_fraction("recurrent_dropout", recurrent_dropout))
+        if self.dropout > 0 and num_layers == 1:
+            warnings.warn("dropout acts between stacked layers (after every layer but the last),"
+                          f" so dropout={self.dropout} with num_layers=1 does nothing",
+                          UserWarning, stacklevel=3)
+        # the masks' generator: its own stream, apart from the initialisation's
+        self._rng = as_rng("seed", seed).spawn(1)[0]
         self.return_sequences = check_bool("return_sequences", return_sequences)
         self.learn_initial_state = check_bool("learn_initial_state", learn_initial_state)
         self.input_size = check_positive_int("input_size", input_size)
@@ -229,13 +242,45 @@ class Recurrent(_LayerBase):
             y = to_pre_padding(y, pre)
         return y, self._pack_state(h_n, c_n)
 
+    @property
+    def rng_state(self):
+        """The state of the random generator that draws the dropout masks (a JSON-able dict);
+        a saved model keeps it, so that training resumes with the masks it would have drawn.
+        """
+        return self._rng.bit_generator.state
+
+    @rng_state.setter
+    def rng_state(self, state):
+        self._rng.bit_generator.state = state
+
+    def _dropout_masks(self, batch, timesteps):
+        """``{"layer_masks": ..., "recurrent_masks": ...}`` of one training call: fresh masks
+        (zeros and ``1 / (1 - p)``) between the stacked layers and on ``h_{t-1}`` where
+        ``W_hh`` reads it, one per sequence (None where the rate is 0)."""
+        D, H = self.num_directions, self.hidden_size
+
+        def draw(p, shape):
+            return ((self._rng.random(shape) >= p) / (1.0 - p)).astype(self.dtype)
+
+        layer = None
+        if self.dropout > 0 and self.num_layers > 1:
+            layer = [draw(self.dropout, (batch, timesteps, D * H))
+                     for _ in range(self.num_layers - 1)]
+        recurrent = None
+        if self.recurrent_dropout > 0:
+            recurrent = draw(self.recurrent_dropout, (self.num_layers * D, batch, H))
+        return {"layer_masks": layer, "recurrent_masks": recurrent}
+
     def _forward(self, x, h0, c0, lengths, training, expose_y=True, learned=False,
                  pre_lengths=None):
         """The forward pass on validated, post-padded arrays: ``(y, h_n, c_n)``; ``expose_y``
         False when the caller does not pass ``y`` on, ``learned`` True when ``h0, c0`` are
-        the learned initial state, ``pre_lengths`` the lengths of a pre-padded call."""
+        the learned initial state, ``pre_lengths`` the lengths of a pre-padded call.  A
+        training call draws its dropout masks."""
         args = (self.cell, x, self._params, h0, c0, lengths)
         shape = {"num_layers": self.num_layers, "bidirectional": self.bidirectional}
+        if training and (self.dropout > 0 or self.recurrent_dropout > 0):
+            shape.update(self._dropout_masks(*x.shape[:2]))
         part = None
         if self.backend == "reference":
             y, h_n, c_n, saved = reference.forward(*args, **shape)
@@ -265,6 +310,11 @@ class Recurrent(_LayerBase):
             return y, h_n, c_n, None, (rows, None, None, None)
         x_r, h0_r, c0_r = x[rows], _take_rows(h0, rows), _take_rows(c0, rows)
         l_r = lengths[rows]
+        shape = dict(shape)
+        if shape.get("layer_masks") is not None:
+            shape["layer_masks"] = [m[rows] for m in shape["layer_masks"]]
+        if shape.get("recurrent_masks") is not None:
+            shape["recurrent_masks"] = _take_rows(shape["recurrent_masks"], rows)
         packed = None if training else self._current_packing()
         y_r, h_r, c_r, saved = _compiled_engine().forward.forward(
             self.cell, x_r, self._params, h0_r, c0_r,
@@ -644,6 +694,15 @@ _SIGNATURE_DOC = """
         layer's ``state_dict()`` into one with ``strict=False`` (or without these two
         entries); :meth:`load_state_dict` takes a PyTorch ``state_dict`` and leaves them as
         they are.
+    dropout : float
+        Dropout between the stacked layers, in training calls only (PyTorch's ``dropout``):
+        each element of every layer's output but the last is zeroed with this probability
+        (the rest scaled by ``1 / (1 - dropout)``) before it feeds the next layer.
+    recurrent_dropout : float
+        Recurrent (variational) dropout, in training calls only (Keras'
+        ``recurrent_dropout``; Gal and Ghahramani, 2016): ``W_hh`` reads ``h_{t-1}`` times a
+        mask drawn once per sequence and call, the same at every step.  PyTorch's modules
+        have no such option.
 """
 
 
@@ -658,12 +717,13 @@ class RNN(Recurrent):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  bidirectional=False, dtype="float32", seed=None, backend=None,
-                 return_sequences=True, learn_initial_state=False):
+                 return_sequences=True, learn_initial_state=False, dropout=0.0,
+                 recurrent_dropout=0.0):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity,
                                          ("tanh", "relu", "leaky_relu"))
         super().__init__("rnn_" + nonlinearity, input_size, hidden_size, num_layers, bias,
                          bidirectional, dtype, seed, backend, return_sequences,
-                         learn_initial_state)
+                         learn_initial_state, dropout, recurrent_dropout)
 
 
 class LSTM(Recurrent):
@@ -674,9 +734,10 @@ class LSTM(Recurrent):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
                  dtype="float32", seed=None, backend=None, return_sequences=True,
-                 learn_initial_state=False):
+                 learn_initial_state=False, dropout=0.0, recurrent_dropout=0.0):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, bidirectional,
-                         dtype, seed, backend, return_sequences, learn_initial_state)
+                         dtype, seed, backend, return_sequences, learn_initial_state, dropout,
+                         recurrent_dropout)
 
 
 class GRU(Recurrent):
@@ -687,8 +748,9 @@ class GRU(Recurrent):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
                  dtype="float32", seed=None, backend=None, return_sequences=True,
-                 learn_initial_state=False):
+                 learn_initial_state=False, dropout=0.0, recurrent_dropout=0.0):
         super().__init__("gru", input_size, hidden_size, num_layers, bias, bidirectional,
-                         dtype, seed, backend, return_sequences, learn_initial_state)
+                         dtype, seed, backend, return_sequences, learn_initial_state, dropout,
+                         recurrent_dropout)
 
 

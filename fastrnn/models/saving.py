@@ -3,7 +3,8 @@
 :func:`save_model` (what :meth:`fastrnn.Sequential.save` and
 :meth:`fastrnn.EncoderDecoder.save` run) writes the architecture (a Sequential's layers, each
 by its class and ``get_config()``; an EncoderDecoder's ``get_config()``), the weights, the
-loss, the optimizer state, the Dropout generators' ``rng_state``, the epochs trained and the
+loss, the optimizer state, the dropout generators' ``rng_state`` (Dropout layers and recurrent
+layers), the epochs trained and the
 model's ``info``; :func:`load_model` reads it back. The file
 format itself (atomic writes, checks of corrupt or foreign files) is :mod:`fastrnn.io`'s.
 """
@@ -49,7 +50,7 @@ def save_model(model, path):
                           for layer in model.layers]
         meta["stateful"] = model.stateful    # (the flag; not the states it carries)
         meta["rng"] = {str(i): layer.rng_state for i, layer in enumerate(model.layers)
-                       if isinstance(layer, Dropout)}
+                       if hasattr(layer, "rng_state")}
     else:
         meta["config"] = model.get_config()
     if model.loss is not None:
@@ -161,7 +162,8 @@ def load_model(path, *, max_bytes=None, max_inflation=None):
 
 
 def _build_sequential(meta):
-    """The Sequential a file's metadata describes (weights not set), Dropout states set."""
+    """The Sequential a file's metadata describes (weights not set), dropout generators' states
+    set."""
     layers = []
     for spec in meta["layers"]:
         cls = LAYER_CLASSES.get(spec["class"])
@@ -169,9 +171,9 @@ def _build_sequential(meta):
             raise ValueError(f"unknown layer class {spec['class']!r}")
         layers.append(cls(**spec["config"]))
     for i, state in meta.get("rng", {}).items():
-        if not isinstance(layers[int(i)], Dropout):
+        if not hasattr(layers[int(i)], "rng_state"):
             raise ValueError(f"it holds a random generator state for layer {i}, "
-                             f"which is not a Dropout layer")
+                             f"which draws no dropout masks")
         layers[int(i)].rng_state = state
     return Sequential(layers, stateful=meta.get("stateful", False))
 
