@@ -646,8 +646,10 @@ class Sequential(_Model):
                 return self._scores(x, y, lengths, 256, self.loss, named)
 
         if validation_data is None and not batches_given and validation_split > 0:
-            validation_data = held
-        validate = self._validation(validation_data, classes, named)
+            def validate():                 # the rows held out, validated with the others
+                return self._scores(*held[:2], held[2], 256, self.loss, named)
+        else:
+            validate = self._validation(validation_data, classes, named)
 
         def epoch_logs():
             logs = {}

@@ -415,7 +415,8 @@ class BatchSource:
                 f"fastrnn.data.Loader, which starts over each epoch")
 
     def epoch(self, epoch):
-        """Yield the batches of epoch ``epoch``, pulling each only when it is asked for.
+        """Yield the batches of epoch ``epoch`` (None: one pass, as ``evaluate`` makes),
+        pulling each only when it is asked for.
 
         Closing the generator early closes the source's iterator too (stopping a loader's
         prefetch thread), unless the source is a one-shot iterator that later epochs read on.
@@ -423,7 +424,7 @@ class BatchSource:
         if self.one_shot:
             it = self.source
         else:
-            if callable(getattr(self.source, "set_epoch", None)):
+            if epoch is not None and callable(getattr(self.source, "set_epoch", None)):
                 self.source.set_epoch(epoch)
             it = iter(self.source)
         try:
