@@ -609,6 +609,7 @@ class Sequential(_Model):
                                 self._first_epoch(initial_epoch))
             steps, batches = source.steps, source.epoch
             running = _Means() if named else None
+            validate = None
 
             def train_batch(batch, update):
                 x, yb, lb = self._batch(batch, self.loss, classes)
@@ -626,6 +627,7 @@ class Sequential(_Model):
             x, lengths = self._prepare(X, lengths)
             y = self._targets(y, x.shape[0], self.loss, classes)
             check_targets(x, y)
+            validate = None
             if validation_data is None and validation_split > 0:
                 n_val = int(round(x.shape[0] * validation_split))
                 if not 0 < n_val < x.shape[0]:
@@ -635,6 +637,9 @@ class Sequential(_Model):
                 held = (x[cut:], y[cut:], None if lengths is None else lengths[cut:])
                 x, y = x[:cut], y[:cut]
                 lengths = None if lengths is None else lengths[:cut]
+
+                def validate():             # the rows held out, validated with the others
+                    return self._scores(*held[:2], held[2], 256, self.loss, named)
             steps, batches = row_batches(x.shape[0], batch_size, shuffle, seed)
             running = None
 
@@ -645,10 +650,7 @@ class Sequential(_Model):
             def train_scores():
                 return self._scores(x, y, lengths, 256, self.loss, named)
 
-        if validation_data is None and not batches_given and validation_split > 0:
-            def validate():                 # the rows held out, validated with the others
-                return self._scores(*held[:2], held[2], 256, self.loss, named)
-        else:
+        if validation_data is not None:
             validate = self._validation(validation_data, classes, named)
 
         def epoch_logs():
@@ -667,13 +669,11 @@ class Sequential(_Model):
                                   on_nonfinite=on_nonfinite)
 
     def _validation(self, validation_data, classes, named):
-        """``validation_data`` checked now: a callable giving its scores, or None.
+        """``validation_data`` checked now: a callable giving its scores.
 
         A tuple of arrays is validated once (targets as labels of ``classes``), an iterable of
         batches must be re-iterable (each epoch reads it again).
         """
-        if validation_data is None:
-            return None
         if is_batches(validation_data):
             if BatchSource(validation_data, "validation_data").one_shot:
                 raise ValueError("validation_data is a one-shot iterator (a generator), which "
