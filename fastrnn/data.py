@@ -53,7 +53,8 @@ class SequenceDataset:
     targets : array_like or list of array_like, optional
         One target per sequence: an array whose first axis is the sequences (class ids,
         labels of any kind, values, one-hot rows; per-step targets of a padded array); or a
-        list of per-step target sequences of lengths ``T_i``, padded with their batch.
+        list of per-step target sequences of lengths ``T_i`` (of different lengths: equal ones
+        are rows), padded with their batch.
     lengths : array_like of int, optional
         Valid steps of each row of a padded array.
 
@@ -498,8 +499,11 @@ def _targets(targets, lengths):
         return None
     if isinstance(targets, list) and targets and all(np.ndim(t) >= 1 for t in targets):
         per_step = [np.asarray(t) for t in targets]
-        if len(per_step) == len(lengths) and all(len(t) == n for t, n in zip(per_step,
-                                                                              lengths)):
+        if len({len(t) for t in per_step}) > 1:     # ragged: per-step targets (equal-length
+            if len(per_step) != len(lengths) or any(  # ones are rows, one-hot ones say)
+                    len(t) != n for t, n in zip(per_step, lengths)):
+                raise ValueError("targets of different lengths must be per-step targets, "
+                                 "one of each sequence's length")
             return per_step
     if not isinstance(targets, np.ndarray):
         targets = np.asarray(targets)

@@ -223,6 +223,10 @@ def test_dataset_layouts_give_the_same_batches(tmp_path, rng):
             np.testing.assert_array_equal(got, expected)
         np.testing.assert_array_equal(dataset[5][0], seqs[5])
     assert want[0].shape == (4, int(lengths[rows].max()), 3)
+    one_hot = SequenceDataset(seqs, [np.eye(2)[v] for v in y])      # equal lengths: rows
+    np.testing.assert_array_equal(one_hot.batch(rows)[1], np.eye(2)[y[rows]])
+    with pytest.raises(ValueError, match="per-step targets"):
+        SequenceDataset(seqs, [np.zeros(n + 1) for n in lengths])
     with pytest.raises(ValueError, match="lengths add up to"):
         SequenceDataset.from_npy(tmp_path / "steps.npy", lengths[:-1])
     with pytest.raises(ValueError, match="targets must have one entry per sequence"):
