@@ -185,3 +185,39 @@ def test_every_flag_argument_uses_check_bool(make, name):
         make(1)
     assert str(info.value) == f"{name} must be True or False, got 1"
     make(np.True_)                       # a NumPy bool is accepted
+
+
+#: every public constructor that takes a dtype, with its other arguments
+DTYPED = {
+    "RNN": lambda dtype: fastrnn.RNN(3, 4, dtype=dtype),
+    "LSTM": lambda dtype: fastrnn.LSTM(3, 4, dtype=dtype),
+    "GRU": lambda dtype: fastrnn.GRU(3, 4, dtype=dtype),
+    "Dense": lambda dtype: fastrnn.Dense(3, 2, dtype=dtype),
+    "Embedding": lambda dtype: fastrnn.Embedding(5, 2, dtype=dtype),
+    "LayerNorm": lambda dtype: fastrnn.LayerNorm(4, dtype=dtype),
+    "MultiHeadAttention": lambda dtype: fastrnn.MultiHeadAttention(4, 2, dtype=dtype),
+    "PositionalEncoding": lambda dtype: fastrnn.PositionalEncoding(8, 4, dtype=dtype),
+    "TransformerEncoderLayer": lambda dtype: fastrnn.TransformerEncoderLayer(
+        4, 2, dim_feedforward=8, dtype=dtype),
+    "GlobalAveragePooling1D": lambda dtype: fastrnn.GlobalAveragePooling1D(dtype=dtype),
+    "EncoderDecoder": lambda dtype: fastrnn.EncoderDecoder(6, 6, 4, 4, dtype=dtype),
+    "init.orthogonal": lambda dtype: fastrnn.init.orthogonal((3, 3), dtype=dtype),
+}
+
+
+@pytest.mark.parametrize("make", DTYPED.values(), ids=DTYPED.keys())
+@pytest.mark.parametrize("dtype", ["bfloat16", "nonsense", int, "int32", "float16", None,
+                                   "complex128", ">f8", "longdouble", object, [], 1.5])
+def test_only_float32_and_float64_are_accepted_as_dtype(make, dtype):
+    """One check (``_validation.check_dtype``) everywhere: a clear ValueError naming dtype."""
+    with pytest.raises(ValueError, match=r"dtype must be 'float32' or 'float64', got"):
+        make(dtype)
+
+
+@pytest.mark.parametrize("make", DTYPED.values(), ids=DTYPED.keys())
+@pytest.mark.parametrize("dtype", ["float32", "float64", np.float32, np.dtype("float64"), "f8"])
+def test_float32_and_float64_are_accepted_in_any_spelling(make, dtype):
+    made = make(dtype)
+    repr(made)                           # a layer's repr shows its (valid) dtype
+    got = made.dtype if hasattr(made, "dtype") else made.get_config()["dtype"]
+    assert np.dtype(got) == np.dtype(dtype)

@@ -4,18 +4,20 @@
 :meth:`fastrnn.EncoderDecoder.save` run) writes the architecture (a Sequential's layers, each
 by its class and ``get_config()``; an EncoderDecoder's ``get_config()``), the weights, the
 loss, the optimizer state, the dropout generators' ``rng_state`` (Dropout layers and recurrent
-layers), the epochs trained and the
-model's ``info``; :func:`load_model` reads it back. The file
+layers), the epochs trained, the model's ``info`` and a classifier's ``classes_``;
+:func:`load_model` reads it back. The file
 format itself (atomic writes, checks of corrupt or foreign files) is :mod:`fastrnn.io`'s.
 """
 import numpy as np
 
 from .. import losses as losses_module
 from .. import optim as optim_module
-from ..layers import Dropout
 from ..layers.base import parameter_budget
 from .seq2seq import EncoderDecoder
-from .sequential import LAYER_CLASSES, Sequential
+from .sequential import LAYER_CLASSES, Sequential, class_array
+
+#: the kinds of class labels a model file keeps (JSON's scalars)
+JSON_LABELS = (str, int, float, bool)
 
 
 def save_model(model, path):
@@ -51,6 +53,13 @@ def save_model(model, path):
         meta["stateful"] = model.stateful    # (the flag; not the states it carries)
         meta["rng"] = {str(i): layer.rng_state for i, layer in enumerate(model.layers)
                        if hasattr(layer, "rng_state")}
+        if model.classes_ is not None:
+            classes = model.classes_.tolist()
+            odd = {type(c).__name__ for c in classes if not isinstance(c, JSON_LABELS)}
+            if odd:
+                raise ValueError(f"model.classes_ holds labels of type {sorted(odd)}; a model "
+                                 f"file keeps str, int, float or bool labels")
+            meta["classes"] = classes
     else:
         meta["config"] = model.get_config()
     if model.loss is not None:
@@ -107,7 +116,8 @@ def load_model(path, *, max_bytes=None, max_inflation=None):
     Returns
     -------
     Sequential or EncoderDecoder
-        The model with its weights, loss, optimizer state, epochs trained and ``info``.
+        The model with its weights, loss, optimizer state, epochs trained, ``info`` and (a
+        classifier trained on labels) ``classes_``.
 
     Nothing is unpickled: only the model, layer, loss and optimizer classes of fastrnn can be
     named by a file, built from their JSON configuration.
@@ -175,7 +185,13 @@ def _build_sequential(meta):
             raise ValueError(f"it holds a random generator state for layer {i}, "
                              f"which draws no dropout masks")
         layers[int(i)].rng_state = state
-    return Sequential(layers, stateful=meta.get("stateful", False))
+    model = Sequential(layers, stateful=meta.get("stateful", False))
+    if "classes" in meta:
+        if not isinstance(meta["classes"], list) or not all(
+                isinstance(c, JSON_LABELS) for c in meta["classes"]):
+            raise ValueError("its classes are not a list of labels")
+        model.classes_ = class_array(meta["classes"])
+    return model
 
 
 def _build_encoder_decoder(meta):

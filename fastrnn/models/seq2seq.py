@@ -17,7 +17,7 @@ from .._validation import (as_lengths, as_rng, check_bool, check_choice, check_d
 from ..layers import GRU, LSTM, RNN, CrossAttention, Dense, Embedding
 from ..layers.attention import valid_steps
 from ..layers.base import training_hold
-from .training import _Model, _take_rows, _trim
+from .training import _Model, _take_rows, _trim, row_batches
 
 #: the recurrent cells of an :class:`EncoderDecoder`
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -269,11 +269,13 @@ class EncoderDecoder(_Model):
             val = self._pairs(*validation_data, *(None, None)[len(validation_data) - 2:],
                               what="validation ")
 
+        steps, batches = row_batches(src.shape[0], batch_size, shuffle, seed)
+
         def train_batch(rows, update):
             value = self._train_step(src[rows], None if src_len is None else src_len[rows],
                                      tgt[rows], None if tgt_len is None else tgt_len[rows])
             update(value)
-            return value
+            return value, len(rows)
 
         def epoch_logs():
             logs = {}
@@ -286,8 +288,7 @@ class EncoderDecoder(_Model):
             return logs
 
         with training_hold(layer for _, layer in self._named_layers()):
-            return self._fit_loop(src.shape[0], train_batch, epoch_logs, epochs=epochs,
-                                  batch_size=batch_size, shuffle=shuffle, seed=seed,
+            return self._fit_loop(batches, train_batch, epoch_logs, steps=steps, epochs=epochs,
                                   verbose=verbose, callbacks=callbacks, clip_norm=clip_norm,
                                   clip_value=clip_value, initial_epoch=initial_epoch,
                                   on_nonfinite=on_nonfinite)

@@ -5,8 +5,12 @@ truncated backpropagation through time.
 parameters and gradients, the loss and optimizer, the epoch loop); :func:`train_truncated` runs
 truncated BPTT over one batch, passing each window's final states explicitly to the next
 window through the layers' ``model_forward(..., state=...)`` (the mechanism a stateful
-:class:`~fastrnn.Sequential` uses from one batch to the next too).
+:class:`~fastrnn.Sequential` uses from one batch to the next too). The epoch loop takes its
+batches from :func:`row_batches` (in-memory arrays: seeded mini-batches of rows) or from a
+:class:`BatchSource` (any iterable of batches: a generator, a :class:`fastrnn.data.Loader`).
 """
+import collections.abc
+import itertools
 import math
 import sys
 import time
@@ -72,9 +76,13 @@ class _Progress:
         self.loss_sum += loss * batch
         if self.verbose == 1:
             width = 20
-            done = int(width * step / self.steps)
-            bar = "=" * done + ">" * (done < width) + " " * (width - done - 1)
-            self.stream.write(f"\repoch {self.epoch + 1}/{self.epochs} [{bar}] {step}/{self.steps}"
+            if self.steps is None:          # an iterable of batches of unknown length
+                where = f"{step}/?"
+            else:
+                done = int(width * step / self.steps)
+                bar = "=" * done + ">" * (done < width) + " " * (width - done - 1)
+                where = f"[{bar}] {step}/{self.steps}"
+            self.stream.write(f"\repoch {self.epoch + 1}/{self.epochs} {where}"
                               f" loss {self.loss_sum / self.seen:.4f} {self._rate():.0f} seq/s")
             self.stream.flush()
 
@@ -213,36 +221,39 @@ class _Model:
         if self.loss is None or self.optimizer is None:
             raise ValueError("fit() needs a loss and an optimizer (none were given before)")
 
-    def _fit_loop(self, n, train_batch, epoch_logs, *, epochs, batch_size, shuffle, seed,
-                  verbose, callbacks, clip_norm, clip_value, initial_epoch, on_nonfinite):
-        """Mini-batch training: ``train_batch(rows, update)`` runs forward and backward, calls
+    def _first_epoch(self, initial_epoch):
+        """The epoch ``fit`` starts from: ``initial_epoch``, by default the epochs trained."""
+        if initial_epoch is None:
+            return self.epochs_trained
+        return check_int("initial_epoch", initial_epoch, low=0)
+
+    def _fit_loop(self, batches, train_batch, epoch_logs, *, steps, epochs, verbose, callbacks,
+                  clip_norm, clip_value, initial_epoch, on_nonfinite):
+        """Mini-batch training over the epochs ``initial_epoch .. epochs - 1``.
+
+        ``batches(epoch)`` gives the batches of an epoch (closed at the epoch's end when it has
+        a ``close``); ``train_batch(batch, update)`` runs forward and backward, calls
         ``update(loss)`` after each backward (which checks that the loss and the gradients are
-        finite, clips and steps the optimizer) and returns the batch loss; this loop also
+        finite, clips and steps the optimizer) and returns ``(batch loss, sequences)``;
+        ``steps`` is the number of batches of an epoch, None if unknown. This loop also
         reports and calls back.
 
         A non-finite loss or gradient never reaches the weights: with ``on_nonfinite="raise"``
         training stops with a FloatingPointError (the weights are those of the last good step),
         with ``"skip"`` that update is left out (and its loss out of the epoch's mean).
+        An epoch that gets no batch at all (a one-shot iterable used up) ends training with a
+        warning.
         """
         epochs = check_positive_int("epochs", epochs)
-        batch_size = check_positive_int("batch_size", batch_size)
         verbose = check_int("verbose", verbose)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        shuffle = check_bool("shuffle", shuffle)
-        if isinstance(seed, np.random.Generator):
-            raise TypeError("seed of fit must be a non-negative integer or None (the order of "
-                            "each epoch is made from it and the epoch number), got a Generator")
-        as_rng("seed", seed)
-        if seed is None:    # a fresh order, not reproducible
-            seed = np.random.SeedSequence().entropy
         check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         callbacks = check_callbacks(callbacks)
         for name, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
             if value is not None:
                 check_real(name, value, 0.0, math.inf, low_open=True, high_open=True)
-        if initial_epoch is not None:
-            check_int("initial_epoch", initial_epoch, low=0)
+        start = self._first_epoch(initial_epoch)
         params = self.parameters()
         where = {}
 
@@ -265,23 +276,36 @@ class _Model:
             self.optimizer.step(params, grads)
             return True
 
-        steps = -(-n // batch_size)
         progress = _Progress(verbose, epochs, steps)
         history = History()
         self.stop_training = False
-        start = self.epochs_trained if initial_epoch is None else initial_epoch
+        if start >= epochs:
+            since = " (by default the epochs this model has already trained)" \
+                if initial_epoch is None else ""
+            warnings.warn(
+                f"fit trained no epochs: epochs={epochs} is the index of the last epoch to "
+                f"train, as in Keras, and training starts at initial_epoch={start}{since}; to "
+                f"train {epochs} more epochs, pass epochs={start + epochs}", UserWarning,
+                stacklevel=3)
         for epoch in range(start, epochs):
             progress.start_epoch(epoch)
             where.update(epoch=epoch, skipped=0)
-            order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle \
-                else np.arange(n)
-            for step in range(steps):
-                where["step"] = step
-                rows = np.sort(order[step * batch_size:(step + 1) * batch_size])
-                skipped = where["skipped"]
-                value = train_batch(rows, update)
-                if where["skipped"] == skipped:
-                    progress.update(step + 1, len(rows), float(value))
+            pulled = 0
+            epoch_batches = batches(epoch)
+            try:
+                for step, batch in enumerate(epoch_batches):
+                    where["step"], pulled = step, step + 1
+                    skipped = where["skipped"]
+                    value, size = train_batch(batch, update)
+                    if where["skipped"] == skipped:
+                        progress.update(step + 1, size, float(value))
+            finally:
+                if hasattr(epoch_batches, "close"):
+                    epoch_batches.close()
+            if not pulled:
+                warnings.warn(f"epoch {epoch + 1}: the data gave no batches (a one-shot "
+                              f"iterable used up?); training stopped", UserWarning, stacklevel=3)
+                break
             if where["skipped"]:
                 warnings.warn(f"epoch {epoch + 1}: {where['skipped']} update(s) skipped "
                               f"(non-finite loss or gradients)", RuntimeWarning, stacklevel=3)
@@ -299,6 +323,127 @@ class _Model:
                 break
         return history
 
+
+
+def row_batches(n, batch_size, shuffle, seed):
+    """Mini-batches of the rows of in-memory data, for :meth:`_Model._fit_loop`.
+
+    Parameters
+    ----------
+    n : int
+        Rows of the data.
+    batch_size : int
+    shuffle : bool
+        Shuffle the rows each epoch; the order is a permutation made from ``seed`` and the
+        epoch number only, so resumed training sees the same batches.
+    seed : int or None
+        None draws a fresh, unreproducible seed.
+
+    Returns
+    -------
+    steps : int
+        Batches per epoch.
+    batches : callable
+        ``batches(epoch)`` yields the sorted row indices of each batch of that epoch.
+    """
+    batch_size = check_positive_int("batch_size", batch_size)
+    shuffle = check_bool("shuffle", shuffle)
+    if isinstance(seed, np.random.Generator):
+        raise TypeError("seed of fit must be a non-negative integer or None (the order of "
+                        "each epoch is made from it and the epoch number), got a Generator")
+    as_rng("seed", seed)
+    if seed is None:    # a fresh order, not reproducible
+        seed = np.random.SeedSequence().entropy
+    steps = -(-n // batch_size)
+
+    def batches(epoch):
+        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle \
+            else np.arange(n)
+        for step in range(steps):
+            yield np.sort(order[step * batch_size:(step + 1) * batch_size])
+
+    return steps, batches
+
+
+def is_batches(value):
+    """True if ``value`` is an iterable of batches (a generator, an iterator, a
+    :class:`fastrnn.data.Loader`, any iterable object) rather than array-like data: arrays,
+    lists and tuples (ragged lists of sequences), strings, mappings and objects with
+    ``__array__`` (a DataFrame, a tensor) are data."""
+    return (isinstance(value, collections.abc.Iterable)
+            and not isinstance(value, (np.ndarray, list, tuple, str, bytes,
+                                       collections.abc.Mapping))
+            and not hasattr(value, "__array__") and not hasattr(value, "__array_interface__"))
+
+
+class BatchSource:
+    """An iterable of batches, read epoch by epoch one batch at a time (bounded memory).
+
+    A re-iterable source (one whose ``iter()`` starts over, like a
+    :class:`fastrnn.data.Loader`) is iterated afresh each epoch, after ``set_epoch(epoch)`` if
+    it has one (so its shuffling depends on the epoch number, and resumed training sees the
+    same batches); a one-shot iterator (a generator) is read on across epochs.
+
+    Parameters
+    ----------
+    source : iterable
+        The batches.
+    name : str
+        The argument's name, for messages.
+    steps_per_epoch : int, optional
+        Batches of an epoch; default: all the source gives (once, for a one-shot iterator).
+    """
+
+    def __init__(self, source, name, steps_per_epoch=None):
+        self.source, self.name = source, name
+        self.one_shot = isinstance(source, collections.abc.Iterator)
+        self.steps_per_epoch = (None if steps_per_epoch is None else
+                                check_positive_int("steps_per_epoch", steps_per_epoch))
+        self.steps = self.steps_per_epoch
+        if self.steps is None and not self.one_shot:
+            try:
+                self.steps = len(source)
+            except TypeError:
+                self.steps = None
+
+    def check_epochs(self, epochs):
+        """Refuse a one-shot iterator for more than one epoch without ``steps_per_epoch``."""
+        if self.one_shot and self.steps_per_epoch is None and epochs > 1:
+            raise ValueError(
+                f"{self.name} is a one-shot iterator (a generator), which one epoch uses up, "
+                f"and {epochs} epochs are to be trained: pass steps_per_epoch (the batches of "
+                f"an epoch, read on across epochs), or a re-iterable source such as a "
+                f"fastrnn.data.Loader, which starts over each epoch")
+
+    def epoch(self, epoch):
+        """Yield the batches of epoch ``epoch`` (None: one pass, as ``evaluate`` makes),
+        pulling each only when it is asked for.
+
+        Closing the generator early closes the source's iterator too (stopping a loader's
+        prefetch thread), unless the source is a one-shot iterator that later epochs read on.
+        """
+        if self.one_shot:
+            it = self.source
+        else:
+            if epoch is not None and callable(getattr(self.source, "set_epoch", None)):
+                self.source.set_epoch(epoch)
+            it = iter(self.source)
+        try:
+            for step in itertools.count():
+                if step == self.steps_per_epoch:
+                    return
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    if self.steps_per_epoch is not None and step:
+                        warnings.warn(f"{self.name} ran out of batches after {step} of "
+                                      f"steps_per_epoch={self.steps_per_epoch}", UserWarning,
+                                      stacklevel=2)
+                    return
+                yield batch
+        finally:
+            if not self.one_shot and hasattr(it, "close"):
+                it.close()
 
 
 def _is_bias(name):

@@ -254,3 +254,42 @@ def test_learned_initial_state_trains_what_a_zero_state_cannot(backend):
     learned, fixed = trained(True), trained(False)
     assert learned[-1] < 1e-3 * learned[0]
     assert fixed[-1] == pytest.approx(fixed[0])     # zero state, no bias: output stuck at 0
+
+
+def test_stateful_fit_and_predict_on_an_iterable_of_batches_equal_arrays(rng):
+    """A stateful model fed its consecutive batches by a generator (or a re-iterable) trains,
+    predicts and evaluates as on the arrays: the states are carried from batch to batch and
+    every epoch starts from the initial states."""
+    x = rng.standard_normal((STREAMS, T, I))
+    y = rng.standard_normal((STREAMS, T, 2))
+    chunks_x, chunks_y = np.split(x, 3, axis=1), np.split(y, 3, axis=1)
+    arrays, batches = _model("gru", "compiled"), _model("gru", "compiled")
+    arrays.fit(_chunks(x, 3), _chunks(y, 3), loss="mse", optimizer=SGD(lr=0.2), epochs=2,
+               batch_size=STREAMS, verbose=0)
+    two_epochs = (pair for _ in range(2) for pair in zip(chunks_x, chunks_y))
+    batches.fit(two_epochs, loss="mse", optimizer=SGD(lr=0.2), epochs=2, steps_per_epoch=3,
+                verbose=0)
+    for name, p in arrays.parameters().items():
+        np.testing.assert_allclose(batches.parameters()[name], p, rtol=1e-10, atol=1e-12)
+    for m in (arrays, batches):
+        m.reset_states()
+    want = arrays.predict(_chunks(x, 3), batch_size=STREAMS)
+    got = batches.predict(iter(chunks_x))
+    np.testing.assert_allclose(np.concatenate(np.split(got, 3), axis=1),
+                               np.concatenate(np.split(want, 3), axis=1), rtol=1e-10)
+    for m in (arrays, batches):
+        m.reset_states()
+    assert batches.evaluate(iter(zip(chunks_x, chunks_y)))["loss"] == pytest.approx(
+        arrays.evaluate(_chunks(x, 3), _chunks(y, 3), batch_size=STREAMS)["loss"], rel=1e-10)
+
+
+def test_pre_padded_batches_from_an_iterable(rng):
+    """padding="pre" with an iterable of batches: each batch is shifted on its own, and
+    predict pads the outputs of all its batches before their valid steps."""
+    model = fastrnn.Sequential([fastrnn.LSTM(I, 5, seed=0), fastrnn.Dense(5, 2, seed=1)])
+    x = rng.standard_normal((6, 5, I))
+    lengths = np.array([5, 2, 3, 4, 1, 5])
+    pre = fastrnn._masks.to_pre_padding(x, lengths)
+    want = model.predict(pre, lengths=lengths, padding="pre")
+    got = model.predict(iter([(pre[:3], lengths[:3]), (pre[3:], lengths[3:])]), padding="pre")
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
