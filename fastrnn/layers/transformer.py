@@ -88,9 +88,10 @@ def _gelu_grad(u, dy):
 
 
 #: ``name -> (activation, derivative from the pre-activation u and upstream dy)`` of the
-#: feed-forward block (``"gelu"`` is the exact one, PyTorch's default)
+#: feed-forward block (``"gelu"`` is the exact one, PyTorch's default); the derivative may
+#: overwrite ``dy``
 FEEDFORWARD_ACTIVATIONS = {
-    "relu": (lambda u: np.maximum(u, 0), lambda u, dy: dy * (u > 0)),
+    "relu": (lambda u: np.maximum(u, 0), lambda u, dy: np.multiply(dy, u > 0, out=dy)),
     "gelu": (_gelu, _gelu_grad),
 }
 
