@@ -45,14 +45,44 @@ def valid_steps(lengths, timesteps):
     return np.arange(timesteps) < lengths[:, None]
 
 
+#: scores within +-this have an exp that neither overflows nor, for a whole row, underflows
+#: (float32 holds e^88 and e^-87; a row of e^60's sums far below the largest float32)
+EXP_SAFE = 60.0
+
+
+def softmax_reference(scores, allowed):
+    """The textbook masked softmax over the last axis: ``-inf`` where not ``allowed`` (None:
+    everywhere allowed), minus each row's max (so that ``exp`` cannot overflow), ``exp``, over
+    the row's sum. A new array; the specification :func:`_masked_softmax` is tested against."""
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def _masked_softmax(scores, allowed):
     """Softmax over the last axis of ``scores`` (overwritten) where ``allowed`` (broadcast to
-    it; None: everywhere), 0 elsewhere. Every row must allow at least one entry."""
+    it; None: everywhere), 0 elsewhere. Every row must allow at least one entry.
+
+    :func:`softmax_reference`, faster: a softmax does not change when a row is shifted, and
+    the shift by the row's max (a slow reduction over short rows) only keeps ``exp`` in
+    range. When every score is within ``+-EXP_SAFE`` (two reductions over the whole array
+    tell), ``exp`` runs on the scores as they are, and the masked entries are zeroed after
+    it. The row sums are a matrix-vector product. The masked entries are set to 0 before the
+    range is taken, so that they cannot choose the path (nor change the rounding of the rows).
+    """
     if allowed is not None:
-        np.copyto(scores, -np.inf, where=~allowed)
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    total = scores.sum(axis=-1, keepdims=True)
+        np.copyto(scores, 0, where=~allowed)   # what is masked must not choose the path
+    if -EXP_SAFE <= scores.min() and scores.max() <= EXP_SAFE:
+        np.exp(scores, out=scores)
+        if allowed is not None:
+            np.copyto(scores, 0, where=~allowed)
+    else:                                                   # also where a score is NaN
+        if allowed is not None:
+            np.copyto(scores, -np.inf, where=~allowed)
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+    total = np.matmul(scores, np.ones(scores.shape[-1], scores.dtype))[..., None]
     scores *= np.reciprocal(total, out=total)
     return scores
 
@@ -225,6 +255,8 @@ class MultiHeadAttention(_LayerBase):
         valid = valid_steps(lengths, timesteps)
         weights = np.matmul(q, k.swapaxes(-1, -2))
         weights *= 1.0 / math.sqrt(d)
+        if valid is not None:   # the padded queries' scores (of whatever x holds there) are
+            weights *= valid[:, None, :, None]    # not the softmax's to see (see its notes)
         _masked_softmax(weights, self._allowed(timesteps, valid))
         if valid is not None:
             weights *= valid[:, None, :, None]          # padded queries attend to nothing
