@@ -1,4 +1,6 @@
-"""pytest-benchmark suite of the comparison's training rows (``compare.configs``: T1-T6, P2).
+"""pytest-benchmark suite of the comparison's training rows (``compare.configs``: T1-T6, P2, and
+the model rows A1, A2: a training step of a whole model through its ``fit``, see
+``compare.model_contenders``).
 
 One training step per call: forward with ``training=True``, backward of the summed output and a
 plain SGD update of every parameter; PyTorch does the same (forward, ``out.sum().backward()``,

@@ -71,3 +71,68 @@ def test_a_wrong_contender_exits_1(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "WRONG" in captured.out
     assert "S1/fastrnn disagrees with ref" in captured.err
+
+
+# ---------------------------------------------------------------------- the model rows A1, A2
+
+MODEL_ROWS = configs.MODEL_CONFIGS
+
+
+@pytest.mark.parametrize("cfg", MODEL_ROWS, ids=[c.name for c in MODEL_ROWS])
+def test_model_rows_weights_fit_both_models(cfg):
+    """The generated weights are exactly the parameters of fastrnn's model and of the PyTorch
+    module (names, shapes), so that each loads them all."""
+    from compare import model_contenders
+    fastrnn, na = contenders.fastrnn_backends()
+    weights = configs.make_weights(cfg)
+    assert all(w.dtype == np.float32 for w in weights.values()) and cfg.flops() > 0
+    if fastrnn is not None and "compiled" not in na:
+        model = model_contenders.fastrnn_model(fastrnn, cfg, "compiled")
+        assert {k: v.shape for k, v in model.state_dict().items()} == \
+            {k: v.shape for k, v in weights.items()}
+    torch = pytest.importorskip("torch")
+    module = model_contenders.torch_model(torch, cfg)
+    assert {k: tuple(v.shape) for k, v in module.state_dict().items()} == \
+        {k: v.shape for k, v in weights.items()}
+
+
+def test_model_rows_run_and_agree_with_torch(tmp_path):
+    pytest.importorskip("torch")
+    fastrnn, na = contenders.fastrnn_backends()
+    if fastrnn is None or "compiled" in na:
+        pytest.skip(f"needs fastrnn's compiled backend: {na}")
+    out = tmp_path / "out.json"
+    assert cli.main(QUICK + ["--only", "A1,A2", "--skip", "onnx,ref", "--threads", "1",
+                             "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["config"] for r in rows] == ["A1", "A2"]
+    for r in rows:
+        assert r["oracle"] == "torch" and r["time_s"]["fastrnn"] and r["time_s"]["torch"]
+
+
+@pytest.mark.parametrize("what", ["gradient", "loss"])
+def test_a_wrong_model_contender_exits_1(monkeypatch, capsys, what):
+    """A fastrnn model step whose one gradient (or loss) is off by 1e-3 of its scale is
+    caught by the check against PyTorch."""
+    pytest.importorskip("torch")
+    fastrnn, na = contenders.fastrnn_backends()
+    if fastrnn is None or "compiled" in na:
+        pytest.skip(f"needs fastrnn's compiled backend: {na}")
+    real = run.fastrnn_runner
+
+    def wrong(*args, **kwargs):
+        r = real(*args, **kwargs)
+        good = r.check
+
+        def check():
+            got = good()
+            key = "loss" if what == "loss" else "grad_0.norm2.weight"
+            got[key] = got[key] + 1e-3 * max(1.0, float(np.abs(got[key]).max()))
+            return got
+
+        r.check = check
+        return r
+
+    monkeypatch.setattr(run, "fastrnn_runner", wrong)
+    assert cli.main(QUICK + ["--only", "A2", "--skip", "onnx,ref"]) == 1
+    assert "A2/fastrnn disagrees with torch" in capsys.readouterr().err

@@ -113,6 +113,73 @@ TRAIN_CONFIGS = [
     Config("P2", "lstm", 64, 100, 64, 128, mode="train_packed", lengths_range=(10, 100)),
 ]
 
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A training row of a whole model with attention (mode ``train_model``): one step of
+    forward, cross-entropy loss, backward and SGD update, through the model's ``fit``.
+
+    kind ``seq2seq``: ``fastrnn.EncoderDecoder(vocab, vocab, E, H, cell, attention)`` on ``B``
+    pairs of ``T`` source and ``T_out`` target tokens (every sequence full length), teacher
+    forced. kind ``transformer``: ``TransformerEncoderLayer(H, heads, ff)`` (post-norm, ReLU)
+    -> ``GlobalAveragePooling1D`` -> ``Dense(H, vocab)`` on ``B`` sequences of ``T`` steps of
+    ``H`` features, one class of ``vocab`` each.
+    """
+
+    name: str
+    kind: str
+    B: int
+    T: int
+    H: int
+    vocab: int
+    E: int = 0
+    T_out: int = 0
+    cell: str = "gru"
+    attention: str = "bahdanau"
+    heads: int = 0
+    ff: int = 0
+    mode: str = "train_model"
+    small: bool = False
+    lengths_range: Optional[tuple] = None
+
+    def describe(self) -> str:
+        if self.kind == "seq2seq":
+            return (f"train s2s {self.cell}+{self.attention} B={self.B} "
+                    f"T={self.T}/{self.T_out} H={self.H}")
+        return (f"train transformer B={self.B} T={self.T} d={self.H} h={self.heads} "
+                f"ff={self.ff}")
+
+    def lengths(self) -> Optional[np.ndarray]:
+        return None
+
+    def flops(self) -> float:
+        """The matrix products of one training step: 3x those of the forward (the forward,
+        the weight gradients and the input gradients; the embeddings' gathers not counted)."""
+        B, T, H = self.B, self.T, self.H
+        if self.kind == "seq2seq":
+            To, E = self.T_out, self.E
+            gates = GATES[self.cell]
+            rnn = 2.0 * B * (T + To) * gates * H * (E + H)
+            if self.attention == "bahdanau":   # W_q h, W_k m, v^T tanh(.), sum_s a m
+                att = 2.0 * B * (To + T) * H * H + 2.0 * 2 * B * To * T * H
+            else:                               # W m, q k^T, sum_s a m
+                att = 2.0 * B * T * H * H + 2.0 * 2 * B * To * T * H
+            head = 2.0 * B * To * (2 * H * H + H * self.vocab)
+            return 3.0 * (rnn + att + head)
+        proj = 2.0 * B * T * (4 * H * H + 2 * H * self.ff)
+        scores = 2.0 * 2 * B * T * T * H
+        return 3.0 * (proj + scores + 2.0 * B * H * self.vocab)
+
+
+# Whole models with attention (issue 15, item 5), against the same architecture in PyTorch.
+MODEL_CONFIGS = [
+    ModelConfig("A1", "seq2seq", 32, 40, 128, 40, E=64, T_out=40, cell="gru",
+                attention="bahdanau"),
+    ModelConfig("A2", "transformer", 32, 64, 128, 10, heads=4, ff=256, small=True),
+]
+
+TRAIN_CONFIGS = TRAIN_CONFIGS + MODEL_CONFIGS
 INFERENCE_CONFIGS = FORWARD_CONFIGS + PACKED_CONFIGS + STREAM_CONFIGS + ODD_CONFIGS
 ALL_CONFIGS = INFERENCE_CONFIGS + TRAIN_CONFIGS
 
@@ -142,6 +209,8 @@ def select_configs(only: Optional[str], training: str) -> list:
 
 def make_weights(cfg: Config, seed: int = 0) -> dict:
     """PyTorch-named float32 weights, uniform in +-1/sqrt(H) like PyTorch's default init."""
+    if isinstance(cfg, ModelConfig):
+        return make_model_weights(cfg, seed)
     rng = np.random.default_rng(seed)
     G, H, I = GATES[cfg.cell], cfg.H, cfg.I
     k = 1.0 / math.sqrt(H)
@@ -175,3 +244,70 @@ def valid_mask(cfg: Config) -> np.ndarray:
     if lens is None:
         return np.ones((cfg.B, cfg.T, 1), np.float32)
     return (np.arange(cfg.T)[None, :] < lens[:, None]).astype(np.float32)[:, :, None]
+
+
+# --------------------------------------------------------------------------------------------
+# Data of the model rows
+# --------------------------------------------------------------------------------------------
+
+
+def model_shapes(cfg: ModelConfig) -> dict:
+    """The model's parameters: ``name -> shape``, in the names of fastrnn's ``state_dict``
+    (which the PyTorch contender's modules are built to share)."""
+    H, V = cfg.H, cfg.vocab
+    if cfg.kind == "seq2seq":
+        G, E = GATES[cfg.cell], cfg.E
+        shapes = {}
+        for side in ("source", "target"):
+            rnn = "encoder" if side == "source" else "decoder"
+            shapes[f"{side}_embedding.weight"] = (V, E)
+            shapes.update({f"{rnn}.weight_ih_l0": (G * H, E), f"{rnn}.weight_hh_l0": (G * H, H),
+                           f"{rnn}.bias_ih_l0": (G * H,), f"{rnn}.bias_hh_l0": (G * H,)})
+        if cfg.attention == "bahdanau":
+            shapes.update({"attention.query_weight": (H, H), "attention.key_weight": (H, H),
+                           "attention.bias": (H,), "attention.score_weight": (H,)})
+        else:
+            shapes["attention.weight"] = (H, H)
+        shapes.update({"combine.weight": (H, 2 * H), "output.weight": (V, H),
+                       "output.bias": (V,)})
+        return shapes
+    F = cfg.ff
+    return {"0.self_attn.in_proj_weight": (3 * H, H), "0.self_attn.in_proj_bias": (3 * H,),
+            "0.self_attn.out_proj.weight": (H, H), "0.self_attn.out_proj.bias": (H,),
+            "0.linear1.weight": (F, H), "0.linear1.bias": (F,),
+            "0.linear2.weight": (H, F), "0.linear2.bias": (H,),
+            "0.norm1.weight": (H,), "0.norm1.bias": (H,), "0.norm2.weight": (H,),
+            "0.norm2.bias": (H,), "2.weight": (V, H), "2.bias": (V,)}
+
+
+def make_model_weights(cfg: ModelConfig, seed: int = 0) -> dict:
+    """float32 weights of a model row: matrices and biases uniform in +-1/sqrt(fan-in), the
+    embeddings standard normal (row 0, the padding token, zero), the layer norms at weight
+    1 +- 0.1 and bias +-0.1 (so that their gradients are not trivially those of 1 and 0)."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in model_shapes(cfg).items():
+        if name.endswith("embedding.weight"):
+            w = rng.standard_normal(shape)
+            w[0] = 0.0
+        elif ".norm" in name:
+            w = (1.0 if name.endswith("weight") else 0.0) + rng.uniform(-0.1, 0.1, shape)
+        else:
+            fan_in = shape[-1] if len(shape) == 2 else cfg.H
+            k = 1.0 / math.sqrt(fan_in)
+            w = rng.uniform(-k, k, shape)
+        weights[name] = w.astype(np.float32)
+    return weights
+
+
+def make_model_data(cfg: ModelConfig, seed: int = 1) -> tuple:
+    """``(inputs, targets)`` of a model row. seq2seq: source tokens ``(B, T)`` and target
+    tokens ``(B, T_out)``, int64 ids in ``3..vocab-1`` (0 pads, 1 and 2 are <bos> and <eos>);
+    transformer: float32 ``(B, T, H)`` and class ids ``(B,)``."""
+    rng = np.random.default_rng(seed)
+    if cfg.kind == "seq2seq":
+        src = rng.integers(3, cfg.vocab, size=(cfg.B, cfg.T)).astype(np.int64)
+        tgt = rng.integers(3, cfg.vocab, size=(cfg.B, cfg.T_out)).astype(np.int64)
+        return src, tgt
+    x = rng.standard_normal((cfg.B, cfg.T, cfg.H)).astype(np.float32)
+    return x, rng.integers(0, cfg.vocab, size=cfg.B).astype(np.int64)

@@ -111,6 +111,12 @@ def fastrnn_runner(fastrnn, cfg: Config, backend: str, weights: dict, name: str,
                    isa: Optional[str] = None) -> Runner:
     """A fastrnn contender; with ``isa``, every call (and the check) runs on that instruction
     set's kernels."""
+    if cfg.mode == "train_model":
+        from .model_contenders import fastrnn_model_runner
+        runner = fastrnn_model_runner(fastrnn, cfg, backend, weights, name)
+        if isa is not None:
+            runner.ctx = lambda: engine().use_isa(isa)
+        return runner
     layer = fastrnn_layer(fastrnn, cfg, backend, weights)
     if cfg.mode in ("forward", "packed"):
         runner = _fastrnn_forward(layer, cfg, name)
@@ -265,7 +271,11 @@ def _torch_states(st) -> list:
 
 def torch_runner(torch, cfg: Config, weights: dict) -> Runner:
     """``torch.nn.LSTM/GRU/RNN(batch_first=True)``: under ``inference_mode`` for inference rows;
-    packed rows pack, run and unpack; training rows run forward, ``sum().backward()``, SGD."""
+    packed rows pack, run and unpack; training rows run forward, ``sum().backward()``, SGD;
+    the model rows (``train_model``) are in ``model_contenders``."""
+    if cfg.mode == "train_model":
+        from .model_contenders import torch_model_runner
+        return torch_model_runner(torch, cfg, weights)
     m = torch_module(torch, cfg, weights)
     if cfg.mode == "stream":
         return _torch_stream(torch, m.eval(), cfg)

@@ -202,7 +202,8 @@ def print_legend(meta: dict, stat: str, load: int, rows: list) -> None:
     if load:
         print()
         print(format_slowdowns(rows, load))
-    print(f"# GFLOP/s counts 2*steps*G*H*(I+H) (training: 2*steps*G*H*(2I+3H), no input gradient); %gemm = fraction of {meta['sgemm_gflops_ceiling']:.0f} GFLOP/s, the best "
+    print(f"# GFLOP/s counts 2*steps*G*H*(I+H) (training: 2*steps*G*H*(2I+3H), no input gradient; "
+          f"model rows A*: 3x the matrix products of the forward); %gemm = fraction of {meta['sgemm_gflops_ceiling']:.0f} GFLOP/s, the best "
           f"GEMM rate seen (NumPy sgemm, {len(sg)} measurements: start {meta['sgemm_gflops']:.0f}, median "
           f"{statistics.median(sg):.0f}, end {sg[-1]:.0f}"
           + (f"; fastrnn's own kernel {engine_gemm:.0f}" if engine_gemm else "") + ")")

@@ -45,14 +45,45 @@ def valid_steps(lengths, timesteps):
     return np.arange(timesteps) < lengths[:, None]
 
 
-def _masked_softmax(scores, allowed):
-    """Softmax over the last axis of ``scores`` (overwritten) where ``allowed`` (broadcast to
-    it; None: everywhere), 0 elsewhere. Every row must allow at least one entry."""
+#: scores within +-this have an exp that neither overflows nor, for a whole row, underflows
+#: (float32 holds e^88 and e^-87; a row of e^60's sums far below the largest float32)
+EXP_SAFE = 60.0
+
+
+def softmax_reference(scores, allowed):
+    """The textbook masked softmax over the last axis: ``-inf`` where not ``allowed`` (None:
+    everywhere allowed), minus each row's max (so that ``exp`` cannot overflow), ``exp``, over
+    the row's sum. A new array; the specification :func:`_masked_softmax` is tested against."""
     if allowed is not None:
         scores = np.where(allowed, scores, -np.inf)
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _masked_softmax(scores, allowed):
+    """Softmax over the last axis of ``scores`` (overwritten) where ``allowed`` (broadcast to
+    it; None: everywhere), 0 elsewhere. Every row must allow at least one entry.
+
+    :func:`softmax_reference`, faster: a softmax does not change when a row is shifted, and
+    the shift by the row's max (a slow reduction over short rows) only keeps ``exp`` in
+    range. When every score is within ``+-EXP_SAFE`` (two reductions over the whole array
+    tell), ``exp`` runs on the scores as they are, and the masked entries are zeroed after
+    it. The row sums are a matrix-vector product. The masked entries are set to 0 before the
+    range is taken, so that they cannot choose the path (nor change the rounding of the rows).
+    """
+    if allowed is not None:
+        np.copyto(scores, 0, where=~allowed)   # what is masked must not choose the path
+    if -EXP_SAFE <= scores.min() and scores.max() <= EXP_SAFE:
+        np.exp(scores, out=scores)
+        if allowed is not None:
+            np.copyto(scores, 0, where=~allowed)
+    else:                                                   # also where a score is NaN
+        if allowed is not None:
+            np.copyto(scores, -np.inf, where=~allowed)
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+    total = np.matmul(scores, np.ones(scores.shape[-1], scores.dtype))[..., None]
+    scores *= np.reciprocal(total, out=total)
     return scores
 
 
@@ -208,23 +239,36 @@ class MultiHeadAttention(_LayerBase):
         return allowed
 
     def _forward(self, x, lengths, training):
-        """``(y, weights)`` of validated ``x`` and ``lengths``; keeps the cache if training."""
+        """``(y, weights)`` of validated ``x`` and ``lengths``; keeps the cache if training.
+
+        One GEMM projects every step to ``q, k, v`` (``qkv`` of shape ``(batch, time, 3,
+        heads, head_dim)``); the heads are strided views of it, which ``np.matmul`` hands to
+        BLAS as they are, and the context is written straight into the ``(batch, time, heads,
+        head_dim)`` layout that ``out_proj`` reads (no transposed copies).
+        """
         batch, timesteps, e = x.shape
+        heads, d = self.num_heads, self.head_dim
         p = self._params
-        qkv = affine(x, p["in_proj_weight"], p.get("in_proj_bias"))
-        q, k, v = qkv.reshape(batch, timesteps, 3, self.num_heads, self.head_dim) \
-            .transpose(2, 0, 3, 1, 4)                    # each (batch, heads, time, head_dim)
+        qkv = affine(x.reshape(-1, e), p["in_proj_weight"], p.get("in_proj_bias")) \
+            .reshape(batch, timesteps, 3, heads, d)
+        q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (batch, heads, time, d)
         valid = valid_steps(lengths, timesteps)
-        scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
-        weights = _masked_softmax(scores, self._allowed(timesteps, valid))
+        weights = np.matmul(q, k.swapaxes(-1, -2))
+        weights *= 1.0 / math.sqrt(d)
+        if valid is not None:   # the padded queries' scores (of whatever x holds there) are
+            weights *= valid[:, None, :, None]    # not the softmax's to see (see its notes)
+        _masked_softmax(weights, self._allowed(timesteps, valid))
         if valid is not None:
             weights *= valid[:, None, :, None]          # padded queries attend to nothing
-        context = (weights @ v).transpose(0, 2, 1, 3).reshape(batch, timesteps, e)
-        y = affine(context, p["out_proj.weight"], p.get("out_proj.bias"))
+        context = np.empty((batch, timesteps, heads, d), x.dtype)
+        np.matmul(weights, v, out=context.transpose(0, 2, 1, 3))
+        context = context.reshape(batch, timesteps, e)
+        y = affine(context.reshape(-1, e), p["out_proj.weight"], p.get("out_proj.bias")) \
+            .reshape(batch, timesteps, e)
         if valid is not None:
             y *= valid[..., None]
         if training:
-            self._keep_for_backward((x, q, k, v, weights, context, valid))
+            self._keep_for_backward((x, qkv, weights, context, valid))
         return y, weights
 
     def _backward_reads(self, cache):
@@ -232,24 +276,34 @@ class MultiHeadAttention(_LayerBase):
                 "parameter 'out_proj.weight'": self._params["out_proj.weight"]}
 
     def _backward(self, dy, input_grad):
-        """:meth:`backward` on a ``dy`` of the output's shape and dtype."""
-        x, q, k, v, weights, context, valid = self._training_cache()
+        """:meth:`backward` on a ``dy`` of the output's shape and dtype.
+
+        The chain rule of the forward, step by step: ``dcontext = dy W_o``, ``dweights =
+        dcontext v^T``, ``dv = weights^T dcontext``, through the softmax ``dscores = weights *
+        (dweights - rowsum(dweights * weights))``, through the scale, ``dq = dscores k``, ``dk =
+        dscores^T q``. ``dq, dk, dv`` are written into one ``(batch, time, 3, heads, head_dim)``
+        array laid out as ``qkv``, so that the in-projection's gradients are two GEMMs.
+        """
+        x, qkv, weights, context, valid = self._training_cache()
         batch, timesteps, e = x.shape
+        heads, d = self.num_heads, self.head_dim
         p = self._params
         if valid is not None:
             dy = dy * valid[..., None]
         dy2 = dy.reshape(-1, e)
-        dcontext = (dy @ p["out_proj.weight"]).reshape(batch, timesteps, self.num_heads,
-                                                         self.head_dim).transpose(0, 2, 1, 3)
-        dweights = dcontext @ v.swapaxes(-1, -2)
-        dv = weights.swapaxes(-1, -2) @ dcontext
+        dcontext = (dy2 @ p["out_proj.weight"]).reshape(batch, timesteps, heads, d) \
+            .transpose(0, 2, 1, 3)
+        q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        dqkv = np.empty_like(qkv)
+        dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        np.matmul(weights.swapaxes(-1, -2), dcontext, out=dv)
+        dscores = np.matmul(dcontext, v.swapaxes(-1, -2))             # dweights, then dscores
         # through the softmax (masked entries have weight 0, hence gradient 0), then the scale
-        dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True))
-        dscores *= 1.0 / math.sqrt(self.head_dim)
-        dq = dscores @ k
-        dk = dscores.swapaxes(-1, -2) @ q
-        dqkv = np.stack([dq, dk, dv], axis=2).transpose(0, 3, 2, 1, 4) \
-            .reshape(batch, timesteps, 3 * e)
+        dscores -= np.einsum("...i,...i->...", dscores, weights)[..., None]
+        dscores *= weights
+        dscores *= 1.0 / math.sqrt(d)
+        np.matmul(dscores, k, out=dq)
+        np.matmul(dscores.swapaxes(-1, -2), q, out=dk)
         dqkv2 = dqkv.reshape(-1, 3 * e)
         grads = {"in_proj_weight": dqkv2.T @ x.reshape(-1, e)}
         if self.bias:
@@ -258,7 +312,7 @@ class MultiHeadAttention(_LayerBase):
         if self.bias:
             grads["out_proj.bias"] = dy2.sum(axis=0)
         self.grads = grads
-        dx = dqkv @ p["in_proj_weight"] if input_grad else None
+        dx = (dqkv2 @ p["in_proj_weight"]).reshape(x.shape) if input_grad else None
         self._backward_done()
         return dx
 

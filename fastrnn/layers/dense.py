@@ -73,7 +73,11 @@ class Dense(_LayerBase):
         -------
         ndarray, shape (..., out_features)
         """
-        out = x @ self._params["weight"].T
+        w = self._params["weight"]
+        if x.ndim > 2:   # one GEMM over every row (a stacked matmul runs one per leading index)
+            out = (x.reshape(-1, self.in_features) @ w.T).reshape(*x.shape[:-1], -1)
+        else:
+            out = x @ w.T
         if self.bias:
             out += self._params["bias"]
         return out
@@ -155,7 +159,7 @@ class Dense(_LayerBase):
         self.grads = {"weight": da2.T @ x2}
         if self.bias:
             self.grads["bias"] = da2.sum(axis=0)
-        dx = da @ self._params["weight"] if input_grad else None
+        dx = (da2 @ self._params["weight"]).reshape(*da.shape[:-1], -1) if input_grad else None
         self._backward_done()
         return dx
 

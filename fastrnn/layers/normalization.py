@@ -70,19 +70,31 @@ class LayerNorm(_LayerBase):
         return self._forward(self.check_input(x), check_bool("training", training))
 
     def _forward(self, x, training):
-        centred = x - x.mean(axis=-1, keepdims=True)
-        rstd = 1.0 / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + self.eps)
-        xhat = centred * rstd
-        y = xhat
+        # on the rows of x as a matrix: the means as one matrix-vector product, the variances
+        # as row dot products (einsum), and the rest in place: a few passes over x in all
+        n = self.normalized_shape
+        x2 = x.reshape(-1, n)
+        xhat = x2 - (x2 @ self._mean_vector(x.dtype))[:, None]          # centred
+        var = np.einsum("ij,ij->i", xhat, xhat)
+        var *= 1.0 / n
+        var += self.eps
+        rstd = np.sqrt(var, out=var)
+        np.reciprocal(rstd, out=rstd)
+        rstd = rstd[:, None]
+        xhat *= rstd
         if self.elementwise_affine:
             y = xhat * self._params["weight"]
             if self.bias:
                 y += self._params["bias"]
-        elif training:
-            y = xhat.copy()     # the xhat backward reads stays out of the caller's reach
+        else:
+            y = xhat.copy() if training else xhat   # backward's xhat out of the caller's reach
         if training:
-            self._keep_for_backward((xhat, rstd))
-        return y
+            self._keep_for_backward((xhat, rstd, x.shape))   # xhat and rstd by rows
+        return y.reshape(x.shape)
+
+    def _mean_vector(self, dtype):
+        """``(1/n, ..., 1/n)``: ``rows @ it`` is the rows' means."""
+        return np.full(self.normalized_shape, 1.0 / self.normalized_shape, dtype)
 
     def _backward_reads(self, cache):
         return {"parameter 'weight'": self._params["weight"]} if self.elementwise_affine else {}
@@ -100,23 +112,32 @@ class LayerNorm(_LayerBase):
         -------
         ndarray
         """
-        xhat, _ = self._training_cache()
-        return self._backward(as_float_array("dy", dy, self.dtype, xhat.shape))
+        shape = self._training_cache()[2]
+        return self._backward(as_float_array("dy", dy, self.dtype, shape))
 
     def _backward(self, dy):
-        xhat, rstd = self._training_cache()
+        """``dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))`` with ``dxhat = dy *
+        weight``, the means over each row (as in :meth:`_forward`: a matrix-vector product and
+        row dot products, the rest in place)."""
+        xhat, rstd, _ = self._training_cache()
+        n = self.normalized_shape
+        dy2 = dy.reshape(-1, n)
         self.grads = {}
-        dxhat = dy
         if self.elementwise_affine:
-            n = self.normalized_shape
-            self.grads["weight"] = (dy * xhat).reshape(-1, n).sum(axis=0)
+            self.grads["weight"] = np.einsum("ij,ij->j", dy2, xhat)
             if self.bias:
-                self.grads["bias"] = dy.reshape(-1, n).sum(axis=0)
-            dxhat = dy * self._params["weight"]
-        dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
-                     - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+                self.grads["bias"] = dy2.sum(axis=0)
+            dxhat = dy2 * self._params["weight"]
+        else:
+            dxhat = dy2.copy()
+        mean = dxhat @ self._mean_vector(dxhat.dtype)
+        projection = np.einsum("ij,ij->i", dxhat, xhat)
+        projection *= 1.0 / n
+        dxhat -= mean[:, None]
+        dxhat -= xhat * projection[:, None]
+        dxhat *= rstd
         self._backward_done()
-        return dx
+        return dxhat.reshape(dy.shape)
 
     def output_shape(self, input_shape):
         """See :meth:`Layer.output_shape`: the input shape."""

@@ -88,9 +88,10 @@ def _gelu_grad(u, dy):
 
 
 #: ``name -> (activation, derivative from the pre-activation u and upstream dy)`` of the
-#: feed-forward block (``"gelu"`` is the exact one, PyTorch's default)
+#: feed-forward block (``"gelu"`` is the exact one, PyTorch's default); the derivative may
+#: overwrite ``dy``
 FEEDFORWARD_ACTIVATIONS = {
-    "relu": (lambda u: np.maximum(u, 0), lambda u, dy: dy * (u > 0)),
+    "relu": (lambda u: np.maximum(u, 0), lambda u, dy: np.multiply(dy, u > 0, out=dy)),
     "gelu": (_gelu, _gelu_grad),
 }
 
@@ -285,7 +286,10 @@ class TransformerEncoderLayer(_LayerBase):
             dz = back(self.norm2, dy)
             dh = dz + feedforward_back(dz)
             dw = back(self.norm1, dh)
-            dx = dw + back(self.self_attn, dw)
+            # the attention's input is the layer's: its gradient (a GEMM as large as the
+            # in-projection's) only when the caller wants dx
+            dx = self.self_attn.model_backward(dw, input_grad=input_grad)[0]
+            dx = dw + dx if input_grad else None
         self.grads = {f"{prefix}.{name}": g for prefix, part in self._parts()
                       for name, g in part.grads.items()}
         self._backward_done()

@@ -611,3 +611,35 @@ def test_model_errors():
     with pytest.raises(ValueError, match="truncate cuts the sequences into windows"):
         model.fit(np.ones((2, 4), np.int64), np.ones((2, 4), np.int64), loss="cce",
                   optimizer="sgd", truncate=2, verbose=0)
+
+
+# ---------------------------------------------------------------------- the fast softmax
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("scale", [1.0, 20.0, 100.0], ids=["small", "in-range", "large"])
+@pytest.mark.parametrize("masked", [False, True], ids=["all", "masked"])
+def test_masked_softmax_matches_the_textbook_one(dtype, scale, masked, rng):
+    """The fast softmax (no row max while every score is within +-EXP_SAFE, the masked
+    entries zeroed after exp) against the textbook one, inside and outside that range."""
+    from fastrnn.layers.attention import EXP_SAFE, _masked_softmax, softmax_reference
+    scores = (scale * rng.standard_normal((3, 2, 5, 7))).astype(dtype)
+    allowed = None
+    if masked:
+        allowed = rng.random((3, 1, 5, 7)) < 0.6
+        allowed[..., 0] = True                     # every row allows one entry
+    assert (np.abs(scores).max() <= EXP_SAFE) == (scale < 100)
+    want = softmax_reference(scores, allowed)
+    got = _masked_softmax(scores.copy(), allowed)
+    assert got.dtype == scores.dtype
+    assert np.allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-13, atol=0)
+    if masked:
+        assert np.all(got[~np.broadcast_to(allowed, got.shape)] == 0)
+    assert np.allclose(got.sum(axis=-1), 1.0)
+
+
+def test_masked_softmax_keeps_a_nan():
+    from fastrnn.layers.attention import _masked_softmax
+    scores = np.zeros((2, 3))
+    scores[1, 2] = np.nan
+    got = _masked_softmax(scores, None)
+    assert np.allclose(got[0], 1 / 3) and np.all(np.isnan(got[1]))
