@@ -9,11 +9,11 @@ PyTorch), and the names of a layer's parameters.
 from dataclasses import dataclass
 
 __all__ = ["Cell", "CELLS", "GATES", "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "RNN_LEAKY_RELU",
-           "LEAKY_RELU_SLOPE", "cell_spec",
+           "LSTM_PEEPHOLE", "LEAKY_RELU_SLOPE", "cell_spec", "peephole_name",
            "parameter_names", "layer_parameter_names"]
 
 #: cell codes, as the compiled kernels know them
-RNN_TANH, RNN_RELU, LSTM, GRU, RNN_LEAKY_RELU = 0, 1, 2, 3, 4
+RNN_TANH, RNN_RELU, LSTM, GRU, RNN_LEAKY_RELU, LSTM_PEEPHOLE = 0, 1, 2, 3, 4, 5
 #: the negative slope of the leaky-relu RNN, ``act(a) = a if a > 0 else LEAKY_RELU_SLOPE * a``
 #: (PyTorch's ``LeakyReLU`` default; the same constant as ``FR_LEAKY_RELU_SLOPE`` in the kernels)
 LEAKY_RELU_SLOPE = 0.01
@@ -26,7 +26,8 @@ class Cell:
     Attributes
     ----------
     name : str
-        ``"rnn_tanh"``, ``"rnn_relu"``, ``"rnn_leaky_relu"``, ``"lstm"`` or ``"gru"``.
+        ``"rnn_tanh"``, ``"rnn_relu"``, ``"rnn_leaky_relu"``, ``"lstm"``,
+        ``"lstm_peephole"`` or ``"gru"``.
     code : int
         The compiled kernels' code of the cell (``RNN_TANH`` ... ``GRU``).
     gate_names : tuple of str
@@ -46,12 +47,18 @@ class Cell:
     @property
     def has_gates(self):
         """True for the gated cells (LSTM, GRU), whose gate activations BPTT keeps."""
-        return self.code in (LSTM, GRU)
+        return self.code in (LSTM, GRU, LSTM_PEEPHOLE)
 
     @property
     def has_cell_state(self):
-        """True for the LSTM, whose state is ``(h, c)``."""
-        return self.code == LSTM
+        """True for the LSTMs, whose state is ``(h, c)``."""
+        return self.code in (LSTM, LSTM_PEEPHOLE)
+
+    @property
+    def has_peepholes(self):
+        """True for the peephole LSTM: one more parameter per layer and direction
+        (:func:`peephole_name`)."""
+        return self.code == LSTM_PEEPHOLE
 
 
 #: name -> :class:`Cell`
@@ -61,6 +68,7 @@ CELLS = {c.name: c for c in (
     Cell("lstm", LSTM, ("i", "f", "g", "o")),
     Cell("gru", GRU, ("r", "z", "n")),
     Cell("rnn_leaky_relu", RNN_LEAKY_RELU, ("a",)),
+    Cell("lstm_peephole", LSTM_PEEPHOLE, ("i", "f", "g", "o")),
 )}
 
 
@@ -98,6 +106,14 @@ def parameter_names(layer, direction, bias=True):
     suffix = f"_l{layer}" + ("_reverse" if direction else "")
     kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if bias else ("weight_ih", "weight_hh")
     return [kind + suffix for kind in kinds]
+
+
+def peephole_name(layer, direction):
+    """Name of the peephole weights of one layer and direction of a peephole LSTM:
+    ``weight_peephole_l{layer}`` (suffix ``_reverse`` for direction 1), shape ``(3 * hidden,)``,
+    the diagonal weights ``p_i, p_f, p_o`` of the cell state in the input, forget and output
+    gates (not a PyTorch parameter: PyTorch's LSTM has no peepholes)."""
+    return f"weight_peephole_l{layer}" + ("_reverse" if direction else "")
 
 
 def layer_parameter_names(num_layers, num_directions, bias=True):

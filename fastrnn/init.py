@@ -297,7 +297,7 @@ def apply(layer, weight_ih=None, weight_hh=None, bias=None, forget_bias=None, se
     }
     has_bias = any(_PARAM_NAME.match(n) and n.startswith("bias") for n in params)
     if forget_bias is not None:
-        if layer.cell != "lstm":
+        if layer.cell not in ("lstm", "lstm_peephole"):
             raise ValueError(f"forget_bias applies to LSTM layers only, got a "
                              f"{layer.cell!r} layer")
         if isinstance(forget_bias, (bool, np.bool_)) or not isinstance(forget_bias,

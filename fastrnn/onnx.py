@@ -18,7 +18,7 @@ is the identity at inference). Needs the ``onnx`` package (``pip install fastrnn
 """
 import numpy as np
 
-from .cell_table import LEAKY_RELU_SLOPE, parameter_names
+from .cell_table import LEAKY_RELU_SLOPE, parameter_names, peephole_name
 from .layers import Dense, Dropout, Embedding, Recurrent
 from .models import Sequential
 
@@ -29,9 +29,9 @@ DEFAULT_OPSET = 17
 
 #: PyTorch's gate blocks in ONNX's order
 _GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,), "rnn_relu": (0,),
-               "rnn_leaky_relu": (0,)}
+               "rnn_leaky_relu": (0,), "lstm_peephole": (0, 3, 1, 2)}
 _OP = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN",
-       "rnn_leaky_relu": "RNN"}
+       "rnn_leaky_relu": "RNN", "lstm_peephole": "LSTM"}
 #: the ONNX activation of each vanilla RNN cell
 _RNN_ACTIVATION = {"rnn_tanh": "Tanh", "rnn_relu": "Relu", "rnn_leaky_relu": "LeakyRelu"}
 _ACTIVATION = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softmax": "Softmax"}
@@ -69,22 +69,26 @@ class _Graph:
 
 
 def _recurrent_weights(layer, index):
-    """``(W, R, B)`` of stacked layer ``index`` in ONNX's layout and gate order."""
+    """``(W, R, B)`` of stacked layer ``index`` in ONNX's layout and gate order, and ``P``
+    (the peepholes ``p_i, p_o, p_f``) for the peephole LSTM."""
     params = layer.parameters()
     H, order = layer.hidden_size, _GATE_ORDER[layer.cell]
 
     def blocks(a):
         return np.concatenate([a[g * H:(g + 1) * H] for g in order], axis=0)
 
-    W, R, B = [], [], []
+    W, R, B, P = [], [], [], []
     for d in range(layer.num_directions):
         w_ih, w_hh, b_ih, b_hh = parameter_names(index, d)
+        if layer.cell == "lstm_peephole":
+            p = params[peephole_name(index, d)]            # p_i, p_f, p_o
+            P.append(np.concatenate([p[:H], p[2 * H:], p[H:2 * H]]))   # ONNX: i, o, f
         W.append(blocks(params[w_ih]))
         R.append(blocks(params[w_hh]))
         zeros = np.zeros(len(order) * H, layer.dtype)
         B.append(np.concatenate([blocks(params[b_ih]) if layer.bias else zeros,
                                  blocks(params[b_hh]) if layer.bias else zeros]))
-    return np.stack(W), np.stack(R), np.stack(B)
+    return (np.stack(W), np.stack(R), np.stack(B)) + ((np.stack(P),) if P else ())
 
 
 def _add_recurrent(g, layer, x, seq_lens):
@@ -98,14 +102,14 @@ def _add_recurrent(g, layer, x, seq_lens):
     if layer.cell == "gru":
         extra["linear_before_reset"] = 1
     reshape_seq = g.const("shape_t_b_dh", np.array([0, 0, D * H], np.int64))
-    n_out = 3 if layer.cell == "lstm" else 2
+    n_out = 3 if layer.cell.startswith("lstm") else 2
     for index in range(layer.num_layers):
         weights = _recurrent_weights(layer, index)
         if D == 2 and seq_lens:
             y, y_h = _reverse_by_hand(g, layer, index, x, weights, seq_lens, extra)
         else:
-            W, R, B = (g.const(f"{layer.cell}_l{index}_{k}", a) for k, a in zip("WRB", weights))
-            y, y_h = g.node(_OP[layer.cell], [x, W, R, B, seq_lens], n_out=n_out,
+            inputs = [g.const(f"{layer.cell}_l{index}_{k}", a) for k, a in zip("WRBP", weights)]
+            y, y_h = g.node(_OP[layer.cell], _node_inputs(x, inputs, seq_lens), n_out=n_out,
                             hidden_size=H, direction="bidirectional" if D == 2 else "forward",
                             **extra)[:2]
         # Y (T, D, B, H) -> (T, B, D * H): the next layer's input
@@ -117,19 +121,25 @@ def _add_recurrent(g, layer, x, seq_lens):
     return g.node("Reshape", [last, g.const("shape_b_dh", np.array([0, D * H], np.int64))]), False
 
 
+def _node_inputs(x, weights, seq_lens):
+    """The inputs of a recurrent node: X, W, R, B, sequence_lens, and after two empty
+    (initial state) inputs the peepholes P when there are (LSTM)."""
+    return [x, *weights[:3], seq_lens] + (["", "", weights[3]] if len(weights) > 3 else [])
+
+
 def _reverse_by_hand(g, layer, index, x, weights, seq_lens, extra):
     """A bidirectional layer with ``sequence_lens`` as two forward nodes, the second on each
     sequence reversed within its length (``ReverseSequence``): ``(Y, Y_h)`` as the
     bidirectional node gives them. (OpenVINO 2026.4 starts the reverse direction of a
     bidirectional node at the padded end; ONNX Runtime and the ONNX spec at the last valid
     step, as fastrnn and PyTorch do.)"""
-    n_out = 3 if layer.cell == "lstm" else 2
+    n_out = 3 if layer.cell.startswith("lstm") else 2
     axis1 = g.const("axis1", np.array([1], np.int64))
 
     def one_direction(inp, d):
-        W, R, B = (g.const(f"{layer.cell}_l{index}_d{d}_{k}", a[d:d + 1])
-                   for k, a in zip("WRB", weights))
-        return g.node(_OP[layer.cell], [inp, W, R, B, seq_lens], n_out=n_out,
+        inputs = [g.const(f"{layer.cell}_l{index}_d{d}_{k}", a[d:d + 1])
+                  for k, a in zip("WRBP", weights)]
+        return g.node(_OP[layer.cell], _node_inputs(inp, inputs, seq_lens), n_out=n_out,
                       hidden_size=layer.hidden_size, direction="forward",
                       **{k: v[:1] if k.startswith("activation") else v
                          for k, v in extra.items()})[:2]

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from fastrnn.cell_table import CELLS as CELL_TABLE
-from fastrnn.cell_table import GATES, parameter_names
+from fastrnn.cell_table import GATES, parameter_names, peephole_name
 
 #: the root of the checkout (README.md, pyproject.toml, examples/)
 ROOT = Path(__file__).resolve().parent.parent
 #: every cell name
 CELLS = tuple(CELL_TABLE)
-__all__ = ["CELLS", "GATES", "ROOT", "isa", "make_layer", "make_weights", "numerical_gradient",
+__all__ = ["CELLS", "GATES", "ROOT", "has_c", "isa", "make_layer", "make_weights", "numerical_gradient",
            "rel_err", "rng", "state_arrays"]
 
 
@@ -27,7 +27,14 @@ def make_layer(cell, input_size, hidden_size, **kwargs):
 
     if cell.startswith("rnn_"):
         return fastrnn.RNN(input_size, hidden_size, nonlinearity=cell[4:], **kwargs)
+    if cell == "lstm_peephole":
+        return fastrnn.LSTM(input_size, hidden_size, peepholes=True, **kwargs)
     return {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell](input_size, hidden_size, **kwargs)
+
+
+def has_c(cell):
+    """True for the cells whose state is ``(h, c)`` (the LSTMs)."""
+    return CELL_TABLE[cell].has_cell_state
 
 
 def make_weights(cell, input_size, hidden, num_layers, D, bias, dtype, rng, scale=1.0,
@@ -44,10 +51,13 @@ def make_weights(cell, input_size, hidden, num_layers, D, bias, dtype, rng, scal
     for layer in range(num_layers):
         inp = input_size if layer == 0 else D * hidden
         for d in range(D):
-            for name in parameter_names(layer, d, bias):
+            names = parameter_names(layer, d, bias)
+            if CELL_TABLE[cell].has_peepholes:
+                names.append(peephole_name(layer, d))
+            for name in names:
                 kind = name.split("_l")[0]
-                shape = {"weight_ih": (G * hidden, inp), "weight_hh": (G * hidden, hidden)}.get(
-                    kind, (G * hidden,))
+                shape = {"weight_ih": (G * hidden, inp), "weight_hh": (G * hidden, hidden),
+                         "weight_peephole": (3 * hidden,)}.get(kind, (G * hidden,))
                 draw = scale * rng.standard_normal(shape) if normal else rng.uniform(-k, k, shape)
                 w[name] = draw.astype(dtype)
     return w

@@ -45,6 +45,7 @@ cdef extern from "fr_kernels.h" nogil:
         FR_LSTM
         FR_GRU
         FR_RNN_LEAKY_RELU
+        FR_LSTM_PEEPHOLE
     double FR_LEAKY_RELU_SLOPE
     ctypedef Py_ssize_t fr_idx
     ctypedef struct fr_kernels_t:
@@ -76,9 +77,11 @@ cdef extern from "fr_kernels.h" nogil:
         void (*pack_rows_d)(const double* B, fr_idx ldb, fr_idx K, fr_idx N, double* out,
                             fr_idx pfirst, fr_idx pstep) noexcept nogil
         void (*gates_f)(int cell, float* rec, fr_idx nj, const float* h_prev, float* c,
-                        float* h_out, float* hn_out) noexcept nogil
+                        float* h_out, float* hn_out, const float* peep,
+                        fr_idx peep_stride) noexcept nogil
         void (*gates_d)(int cell, double* rec, fr_idx nj, const double* h_prev, double* c,
-                        double* h_out, double* hn_out) noexcept nogil
+                        double* h_out, double* hn_out, const double* peep,
+                        fr_idx peep_stride) noexcept nogil
         void (*tanh_f)(const float* x, float* out, fr_idx n) noexcept nogil
         void (*tanh_d)(const double* x, double* out, fr_idx n) noexcept nogil
         void (*sigmoid_f)(const float* x, float* out, fr_idx n) noexcept nogil
@@ -119,7 +122,7 @@ cdef extern from "fr_kernels.h" nogil:
 
 #: the cell codes of the kernels, for the check against ``fastrnn.cell_table``
 CELL_CODES = {"rnn_tanh": FR_RNN_TANH, "rnn_relu": FR_RNN_RELU, "lstm": FR_LSTM, "gru": FR_GRU,
-              "rnn_leaky_relu": FR_RNN_LEAKY_RELU}
+              "rnn_leaky_relu": FR_RNN_LEAKY_RELU, "lstm_peephole": FR_LSTM_PEEPHOLE}
 #: the kernels' negative slope of the leaky-relu RNN, for the check against the cell table
 LEAKY_RELU_SLOPE = FR_LEAKY_RELU_SLOPE
 

@@ -84,7 +84,8 @@ cdef void _step_item(
         const int64_t* xrow=NULL,                    # IN  row of (b, t=0) in xp (compacted
                                                      #     variable-length input), else b*T
         const floating* hmask=NULL,                  # IN  (B, H) recurrent dropout mask, caller
-        floating* hm=NULL                            #     rows; scratch (na, H): h_prev * mask
+        floating* hm=NULL,                           #     rows; scratch (na, H): h_prev * mask
+        const floating* peep=NULL                    # IN  (3H) peephole LSTM: p_i, p_f, p_o
         ) noexcept nogil:
     """One timestep of one work item: prefill, recurrent GEMM, gate math, outputs.
 
@@ -161,10 +162,11 @@ cdef void _step_item(
         hq = nxt + r * H + u0
         cr = cst + r * H + u0
         _gates(kt, cell, rr, nj, hp, cr, hq,
-               whn + row * H + u0 if store and cell == FR_GRU else NULL)
-        if store and cell == FR_LSTM:
+               whn + row * H + u0 if store and cell == FR_GRU else NULL,
+               peep + u0 if peep != NULL else NULL, H)
+        if store and _has_c(cell):
             memcpy(wc + row * H + u0, cr, nj * sizeof(floating))
-        if store and (cell == FR_LSTM or cell == FR_GRU):
+        if store and _has_gates(cell):
             if nj == H:     # all units: the gates are one contiguous row
                 memcpy(wg + row * GH, rr, GH * sizeof(floating))
             else:
@@ -173,7 +175,7 @@ cdef void _step_item(
         memcpy(y + row * LY + u0, hq, nj * sizeof(floating))
         if s == L - 1:
             memcpy(hN + b * H + u0, hq, nj * sizeof(floating))
-            if cell == FR_LSTM:
+            if _has_c(cell):
                 memcpy(cN + b * H + u0, cst + r * H + u0, nj * sizeof(floating))
 
 
@@ -259,7 +261,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                   Py_ssize_t ldr, bint store, floating* wg, floating* wc, floating* whn,
                   fr_barrier_t* bar, const floating* w_src,
                   const int64_t* xrow, int* next_item, const _InStep* xs,
-                  const _RecDropout* rd) noexcept nogil:
+                  const _RecDropout* rd, const floating* peep) noexcept nogil:
     """Thread ``tid`` of ``nth``: (mode 0, ``w_src`` given) first pack W_hh into ``whh``
     (each thread its own unit blocks, or a share of the panels of the single block), then run
     work items over time: independent batch blocks (one unit block) claimed one at a time from
@@ -323,7 +325,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                 _step_item(kt, cell, reverse, s, T, H, G, p0, na, 0, H, xp, LX, bx, bhn, whh,
                            mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
                            scratch + w * scr_stride, ldr, store, wg, wc, whn,
-                           xin, Kx, wx1, wx2, xrow, hmask, hm)
+                           xin, Kx, wx1, wx2, xrow, hmask, hm, peep)
             w = fr_claim(next_item)
     else:
         for s in range(tmax):
@@ -352,7 +354,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                                wx1 + _block_offset(kt, Kx, n1, u0, ublk[1], sizeof(floating))
                                if xs != NULL else NULL,
                                wx2 + _block_offset(kt, Kx, 1, u0, ublk[1], sizeof(floating))
-                               if wx2 != NULL else NULL, xrow, hmask, hm)
+                               if wx2 != NULL else NULL, xrow, hmask, hm, peep)
                 w += nth
             fr_barrier_wait(bar, nth, &me)
     fr_team_leave(bar, nth, &me)        # the join (see _threads)
@@ -377,7 +379,8 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
                       const floating* w_src=NULL,   # IN mode 0: W_hh to pack into whh first
                       const int64_t* xrow=NULL,     # IN xp row of (b, 0)
                       const _InStep* xs=NULL,       # IN input projected in steps
-                      const _RecDropout* rd=NULL) noexcept nogil:  # IN recurrent dropout
+                      const _RecDropout* rd=NULL,   # IN recurrent dropout
+                      const floating* peep=NULL) noexcept nogil:  # IN (3H) peepholes
     """Run one layer-direction over time, on min(nthreads, nb*nu) threads."""
     cdef int tid, nth
     cdef int next_item = 0
@@ -391,14 +394,14 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
     if nthreads <= 1:
         _worker(kt, 0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
                 bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
-                store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd)
+                store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd, peep)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
         _worker(kt, tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
                 nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
-                ldr, store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd)
+                ldr, store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd, peep)
     fr_team_done(&bar)
 
 
@@ -474,12 +477,12 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                           cnp.ndarray ublk_arr, bint partial,
                           Py_ssize_t L, Py_ssize_t D, bint training, int nthreads, int mode,
                           int proj_threads, object packed, bint in_step,
-                          list layer_masks, object recurrent_masks):
+                          list layer_masks, object recurrent_masks, list peepholes):
     cdef int typenum = cnp.NPY_FLOAT64 if floating is double else cnp.NPY_FLOAT32
     cdef Py_ssize_t B = cnp.PyArray_DIM(x, 0), T = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t I = cnp.PyArray_DIM(x, 2)
     cdef Py_ssize_t H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
-    cdef Py_ssize_t G = 4 if cell == FR_LSTM else (3 if cell == FR_GRU else 1)
+    cdef Py_ssize_t G = 4 if _has_c(cell) else (3 if cell == FR_GRU else 1)
     cdef Py_ssize_t GH = G * H, BH = B * H, BT = B * T
     cdef Py_ssize_t layer, d, idx, i, p, b, tmax, rows, max_nj, ldr, step, I_l
     cdef Py_ssize_t nitems, LX, GHp
@@ -515,6 +518,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef _InStep* xs_p = NULL
     cdef _RecDropout rdrop
     cdef _RecDropout* rd_p = NULL
+    cdef const floating* peep_p = NULL
     cdef Py_ssize_t Kmax = max(I, D * H), n1 = 2 if cell == FR_GRU else G
 
     # cheap guards against memory errors (the layers validate, the planner plans beforehand)
@@ -528,7 +532,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             _check_arr(bhn[idx], f"bhn[{idx}]", 1, H, 0, 0, floating is double)
     if h0 is not None:
         _check_arr(h0, "h0", 3, L * D, B, H, floating is double)
-    if c0 is not None and cell == FR_LSTM:
+    if c0 is not None and _has_c(cell):
         _check_arr(c0, "c0", 3, L * D, B, H, floating is double)
     if layer_masks is not None:
         if len(layer_masks) != L - 1:
@@ -539,6 +543,10 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                        floating is double)
     if recurrent_masks is not None:
         _check_arr(recurrent_masks, "recurrent_masks", 3, L * D, B, H, floating is double)
+    if (peepholes is not None) != (cell == FR_LSTM_PEEPHOLE):
+        raise ValueError("peepholes are given for the peephole LSTM, and only for it")
+    for idx in range(L * D if peepholes is not None else 0):
+        _check_arr(peepholes[idx], f"peepholes[{idx}]", 1, 3 * H, 0, 0, floating is double)
     _check_index(lengths, "lengths", B, 1, T)
     _check_index(order_arr, "order", B, 0, B - 1)
     _check_index(bblk_arr, "batch blocks", nb + 1, 0, B)
@@ -592,7 +600,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     ldr = ((ldr + 15) // 16) * 16         # scratch rows start on 64-byte lines
     nitems = nb * nu
     h_n = _new(3, L * D, B, H, 0, typenum, False)
-    c_n = _new(3, L * D, B, H, 0, typenum, False) if cell == FR_LSTM else None
+    c_n = _new(3, L * D, B, H, 0, typenum, False) if _has_c(cell) else None
     cN_dummy = _new(1, BH if BH > 0 else 1, 0, 0, 0, typenum, False)
     hbuf = _new(1, 2 * BH, 0, 0, 0, typenum, False)
     cbuf = _new(1, BH if BH > 0 else 1, 0, 0, 0, typenum, False)
@@ -640,8 +648,8 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     LX = D * GHp
     ws = None
     if training:
-        ws = {"outputs": [], "gates": [] if (cell == FR_LSTM or cell == FR_GRU) else None,
-              "c": [] if cell == FR_LSTM else None, "hn": [] if cell == FR_GRU else None,
+        ws = {"outputs": [], "gates": [] if _has_gates(cell) else None,
+              "c": [] if _has_c(cell) else None, "hn": [] if cell == FR_GRU else None,
               "lengths": lengths, "layer_masks": layer_masks,
               "recurrent_masks": recurrent_masks}
     inp = x
@@ -657,11 +665,11 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
         wg_p = wc_p = whn_p = NULL
         if training:
             ws["outputs"].append(y)
-            if (cell == FR_LSTM or cell == FR_GRU):
+            if _has_gates(cell):
                 a = _new(4, D, B, T, GH, typenum, partial)
                 ws["gates"].append(a)
                 wg_p = <floating*>_ptr(a)
-            if cell == FR_LSTM:
+            if _has_c(cell):
                 a = _new(4, D, B, T, H, typenum, partial)
                 ws["c"].append(a)
                 wc_p = <floating*>_ptr(a)
@@ -686,7 +694,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                 src = <const floating*>_ptr(h0) + idx * BH
                 for p in range(B):
                     memcpy(hb + p * H, src + order[p] * H, H * sizeof(floating))
-            if cell == FR_LSTM:
+            if _has_c(cell):
                 if c0 is None:
                     memset(cb, 0, BH * sizeof(floating))
                 else:
@@ -701,12 +709,13 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                 # packed inside the parallel region, each thread its own share
                 wsrc_p = whh_p
                 whh_p = <floating*>_ptr(wpk)
-            store = training and (cell == FR_LSTM or cell == FR_GRU)
-            cN_p = <floating*>_ptr(c_n) + idx * BH if cell == FR_LSTM else <floating*>_ptr(cN_dummy)
+            store = training and _has_gates(cell)
+            cN_p = <floating*>_ptr(c_n) + idx * BH if _has_c(cell) else <floating*>_ptr(cN_dummy)
             hN_p = <floating*>_ptr(h_n) + idx * BH
             scr_p = <floating*>_ptr(scratch)
             if rd_p != NULL:
                 rdrop.mask = <const floating*>_ptr(recurrent_masks) + idx * BH
+            peep_p = <const floating*>_ptr(peepholes[idx]) if peepholes is not None else NULL
             if in_step:
                 xs.src = inp_p
                 xs.K = I_l
@@ -726,7 +735,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                             wg_p + d * BT * GH if wg_p != NULL else NULL,
                             wc_p + d * BT * H if wc_p != NULL else NULL,
                             whn_p + d * BT * H if whn_p != NULL else NULL, nthreads, wsrc_p,
-                            xrow, xs_p, rd_p)
+                            xrow, xs_p, rd_p, peep_p)
         inp = y if layer_masks is None or layer == L - 1 else y * layer_masks[layer]
     return inp, h_n, c_n, ws
 
@@ -737,7 +746,7 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
                   cnp.ndarray unit_blocks not None, bint partial, Py_ssize_t num_layers,
                   Py_ssize_t num_directions, bint training, int nthreads, int mode,
                   int proj_threads, object packed=None, bint input_in_step=False,
-                  list layer_masks=None, object recurrent_masks=None):
+                  list layer_masks=None, object recurrent_masks=None, list peepholes=None):
     """Stacked (bi)directional forward in one call, on a plan made by
     ``fastrnn.engine.plan`` (see ``fastrnn.engine.forward.forward``).
 
@@ -755,7 +764,8 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
     projection GEMM over all rows before the time loop (``proj_threads`` then unused).
     Dropout, as fixed masks of x's dtype (zeros and 1 / (1 - p)): ``layer_masks`` (L - 1 arrays
     (B, T, D*H)) multiply each layer's output but the last before it feeds the next layer;
-    ``recurrent_masks`` (L*D, B, H) multiply h_{t-1} where W_hh reads it.
+    ``recurrent_masks`` (L*D, B, H) multiply h_{t-1} where W_hh reads it.  ``peepholes``: the
+    peephole LSTM's (3H,) weights (p_i, p_f, p_o) per layer and direction (None otherwise).
     Returns (y, h_n, c_n, workspace-or-None).
     """
     if mode not in (0, 1):
@@ -770,11 +780,11 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
         return _forward_impl(<double>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
                              batch_blocks, unit_blocks, partial, num_layers, num_directions,
                              training, nthreads, mode, proj_threads, packed, input_in_step,
-                             layer_masks, recurrent_masks)
+                             layer_masks, recurrent_masks, peepholes)
     return _forward_impl(<float>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
                          batch_blocks, unit_blocks, partial, num_layers, num_directions,
                          training, nthreads, mode, proj_threads, packed, input_in_step,
-                         layer_masks, recurrent_masks)
+                         layer_masks, recurrent_masks, peepholes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -143,14 +143,25 @@ cdef inline void _pack_rows(const fr_kernels_t* kt, const floating* B, Py_ssize_
         kt.pack_rows_d(B, ldb, K, N, out, pfirst, pstep)
 
 
+cdef inline bint _has_c(int cell) noexcept nogil:
+    """True for the cells whose state is (h, c): the LSTMs."""
+    return cell == FR_LSTM or cell == FR_LSTM_PEEPHOLE
+
+
+cdef inline bint _has_gates(int cell) noexcept nogil:
+    """True for the gated cells, whose gate activations the training forward keeps."""
+    return cell == FR_LSTM or cell == FR_GRU or cell == FR_LSTM_PEEPHOLE
+
+
 cdef inline void _gates(const fr_kernels_t* kt, int cell, floating* rec, Py_ssize_t nj,
                         const floating* h_prev, floating* c, floating* h_out,
-                        floating* hn_out) noexcept nogil:
+                        floating* hn_out, const floating* peep=NULL,
+                        Py_ssize_t peep_stride=0) noexcept nogil:
     """Gate math of one row of a unit block (see fr_kernels.h)."""
     if floating is float:
-        kt.gates_f(cell, rec, nj, h_prev, c, h_out, hn_out)
+        kt.gates_f(cell, rec, nj, h_prev, c, h_out, hn_out, peep, peep_stride)
     else:
-        kt.gates_d(cell, rec, nj, h_prev, c, h_out, hn_out)
+        kt.gates_d(cell, rec, nj, h_prev, c, h_out, hn_out, peep, peep_stride)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell,
                              void** wih1, void** wih2, # IN  per layer packed W_ih^T blocks
                              void** whh,               # IN  per layer packed W_hh^T blocks
                              void** bx, void** bhn,    # IN  per layer biases
+                             void** peep,              # IN  per layer peepholes (3H) or NULL
                              const int64_t* ublk, Py_ssize_t nu,
                              const int64_t* order, const int64_t* ones,  # IN identity, all 1
                              const floating* h,        # IN  (L, B, H)
@@ -60,7 +61,8 @@ cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell,
                                                                 sizeof(floating)),
                        <const floating*>wih2[l] + _block_offset(kt, I_l, 1, u0, ublk[1],
                                                                 sizeof(floating))
-                       if cell == FR_GRU else NULL)
+                       if cell == FR_GRU else NULL, NULL, NULL, NULL,
+                       <const floating*>peep[l])
             w += nth
         if l == L - 1:
             fr_team_leave(bar, nth, &me)    # the join (see _threads)
@@ -114,20 +116,22 @@ cdef class StepKernel:
     cdef void* _whh[64]
     cdef void* _bx[64]
     cdef void* _bhn[64]
+    cdef void* _peep[64]
     cdef Py_ssize_t _ldr
     cdef object _ublk
     cdef list _free             # scratch sets no call is using
 
     def __init__(self, int cell, list w_ih, list w_hh, list bx, list bhn,
-                 unit_blocks, Py_ssize_t parallel_min_work):
+                 unit_blocks, Py_ssize_t parallel_min_work, list peepholes=None):
         """w_ih / w_hh: per layer weights in PyTorch layout; bx, bhn: per layer biases folded
         by ``fastrnn.engine.plan.fold_biases``; unit_blocks: bounds of the hidden-unit blocks
-        (``fastrnn.engine.plan.unit_blocks``)."""
+        (``fastrnn.engine.plan.unit_blocks``); peepholes: the peephole LSTM's (3H,) weights per
+        layer."""
         cdef Py_ssize_t l, j, H, G, nb
         self._kt = g_kt           # the weights are packed for these kernels
         self.isa = isa()
         self.cell = cell
-        G = self.gates = 4 if cell == FR_LSTM else (3 if cell == FR_GRU else 1)
+        G = self.gates = 4 if _has_c(cell) else (3 if cell == FR_GRU else 1)
         self.num_layers = len(w_ih)
         if not 1 <= self.num_layers <= 64:
             raise ValueError("num_layers must be in 1..64")
@@ -158,6 +162,13 @@ cdef class StepKernel:
             self._whh[l] = cnp.PyArray_DATA(<cnp.ndarray>p_hh[l])
             self._bx[l] = cnp.PyArray_DATA(<cnp.ndarray>b1)
             self._bhn[l] = cnp.PyArray_DATA(<cnp.ndarray>b2)
+            self._peep[l] = NULL
+            if peepholes is not None:
+                pp = np.ascontiguousarray(peepholes[l], dtype=self.dtype)
+                if pp.shape != (3 * H,):
+                    raise ValueError(f"peepholes[{l}] must have shape ({3 * H},), got {pp.shape}")
+                self._keep.append(pp)
+                self._peep[l] = cnp.PyArray_DATA(<cnp.ndarray>pp)
         self._free = []
 
     cdef _StepScratch _take(self, Py_ssize_t B):
@@ -203,7 +214,7 @@ cdef class StepKernel:
         _check_arr(x_t, "x_t", 2, B, self.input_size, 0, self.is_double)
         if h is not None:
             _check_arr(h, "h", 3, L, B, H, self.is_double)
-        if c is not None and self.cell == FR_LSTM:
+        if c is not None and _has_c(self.cell):
             _check_arr(c, "c", 3, L, B, H, self.is_double)
         scratch = self._take(B)
         if h is None:
@@ -212,7 +223,7 @@ cdef class StepKernel:
         dims[1] = B
         dims[2] = H
         h_out = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-        if self.cell == FR_LSTM:
+        if _has_c(self.cell):
             if c is None:
                 c_out = cnp.PyArray_ZEROS(3, dims, typenum, 0)
             else:
@@ -238,13 +249,13 @@ cdef class StepKernel:
             if nt <= 1:
                 if self.is_double:
                     _stack_step_worker(self._kt, 0, 1, self.cell, L, B, I, H, G, <const double*>xq,
-                                       self._wih1, self._wih2, self._whh, self._bx, self._bhn,
+                                       self._wih1, self._wih2, self._whh, self._bx, self._bhn, self._peep,
                                        ubq, nu, ordq, oneq, <const double*>hq, <double*>ho,
                                        <double*>cptr, <double*>hsq, <double*>csq,
                                        <double*>recq, B * ldr, ldr, &bar)
                 else:
                     _stack_step_worker(self._kt, 0, 1, self.cell, L, B, I, H, G, <const float*>xq,
-                                       self._wih1, self._wih2, self._whh, self._bx, self._bhn,
+                                       self._wih1, self._wih2, self._whh, self._bx, self._bhn, self._peep,
                                        ubq, nu, ordq, oneq, <const float*>hq, <float*>ho,
                                        <float*>cptr, <float*>hsq, <float*>csq,
                                        <float*>recq, B * ldr, ldr, &bar)
@@ -255,13 +266,13 @@ cdef class StepKernel:
                     if self.is_double:
                         _stack_step_worker(self._kt, tid, nth, self.cell, L, B, I, H, G, <const double*>xq,
                                            self._wih1, self._wih2, self._whh, self._bx,
-                                           self._bhn, ubq, nu, ordq, oneq, <const double*>hq,
+                                           self._bhn, self._peep, ubq, nu, ordq, oneq, <const double*>hq,
                                            <double*>ho, <double*>cptr, <double*>hsq,
                                            <double*>csq, <double*>recq, B * ldr, ldr, &bar)
                     else:
                         _stack_step_worker(self._kt, tid, nth, self.cell, L, B, I, H, G, <const float*>xq,
                                            self._wih1, self._wih2, self._whh, self._bx,
-                                           self._bhn, ubq, nu, ordq, oneq, <const float*>hq,
+                                           self._bhn, self._peep, ubq, nu, ordq, oneq, <const float*>hq,
                                            <float*>ho, <float*>cptr, <float*>hsq,
                                            <float*>csq, <float*>recq, B * ldr, ldr, &bar)
                 fr_team_done(&bar)

@@ -57,8 +57,8 @@ Gradient clipping lives in :mod:`fastrnn.optim` (``clip_grad_norm``, ``clip_grad
 """
 import numpy as np
 
-from ..cell_table import (GRU, LEAKY_RELU_SLOPE, LSTM, RNN_LEAKY_RELU, RNN_RELU, cell_spec,
-                          parameter_names)
+from ..cell_table import (GRU, LEAKY_RELU_SLOPE, RNN_LEAKY_RELU, RNN_RELU, cell_spec,
+                          parameter_names, peephole_name)
 from . import _compiled, plan, runtime
 from .gemm import SWAP_MAX_N, matmul
 
@@ -211,7 +211,8 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         x = ws["x"]
     if h0 is None:
         h0 = ws.get("h0")
-    if c0 is None and code == LSTM:
+    has_c = spec.has_cell_state
+    if c0 is None and has_c:
         c0 = ws.get("c0")
     L = int(ws["num_layers"])
     D = int(ws["num_directions"])
@@ -231,11 +232,11 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         return np.empty(leading + (0,), dtype=dtype)
 
     dh0 = np.empty((L * D, B, H), dtype=dtype)
-    dc0 = np.empty((L * D, B, H), dtype=dtype) if code == LSTM else None
+    dc0 = np.empty((L * D, B, H), dtype=dtype) if has_c else None
     dhn_all = None if dh_n is None else c_(dh_n)
-    dcn_all = None if (dc_n is None or code != LSTM) else c_(dc_n)
+    dcn_all = None if (dc_n is None or not has_c) else c_(dc_n)
     zstate = np.zeros((D, B, H), dtype=dtype)
-    init_all = c0 if code == LSTM else h0              # the state before the first step
+    init_all = c0 if has_c else h0                     # the state before the first step
     grads = {}
     dout = None if dy is None else c_(dy)
     lmasks = ws.get("layer_masks")
@@ -261,13 +262,14 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         da = np.empty((B, T, D * GH), dtype=dtype)      # the kernels zero the unused steps
         dah = np.empty((B, T, D * GH), dtype=dtype) if code == GRU else da
         dbias = np.empty((len(items), GH if code != GRU else 4 * H), dtype=np.float64)
+        dpeep = np.empty((len(items), 3 * H if spec.has_peepholes else 0), dtype=np.float64)
         cfg = bptt_kernels.BpttConfig(
             one=dtype.type(1), H=H, GH=GH, relu=code in (RNN_RELU, RNN_LEAKY_RELU),
             slope=dtype.type(LEAKY_RELU_SLOPE if code == RNN_LEAKY_RELU else 0),
             order=order, lengths=lengths,
             outputs=y3,
             gates=ws["gates"][layer] if spec.has_gates else absent(D, B, T),
-            cells=ws["c"][layer] if code == LSTM else absent(D, B, T),
+            cells=ws["c"][layer] if has_c else absent(D, B, T),
             hn=ws["hn"][layer] if code == GRU else absent(D, B, T),
             init=c_(init_all[sl]) if init_all is not None else absent(D, B),
             has_init=init_all is not None,
@@ -277,8 +279,10 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
             w_packed=wpk, is32=dtype == np.float32, gemm_threads=gemm_threads,
             zeros=np.zeros(H, dtype=dtype),
             rmask=rmask if rmask is not None else absent(D, B), has_rmask=rmask is not None,
-            da=da, dah=dah, dh0=dh0[sl], dc0=dc0[sl] if code == LSTM else absent(D, B),
-            dbias=dbias)
+            peep=(np.stack([c_(weights[peephole_name(layer, d)]) for d in range(D)])
+                  if spec.has_peepholes else absent(D)),
+            da=da, dah=dah, dh0=dh0[sl], dc0=dc0[sl] if has_c else absent(D, B),
+            dbias=dbias, dpeep=dpeep)
         _run_items(kernel, items, cfg, item_threads)
 
         # dense parts: all timesteps at once
@@ -316,6 +320,9 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
                 grads["bias_ih" + s] = dbx[d].astype(dtype)
             if has_bhh:
                 grads["bias_hh" + s] = dbh[d].astype(dtype)
+            if spec.has_peepholes:     # (summed over the direction's work items)
+                grads[peephole_name(layer, d)] = dpeep.reshape(D, -1, 3 * H)[d].sum(
+                    axis=0).astype(dtype)
     return dout, dh0, dc0, grads
 
 
@@ -344,9 +351,9 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
     for t, active, _ in cache.steps[0, 0]:
         lengths[active] = np.maximum(lengths[active], t + 1)
     ws = {"cell": cell, "num_layers": L, "num_directions": D, "hidden_size": H,
-          "lengths": lengths, "x": x, "h0": h0, "c0": c0 if code == LSTM else None,
+          "lengths": lengths, "x": x, "h0": h0, "c0": c0 if spec.has_cell_state else None,
           "outputs": [], "gates": [] if spec.has_gates else None,
-          "c": [] if code == LSTM else None, "hn": [] if code == GRU else None}
+          "c": [] if spec.has_cell_state else None, "hn": [] if code == GRU else None}
     for layer in range(L):
         out = np.zeros((B, T, D * H), dtype=dtype)
         gates = np.zeros((D, B, T, G * H), dtype=dtype)
@@ -356,8 +363,8 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
             for t, active, cc in cache.steps[layer, d]:
                 if not spec.has_gates:
                     h_new = cc[-1]
-                elif code == LSTM:
-                    _, _, _, c_prev, i, f, g, o, tanh_c = cc
+                elif spec.has_cell_state:
+                    c_prev, i, f, g, o, tanh_c = cc[3:9]
                     gates[d, active, t] = np.concatenate([i, f, g, o], axis=1)
                     h_new = o * tanh_c
                     # c_t from c' = f c + i g (the reference keeps tanh(c') only)
@@ -371,7 +378,7 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
         ws["outputs"].append(out)
         if spec.has_gates:
             ws["gates"].append(gates)
-        if code == LSTM:
+        if spec.has_cell_state:
             ws["c"].append(cs)
         if code == GRU:
             ws["hn"].append(hn)

@@ -21,7 +21,7 @@ from llvmlite import ir
 from numba import types
 from numba.core.extending import intrinsic, register_jitable
 
-from ..cell_table import GRU, LSTM, RNN_LEAKY_RELU, RNN_RELU, RNN_TANH
+from ..cell_table import GRU, LSTM, LSTM_PEEPHOLE, RNN_LEAKY_RELU, RNN_RELU, RNN_TANH
 from . import _compiled
 
 for _name, _address in _compiled.bptt_symbols().items():
@@ -82,8 +82,8 @@ def _prefetch(a, write):
 BpttConfig = namedtuple("BpttConfig", [
     "one", "H", "GH", "relu", "slope", "order", "lengths",
     "outputs", "gates", "cells", "hn", "init", "has_init", "dy", "has_dy", "dh_n", "dc_n",
-    "w_packed", "is32", "gemm_threads", "zeros", "rmask", "has_rmask",
-    "da", "dah", "dh0", "dc0", "dbias",
+    "w_packed", "is32", "gemm_threads", "zeros", "rmask", "has_rmask", "peep",
+    "da", "dah", "dh0", "dc0", "dbias", "dpeep",
 ])
 BpttConfig.__doc__ = """Everything one layer's BPTT kernel reads and writes.
 
@@ -114,10 +114,15 @@ zeros : (H,)
 rmask, has_rmask
     (D, B, H) the recurrent dropout masks (W_hh read ``h_{t-1} * rmask``: the gradient that
     comes back through W_hh is multiplied by them); without them, not read.
+peep
+    (D, 3H) the peephole LSTM's peephole weights ``p_i, p_f, p_o`` ((D, 0) for other cells).
 da, dah, dh0, dc0, dbias
     OUT: (B, T, D*GH) the gate pre-activation gradients; the GRU's recurrent-side ones (``da``
     itself for the other cells); (D, B, H) the gradients on h0 and c0; float64 (items, GH, or
     4H for the GRU) bias-gradient sums per work item.
+dpeep
+    OUT: float64 (items, 3H) the peephole LSTM's peephole-gradient sums per work item
+    ((items, 0) for other cells).
 """
 
 
@@ -181,7 +186,8 @@ def _zero_tail(da, b, L, xo, GH):
 # Gate functions: the backward math of one cell, for one row (batch row b, direction d) and step
 # ----------------------------------------------------------------------------------------------
 #
-# ``step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out, dah_out, acc)``
+# ``step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out, dah_out, acc,
+#         peep, ct, pacc)``
 #   one, H, relu, slope  as in BpttConfig
 #   h, gate, hn   the step's rows of the workspace: h_t (H,), the gate activations (GH,), the
 #                 GRU's hn (H,); zero-length rows for a cell without them
@@ -192,6 +198,7 @@ def _zero_tail(da, b, L, xo, GH):
 #                 step's dh GEMM
 #   dx_row        (GH,) GRU: scratch for the input-side ones
 #   da_out, dah_out, acc   the (b, t) rows of da and dah where they are stored; the bias sums
+#   peep, ct, pacc  the peephole LSTM's p_i, p_f, p_o (3H,), c_t, and its peephole-gradient sums
 #
 # Every array is a row (a view) that the kernel makes: views of the layer's arrays made inside
 # an inlined function kept their reference counting (pairs of atomic calls) in the time loop
@@ -215,7 +222,7 @@ def _gate_fn(fn):
 
 @_gate_fn
 def _rnn_step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out,
-              dah_out, acc):
+              dah_out, acc, peep, ct, pacc):
     """Vanilla RNN: ``da = (dh + dy) * act'(a)`` from the output ``h = act(a)`` (a relu's
     output is positive exactly where its input is)."""
     zero = one - one
@@ -231,7 +238,7 @@ def _rnn_step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row
 
 @_gate_fn
 def _lstm_step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out,
-               dah_out, acc):
+               dah_out, acc, peep, ct, pacc):
     """LSTM gates ``i, f, g, o``: their pre-activation gradients side by side, ``dc`` ->
     ``dc_{t-1}`` in place; ``tanh(c_t) = h_t / o_t``, ``prev`` is ``c_{t-1}``."""
     zero = one - one
@@ -253,8 +260,37 @@ def _lstm_step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_ro
 
 
 @_gate_fn
+def _lstm_peephole_step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row,
+                        da_out, dah_out, acc, peep, ct, pacc):
+    """The peephole LSTM: :func:`_lstm_step` with the paths from ``c_t`` to ``o`` and from
+    ``c_{t-1}`` (``prev``) to ``i`` and ``f`` through ``peep``, whose gradients ``pacc`` sums."""
+    zero = one - one
+    n = np.uint64(H)
+    for j in range(n):
+        g = dh[j] + dy[j]
+        i = gate[j]
+        f = gate[n + j]
+        gv = gate[2 * n + j]
+        o = gate[3 * n + j]
+        tc = h[j] / o if o != zero else zero
+        dao = g * tc * o * (one - o)
+        dcj = dc[j] + g * o * (one - tc * tc) + dao * peep[2 * n + j]
+        dai = dcj * gv * i * (one - i)
+        daf = dcj * prev[j] * f * (one - f)
+        dc[j] = dcj * f + dai * peep[j] + daf * peep[n + j]
+        da_row[j] = dai
+        da_row[n + j] = daf
+        da_row[2 * n + j] = dcj * i * (one - gv * gv)
+        da_row[3 * n + j] = dao
+        pacc[j] += dai * prev[j]
+        pacc[n + j] += daf * prev[j]
+        pacc[2 * n + j] += dao * ct[j]
+    _store_row(da_row, da_out, acc)
+
+
+@_gate_fn
 def _gru_step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row, da_out,
-              dah_out, acc):
+              dah_out, acc, peep, ct, pacc):
     """GRU gates ``r, z, n`` (linear before reset), ``prev`` is ``h_{t-1}``: the input-side
     gradient ``[dr, dz, dn]`` (``dx_row``, stored at ``da_out``), the recurrent-side one
     ``[dr, dz, dn * r]`` (``da_row``, stored at ``dah_out``), ``dh * z`` (the direct path to
@@ -325,13 +361,15 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
     @_jit(fastmath=_FAST, error_model="numpy")
     def kernel(items, one, H, GH, relu, slope, order, lengths,
                outputs, gates, cells, hn, init, has_init, dy, has_dy, dh_n, dc_n,
-               w_packed, is32, gemm_threads, zeros, rmask, has_rmask,
-               da, dah, dh0, dc0, dbias):
+               w_packed, is32, gemm_threads, zeros, rmask, has_rmask, peep,
+               da, dah, dh0, dc0, dbias, dpeep):
         csr = _ext_ftz_on()          # denormals flushed to zero, as in the forward
         for w in range(items.shape[0]):
             d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
             acc = dbias[slot]
             acc[:] = 0
+            pacc = dpeep[slot]
+            pacc[:] = 0
             n = p1 - p0
             rev = d == 1
             xo, ho = d * GH, d * H
@@ -385,7 +423,8 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
                     step(one, H, relu, slope, outputs[b, t, ho:ho + H], gates[d, b, t], hn[d, b, t],
                          prev, dy[b, t, ho:ho + H] if has_dy else zeros, dhb[r * H:(r + 1) * H],
                          dcb[r * H:(r + 1) * H], dab[r * GH:(r + 1) * GH], dxr,
-                         da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], acc)
+                         da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], acc,
+                         peep[d], cells[d, b, t] if carries_c else zeros, pacc)
                 if nact > 0 and not has_rmask:
                     if direct_dh:
                         dhb[:nact * H] = dcb[:nact * H]
@@ -410,6 +449,7 @@ _KERNEL_OF = {
     RNN_TANH: _rnn_kernel,
     RNN_RELU: _rnn_kernel,
     RNN_LEAKY_RELU: _rnn_kernel,
+    LSTM_PEEPHOLE: make_kernel(_lstm_peephole_step, reads={"h", "gates", "prev"}, carries_c=True),
     LSTM: make_kernel(_lstm_step, reads={"h", "gates", "prev"}, carries_c=True),
     GRU: make_kernel(_gru_step, reads={"gates", "hn", "prev"}, direct_dh=True),
 }

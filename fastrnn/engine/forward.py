@@ -7,7 +7,7 @@ buffer once and runs kernels that never allocate in the time loop.  A caller who
 not change between calls can pass a :class:`PackedWeights`: the weights are then packed for
 the kernels once, not in every call (what ONNX Runtime does when it loads a model).
 """
-from ..cell_table import LSTM, cell_spec, parameter_names
+from ..cell_table import cell_spec, parameter_names, peephole_name
 from . import _compiled, plan, runtime
 
 __all__ = ["PackedWeights", "forward"]
@@ -149,11 +149,14 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     else:
         bx, bhn = packed.biases(x.dtype.char, lambda: _fold_biases(*fold))
         packed_arg = packed.packing(w_ih, w_hh, G, units, mode, x.dtype.char, in_step)
+    peepholes = ([weights[peephole_name(layer, d)] for layer in range(num_layers)
+                  for d in range(D)] if spec.has_peepholes else None)
     y, h_n, c_n, ws = _compiled.forward_stack(
         spec.code, x, w_ih, w_hh, bx, bhn, h0, c0, layout.lengths, layout.order,
         layout.blocks, units, layout.partial, num_layers, D, training, nthreads, int(mode),
-        p.projection_threads, packed_arg, bool(in_step), layer_masks, recurrent_masks)
+        p.projection_threads, packed_arg, bool(in_step), layer_masks, recurrent_masks,
+        peepholes)
     if ws is not None:
         ws.update(cell=cell, num_layers=num_layers, num_directions=D, hidden_size=H,
-                  x=x, h0=h0, c0=c0 if spec.code == LSTM else None)
+                  x=x, h0=h0, c0=c0 if spec.has_cell_state else None)
     return y, h_n, c_n, ws

@@ -1,7 +1,7 @@
 """Streaming: a stacked unidirectional RNN / LSTM / GRU advanced one timestep per call."""
 import numpy as np
 
-from ..cell_table import cell_spec
+from ..cell_table import cell_spec, peephole_name
 from . import _compiled, plan
 
 __all__ = ["Stepper", "make_stepper"]
@@ -64,8 +64,10 @@ class Stepper:
         self.dtype = dtype
         self.checked = None
         units = plan.unit_blocks(H, plan.step_unit_count(I, H, spec.gates))
+        peepholes = ([weights[peephole_name(layer, 0)] for layer in range(num_layers)]
+                     if spec.has_peepholes else None)
         self._kernel = _compiled.StepKernel(spec.code, w_ih, w_hh, bxs, bhns, units,
-                                            plan.STEP_PARALLEL_MIN_WORK)
+                                            plan.STEP_PARALLEL_MIN_WORK, peepholes)
         self.step = self._kernel.step   # bound C method: no Python wrapper frame per call
 
     def step(self, x_t, h=None, c=None):  # pragma: no cover - replaced per instance in __init__

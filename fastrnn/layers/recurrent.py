@@ -23,7 +23,7 @@ from .._validation import (
     check_fraction,
     check_positive_int,
 )
-from ..cell_table import GATES, parameter_names
+from ..cell_table import GATES, cell_spec, parameter_names, peephole_name
 from .base import _compiled_engine, _LayerBase, _resolve_backend, constant_params, uniform_params
 
 
@@ -94,13 +94,14 @@ class Recurrent(_LayerBase):
         self.dtype = check_dtype(dtype)
         self.backend = _resolve_backend(backend)
         self.cell = cell
+        self._has_c = cell_spec(cell).has_cell_state
         self.num_directions = 2 if self.bidirectional else 1
         # PyTorch's default: every parameter uniform in [-1/sqrt(hidden), 1/sqrt(hidden)]
         params = uniform_params(self._param_shapes(), 1.0 / np.sqrt(self.hidden_size),
                                 self.dtype, seed)
         if self.learn_initial_state:    # after PyTorch's parameters, starting at zeros
             shape = (self.num_layers * self.num_directions, self.hidden_size)
-            names = INITIAL_STATE_NAMES[:2 if cell == "lstm" else 1]
+            names = INITIAL_STATE_NAMES[:2 if self._has_c else 1]
             params.update(constant_params([(name, shape) for name in names], 0.0, self.dtype))
         super().__init__(params)
 
@@ -126,6 +127,8 @@ class Recurrent(_LayerBase):
                 names = parameter_names(layer, direction, self.bias)
                 sizes = [(gates_h, layer_in), (gates_h, self.hidden_size), (gates_h,), (gates_h,)]
                 yield from zip(names, sizes)
+                if cell_spec(self.cell).has_peepholes:
+                    yield peephole_name(layer, direction), (3 * self.hidden_size,)
 
     def parameters(self):
         """See :meth:`Layer.parameters`; PyTorch's names, and edits to the arrays change the
@@ -159,12 +162,12 @@ class Recurrent(_LayerBase):
         shape = self._state_shape(batch)
         if not self.learn_initial_state:
             zeros = np.zeros(shape, self.dtype)
-            return zeros, (zeros.copy() if self.cell == "lstm" else None)
+            return zeros, (zeros.copy() if self._has_c else None)
 
         def repeat(name):
             return np.ascontiguousarray(np.broadcast_to(self._params[name][:, None], shape))
 
-        return repeat("h0"), (repeat("c0") if self.cell == "lstm" else None)
+        return repeat("h0"), (repeat("c0") if self._has_c else None)
 
     def _check_state(self, name, state, batch):
         """``(h, c)`` arrays from a user's state (``c`` is None unless LSTM); None gives the
@@ -172,7 +175,7 @@ class Recurrent(_LayerBase):
         shape = self._state_shape(batch)
         if state is None:
             return self._initial_state(batch)
-        if self.cell == "lstm":
+        if self._has_c:
             if not isinstance(state, (tuple, list)) or len(state) != 2:
                 raise TypeError(f"{name} must be a tuple (h, c) for an LSTM, got "
                                 f"{type(state).__name__}")
@@ -185,7 +188,7 @@ class Recurrent(_LayerBase):
         return as_float_array(name, state, self.dtype, shape), None
 
     def _pack_state(self, h, c):
-        return (h, c) if self.cell == "lstm" else h
+        return (h, c) if self._has_c else h
 
     # ------------------------------------------------------------------ forward / backward
 
@@ -439,7 +442,7 @@ class Recurrent(_LayerBase):
         if dstate is None:
             return None, None
         shape = self._state_shape(batch)
-        if self.cell == "lstm":
+        if self._has_c:
             if not isinstance(dstate, (tuple, list)) or len(dstate) != 2:
                 raise TypeError(f"dstate must be a tuple (dh, dc) for an LSTM, got "
                                 f"{type(dstate).__name__}")
@@ -545,7 +548,7 @@ class Recurrent(_LayerBase):
         return as_float_array("x_t", x_t, self.dtype, (None, self.input_size))
 
     def _unpack_state(self, state):
-        return state if self.cell == "lstm" else (state, None)
+        return state if self._has_c else (state, None)
 
     # ------------------------------------------------------------------ in a model
 
@@ -730,14 +733,24 @@ class LSTM(Recurrent):
     __doc__ = """Long short-term memory, gates ``i, f, g, o`` in PyTorch's order.
 
     ``c_t = f * c_{t-1} + i * g`` and ``h_t = o * tanh(c_t)``; the state is the tuple ``(h, c)``.
-    """ + _SIGNATURE_DOC
+    """ + _SIGNATURE_DOC + """    peepholes : bool
+        Peephole connections (Gers and Schmidhuber, 2000; ONNX's ``P``, TensorFlow's
+        ``use_peepholes``): the input and forget gates also read ``c_{t-1}``, the output gate
+        ``c_t``, through diagonal weights ``weight_peephole_l{k}`` of shape
+        ``(3 * hidden_size,)`` (``p_i, p_f, p_o``), one per layer and direction after its
+        PyTorch parameters. PyTorch's LSTM has none: load this layer's ``state_dict()`` into
+        one only without them.
+    """
+
+    _config_names = Recurrent._config_names + ("peepholes",)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
                  dtype="float32", seed=None, backend=None, return_sequences=True,
-                 learn_initial_state=False, dropout=0.0, recurrent_dropout=0.0):
-        super().__init__("lstm", input_size, hidden_size, num_layers, bias, bidirectional,
-                         dtype, seed, backend, return_sequences, learn_initial_state, dropout,
-                         recurrent_dropout)
+                 learn_initial_state=False, dropout=0.0, recurrent_dropout=0.0, peepholes=False):
+        self.peepholes = check_bool("peepholes", peepholes)
+        super().__init__("lstm_peephole" if self.peepholes else "lstm", input_size,
+                         hidden_size, num_layers, bias, bidirectional, dtype, seed, backend,
+                         return_sequences, learn_initial_state, dropout, recurrent_dropout)
 
 
 class GRU(Recurrent):

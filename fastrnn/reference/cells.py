@@ -112,6 +112,47 @@ def lstm_forward(x, h, c, params, m=None):
     return h_new, c_new, (x, hr, m, c, i, f, g, o, tanh_c)
 
 
+def lstm_peephole_forward(x, h, c, params, m=None):
+    """LSTM with peepholes (Gers and Schmidhuber, 2000; ONNX's and TensorFlow's): the input and
+    forget gates also read ``c``, the output gate ``c'``, through diagonal weights ``p``
+    (``params[4]``, ``(3 * hidden,)``: ``p_i, p_f, p_o``)::
+
+        i = sigmoid(a_i + p_i * c)   f = sigmoid(a_f + p_f * c)   g = tanh(a_g)
+        c' = f * c + i * g
+        o = sigmoid(a_o + p_o * c')
+        h' = o * tanh(c')
+    """
+    w_ih, w_hh, b_ih, b_hh, p = params
+    p_i, p_f, p_o = np.split(p, 3)
+    hr = _recurrent_input(h, m)
+    a_i, a_f, a_g, a_o = np.split(affine(x, w_ih, b_ih) + affine(hr, w_hh, b_hh), 4, axis=1)
+    i, f, g = sigmoid(a_i + p_i * c), sigmoid(a_f + p_f * c), np.tanh(a_g)
+    c_new = f * c + i * g
+    o = sigmoid(a_o + p_o * c_new)
+    tanh_c = np.tanh(c_new)
+    h_new = o * tanh_c
+    return h_new, c_new, (x, hr, m, c, i, f, g, o, tanh_c, c_new)
+
+
+def lstm_peephole_backward(dh_new, dc_new, cache, params):
+    """Backward of :func:`lstm_peephole_forward`: as the LSTM's, with the peepholes' paths
+    from ``c'`` to ``o`` and from ``c`` to ``i`` and ``f``."""
+    w_ih, w_hh, b_ih, b_hh, p = params
+    p_i, p_f, p_o = np.split(p, 3)
+    x, hr, m, c, i, f, g, o, tanh_c, c_new = cache
+    da_o = dh_new * tanh_c * o * (1 - o)
+    dc = dc_new + dh_new * o * (1 - tanh_c**2) + da_o * p_o
+    da_i, da_f, da_g = dc * g * i * (1 - i), dc * c * f * (1 - f), dc * i * (1 - g**2)
+    dc_prev = dc * f + da_i * p_i + da_f * p_f
+    da = np.concatenate([da_i, da_f, da_g, da_o], axis=1)
+    dx = da @ w_ih
+    dh = _through_mask(da @ w_hh, m)
+    dp = np.concatenate([(da_i * c).sum(axis=0), (da_f * c).sum(axis=0),
+                         (da_o * c_new).sum(axis=0)])
+    grads = (da.T @ x, da.T @ hr, _bias_grad(da, b_ih), _bias_grad(da, b_hh), dp)
+    return dx, dh, dc_prev, grads
+
+
 def lstm_backward(dh_new, dc_new, cache, params):
     """Backward of :func:`lstm_forward`.
 
@@ -191,6 +232,7 @@ CELLS = {
     "rnn_relu": _rnn_cell("relu"),
     "rnn_leaky_relu": _rnn_cell("leaky_relu"),
     "lstm": (lstm_forward, lstm_backward),
+    "lstm_peephole": (lstm_peephole_forward, lstm_peephole_backward),
     "gru": (gru_forward, gru_backward),
 }
 

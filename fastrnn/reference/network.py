@@ -21,14 +21,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..cell_table import parameter_names
+from ..cell_table import cell_spec, parameter_names, peephole_name
 from .cells import CELLS
 
 
-def _cell_params(weights, layer, direction):
-    """``(w_ih, w_hh, b_ih, b_hh)`` of one layer and direction; biases are ``None`` if absent."""
-    w_ih, w_hh, b_ih, b_hh = parameter_names(layer, direction, bias=True)
-    return weights[w_ih], weights[w_hh], weights.get(b_ih), weights.get(b_hh)
+def _cell_params(cell, weights, layer, direction):
+    """``(w_ih, w_hh, b_ih, b_hh)`` of one layer and direction (and the peepholes of a
+    peephole LSTM); biases are ``None`` if absent."""
+    return tuple(weights.get(name) for name in _param_names(cell, layer, direction))
+
+
+def _param_names(cell, layer, direction):
+    """The names of :func:`_cell_params`' parameters, in their order."""
+    names = parameter_names(layer, direction, bias=True)
+    return names + [peephole_name(layer, direction)] if cell_spec(cell).has_peepholes else names
 
 
 def unroll(cell, x, params, h0, c0, lengths, reverse=False, recurrent_mask=None):
@@ -42,7 +48,7 @@ def unroll(cell, x, params, h0, c0, lengths, reverse=False, recurrent_mask=None)
     params : tuple
         ``(w_ih, w_hh, b_ih, b_hh)``, biases may be ``None``.
     h0, c0 : ndarray, shape (batch, hidden_size)
-        Initial states (``c0`` is ``None`` unless ``cell == "lstm"``).
+        Initial states (``c0`` is ``None`` unless the cell is an LSTM).
     lengths : ndarray of int, shape (batch,)
         Valid timesteps of each sequence.
     reverse : bool
@@ -186,10 +192,11 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, b
         lengths = np.full(batch, timesteps)
     if h0 is None:
         h0 = np.zeros(state_shape, dtype=x.dtype)
-    if cell == "lstm" and c0 is None:
+    has_c = cell_spec(cell).has_cell_state
+    if has_c and c0 is None:
         c0 = np.zeros(state_shape, dtype=x.dtype)
     h_n = np.empty(state_shape, dtype=x.dtype)
-    c_n = np.empty(state_shape, dtype=x.dtype) if cell == "lstm" else None
+    c_n = np.empty(state_shape, dtype=x.dtype) if has_c else None
 
     cache = ForwardCache(cell, num_layers, num_directions, weights, layer_masks=layer_masks)
     layer_input = x
@@ -199,7 +206,7 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, b
         for direction in range(num_directions):
             k = layer * num_directions + direction
             y, h, c, steps = unroll(
-                cell, layer_input, _cell_params(weights, layer, direction),
+                cell, layer_input, _cell_params(cell, weights, layer, direction),
                 h0[k], None if c_n is None else c0[k], lengths, reverse=direction == 1,
                 recurrent_mask=None if recurrent_masks is None else recurrent_masks[k],
             )
@@ -237,7 +244,7 @@ def backward(cache, dy=None, dh_n=None, dc_n=None, hidden_grads=None):
     grads : dict of str to ndarray
         Gradient of every parameter, keyed like ``weights``.
     """
-    is_lstm = cache.cell == "lstm"
+    is_lstm = cell_spec(cache.cell).has_cell_state
     x = cache.layer_inputs[0]
     dtype = x.dtype
     hidden = cache.weights["weight_hh_l0"].shape[1]
@@ -257,7 +264,7 @@ def backward(cache, dy=None, dh_n=None, dc_n=None, hidden_grads=None):
         d_in = np.zeros(layer_input.shape, dtype)
         for direction in range(D):
             k = layer * D + direction
-            params = _cell_params(cache.weights, layer, direction)
+            params = _cell_params(cache.cell, cache.weights, layer, direction)
             dh_seq = None
             if hidden_grads is not None:
                 dh_seq = hidden_grads[layer, direction] = np.zeros(top_shape[:2] + (hidden,),
@@ -271,7 +278,7 @@ def backward(cache, dy=None, dh_n=None, dc_n=None, hidden_grads=None):
             dh0[k] = dh
             if is_lstm:
                 dc0[k] = dc
-            for name, g in zip(parameter_names(layer, direction), param_grads):
+            for name, g in zip(_param_names(cache.cell, layer, direction), param_grads):
                 if g is not None:
                     grads[name] = g
         d_out = d_in if cache.layer_masks is None or layer == 0 else \

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import CELLS, make_weights, rel_err
+from conftest import has_c, CELLS, make_weights, rel_err
 from fastrnn import reference
 
 try:
@@ -41,7 +41,7 @@ def run_case(cell, B, T, I, H, L, D, bias, dtype, lengths, states, mode, source,
     dtype = np.dtype(dtype)
     w = make_weights(cell, I, H, L, D, bias, dtype, rng, scale=0.5, normal=True)
     x = rng.standard_normal((B, T, I)).astype(dtype)
-    is_lstm = cell == "lstm"
+    is_lstm = has_c(cell)
     h0 = rng.standard_normal((L * D, B, H)).astype(dtype) if states else None
     c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if states and is_lstm else None
     y, h_n, c_n, cache = reference.forward(cell, x, w, h0, c0, lengths, num_layers=L,
@@ -217,7 +217,7 @@ def test_engine_workspace_matches_layout(cell):
     w = make_weights(cell, 3, 4, 2, 2, True, np.float64, rng, scale=0.5, normal=True)
     x = rng.standard_normal((3, 5, 3))
     h0 = rng.standard_normal((4, 3, 4))
-    c0 = rng.standard_normal((4, 3, 4)) if cell == "lstm" else None
+    c0 = rng.standard_normal((4, 3, 4)) if has_c(cell) else None
     lengths = np.array([5, 2, 3], dtype=np.int64)
     _, _, _, cache = reference.forward(cell, x, w, h0, c0, lengths, num_layers=2,
                                        bidirectional=True)
@@ -372,7 +372,7 @@ def test_dropout_masks_compiled_match_reference(cell, dtype, B, T, I, H, L, D, p
     lengths = rng.integers(1, T + 1, B)
     lengths[0] = T
     h0 = rng.standard_normal((L * D, B, H)).astype(dtype)
-    c0 = h0[::-1].copy() if cell == "lstm" else None
+    c0 = h0[::-1].copy() if has_c(cell) else None
     p = 0.3
     lmasks = [((rng.random((B, T, D * H)) >= p) / (1 - p)).astype(dtype) for _ in range(L - 1)]
     rmasks = ((rng.random((L * D, B, H)) >= p) / (1 - p)).astype(dtype)

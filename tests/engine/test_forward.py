@@ -27,8 +27,8 @@ from fastrnn.engine.forward import forward as engine_forward  # noqa: E402,F401
 #: every test here runs on the kernels of every instruction set this CPU can run
 pytestmark = pytest.mark.usefixtures("isa")
 
-CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru", "rnn_leaky_relu"]
-from conftest import GATES, make_weights, rel_err
+CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru", "rnn_leaky_relu", "lstm_peephole"]
+from conftest import has_c, GATES, make_weights, rel_err
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 
 
@@ -43,7 +43,7 @@ def make_case(cell, B, T, I, H, L, D, dtype, rng, *, varlen=False, init=False, b
     w = make_weights(cell, I, H, L, D, bias, dtype, rng)
     x = rng.standard_normal((B, T, I)).astype(dtype)
     h0 = rng.standard_normal((L * D, B, H)).astype(dtype) if init else None
-    c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if init and cell == "lstm" else None
+    c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if init and has_c(cell) else None
     lengths = None
     if varlen:
         lengths = rng.integers(1, T + 1, B).astype(np.int64)
@@ -62,7 +62,7 @@ def check_against_reference(cell, x, w, h0, c0, lengths, L, D, *, plan=None, tra
     assert y.shape == ref[0].shape and h_n.shape == ref[1].shape
     assert rel_err(y, ref[0]) <= TOL[dtype]
     assert rel_err(h_n, ref[1]) <= TOL[dtype]
-    if cell == "lstm":
+    if has_c(cell):
         assert c_n.shape == ref[2].shape
         assert rel_err(c_n, ref[2]) <= TOL[dtype]
     else:
@@ -86,7 +86,7 @@ def check_workspace(cell, x, w, h0, c0, lengths, L, D, y, ws):
     tol = TOL[x.dtype.type] * 10
     assert ws["num_layers"] == L and ws["num_directions"] == D and ws["hidden_size"] == H
     assert ws["cell"] == cell and ws["x"] is x and ws["h0"] is h0
-    assert ws["c0"] is (c0 if cell == "lstm" else None)
+    assert ws["c0"] is (c0 if has_c(cell) else None)
     assert len(ws["outputs"]) == L and ws["outputs"][-1] is y
     lens = ws["lengths"]
     valid = np.arange(T)[None, :] < lens[:, None]
@@ -124,12 +124,24 @@ def check_workspace(cell, x, w, h0, c0, lengths, L, D, y, ws):
             assert gates.shape == (B, T, G * H)
             assert np.all(gates[~valid] == 0)
             sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
-            if cell == "lstm":
+            if has_c(cell):
                 z = zx + zh
+                c = ws["c"][layer][d]
+                if cell == "lstm_peephole":     # i, f read c_{t-1}; o reads c_t
+                    cprev = np.zeros_like(c)
+                    cinit = c0[layer * D + d] if c0 is not None else np.zeros((B, H), x.dtype)
+                    for b in range(B):
+                        n = lens[b]
+                        if d == 0:
+                            cprev[b, 0], cprev[b, 1:n] = cinit[b], c[b, :n - 1]
+                        else:
+                            cprev[b, n - 1], cprev[b, :n - 1] = cinit[b], c[b, 1:n]
+                    p = w["weight_peephole" + sfx]
+                    z = z + np.concatenate([p[:H] * cprev, p[H:2 * H] * cprev, 0 * cprev,
+                                            p[2 * H:] * c], axis=-1)
                 expect = np.concatenate([sig(z[..., :2 * H]), np.tanh(z[..., 2 * H:3 * H]),
                                          sig(z[..., 3 * H:])], axis=-1)
                 assert np.abs((gates - expect)[valid]).max() <= tol
-                c = ws["c"][layer][d]
                 assert np.all(c[~valid] == 0)
                 o = gates[..., 3 * H:]
                 assert np.abs((o * np.tanh(c) - hseq)[valid]).max() <= tol
@@ -374,7 +386,7 @@ def test_step_over_time_equals_forward(cell, dtype, B, I, H, L, init, nthreads):
         ys.append(yt)
     assert rel_err(np.stack(ys, 1), y) <= TOL[dtype]
     assert rel_err(h, h_n) <= TOL[dtype]
-    if cell == "lstm":
+    if has_c(cell):
         assert rel_err(c, c_n) <= TOL[dtype]
     else:
         assert c is None

@@ -7,7 +7,7 @@ table, and ``test_every_entry_point_has_a_parity_test`` keeps it complete."""
 import numpy as np
 import pytest
 
-from conftest import CELLS, make_weights, rel_err
+from conftest import has_c, CELLS, make_weights, rel_err
 from fastrnn import reference
 
 _compiled = pytest.importorskip("fastrnn.engine._compiled", reason="compiled engine not built")
@@ -39,7 +39,7 @@ def case(cell, dtype, shape, seed=0):
     w = make_weights(cell, I, H, L, D, True, dtype, rng)
     x = rng.standard_normal((B, T, I)).astype(dtype)
     h0 = rng.standard_normal((L * D, B, H)).astype(dtype)
-    c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if cell == "lstm" else None
+    c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if has_c(cell) else None
     lengths = rng.integers(1, T + 1, B).astype(np.int64) if varlen else None
     return w, x, h0, c0, lengths, dict(num_layers=L, bidirectional=bidi), rng
 
@@ -65,7 +65,7 @@ def test_backward(cell, dtype, shape):
     y, h_n, c_n, ws = forward.forward(cell, x, w, h0, c0, lengths, **kw, training=True)
     dy = rng.standard_normal(y.shape).astype(dtype)
     dh_n = rng.standard_normal(h_n.shape).astype(dtype)
-    dc_n = rng.standard_normal(h_n.shape).astype(dtype) if cell == "lstm" else None
+    dc_n = rng.standard_normal(h_n.shape).astype(dtype) if has_c(cell) else None
     dx, dh0, dc0, grads = bptt.backward(cell, w, ws, dy, dh_n, dc_n)
     cache = reference.forward(cell, x, w, h0, c0, lengths, **kw)[3]
     want_dx, want_dh0, want_dc0, want_grads = reference.backward(cache, dy, dh_n, dc_n)

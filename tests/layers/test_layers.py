@@ -4,7 +4,7 @@ import pytest
 
 import fastrnn
 from fastrnn import reference
-from conftest import CELLS, make_layer, state_arrays
+from conftest import has_c, CELLS, make_layer, state_arrays
 
 from fastrnn.cell_table import GATES
 
@@ -22,6 +22,8 @@ def test_parameter_names_and_shapes_follow_pytorch(cell, bias):
             if bias:
                 expected[f"bias_ih_l{k}{sfx}"] = (g,)
                 expected[f"bias_hh_l{k}{sfx}"] = (g,)
+            if cell == "lstm_peephole":     # after each layer-direction's PyTorch parameters
+                expected[f"weight_peephole_l{k}{sfx}"] = (15,)
     got = {name: p.shape for name, p in layer.parameters().items()}
     assert got == expected
     assert list(got) == list(expected)  # PyTorch's order too
@@ -57,9 +59,9 @@ def test_call_shapes_and_dtypes(cell, dtype, rng):
     x = rng.standard_normal((5, 6, 3))              # float64 input, cast to the layer's dtype
     y, state = layer(x)
     assert y.shape == (5, 6, 8) and y.dtype == np.dtype(dtype)
-    h = state[0] if cell == "lstm" else state
+    h = state[0] if has_c(cell) else state
     assert h.shape == (4, 5, 4) and h.dtype == np.dtype(dtype)
-    if cell == "lstm":
+    if has_c(cell):
         assert state[1].shape == (4, 5, 4)
 
 
@@ -110,7 +112,7 @@ def test_backward_fills_grads_like_the_reference(cell, rng):
                                        num_layers=2, bidirectional=True)
     ref_dx, ref_dh0, ref_dc0, ref_grads = reference.backward(cache, dy)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-14)
-    dh0 = dstate0[0] if cell == "lstm" else dstate0
+    dh0 = dstate0[0] if has_c(cell) else dstate0
     np.testing.assert_allclose(dh0, ref_dh0, rtol=1e-12, atol=1e-14)
     for name, g in ref_grads.items():
         np.testing.assert_allclose(layer.grads[name], g, rtol=1e-12, atol=1e-14)

@@ -13,7 +13,7 @@ import pytest
 import fastrnn
 from fastrnn._masks import to_post_padding, to_pre_padding
 from fastrnn.optim import SGD
-from conftest import CELLS, make_layer, numerical_gradient, rel_err, state_arrays
+from conftest import has_c, CELLS, make_layer, numerical_gradient, rel_err, state_arrays
 
 B, T, I, H = 5, 6, 3, 4
 EMPTY_LENGTHS = np.array([0, T, 3, 0, 1])
@@ -27,7 +27,7 @@ def _pair(cell, num_layers, bidirectional, dtype, **kw):
 
 def _state(cell, shape, rng, dtype):
     h = rng.standard_normal(shape).astype(dtype)
-    return (h, rng.standard_normal(shape).astype(dtype)) if cell == "lstm" else h
+    return (h, rng.standard_normal(shape).astype(dtype)) if has_c(cell) else h
 
 
 def _run(layer, x, state, lengths, dy, dstate, padding="post"):

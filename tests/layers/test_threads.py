@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import make_layer
+from conftest import has_c, make_layer
 
 import fastrnn
 from fastrnn.layers import BACKENDS
@@ -241,7 +241,7 @@ def test_backward_refuses_inputs_and_weights_edited_since_the_forward(cell, back
         x[...] = saved[0]
         layer.load_state_dict(saved[1])
     h0 = np.zeros((2, 2, 4)) + 0.5
-    state0 = (h0, h0.copy()) if cell == "lstm" else h0
+    state0 = (h0, h0.copy()) if has_c(cell) else h0
     layer(x, state=state0, training=True)
     h0 += 1
     with pytest.raises(RuntimeError, match=r"state(\[0\] \(h\))? was modified"):

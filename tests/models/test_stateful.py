@@ -7,7 +7,7 @@ import pytest
 
 import fastrnn
 from fastrnn.optim import SGD, Adam
-from conftest import CELLS, make_layer, numerical_gradient, state_arrays
+from conftest import has_c, CELLS, make_layer, numerical_gradient, state_arrays
 
 STREAMS, T, I, H = 3, 12, 2, 4
 
@@ -172,7 +172,7 @@ def test_learned_initial_state_gradient_matches_finite_differences(cell, bidirec
     layer = make_layer(cell, I, 3, num_layers=2, bidirectional=bidirectional, dtype="float64",
                        seed=0, backend=backend, learn_initial_state=True)
     params = layer.parameters()
-    names = ["h0", "c0"] if cell == "lstm" else ["h0"]
+    names = ["h0", "c0"] if has_c(cell) else ["h0"]
     D = 2 if bidirectional else 1
     assert list(params)[-len(names):] == names
     for name in names:
@@ -187,14 +187,14 @@ def test_learned_initial_state_gradient_matches_finite_differences(cell, bidirec
         return np.sum(y * wy) + sum(np.sum(a ** 2) for a in state_arrays(s))
 
     y, s = layer(x, lengths=lengths, training=True)
-    layer.backward(wy, tuple(2 * a for a in state_arrays(s)) if cell == "lstm" else 2 * s)
+    layer.backward(wy, tuple(2 * a for a in state_arrays(s)) if has_c(cell) else 2 * s)
     for name in params:
         numeric = numerical_gradient(loss, params[name])
         err = np.linalg.norm(layer.grads[name] - numeric) / max(np.linalg.norm(numeric), 1e-12)
         assert err < 1e-6, name
     # an explicit initial state: no gradient for the learned one
     state = layer.check_state(None, 4)
-    layer(x, state=state if cell == "lstm" else state[0], training=True)
+    layer(x, state=state if has_c(cell) else state[0], training=True)
     layer.backward(wy)
     assert all((layer.grads[name] == 0).all() for name in names)
 

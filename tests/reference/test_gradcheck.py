@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastrnn import reference
-from conftest import CELLS, make_layer, numerical_gradient
+from conftest import has_c, CELLS, make_layer, numerical_gradient
 
 B, T, I, H = 3, 5, 2, 3
 EPS = 1e-6
@@ -40,7 +40,7 @@ def _loss_and_grads(cell, num_layers, bidirectional, lengths, with_state, seed, 
     x = rng.standard_normal((B, T, I))
     state_shape = (num_layers * D, B, H)
     h0 = rng.standard_normal(state_shape) if with_state else None
-    c0 = rng.standard_normal(state_shape) if with_state and cell == "lstm" else None
+    c0 = rng.standard_normal(state_shape) if with_state and has_c(cell) else None
     wy = rng.standard_normal((B, T, D * H))
     wh = rng.standard_normal(state_shape)
     wc = rng.standard_normal(state_shape)
@@ -55,11 +55,11 @@ def _loss_and_grads(cell, num_layers, bidirectional, lengths, with_state, seed, 
         return total + (np.sum(c_n * wc) if c_n is not None else 0.0)
 
     _, _, _, cache = reference.forward(cell, x, weights, h0, c0, lengths, **kw)
-    dx, dh0, dc0, grads = reference.backward(cache, wy, wh, wc if cell == "lstm" else None)
+    dx, dh0, dc0, grads = reference.backward(cache, wy, wh, wc if has_c(cell) else None)
     checks = [("x", x, dx)] + [(n, weights[n], grads[n]) for n in weights]
     if with_state:
         checks.append(("h0", h0, dh0))
-        if cell == "lstm":
+        if has_c(cell):
             checks.append(("c0", c0, dc0))
     return loss, checks
 

@@ -22,7 +22,8 @@
 typedef ptrdiff_t fr_idx;
 
 /* cell codes */
-enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_RNN_LEAKY_RELU = 4 };
+enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_RNN_LEAKY_RELU = 4,
+       FR_LSTM_PEEPHOLE = 5 };
 /* the negative slope of FR_RNN_LEAKY_RELU (fastrnn.cell_table.LEAKY_RELU_SLOPE) */
 #define FR_LEAKY_RELU_SLOPE 0.01
 
@@ -48,8 +49,10 @@ enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_RNN_LEAKY_R
        [gate 0 | gate 1 | ...] (each nj wide; GRU: r, z, h W_hn^T + b_hn, x W_in^T + b_in)    \
        and is overwritten with the activations (GRU: r, z, n); h_prev (GRU) / c (LSTM, updated \
        in place) and h_out are the block's units; hn_out (GRU, may be NULL) receives the       \
-       h W_hn^T + b_hn term */                                                                  \
-    void (*gates_##S)(int cell, T* rec, fr_idx nj, const T* h_prev, T* c, T* h_out, T* hn_out); \
+       h W_hn^T + b_hn term; peep (FR_LSTM_PEEPHOLE) the block's peephole weights p_i at      \
+       peep[j], p_f at peep[peep_stride + j], p_o at peep[2 * peep_stride + j] */              \
+    void (*gates_##S)(int cell, T* rec, fr_idx nj, const T* h_prev, T* c, T* h_out, T* hn_out,  \
+                      const T* peep, fr_idx peep_stride);                                      \
     /* the engine's activations over an array (for tests of their error bounds) */             \
     void (*tanh_##S)(const T* x, T* out, fr_idx n);                                            \
     void (*sigmoid_##S)(const T* x, T* out, fr_idx n);

@@ -361,7 +361,8 @@ static void FN(sigmoid_arr)(const FR_T* FR_RESTRICT x, FR_T* FR_RESTRICT out, fr
 
 static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
                       const FR_T* FR_RESTRICT h_prev, FR_T* FR_RESTRICT c,
-                      FR_T* FR_RESTRICT h_out, FR_T* FR_RESTRICT hn_out) {
+                      FR_T* FR_RESTRICT h_out, FR_T* FR_RESTRICT hn_out,
+                      const FR_T* FR_RESTRICT peep, fr_idx peep_stride) {
     fr_idx j = 0;
     switch (cell) {
     case FR_RNN_TANH:
@@ -390,6 +391,37 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
             const FR_T i = FN(act_sigmoid)(gi[j]), f = FN(act_sigmoid)(gf[j]);
             const FR_T g = FN(act_tanh)(gg[j]), o = FN(act_sigmoid)(go[j]);
             const FR_T cn = f * c[j] + i * g;
+            gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
+            c[j] = cn;
+            h_out[j] = o * FN(act_tanh)(cn);
+        }
+        break;
+    }
+    case FR_LSTM_PEEPHOLE: {   /* the input and forget gates read c, the output gate c' */
+        FR_T* FR_RESTRICT gi = rec;
+        FR_T* FR_RESTRICT gf = rec + nj;
+        FR_T* FR_RESTRICT gg = rec + 2 * nj;
+        FR_T* FR_RESTRICT go = rec + 3 * nj;
+        const FR_T* FR_RESTRICT pi = peep;
+        const FR_T* FR_RESTRICT pf = peep + peep_stride;
+        const FR_T* FR_RESTRICT po = peep + 2 * peep_stride;
+        FR_VLOOP(j, nj) {
+            const V cp = FN(vld)(c + j);
+            const V i = VSIGMOID(FN(vld)(gi + j) + FN(vld)(pi + j) * cp);
+            const V f = VSIGMOID(FN(vld)(gf + j) + FN(vld)(pf + j) * cp);
+            const V g = VTANH(FN(vld)(gg + j));
+            const V cn = f * cp + i * g;
+            const V o = VSIGMOID(FN(vld)(go + j) + FN(vld)(po + j) * cn);
+            FN(vst)(gi + j, i); FN(vst)(gf + j, f); FN(vst)(gg + j, g); FN(vst)(go + j, o);
+            FN(vst)(c + j, cn);
+            FN(vst)(h_out + j, o * VTANH(cn));
+        }
+        for (; j < nj; ++j) {
+            const FR_T i = FN(act_sigmoid)(gi[j] + pi[j] * c[j]);
+            const FR_T f = FN(act_sigmoid)(gf[j] + pf[j] * c[j]);
+            const FR_T g = FN(act_tanh)(gg[j]);
+            const FR_T cn = f * c[j] + i * g;
+            const FR_T o = FN(act_sigmoid)(go[j] + po[j] * cn);
             gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
             c[j] = cn;
             h_out[j] = o * FN(act_tanh)(cn);
