@@ -16,6 +16,8 @@ order (LSTM ``i, f, g, o`` to ONNX's ``i, o, f, c``; GRU ``r, z, n`` to ``z, r, 
 ``MatMul`` + ``Add`` and its activation, ``Embedding`` a ``Gather``; ``Dropout`` is left out (it
 is the identity at inference). Needs the ``onnx`` package (``pip install fastrnn[onnx]``).
 """
+import warnings
+
 import numpy as np
 
 from .cell_table import LEAKY_RELU_SLOPE, parameter_names, peephole_name
@@ -32,6 +34,12 @@ _GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,), "rnn_re
                "rnn_leaky_relu": (0,), "lstm_peephole": (0, 3, 1, 2)}
 _OP = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN",
        "rnn_leaky_relu": "RNN", "lstm_peephole": "LSTM"}
+#: the cells whose ONNX nodes OpenVINO (2026.4) does not run as the ONNX spec says
+_OPENVINO_MISSES = {
+    "lstm_peephole": "OpenVINO ignores an ONNX LSTM node's peepholes (input P): there it gives "
+                     "the outputs of the LSTM without them",
+    "rnn_leaky_relu": "OpenVINO has no LeakyRelu activation in RNN nodes: it refuses the graph",
+}
 #: the ONNX activation of each vanilla RNN cell
 _RNN_ACTIVATION = {"rnn_tanh": "Tanh", "rnn_relu": "Relu", "rnn_leaky_relu": "LeakyRelu"}
 _ACTIVATION = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softmax": "Softmax"}
@@ -192,6 +200,12 @@ def export(model, path, *, lengths=False, opset=DEFAULT_OPSET):
         Without the ``onnx`` package.
     TypeError, ValueError
         For a layer or a stack of layers the export does not cover.
+
+    Warns
+    -----
+    UserWarning
+        For a peephole LSTM or a leaky-relu RNN, which OpenVINO does not run right (ONNX
+        Runtime does).
     """
     from ._atomic import atomic_write
     from ._validation import check_bool, check_int
@@ -208,6 +222,9 @@ def export(model, path, *, lengths=False, opset=DEFAULT_OPSET):
         if getattr(layer, "learn_initial_state", False):
             raise ValueError(f"export does not cover a learned initial state "
                              f"(learn_initial_state=True): {layer!r}")
+        if getattr(layer, "cell", None) in _OPENVINO_MISSES:
+            warnings.warn(f"{layer!r}: {_OPENVINO_MISSES[layer.cell]}; ONNX Runtime runs "
+                          f"the exported graph right", UserWarning, stacklevel=2)
         if getattr(layer, "mask_zero", False) and not lengths:
             raise ValueError("a model whose Embedding has mask_zero=True runs on the lengths of "
                              "its sequences: export it with lengths=True (and pass "

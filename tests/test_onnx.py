@@ -23,6 +23,7 @@ def random_lengths(rng, B, T):
     return lengths
 
 
+@pytest.mark.filterwarnings("ignore:.*OpenVINO")      # (what test_export_warns_... checks)
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("cell", CELLS)
@@ -83,6 +84,25 @@ def test_openvino_runs_the_export(tmp_path, rng):
                                        {"INFERENCE_PRECISION_HINT": "f32"})
     got = compiled({"x": x, "lengths": lengths.astype(np.int64)})[compiled.output("y")]
     np.testing.assert_allclose(got, model.predict(x, lengths=lengths), rtol=1e-4, atol=1e-5)
+
+
+def test_export_warns_of_what_openvino_runs_wrong(tmp_path, rng):
+    """OpenVINO ignores an LSTM node's peepholes and refuses LeakyRelu RNN nodes: export says
+    so (ONNX Runtime runs both right: test_recurrent_layers_equal_onnx_runtime)."""
+    for layer in (fastrnn.LSTM(3, 4, peepholes=True), fastrnn.RNN(3, 4, nonlinearity="leaky_relu")):
+        with pytest.warns(UserWarning, match="OpenVINO"):
+            export(layer, tmp_path / "m.onnx")
+    ov = pytest.importorskip("openvino")
+    model = fastrnn.Sequential([fastrnn.LSTM(3, 6, peepholes=True, seed=1)])
+    x = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    with pytest.warns(UserWarning):
+        export(model, tmp_path / "p.onnx")
+    compiled = ov.Core().compile_model(str(tmp_path / "p.onnx"), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled({"x": x})[compiled.output("y")]
+    model.layers[0].parameters()["weight_peephole_l0"][:] = 0
+    # what the warning says: OpenVINO's outputs are those without the peepholes
+    np.testing.assert_allclose(got, model.predict(x), rtol=1e-4, atol=1e-5)
 
 
 def test_what_export_refuses(tmp_path):
