@@ -9,11 +9,11 @@ PyTorch), and the names of a layer's parameters.
 from dataclasses import dataclass
 
 __all__ = ["Cell", "CELLS", "GATES", "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "RNN_LEAKY_RELU",
-           "LSTM_PEEPHOLE", "LEAKY_RELU_SLOPE", "cell_spec", "peephole_name",
+           "LSTM_PEEPHOLE", "GRU_RESET_BEFORE", "LEAKY_RELU_SLOPE", "cell_spec", "peephole_name",
            "parameter_names", "layer_parameter_names"]
 
 #: cell codes, as the compiled kernels know them
-RNN_TANH, RNN_RELU, LSTM, GRU, RNN_LEAKY_RELU, LSTM_PEEPHOLE = 0, 1, 2, 3, 4, 5
+RNN_TANH, RNN_RELU, LSTM, GRU, RNN_LEAKY_RELU, LSTM_PEEPHOLE, GRU_RESET_BEFORE = range(7)
 #: the negative slope of the leaky-relu RNN, ``act(a) = a if a > 0 else LEAKY_RELU_SLOPE * a``
 #: (PyTorch's ``LeakyReLU`` default; the same constant as ``FR_LEAKY_RELU_SLOPE`` in the kernels)
 LEAKY_RELU_SLOPE = 0.01
@@ -27,7 +27,7 @@ class Cell:
     ----------
     name : str
         ``"rnn_tanh"``, ``"rnn_relu"``, ``"rnn_leaky_relu"``, ``"lstm"``,
-        ``"lstm_peephole"`` or ``"gru"``.
+        ``"lstm_peephole"``, ``"gru"`` or ``"gru_reset_before"``.
     code : int
         The compiled kernels' code of the cell (``RNN_TANH`` ... ``GRU``).
     gate_names : tuple of str
@@ -47,12 +47,18 @@ class Cell:
     @property
     def has_gates(self):
         """True for the gated cells (LSTM, GRU), whose gate activations BPTT keeps."""
-        return self.code in (LSTM, GRU, LSTM_PEEPHOLE)
+        return self.code in (LSTM, GRU, LSTM_PEEPHOLE, GRU_RESET_BEFORE)
 
     @property
     def has_cell_state(self):
         """True for the LSTMs, whose state is ``(h, c)``."""
         return self.code in (LSTM, LSTM_PEEPHOLE)
+
+    @property
+    def is_gru(self):
+        """True for the GRUs (PyTorch's, whose reset gate multiplies ``h W_hn^T + b_hn``, and
+        Cho et al.'s, whose reset gate multiplies ``h`` before ``W_hn``)."""
+        return self.code in (GRU, GRU_RESET_BEFORE)
 
     @property
     def has_peepholes(self):
@@ -69,6 +75,7 @@ CELLS = {c.name: c for c in (
     Cell("gru", GRU, ("r", "z", "n")),
     Cell("rnn_leaky_relu", RNN_LEAKY_RELU, ("a",)),
     Cell("lstm_peephole", LSTM_PEEPHOLE, ("i", "f", "g", "o")),
+    Cell("gru_reset_before", GRU_RESET_BEFORE, ("r", "z", "n")),
 )}
 
 

@@ -31,9 +31,9 @@ DEFAULT_OPSET = 17
 
 #: PyTorch's gate blocks in ONNX's order
 _GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,), "rnn_relu": (0,),
-               "rnn_leaky_relu": (0,), "lstm_peephole": (0, 3, 1, 2)}
+               "rnn_leaky_relu": (0,), "lstm_peephole": (0, 3, 1, 2), "gru_reset_before": (1, 0, 2)}
 _OP = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN",
-       "rnn_leaky_relu": "RNN", "lstm_peephole": "LSTM"}
+       "rnn_leaky_relu": "RNN", "lstm_peephole": "LSTM", "gru_reset_before": "GRU"}
 #: the cells whose ONNX nodes OpenVINO (2026.4) does not run as the ONNX spec says
 _OPENVINO_MISSES = {
     "lstm_peephole": "OpenVINO ignores an ONNX LSTM node's peepholes (input P): there it gives "
@@ -107,8 +107,8 @@ def _add_recurrent(g, layer, x, seq_lens):
         extra["activations"] = [_RNN_ACTIVATION[layer.cell]] * D
         if layer.cell == "rnn_leaky_relu":
             extra["activation_alpha"] = [LEAKY_RELU_SLOPE] * D
-    if layer.cell == "gru":
-        extra["linear_before_reset"] = 1
+    if layer.cell in ("gru", "gru_reset_before"):   # (PyTorch's GRU: 1; Cho et al.'s: 0)
+        extra["linear_before_reset"] = int(layer.cell == "gru")
     reshape_seq = g.const("shape_t_b_dh", np.array([0, 0, D * H], np.int64))
     n_out = 3 if layer.cell.startswith("lstm") else 2
     for index in range(layer.num_layers):

@@ -29,6 +29,8 @@ def make_layer(cell, input_size, hidden_size, **kwargs):
         return fastrnn.RNN(input_size, hidden_size, nonlinearity=cell[4:], **kwargs)
     if cell == "lstm_peephole":
         return fastrnn.LSTM(input_size, hidden_size, peepholes=True, **kwargs)
+    if cell == "gru_reset_before":
+        return fastrnn.GRU(input_size, hidden_size, reset_after=False, **kwargs)
     return {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell](input_size, hidden_size, **kwargs)
 
 

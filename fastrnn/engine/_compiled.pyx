@@ -46,6 +46,7 @@ cdef extern from "fr_kernels.h" nogil:
         FR_GRU
         FR_RNN_LEAKY_RELU
         FR_LSTM_PEEPHOLE
+        FR_GRU_RESET_BEFORE
     double FR_LEAKY_RELU_SLOPE
     ctypedef Py_ssize_t fr_idx
     ctypedef struct fr_kernels_t:
@@ -122,7 +123,8 @@ cdef extern from "fr_kernels.h" nogil:
 
 #: the cell codes of the kernels, for the check against ``fastrnn.cell_table``
 CELL_CODES = {"rnn_tanh": FR_RNN_TANH, "rnn_relu": FR_RNN_RELU, "lstm": FR_LSTM, "gru": FR_GRU,
-              "rnn_leaky_relu": FR_RNN_LEAKY_RELU, "lstm_peephole": FR_LSTM_PEEPHOLE}
+              "rnn_leaky_relu": FR_RNN_LEAKY_RELU, "lstm_peephole": FR_LSTM_PEEPHOLE,
+              "gru_reset_before": FR_GRU_RESET_BEFORE}
 #: the kernels' negative slope of the leaky-relu RNN, for the check against the cell table
 LEAKY_RELU_SLOPE = FR_LEAKY_RELU_SLOPE
 

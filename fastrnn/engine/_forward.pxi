@@ -108,12 +108,12 @@ cdef void _step_item(
             for k in range(G):
                 for j in range(nj):
                     rr[k * nj + j] = bx[k * H + u0 + j]
-            if cell == FR_GRU:
+            if _is_gru(cell):
                 for j in range(nj):
                     rr[2 * nj + j] = bhn[u0 + j]
                 for j in range(nj):
                     rr[3 * nj + j] = bx[2 * H + u0 + j]
-        if cell == FR_GRU:
+        if _is_gru(cell):
             _gemm_acc(kt, na, 2 * nj, Kx, xin, Kx, wx1, rec, ldr)
             _gemm_acc(kt, na, nj, Kx, xin, Kx, wx2, rec + 3 * nj, ldr)
         else:
@@ -124,7 +124,7 @@ cdef void _step_item(
         t = (L - 1 - s) if reverse else s
         xr = xp + ((xrow[b] if xrow != NULL else b * T) + t) * LX
         rr = rec + r * ldr
-        if cell == FR_GRU:
+        if _is_gru(cell):
             for j in range(nj):
                 rr[j] = xr[u0 + j] + bx[u0 + j]
             for j in range(nj):
@@ -145,7 +145,14 @@ cdef void _step_item(
             for j in range(H):
                 hm[r * H + j] = cur[r * H + j] * hmask[b * H + j]
         hr = hm
-    if mode == 0:
+    if cell == FR_GRU_RESET_BEFORE:
+        _reset_before_gemms(kt, na, H, hr, whh, mode, rec, ldr)
+        if store:
+            for r in range(na):
+                b = order[p0 + r]
+                t = (lengths[b] - 1 - s) if reverse else s
+                memcpy(whn + (b * T + t) * H, rec + r * ldr + 4 * H, H * sizeof(floating))
+    elif mode == 0:
         _gemm_acc(kt, na, N, H, hr, H, whh, rec, ldr)
     else:
         # per gate k: rows k*H + u0 .. k*H + u0 + nj of W_hh feed rec columns k*nj ..
@@ -179,6 +186,34 @@ cdef void _step_item(
                 memcpy(cN + b * H + u0, cst + r * H + u0, nj * sizeof(floating))
 
 
+cdef inline void _reset_before_gemms(const fr_kernels_t* kt, Py_ssize_t na, Py_ssize_t H,
+                                     const floating* hr,   # IN  (na, H) W_hh's operand
+                                     const floating* whh, int mode,
+                                     floating* rec, Py_ssize_t ldr) noexcept nogil:
+    """The recurrent GEMMs of the reset-before GRU (all H units in one block): its r and z
+    columns from ``hr``, then ``r * hr`` (into the fifth slot of each ``rec`` row, which the
+    training forward keeps) times W_hn into the n slot.  ``whh``: mode 0 the r, z panels
+    then the n panels (:func:`_pack_unit_block`); mode 1 weight_hh as given."""
+    cdef Py_ssize_t r, j
+    cdef floating* rr
+    if mode == 0:
+        _gemm_acc(kt, na, 2 * H, H, hr, H, whh, rec, ldr)
+    else:
+        for j in range(2):
+            _dot_gemm_acc(kt, na, H, H, hr, H, whh + j * H * H, H, rec + j * H, ldr)
+    for r in range(na):
+        rr = rec + r * ldr
+        _sigmoid_arr(kt, rr, rr + 4 * H, H)
+        for j in range(H):
+            rr[4 * H + j] *= hr[r * H + j]
+    if mode == 0:
+        _gemm_acc(kt, na, H, H, rec + 4 * H, ldr, whh + _packed_size(kt, H, 2 * H,
+                                                                       sizeof(floating)),
+                  rec + 2 * H, ldr)
+    else:
+        _dot_gemm_acc(kt, na, H, H, rec + 4 * H, ldr, whh + 2 * H * H, H, rec + 2 * H, ldr)
+
+
 cdef inline Py_ssize_t _active(Py_ssize_t na, Py_ssize_t s, Py_ssize_t p0,
                                const int64_t* order, const int64_t* lengths) noexcept nogil:
     """Shrink the active prefix of a length-sorted block to the rows with length > s."""
@@ -187,13 +222,22 @@ cdef inline Py_ssize_t _active(Py_ssize_t na, Py_ssize_t s, Py_ssize_t p0,
     return na
 
 
-cdef inline void _pack_unit_block(const fr_kernels_t* kt, const floating* w_src, Py_ssize_t H,
-                                  Py_ssize_t G, const int64_t* ublk, Py_ssize_t w,
-                                  floating* whh) noexcept nogil:   # OUT its block of whh
+cdef inline void _pack_unit_block(const fr_kernels_t* kt, int cell, const floating* w_src,
+                                  Py_ssize_t H, Py_ssize_t G, const int64_t* ublk,
+                                  Py_ssize_t w, floating* whh,   # OUT its block of whh
+                                  Py_ssize_t pfirst=0, Py_ssize_t pstep=1) noexcept nogil:
     """Pack unit block ``w`` of W_hh (rows of its units in every gate) into its place in the
-    array of separately packed blocks."""
-    _pack_panels(kt, w_src, H, G, H, ublk[w], ublk[w + 1] - ublk[w],
-                 whh + _block_offset(kt, H, G, ublk[w], ublk[1], sizeof(floating)))
+    array of separately packed blocks (only panels pfirst, pfirst + pstep, ...).  The
+    reset-before GRU (one block of all units) packs its r, z rows and its n rows apart: its
+    step multiplies them by different operands."""
+    cdef Py_ssize_t u0 = ublk[w], nj = ublk[w + 1] - ublk[w]
+    cdef floating* out = whh + w * _hh_block_size(kt, cell, H, G, ublk[1], sizeof(floating))
+    if cell == FR_GRU_RESET_BEFORE:
+        _pack_panels(kt, w_src, H, 2, H, u0, nj, out, pfirst, pstep)
+        _pack_panels(kt, w_src + 2 * H * H, H, 1, H, u0, nj,
+                     out + _packed_size(kt, H, 2 * nj, sizeof(floating)), pfirst, pstep)
+    else:
+        _pack_panels(kt, w_src, H, G, H, u0, nj, out, pfirst, pstep)
 
 
 cdef struct _InStep:
@@ -225,10 +269,10 @@ cdef inline void _pack_input_block(const fr_kernels_t* kt, int cell, const float
     (GRU: r and z; its n in ``wx2``, added to its own slot), blocks packed separately;
     only panels pfirst, pfirst + pstep, ..."""
     cdef Py_ssize_t u0 = ublk[w], nj = ublk[w + 1] - ublk[w]
-    cdef Py_ssize_t n1 = 2 if cell == FR_GRU else G
+    cdef Py_ssize_t n1 = 2 if _is_gru(cell) else G
     _pack_panels(kt, w_ih, K, n1, H, u0, nj,
                  wx1 + _block_offset(kt, K, n1, u0, ublk[1], sizeof(floating)), pfirst, pstep)
-    if cell == FR_GRU:
+    if _is_gru(cell):
         _pack_panels(kt, w_ih + 2 * H * K, K, 1, H, u0, nj,
                      wx2 + _block_offset(kt, K, 1, u0, ublk[1], sizeof(floating)), pfirst,
                      pstep)
@@ -270,7 +314,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
     projects its rows' input itself (W_ih packed first when ``xs.w_ih`` is given)."""
     cdef Py_ssize_t w, s, bi, uj, p0, na, u0, nj, nitems = nb * nu
     cdef Py_ssize_t Kx = xs.K if xs != NULL else 0
-    cdef Py_ssize_t n1 = 2 if cell == FR_GRU else G
+    cdef Py_ssize_t n1 = 2 if _is_gru(cell) else G
     cdef floating* xin = NULL
     cdef const floating* hmask = <const floating*>rd.mask if rd != NULL else NULL
     cdef floating* hm = NULL
@@ -290,10 +334,10 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
         if nu > 1:
             w = tid
             while w < nu:
-                _pack_unit_block(kt, w_src, H, G, ublk, w, <floating*>whh)
+                _pack_unit_block(kt, cell, w_src, H, G, ublk, w, <floating*>whh)
                 w += nth
         else:
-            _pack_panels(kt, w_src, H, G, H, 0, H, <floating*>whh, tid, nth)
+            _pack_unit_block(kt, cell, w_src, H, G, ublk, 0, <floating*>whh, tid, nth)
     if xs != NULL and xs.w_ih != NULL:
         w = tid if nu > 1 else 0
         while w < nu:
@@ -305,7 +349,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
         fr_barrier_wait(bar, nth, &me)
     if xs != NULL:
         wx1 = <const floating*>xs.wx1
-        wx2 = <const floating*>xs.wx2 if cell == FR_GRU else NULL
+        wx2 = <const floating*>xs.wx2 if _is_gru(cell) else NULL
     if nu == 1:
         # independent batch blocks: each runs its own time loop, no synchronisation
         w = fr_claim(next_item)
@@ -341,7 +385,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                     nj = ublk[uj + 1] - u0
                     cur = hbuf + (s & 1) * BH + p0 * H
                     nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
-                    wblk = (whh + _block_offset(kt, H, G, u0, ublk[1], sizeof(floating))
+                    wblk = (whh + uj * _hh_block_size(kt, cell, H, G, ublk[1], sizeof(floating))
                             if mode == 0 else whh)
                     if xs != NULL:
                         xin = _gather_inputs(xs, w, reverse, s, T, p0, na, order, lengths, cur)
@@ -454,12 +498,12 @@ cdef int _check_index(cnp.ndarray a, str name, Py_ssize_t n, Py_ssize_t lo,
     return 0
 
 
-cdef Py_ssize_t _hh_packed_size(const fr_kernels_t* kt, Py_ssize_t H, Py_ssize_t G,
+cdef Py_ssize_t _hh_packed_size(const fr_kernels_t* kt, int cell, Py_ssize_t H, Py_ssize_t G,
                                 cnp.ndarray ublk_arr, Py_ssize_t elsize):
     """Elements of W_hh packed as the unit blocks ``ublk_arr`` (each block separately)."""
     cdef const int64_t* ublk = <const int64_t*>_ptr(ublk_arr)
     cdef Py_ssize_t nu = cnp.PyArray_DIM(ublk_arr, 0) - 1
-    return nu * _packed_size(kt, H, G * (ublk[1] - ublk[0]), elsize)
+    return nu * _hh_block_size(kt, cell, H, G, ublk[1] - ublk[0], elsize)
 
 
 cdef Py_ssize_t _in_packed_size(const fr_kernels_t* kt, Py_ssize_t K, Py_ssize_t n,
@@ -482,7 +526,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef Py_ssize_t B = cnp.PyArray_DIM(x, 0), T = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t I = cnp.PyArray_DIM(x, 2)
     cdef Py_ssize_t H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
-    cdef Py_ssize_t G = 4 if _has_c(cell) else (3 if cell == FR_GRU else 1)
+    cdef Py_ssize_t G = 4 if _has_c(cell) else (3 if _is_gru(cell) else 1)
     cdef Py_ssize_t GH = G * H, BH = B * H, BT = B * T
     cdef Py_ssize_t layer, d, idx, i, p, b, tmax, rows, max_nj, ldr, step, I_l
     cdef Py_ssize_t nitems, LX, GHp
@@ -519,7 +563,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef _RecDropout rdrop
     cdef _RecDropout* rd_p = NULL
     cdef const floating* peep_p = NULL
-    cdef Py_ssize_t Kmax = max(I, D * H), n1 = 2 if cell == FR_GRU else G
+    cdef Py_ssize_t Kmax = max(I, D * H), n1 = 2 if _is_gru(cell) else G
 
     # cheap guards against memory errors (the layers validate, the planner plans beforehand)
     for layer in range(L):
@@ -575,7 +619,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                            _packed_size(kt, I_l, GH, sizeof(floating)), 0, 0, floating is double)
             if packed_hh is not None:
                 _check_arr(packed_hh[idx], f"packed w_hh[{idx}]", 1,
-                           _hh_packed_size(kt, H, G, ublk_arr, sizeof(floating)), 0, 0,
+                           _hh_packed_size(kt, cell, H, G, ublk_arr, sizeof(floating)), 0, 0,
                            floating is double)
             if packed_ihb is not None:
                 _check_arr(packed_ihb[2 * idx], f"packed input blocks [{2 * idx}]", 1,
@@ -583,7 +627,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                            floating is double)
                 _check_arr(packed_ihb[2 * idx + 1], f"packed input blocks [{2 * idx + 1}]", 1,
                            _in_packed_size(kt, I_l, 1, ublk_arr, sizeof(floating))
-                           if cell == FR_GRU else 1, 0, 0, floating is double)
+                           if _is_gru(cell) else 1, 0, 0, floating is double)
     lens = <int64_t*>_ptr(lengths)
     order = <int64_t*>_ptr(order_arr)
     bblk_p = <int64_t*>_ptr(bblk_arr)
@@ -596,7 +640,9 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
         rows = max(rows, bblk_p[i + 1] - bblk_p[i])
     step = ublk_p[1] - ublk_p[0]          # every unit block but the last is this wide
     max_nj = step
-    ldr = (G + (1 if cell == FR_GRU else 0)) * max_nj
+    # rec rows: the gates (GRUs: a fourth slot, x's part of n; the reset-before GRU: a fifth,
+    # r * h_prev)
+    ldr = (G + (1 if _is_gru(cell) else 0) + (1 if cell == FR_GRU_RESET_BEFORE else 0)) * max_nj
     ldr = ((ldr + 15) // 16) * 16         # scratch rows start on 64-byte lines
     nitems = nb * nu
     h_n = _new(3, L * D, B, H, 0, typenum, False)
@@ -605,7 +651,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     hbuf = _new(1, 2 * BH, 0, 0, 0, typenum, False)
     cbuf = _new(1, BH if BH > 0 else 1, 0, 0, 0, typenum, False)
     scratch = _new(1, nitems * rows * ldr, 0, 0, 0, typenum, False)
-    wpk = (_new(1, _hh_packed_size(kt, H, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
+    wpk = (_new(1, _hh_packed_size(kt, cell, H, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
                 False) if mode == 0 and packed_hh is None else None)
     wpi = (_new(1, _packed_size(kt, Kmax, GH, sizeof(floating)), 0, 0, 0, typenum,
                 False) if packed_ih is None and not in_step else None)
@@ -622,7 +668,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             wx1 = _new(1, _in_packed_size(kt, Kmax, n1, ublk_arr, sizeof(floating)), 0, 0, 0,
                        typenum, False)
             wx2 = _new(1, _in_packed_size(kt, Kmax, 1, ublk_arr, sizeof(floating))
-                       if cell == FR_GRU else 1, 0, 0, 0, typenum, False)
+                       if _is_gru(cell) else 1, 0, 0, 0, typenum, False)
         xs_p = &xs
     # variable lengths: the input projection only covers valid steps; sequence b's rows are
     # compacted to xc[xrow[b] : xrow[b] + lens[b]] (one copy of the layer input, then one GEMM)
@@ -649,7 +695,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     ws = None
     if training:
         ws = {"outputs": [], "gates": [] if _has_gates(cell) else None,
-              "c": [] if _has_c(cell) else None, "hn": [] if cell == FR_GRU else None,
+              "c": [] if _has_c(cell) else None, "hn": [] if _is_gru(cell) else None,
               "lengths": lengths, "layer_masks": layer_masks,
               "recurrent_masks": recurrent_masks}
     inp = x
@@ -673,7 +719,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                 a = _new(4, D, B, T, H, typenum, partial)
                 ws["c"].append(a)
                 wc_p = <floating*>_ptr(a)
-            if cell == FR_GRU:
+            if _is_gru(cell):
                 a = _new(4, D, B, T, H, typenum, partial)
                 ws["hn"].append(a)
                 whn_p = <floating*>_ptr(a)
@@ -801,7 +847,7 @@ cdef object _pack_weights_impl(floating tag, int cell, list w_ih, list w_hh, Py_
     cdef Py_ssize_t idx, w, K, GH, H
     cdef const floating* src
     cdef floating* dst
-    cdef Py_ssize_t n1 = 2 if cell == FR_GRU else G
+    cdef Py_ssize_t n1 = 2 if _is_gru(cell) else G
     ih = [] if input_weights else None
     hh = [] if recurrent_weights else None
     ihb = [] if input_blocks else None
@@ -820,13 +866,13 @@ cdef object _pack_weights_impl(floating tag, int cell, list w_ih, list w_hh, Py_
         _check_index(ublk_arr, "unit blocks", nu + 1, 0, H)
     for idx in range(len(w_hh) if recurrent_weights else 0):
         _check_arr(w_hh[idx], f"w_hh[{idx}]", 2, G * H, H, 0, floating is double)
-        out = _new(1, _hh_packed_size(kt, H, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
+        out = _new(1, _hh_packed_size(kt, cell, H, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
                    False)
         src = <const floating*>_ptr(w_hh[idx])
         dst = <floating*>_ptr(out)
         with nogil:
             for w in range(nu):
-                _pack_unit_block(kt, src, H, G, ublk, w, dst)
+                _pack_unit_block(kt, cell, src, H, G, ublk, w, dst)
         hh.append(out)
     if input_blocks and w_hh:
         H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
@@ -837,7 +883,7 @@ cdef object _pack_weights_impl(floating tag, int cell, list w_ih, list w_hh, Py_
         out = _new(1, _in_packed_size(kt, K, n1, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
                    False)
         out2 = _new(1, _in_packed_size(kt, K, 1, ublk_arr, sizeof(floating))
-                    if cell == FR_GRU else 1, 0, 0, 0, typenum, False)
+                    if _is_gru(cell) else 1, 0, 0, 0, typenum, False)
         src = <const floating*>_ptr(w_ih[idx])
         dst = <floating*>_ptr(out)
         dst2 = <floating*>_ptr(out2)
@@ -850,7 +896,7 @@ cdef object _pack_weights_impl(floating tag, int cell, list w_ih, list w_hh, Py_
 
 def pack_forward_weights(list w_ih, list w_hh, Py_ssize_t gates, cnp.ndarray unit_blocks not None,
                          bint input_weights=True, bint recurrent_weights=True,
-                         bint input_blocks=False):
+                         bint input_blocks=False, int cell=-1):
     """Pack the weights of a stacked forward once, for many ``forward_stack`` calls.
 
     ``w_ih``, ``w_hh``: as for ``forward_stack`` (all of one dtype); W_hh is packed as the
@@ -860,11 +906,13 @@ def pack_forward_weights(list w_ih, list w_hh, Py_ssize_t gates, cnp.ndarray uni
     second).  Returns ``(isa, unit blocks, packed w_ih list, packed w_hh list, input blocks
     list)`` (None where not asked for), to be passed as ``forward_stack(..., packed=...)``: the
     kernels of ``isa`` are the ones it fits, and a call with other unit blocks or in mode 1
-    packs what it lacks itself.
+    packs what it lacks itself.  ``cell``: the cell's code (default: the plain cell of
+    ``gates`` gates; the reset-before GRU packs W_hh differently).
     """
     if not w_ih or len(w_hh) != len(w_ih):
         raise ValueError("one weight per layer and direction expected")
-    cdef int cell = FR_GRU if gates == 3 else (FR_LSTM if gates == 4 else FR_RNN_TANH)
+    if cell < 0:                # the cell's packing follows from its gates but for one GRU
+        cell = FR_GRU if gates == 3 else (FR_LSTM if gates == 4 else FR_RNN_TANH)
     if cnp.PyArray_TYPE(<cnp.ndarray>w_ih[0]) == cnp.NPY_FLOAT64:
         return _pack_weights_impl(<double>0, cell, w_ih, w_hh, gates, unit_blocks,
                                   input_weights, recurrent_weights, input_blocks)

@@ -143,6 +143,15 @@ cdef inline void _pack_rows(const fr_kernels_t* kt, const floating* B, Py_ssize_
         kt.pack_rows_d(B, ldb, K, N, out, pfirst, pstep)
 
 
+cdef inline void _sigmoid_arr(const fr_kernels_t* kt, const floating* x, floating* out,
+                              Py_ssize_t n) noexcept nogil:
+    """out = the engine's sigmoid of x (n elements)."""
+    if floating is float:
+        kt.sigmoid_f(x, out, n)
+    else:
+        kt.sigmoid_d(x, out, n)
+
+
 cdef inline bint _has_c(int cell) noexcept nogil:
     """True for the cells whose state is (h, c): the LSTMs."""
     return cell == FR_LSTM or cell == FR_LSTM_PEEPHOLE
@@ -150,7 +159,22 @@ cdef inline bint _has_c(int cell) noexcept nogil:
 
 cdef inline bint _has_gates(int cell) noexcept nogil:
     """True for the gated cells, whose gate activations the training forward keeps."""
-    return cell == FR_LSTM or cell == FR_GRU or cell == FR_LSTM_PEEPHOLE
+    return _has_c(cell) or _is_gru(cell)
+
+
+cdef inline bint _is_gru(int cell) noexcept nogil:
+    """True for the GRUs: rec rows of 4 slots (r, z, the n slot of h, the n slot of x)."""
+    return cell == FR_GRU or cell == FR_GRU_RESET_BEFORE
+
+
+cdef inline Py_ssize_t _hh_block_size(const fr_kernels_t* kt, int cell, Py_ssize_t H,
+                                      Py_ssize_t G, Py_ssize_t step,
+                                      Py_ssize_t elsize) noexcept nogil:
+    """Elements of one packed unit block of W_hh (the reset-before GRU: its r, z panels and
+    its n panels apart)."""
+    if cell == FR_GRU_RESET_BEFORE:
+        return _packed_size(kt, H, 2 * step, elsize) + _packed_size(kt, H, step, elsize)
+    return _packed_size(kt, H, G * step, elsize)
 
 
 cdef inline void _gates(const fr_kernels_t* kt, int cell, floating* rec, Py_ssize_t nj,

@@ -43,7 +43,7 @@ cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell,
     cdef const floating* inp = x
     cdef unsigned long csr = fr_ftz_enter()
     fr_member_init(&me)
-    n1 = 2 if cell == FR_GRU else G
+    n1 = 2 if _is_gru(cell) else G
     for l in range(L):
         I_l = I if l == 0 else H
         w = tid
@@ -52,8 +52,9 @@ cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell,
             nj = ublk[w + 1] - u0
             _step_item(kt, cell, False, 0, 1, H, G, 0, B, u0, nj, NULL, 0,
                        <const floating*>bx[l], <const floating*>bhn[l],
-                       <const floating*>whh[l] + _block_offset(kt, H, G, u0, ublk[1],
-                                                               sizeof(floating)), 0, order, ones,
+                       <const floating*>whh[l] + w * _hh_block_size(kt, cell, H, G, ublk[1],
+                                                                    sizeof(floating)),
+                       0, order, ones,
                        h + l * B * H, hs, c_out + l * B * H, h_out + l * B * H, H,
                        h_out + l * B * H, cs, rec + w * rec_stride, ldr, False, NULL, NULL, NULL,
                        inp, I_l,
@@ -61,7 +62,7 @@ cdef void _stack_step_worker(const fr_kernels_t* kt, int tid, int nth, int cell,
                                                                 sizeof(floating)),
                        <const floating*>wih2[l] + _block_offset(kt, I_l, 1, u0, ublk[1],
                                                                 sizeof(floating))
-                       if cell == FR_GRU else NULL, NULL, NULL, NULL,
+                       if _is_gru(cell) else NULL, NULL, NULL, NULL,
                        <const floating*>peep[l])
             w += nth
         if l == L - 1:
@@ -131,7 +132,7 @@ cdef class StepKernel:
         self._kt = g_kt           # the weights are packed for these kernels
         self.isa = isa()
         self.cell = cell
-        G = self.gates = 4 if _has_c(cell) else (3 if cell == FR_GRU else 1)
+        G = self.gates = 4 if _has_c(cell) else (3 if _is_gru(cell) else 1)
         self.num_layers = len(w_ih)
         if not 1 <= self.num_layers <= 64:
             raise ValueError("num_layers must be in 1..64")
@@ -147,11 +148,15 @@ cdef class StepKernel:
             raise ValueError(f"unit blocks {bounds} do not split {H} units into equal blocks")
         self._ublk = np.array(bounds, dtype=np.int64)
         self.unit_blocks = len(bounds) - 1
-        self._ldr = (G + (1 if cell == FR_GRU else 0)) * (bounds[1] - bounds[0])
+        self._ldr = (G + (1 if _is_gru(cell) else 0) + (1 if cell == FR_GRU_RESET_BEFORE else 0)
+                     ) * (bounds[1] - bounds[0])
+        if cell == FR_GRU_RESET_BEFORE and nb != 1:
+            raise ValueError("the reset-before GRU runs its units in one block")
         wi = [np.ascontiguousarray(w, dtype=self.dtype) for w in w_ih]
         wh = [np.ascontiguousarray(w, dtype=self.dtype) for w in w_hh]
         # W_hh and W_ih in unit blocks, as the forward's steps read them
-        _, _, _, p_hh, p_ih = pack_forward_weights(wi, wh, G, self._ublk, False, True, True)
+        _, _, _, p_hh, p_ih = pack_forward_weights(wi, wh, G, self._ublk, False, True, True,
+                                                   cell)
         self._keep = p_hh + p_ih
         for l in range(self.num_layers):
             b1 = np.ascontiguousarray(bx[l], dtype=self.dtype)

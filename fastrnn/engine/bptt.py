@@ -57,8 +57,8 @@ Gradient clipping lives in :mod:`fastrnn.optim` (``clip_grad_norm``, ``clip_grad
 """
 import numpy as np
 
-from ..cell_table import (GRU, LEAKY_RELU_SLOPE, RNN_LEAKY_RELU, RNN_RELU, cell_spec,
-                          parameter_names, peephole_name)
+from ..cell_table import (GRU, GRU_RESET_BEFORE, LEAKY_RELU_SLOPE, RNN_LEAKY_RELU, RNN_RELU,
+                          cell_spec, parameter_names, peephole_name)
 from . import _compiled, plan, runtime
 from .gemm import SWAP_MAX_N, matmul
 
@@ -256,9 +256,17 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
             [y3[:, :, d * H:(d + 1) * H] * rmask[d][:, None, :] for d in range(D)], axis=2)
         sfx = [parameter_names(layer, d)[0][len("weight_ih"):] for d in range(D)]
         wl = [np.ascontiguousarray(weights["weight_hh" + s], dtype=dtype) for s in sfx]
-        wpk = np.empty((D, _compiled.packed_size(GH, H, dtype)), dtype=dtype)
-        for d in range(D):
-            _compiled.pack_rows(wl[d], wpk[d])         # W_hh as (GH, H) panels
+        if code == GRU_RESET_BEFORE:    # W_hr, W_hz panels, then W_hn's (two GEMMs a step)
+            split = _compiled.packed_size(2 * H, H, dtype)
+            wpk = np.empty((D, split + _compiled.packed_size(H, H, dtype)), dtype=dtype)
+            for d in range(D):
+                _compiled.pack_rows(np.ascontiguousarray(wl[d][:2 * H]), wpk[d, :split])
+                _compiled.pack_rows(np.ascontiguousarray(wl[d][2 * H:]), wpk[d, split:])
+        else:
+            split = 0
+            wpk = np.empty((D, _compiled.packed_size(GH, H, dtype)), dtype=dtype)
+            for d in range(D):
+                _compiled.pack_rows(wl[d], wpk[d])     # W_hh as (GH, H) panels
         da = np.empty((B, T, D * GH), dtype=dtype)      # the kernels zero the unused steps
         dah = np.empty((B, T, D * GH), dtype=dtype) if code == GRU else da
         dbias = np.empty((len(items), GH if code != GRU else 4 * H), dtype=np.float64)
@@ -270,7 +278,7 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
             outputs=y3,
             gates=ws["gates"][layer] if spec.has_gates else absent(D, B, T),
             cells=ws["c"][layer] if has_c else absent(D, B, T),
-            hn=ws["hn"][layer] if code == GRU else absent(D, B, T),
+            hn=ws["hn"][layer] if spec.is_gru else absent(D, B, T),
             init=c_(init_all[sl]) if init_all is not None else absent(D, B),
             has_init=init_all is not None,
             dy=dout if dout is not None else absent(B, T), has_dy=dout is not None,
@@ -281,6 +289,7 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
             rmask=rmask if rmask is not None else absent(D, B), has_rmask=rmask is not None,
             peep=(np.stack([c_(weights[peephole_name(layer, d)]) for d in range(D)])
                   if spec.has_peepholes else absent(D)),
+            w_split=split,
             da=da, dah=dah, dh0=dh0[sl], dc0=dc0[sl] if has_c else absent(D, B),
             dbias=dbias, dpeep=dpeep)
         _run_items(kernel, items, cfg, item_threads)
@@ -313,6 +322,13 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
             if code == GRU:
                 grads["weight_ih" + s] = dwih[d * GH:(d + 1) * GH]
                 grads["weight_hh" + s] = _dw_hh(dah, y3r, d, D, H, GH, h0d, lengths)
+            elif code == GRU_RESET_BEFORE:    # W_hn reads r * h_{t-1}, kept in "hn"
+                dad = da2[:, d * GH:(d + 1) * GH]
+                grads["weight_ih" + s] = matmul(dad, x2, trans_a=True)
+                dw = _dw_hh(da, y3r, d, D, H, GH, h0d, lengths)
+                dw[2 * H:] = matmul(np.ascontiguousarray(dad[:, 2 * H:]),
+                                    ws["hn"][layer][d].reshape(B * T, H), trans_a=True)
+                grads["weight_hh" + s] = dw
             else:
                 grads["weight_ih" + s], grads["weight_hh" + s] = _dw_ih_hh(
                     da, x2, y3r, d, D, H, GH, h0d, lengths)
@@ -353,7 +369,7 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
     ws = {"cell": cell, "num_layers": L, "num_directions": D, "hidden_size": H,
           "lengths": lengths, "x": x, "h0": h0, "c0": c0 if spec.has_cell_state else None,
           "outputs": [], "gates": [] if spec.has_gates else None,
-          "c": [] if spec.has_cell_state else None, "hn": [] if code == GRU else None}
+          "c": [] if spec.has_cell_state else None, "hn": [] if spec.is_gru else None}
     for layer in range(L):
         out = np.zeros((B, T, D * H), dtype=dtype)
         gates = np.zeros((D, B, T, G * H), dtype=dtype)
@@ -369,7 +385,7 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
                     h_new = o * tanh_c
                     # c_t from c' = f c + i g (the reference keeps tanh(c') only)
                     cs[d, active, t] = f * c_prev + i * g
-                else:
+                else:           # (GRUs: hn keeps h W_hn^T + b_hn, or r * h for reset-before)
                     _, h_prev, _, _, r, z, n, h_n = cc
                     gates[d, active, t] = np.concatenate([r, z, n], axis=1)
                     hn[d, active, t] = h_n
@@ -380,7 +396,7 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
             ws["gates"].append(gates)
         if spec.has_cell_state:
             ws["c"].append(cs)
-        if code == GRU:
+        if spec.is_gru:
             ws["hn"].append(hn)
     return ws
 

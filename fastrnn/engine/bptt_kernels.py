@@ -21,7 +21,8 @@ from llvmlite import ir
 from numba import types
 from numba.core.extending import intrinsic, register_jitable
 
-from ..cell_table import GRU, LSTM, LSTM_PEEPHOLE, RNN_LEAKY_RELU, RNN_RELU, RNN_TANH
+from ..cell_table import (GRU, GRU_RESET_BEFORE, LSTM, LSTM_PEEPHOLE, RNN_LEAKY_RELU, RNN_RELU,
+                          RNN_TANH)
 from . import _compiled
 
 for _name, _address in _compiled.bptt_symbols().items():
@@ -82,7 +83,7 @@ def _prefetch(a, write):
 BpttConfig = namedtuple("BpttConfig", [
     "one", "H", "GH", "relu", "slope", "order", "lengths",
     "outputs", "gates", "cells", "hn", "init", "has_init", "dy", "has_dy", "dh_n", "dc_n",
-    "w_packed", "is32", "gemm_threads", "zeros", "rmask", "has_rmask", "peep",
+    "w_packed", "is32", "gemm_threads", "zeros", "rmask", "has_rmask", "peep", "w_split",
     "da", "dah", "dh0", "dc0", "dbias", "dpeep",
 ])
 BpttConfig.__doc__ = """Everything one layer's BPTT kernel reads and writes.
@@ -116,6 +117,9 @@ rmask, has_rmask
     comes back through W_hh is multiplied by them); without them, not read.
 peep
     (D, 3H) the peephole LSTM's peephole weights ``p_i, p_f, p_o`` ((D, 0) for other cells).
+w_split
+    The reset-before GRU: where in ``w_packed[d]`` its W_hn panels start (its W_hr, W_hz
+    panels come first); 0 for the other cells.
 da, dah, dh0, dc0, dbias
     OUT: (B, T, D*GH) the gate pre-activation gradients; the GRU's recurrent-side ones (``da``
     itself for the other cells); (D, B, H) the gradients on h0 and c0; float64 (items, GH, or
@@ -361,7 +365,7 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
     @_jit(fastmath=_FAST, error_model="numpy")
     def kernel(items, one, H, GH, relu, slope, order, lengths,
                outputs, gates, cells, hn, init, has_init, dy, has_dy, dh_n, dc_n,
-               w_packed, is32, gemm_threads, zeros, rmask, has_rmask, peep,
+               w_packed, is32, gemm_threads, zeros, rmask, has_rmask, peep, w_split,
                da, dah, dh0, dc0, dbias, dpeep):
         csr = _ext_ftz_on()          # denormals flushed to zero, as in the forward
         for w in range(items.shape[0]):
@@ -444,12 +448,97 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
     return kernel
 
 
+@_jit(fastmath=_FAST, error_model="numpy")
+def _gru_reset_before_kernel(items, one, H, GH, relu, slope, order, lengths,
+                             outputs, gates, cells, hn, init, has_init, dy, has_dy, dh_n, dc_n,
+                             w_packed, is32, gemm_threads, zeros, rmask, has_rmask, peep,
+                             w_split, da, dah, dh0, dc0, dbias, dpeep):
+    """BPTT of the reset-before GRU (``n = tanh(x_n + (r * h) W_hn^T + b_hn)``): two GEMMs a
+    step, as the reset gate sits between ``W_hn`` and ``h``. ``dn`` first gives
+    ``d(r * h) = dn W_hn``, which ``dr`` needs; then ``[dr, dz] [W_hr; W_hz]`` and
+    ``d(r * h) * r`` reach ``h_{t-1}`` (through the recurrent dropout mask), and ``dh * z``
+    directly. ``da`` takes ``[dr, dz, dn]`` (the recurrent side's too); the caller forms
+    ``dW_hn`` from the kept ``r * h_{t-1}`` (``hn``)."""
+    csr = _ext_ftz_on()
+    for w in range(items.shape[0]):
+        d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
+        acc = dbias[slot]
+        acc[:] = 0
+        n = p1 - p0
+        rev = d == 1
+        xo, ho = d * GH, d * H
+        dhb = np.empty(n * H, dtype=da.dtype)      # dh of each row
+        gb = np.empty(n * H, dtype=da.dtype)       # the step's dh + dy
+        dnb = np.empty(n * H, dtype=da.dtype)      # dn: the first GEMM's operand
+        drh = np.empty(n * H, dtype=da.dtype)      # d(r * h) = dn W_hn
+        drz = np.empty(n * 2 * H, dtype=da.dtype)  # [dr, dz]: the second GEMM's operand
+        lens = np.empty(n, dtype=np.int64)
+        for r in range(n):
+            b = order[p0 + r]
+            lens[r] = lengths[b]
+            dhb[r * H:(r + 1) * H] = dh_n[d, b]
+            _zero_tail(da, b, lens[r], xo, GH)
+        tmax = lens[0] if n > 0 else 0
+        nact = n if rev else 0
+        for s in range(tmax):
+            t = s if rev else tmax - 1 - s
+            nact = _active(rev, t, n, nact, lens)
+            tn = t + 1 if rev else t - 1
+            for r in range(nact):
+                b = order[p0 + r]
+                prev = outputs[b, tn, ho:ho + H] if 0 <= tn < lens[r] else (
+                    init[d, b] if has_init else zeros)
+                gate = gates[d, b, t]
+                dyr = dy[b, t, ho:ho + H] if has_dy else zeros
+                for j in range(H):
+                    g = dhb[r * H + j] + dyr[j]
+                    z = gate[H + j]
+                    nv = gate[2 * H + j]
+                    gb[r * H + j] = g
+                    dnb[r * H + j] = g * (one - z) * (one - nv * nv)
+                    drz[r * 2 * H + H + j] = g * (prev[j] - nv) * z * (one - z)
+            if nact == 0:
+                continue
+            _dh_gemm(is32, nact, H, H, dnb, w_packed[d, w_split:], drh, 0, gemm_threads)
+            for r in range(nact):
+                b = order[p0 + r]
+                prev = outputs[b, tn, ho:ho + H] if 0 <= tn < lens[r] else (
+                    init[d, b] if has_init else zeros)
+                gate = gates[d, b, t]
+                m = rmask[d, b] if has_rmask else zeros
+                dar = da[b, t, xo:xo + GH]
+                for j in range(H):
+                    rv = gate[j]
+                    hr = prev[j] * m[j] if has_rmask else prev[j]
+                    dr = drh[r * H + j] * hr * rv * (one - rv)
+                    drz[r * 2 * H + j] = dr
+                    dhb[r * H + j] = drh[r * H + j] * rv
+                    dar[j] = dr
+                    dar[H + j] = drz[r * 2 * H + H + j]
+                    dar[2 * H + j] = dnb[r * H + j]
+                for k in range(GH):
+                    acc[k] += dar[k]
+            _dh_gemm(is32, nact, H, 2 * H, drz, w_packed[d], dhb, 1, gemm_threads)
+            for r in range(nact):
+                b = order[p0 + r]
+                gate = gates[d, b, t]
+                m = rmask[d, b] if has_rmask else zeros
+                for j in range(H):
+                    v = dhb[r * H + j] * m[j] if has_rmask else dhb[r * H + j]
+                    dhb[r * H + j] = v + gb[r * H + j] * gate[H + j]
+        for r in range(n):
+            b = order[p0 + r]
+            dh0[d, b] = dhb[r * H:(r + 1) * H]
+    _ext_ftz_off(csr)
+
+
 _rnn_kernel = make_kernel(_rnn_step, reads={"h"})
 _KERNEL_OF = {
     RNN_TANH: _rnn_kernel,
     RNN_RELU: _rnn_kernel,
     RNN_LEAKY_RELU: _rnn_kernel,
     LSTM_PEEPHOLE: make_kernel(_lstm_peephole_step, reads={"h", "gates", "prev"}, carries_c=True),
+    GRU_RESET_BEFORE: _gru_reset_before_kernel,
     LSTM: make_kernel(_lstm_step, reads={"h", "gates", "prev"}, carries_c=True),
     GRU: make_kernel(_gru_step, reads={"gates", "hn", "prev"}, direct_dh=True),
 }

@@ -7,7 +7,7 @@ buffer once and runs kernels that never allocate in the time loop.  A caller who
 not change between calls can pass a :class:`PackedWeights`: the weights are then packed for
 the kernels once, not in every call (what ONNX Runtime does when it loads a model).
 """
-from ..cell_table import cell_spec, parameter_names, peephole_name
+from ..cell_table import GRU_RESET_BEFORE, cell_spec, parameter_names, peephole_name
 from . import _compiled, plan, runtime
 
 __all__ = ["PackedWeights", "forward"]
@@ -38,7 +38,7 @@ class PackedWeights:
             got = self._entries[("biases", dtype)] = fold()
         return got
 
-    def packing(self, w_ih, w_hh, gates, units, mode, dtype, input_in_step=False):
+    def packing(self, w_ih, w_hh, gates, units, mode, dtype, input_in_step=False, cell=-1):
         """The ``packed`` argument of ``forward_stack`` for a call on the kernels in use
         (None if they changed while it packed)."""
         isa = runtime.isa()
@@ -51,7 +51,7 @@ class PackedWeights:
         need_ihb = input_in_step and ihb is None
         if need_ih or need_hh or need_ihb:
             made = _compiled.pack_forward_weights(w_ih, w_hh, gates, units, need_ih, need_hh,
-                                                  need_ihb)
+                                                  need_ihb, cell)
             if made[0] != isa:    # another thread switched the kernels meanwhile
                 return None
             if need_ih:
@@ -137,6 +137,8 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
         nb, nu, mode, in_step = p.batch_blocks, p.unit_blocks, p.mode, p.input_in_step
     else:
         nb, nu, mode, in_step = (tuple(_plan_override) + (False,))[:4]
+    if spec.code == GRU_RESET_BEFORE:
+        nu = 1      # (its n gate reads r of every unit: one unit block)
     nb, nu = plan.clamp_work_items(nb, nu, B, H)
     layout = plan.batch_layout(lengths, B, T, nb)
     units = plan.unit_blocks(H, nu)
@@ -148,7 +150,8 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
         (bx, bhn), packed_arg = _fold_biases(*fold), None
     else:
         bx, bhn = packed.biases(x.dtype.char, lambda: _fold_biases(*fold))
-        packed_arg = packed.packing(w_ih, w_hh, G, units, mode, x.dtype.char, in_step)
+        packed_arg = packed.packing(w_ih, w_hh, G, units, mode, x.dtype.char, in_step,
+                                    spec.code)
     peepholes = ([weights[peephole_name(layer, d)] for layer in range(num_layers)
                   for d in range(D)] if spec.has_peepholes else None)
     y, h_n, c_n, ws = _compiled.forward_stack(

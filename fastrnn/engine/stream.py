@@ -1,7 +1,7 @@
 """Streaming: a stacked unidirectional RNN / LSTM / GRU advanced one timestep per call."""
 import numpy as np
 
-from ..cell_table import cell_spec, peephole_name
+from ..cell_table import GRU_RESET_BEFORE, cell_spec, peephole_name
 from . import _compiled, plan
 
 __all__ = ["Stepper", "make_stepper"]
@@ -63,7 +63,8 @@ class Stepper:
         self.hidden_size = H
         self.dtype = dtype
         self.checked = None
-        units = plan.unit_blocks(H, plan.step_unit_count(I, H, spec.gates))
+        units = plan.unit_blocks(H, 1 if spec.code == GRU_RESET_BEFORE   # (n reads r of every unit)
+                                 else plan.step_unit_count(I, H, spec.gates))
         peepholes = ([weights[peephole_name(layer, 0)] for layer in range(num_layers)]
                      if spec.has_peepholes else None)
         self._kernel = _compiled.StepKernel(spec.code, w_ih, w_hh, bxs, bhns, units,

@@ -757,13 +757,23 @@ class GRU(Recurrent):
     __doc__ = """Gated recurrent unit, gates ``r, z, n`` in PyTorch's order.
 
     ``n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))`` and ``h_t = (1 - z) * n + z * h_{t-1}``.
-    """ + _SIGNATURE_DOC
+    """ + _SIGNATURE_DOC + """    reset_after : bool
+        True (PyTorch's GRU, and Keras' default): the reset gate multiplies
+        ``h W_hn^T + b_hn``; False: the GRU of Cho et al. (2014), Keras' ``reset_after=False``
+        and ONNX's default (``linear_before_reset=0``), whose reset gate multiplies ``h``
+        before ``W_hn``: ``n = tanh(x W_in^T + b_in + (r * h) W_hn^T + b_hn)``. The same
+        parameters either way; PyTorch has only the first.
+    """
+
+    _config_names = Recurrent._config_names + ("reset_after",)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
                  dtype="float32", seed=None, backend=None, return_sequences=True,
-                 learn_initial_state=False, dropout=0.0, recurrent_dropout=0.0):
-        super().__init__("gru", input_size, hidden_size, num_layers, bias, bidirectional,
-                         dtype, seed, backend, return_sequences, learn_initial_state, dropout,
-                         recurrent_dropout)
+                 learn_initial_state=False, dropout=0.0, recurrent_dropout=0.0,
+                 reset_after=True):
+        self.reset_after = check_bool("reset_after", reset_after)
+        super().__init__("gru" if self.reset_after else "gru_reset_before", input_size,
+                         hidden_size, num_layers, bias, bidirectional, dtype, seed, backend,
+                         return_sequences, learn_initial_state, dropout, recurrent_dropout)
 
 

@@ -216,6 +216,47 @@ def gru_backward(dh_new, dc_new, cache, params):
     return dx, dh, None, grads
 
 
+def gru_reset_before_forward(x, h, c, params, m=None):
+    """The GRU of Cho et al. (2014), whose reset gate acts before ``W_hn`` (Keras'
+    ``reset_after=False``, ONNX's ``linear_before_reset=0``); PyTorch's parameters::
+
+        r = sigmoid(x_r + h W_hr^T + b_hr)   z = sigmoid(x_z + h W_hz^T + b_hz)
+        n = tanh(x_n + (r * h) W_hn^T + b_hn)
+        h' = (1 - z) * n + z * h
+    """
+    w_ih, w_hh, b_ih, b_hh = params
+    H = h.shape[1]
+    x_r, x_z, x_n = np.split(affine(x, w_ih, b_ih), 3, axis=1)
+    hr = _recurrent_input(h, m)
+    h_r, h_z = np.split(affine(hr, w_hh[:2 * H], None if b_hh is None else b_hh[:2 * H]), 2,
+                        axis=1)
+    r = sigmoid(x_r + h_r)
+    z = sigmoid(x_z + h_z)
+    rh = r * hr
+    n = np.tanh(x_n + affine(rh, w_hh[2 * H:], None if b_hh is None else b_hh[2 * H:]))
+    h_new = (1 - z) * n + z * h
+    return h_new, None, (x, h, hr, m, r, z, n, rh)
+
+
+def gru_reset_before_backward(dh_new, dc_new, cache, params):
+    """Backward of :func:`gru_reset_before_forward`: the gradient reaches ``r`` through
+    ``(r * h) W_hn^T``, and ``h`` through ``z * h``, ``r * h`` and ``W_hr``, ``W_hz``."""
+    w_ih, w_hh, b_ih, b_hh = params
+    x, h, hr, m, r, z, n, rh = cache
+    H = h.shape[1]
+    dn_pre = dh_new * (1 - z) * (1 - n**2)
+    dz_pre = dh_new * (h - n) * z * (1 - z)
+    drh = dn_pre @ w_hh[2 * H:]
+    dr_pre = drh * hr * r * (1 - r)
+    da = np.concatenate([dr_pre, dz_pre, dn_pre], axis=1)
+    dx = da @ w_ih
+    dhr = np.concatenate([dr_pre, dz_pre], axis=1) @ w_hh[:2 * H] + drh * r
+    dh = dh_new * z + _through_mask(dhr, m)
+    dw_hh = np.concatenate([da[:, :2 * H].T @ hr, dn_pre.T @ rh])
+    grads = (da.T @ x, dw_hh, _bias_grad(da, b_ih), _bias_grad(da, b_hh))
+    return dx, dh, None, grads
+
+
 def _rnn_cell(nonlinearity):
     def forward(x, h, c, params, m=None):
         return rnn_forward(x, h, c, params, nonlinearity, m)
@@ -233,6 +274,7 @@ CELLS = {
     "rnn_leaky_relu": _rnn_cell("leaky_relu"),
     "lstm": (lstm_forward, lstm_backward),
     "lstm_peephole": (lstm_peephole_forward, lstm_peephole_backward),
+    "gru_reset_before": (gru_reset_before_forward, gru_reset_before_backward),
     "gru": (gru_forward, gru_backward),
 }
 

@@ -27,7 +27,8 @@ from fastrnn.engine.forward import forward as engine_forward  # noqa: E402,F401
 #: every test here runs on the kernels of every instruction set this CPU can run
 pytestmark = pytest.mark.usefixtures("isa")
 
-CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru", "rnn_leaky_relu", "lstm_peephole"]
+CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru", "rnn_leaky_relu", "lstm_peephole",
+         "gru_reset_before"]
 from conftest import has_c, GATES, make_weights, rel_err
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 
@@ -148,10 +149,16 @@ def check_workspace(cell, x, w, h0, c0, lengths, L, D, y, ws):
                 assert ws["hn"] is None
             else:
                 hn = ws["hn"][layer][d]
-                assert np.abs((hn - zh[..., 2 * H:])[valid]).max() <= tol
                 r = sig(zx[..., :H] + zh[..., :H])
                 zz = sig(zx[..., H:2 * H] + zh[..., H:2 * H])
-                n = np.tanh(zx[..., 2 * H:] + r * zh[..., 2 * H:])
+                if cell == "gru_reset_before":  # hn keeps r * h_prev, which W_hn reads
+                    assert np.abs((hn - r * hprev)[valid]).max() <= tol
+                    w_hn = w["weight_hh" + sfx][2 * H:].T.astype(np.float64)
+                    b_hn = w["bias_hh" + sfx][2 * H:] if "bias_hh" + sfx in w else 0
+                    n = np.tanh(zx[..., 2 * H:] + (r * hprev) @ w_hn + b_hn)
+                else:
+                    assert np.abs((hn - zh[..., 2 * H:])[valid]).max() <= tol
+                    n = np.tanh(zx[..., 2 * H:] + r * zh[..., 2 * H:])
                 expect = np.concatenate([r, zz, n], axis=-1)
                 assert np.abs((gates - expect)[valid]).max() <= tol
                 assert np.abs(((1 - zz) * n + zz * hprev - hseq)[valid]).max() <= tol
@@ -376,7 +383,8 @@ def test_step_over_time_equals_forward(cell, dtype, B, I, H, L, init, nthreads):
     y, h_n, c_n, _ = reference.forward(cell, x, w, h0, c0, num_layers=L)
     stepper = stream.make_stepper(cell, w, L)
     if GATES[cell] * H * (I + H) >= engine_plan.STEP_PARALLEL_MIN_WORK:
-        assert stepper._kernel.unit_blocks == 2
+        # (the reset-before GRU's n gate reads r of every unit: one block)
+        assert stepper._kernel.unit_blocks == (1 if cell == "gru_reset_before" else 2)
     h0_in = None if h0 is None else h0.copy()
     h, c = h0, c0
     ys = []

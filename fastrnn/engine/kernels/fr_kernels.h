@@ -23,7 +23,7 @@ typedef ptrdiff_t fr_idx;
 
 /* cell codes */
 enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_RNN_LEAKY_RELU = 4,
-       FR_LSTM_PEEPHOLE = 5 };
+       FR_LSTM_PEEPHOLE = 5, FR_GRU_RESET_BEFORE = 6 };
 /* the negative slope of FR_RNN_LEAKY_RELU (fastrnn.cell_table.LEAKY_RELU_SLOPE) */
 #define FR_LEAKY_RELU_SLOPE 0.01
 
@@ -46,7 +46,8 @@ enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_RNN_LEAKY_R
     void (*pack_rows_##S)(const T* B, fr_idx ldb, fr_idx K, fr_idx N, T* out, fr_idx pfirst,    \
                           fr_idx pstep);                                                        \
     /* gate math of one row of one unit block of nj units: rec holds the pre-activations       \
-       [gate 0 | gate 1 | ...] (each nj wide; GRU: r, z, h W_hn^T + b_hn, x W_in^T + b_in)    \
+       [gate 0 | gate 1 | ...] (each nj wide; GRU: r, z, h W_hn^T + b_hn, x W_in^T + b_in;   \
+       FR_GRU_RESET_BEFORE: r, z, (r * h) W_hn^T + b_hn, x W_in^T + b_in)                      \
        and is overwritten with the activations (GRU: r, z, n); h_prev (GRU) / c (LSTM, updated \
        in place) and h_out are the block's units; hn_out (GRU, may be NULL) receives the       \
        h W_hn^T + b_hn term; peep (FR_LSTM_PEEPHOLE) the block's peephole weights p_i at      \

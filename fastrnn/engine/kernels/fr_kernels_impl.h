@@ -448,6 +448,25 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
         }
         break;
     }
+    case FR_GRU_RESET_BEFORE: {   /* the reset gate is inside the n slot already */
+        FR_T* FR_RESTRICT gr = rec;
+        FR_T* FR_RESTRICT gz = rec + nj;
+        FR_T* FR_RESTRICT ghn = rec + 2 * nj;
+        const FR_T* FR_RESTRICT gxn = rec + 3 * nj;
+        FR_VLOOP(j, nj) {
+            const V r = VSIGMOID(FN(vld)(gr + j)), z = VSIGMOID(FN(vld)(gz + j));
+            const V n = VTANH(FN(vld)(gxn + j) + FN(vld)(ghn + j));
+            FN(vst)(gr + j, r); FN(vst)(gz + j, z); FN(vst)(ghn + j, n);
+            FN(vst)(h_out + j, n + z * (FN(vld)(h_prev + j) - n));
+        }
+        for (; j < nj; ++j) {
+            const FR_T r = FN(act_sigmoid)(gr[j]), z = FN(act_sigmoid)(gz[j]);
+            const FR_T n = FN(act_tanh)(gxn[j] + ghn[j]);
+            gr[j] = r; gz[j] = z; ghn[j] = n;
+            h_out[j] = n + z * (h_prev[j] - n);
+        }
+        break;
+    }
     default:
         break;
     }
