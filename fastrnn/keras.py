@@ -12,6 +12,7 @@ Keras layer                               fastrnn layer
 ``SimpleRNN(units, activation="tanh")``   ``RNN(input, units)`` (``"relu"``: ``nonlinearity="relu"``)
 ``LSTM(units)``                           ``LSTM(input, units)``
 ``GRU(units, reset_after=True)``          ``GRU(input, units)``
+``GRU(units, reset_after=False)``         ``GRU(input, units, reset_after=False)``
 ``Bidirectional(layer)``                  the same layer with ``bidirectional=True``
 ``k`` stacked recurrent layers            one recurrent layer with ``num_layers=k``
 ``Dense(units, activation=a)``            ``Dense(input, units, activation=a)``
@@ -23,11 +24,11 @@ How the weights move (fastrnn keeps PyTorch's layout): Keras kernels are ``(inpu
 units)`` and are transposed; Keras's LSTM gates ``i, f, c, o`` are PyTorch's ``i, f, g, o``
 (the same order); Keras's GRU gates ``z, r, h`` become ``r, z, n``, and its two bias rows
 (``reset_after=True``: input and recurrent) become ``bias_ih`` and ``bias_hh``; the single bias of
-Keras's LSTM and SimpleRNN goes to ``bias_ih``, with zeros in ``bias_hh``.
+Keras's LSTM, SimpleRNN and ``reset_after=False`` GRU goes to ``bias_ih``, with zeros in
+``bias_hh``.
 
 Refused, with an error that names the layer and the option (the result would not be Keras's):
-``GRU(reset_after=False)`` (the GRU of Cho et al. 2014, which fastrnn's GRU is not),
-``activation`` / ``recurrent_activation`` other than the defaults (``tanh`` / ``sigmoid``; a
+a GRU whose ``reset_after`` differs from the fastrnn GRU's, ``activation`` / ``recurrent_activation`` other than the defaults (``tanh`` / ``sigmoid``; a
 SimpleRNN may use ``relu``), ``go_backwards=True`` outside ``Bidirectional``, ``Bidirectional``
 with a ``merge_mode`` other than ``"concat"``, ``return_sequences``, ``use_bias``,
 ``mask_zero``, ``stateful`` or sizes that differ from the fastrnn layer's, ``Masking`` layers
@@ -53,7 +54,7 @@ _KERAS_IDENTITY = ("InputLayer", "Dropout", "SpatialDropout1D", "GaussianNoise",
                    "GaussianDropout", "AlphaDropout")
 #: the Keras recurrent layer of each fastrnn cell
 _KERAS_CELL = {"rnn_tanh": "SimpleRNN", "rnn_relu": "SimpleRNN", "rnn_leaky_relu": "SimpleRNN",
-               "lstm": "LSTM", "gru": "GRU"}
+               "lstm": "LSTM", "gru": "GRU", "gru_reset_before": "GRU"}
 #: Keras's gate blocks in PyTorch's order (LSTM: i, f, c, o is already i, f, g, o)
 _GATE_ORDER = {"LSTM": (0, 1, 2, 3), "GRU": (1, 0, 2), "SimpleRNN": (0,)}
 #: Keras's name of each fastrnn Dense activation
@@ -147,10 +148,10 @@ def _recurrent_weights(layer, fast, direction, index, stateful):
     else:
         _check_option(layer, "activation", "tanh")
         _check_option(layer, "recurrent_activation", "sigmoid")
-    if expected == "GRU" and not config.get("reset_after", True):
-        _refuse(layer, "reset_after=False (the reset gate applied before the recurrent "
-                       "product, Cho et al. 2014) is a GRU variant that fastrnn's GRU "
-                       "(reset_after=True, PyTorch's) does not compute")
+    if expected == "GRU" and bool(config.get("reset_after", True)) != fast.reset_after:
+        _refuse(layer, f"reset_after={bool(config.get('reset_after', True))} differs from "
+                       f"reset_after={fast.reset_after} of {fast!r} (reset_after=False is the "
+                       f"GRU of Cho et al. 2014: fastrnn.GRU(..., reset_after=False))")
     if bool(config.get("go_backwards")) != bool(direction):
         _refuse(layer, "go_backwards=True is only supported inside a Bidirectional layer "
                        "(fastrnn has no layer that runs only backwards)" if not direction else

@@ -27,7 +27,9 @@ CELLS = {"simple_tanh": (lambda units, **kw: L.SimpleRNN(units, **kw),
          "lstm": (lambda units, **kw: L.LSTM(units, **kw),
                   lambda i, h, **kw: fastrnn.LSTM(i, h, **kw)),
          "gru": (lambda units, **kw: L.GRU(units, **kw),
-                 lambda i, h, **kw: fastrnn.GRU(i, h, **kw))}
+                 lambda i, h, **kw: fastrnn.GRU(i, h, **kw)),
+         "gru_reset_before": (lambda units, **kw: L.GRU(units, reset_after=False, **kw),
+                              lambda i, h, **kw: fastrnn.GRU(i, h, reset_after=False, **kw))}
 
 
 def randomize(model, rng, scale=0.5):
@@ -44,8 +46,8 @@ def keras_predict(model, x):
 def configurations():
     rng = np.random.default_rng(16)
     out = []
-    for i in range(24):
-        out.append(dict(cell=list(CELLS)[i % 4], bidirectional=bool(rng.integers(2)),
+    for i in range(30):
+        out.append(dict(cell=list(CELLS)[i % len(CELLS)], bidirectional=bool(rng.integers(2)),
                         stack=int(rng.integers(1, 3)), sequences=bool(rng.integers(2)),
                         bias=bool(rng.integers(4)), embedding=bool(rng.integers(2)),
                         activation=[None, "softmax", "sigmoid", "tanh", "relu"][i % 5],
@@ -167,7 +169,9 @@ def _refusal(keras_layers, fast_layers, match, stateful=False, error=ValueError)
 
 @pytest.mark.parametrize("keras_layer, fast_layer, match", [
     (lambda: L.GRU(4, reset_after=False), lambda: fastrnn.GRU(3, 4),
-     r"'gru.*reset_after=False .*Cho et al\. 2014"),
+     r"reset_after=False differs from reset_after=True .*Cho et al\. 2014"),
+    (lambda: L.GRU(4), lambda: fastrnn.GRU(3, 4, reset_after=False),
+     r"reset_after=True differs from reset_after=False"),
     (lambda: L.LSTM(4, activation="relu"), lambda: fastrnn.LSTM(3, 4),
      r"activation='relu' is not supported"),
     (lambda: L.GRU(4, recurrent_activation="hard_sigmoid"), lambda: fastrnn.GRU(3, 4),
