@@ -72,10 +72,13 @@ def test_dynamic_axes_no_bias_and_float64(tmp_path, rng):
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
 
 
-def test_openvino_runs_the_export(tmp_path, rng):
+@pytest.mark.parametrize("make", [lambda: fastrnn.LSTM(3, 6, bidirectional=True, seed=1),
+                                  lambda: fastrnn.GRU(3, 6, bidirectional=True, seed=1,
+                                                      reset_after=False)],
+                         ids=["lstm", "gru_reset_before"])
+def test_openvino_runs_the_export(tmp_path, rng, make):
     ov = pytest.importorskip("openvino")
-    model = fastrnn.Sequential([fastrnn.LSTM(3, 6, bidirectional=True, seed=1),
-                                fastrnn.Dense(12, 2, seed=2)])
+    model = fastrnn.Sequential([make(), fastrnn.Dense(12, 2, seed=2)])
     x = rng.standard_normal((4, 6, 3)).astype(np.float32)
     lengths = random_lengths(rng, 4, 6)
     export(model, tmp_path / "m.onnx", lengths=True)
