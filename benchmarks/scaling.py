@@ -3,7 +3,7 @@ fastrnn.distributed training at 1 and 2 MPI ranks with the allreduce's share of 
 
 Print sequences/second::
 
-    python benchmarks/scaling.py dask                       # 1 then 2 workers, 1 thread each
+    python benchmarks/scaling.py dask [rounds]              # 1 and 2 workers, 1 thread each
     mpirun -n 1 python benchmarks/scaling.py mpi small      # then -n 2; "small" or "large"
 
 Every worker and rank runs the engine on one thread. The MPI mode times whole training steps
@@ -56,7 +56,7 @@ def dask_rate(workers, repeats=3, n=DASK_ROWS):
     return n / float(np.median(times))
 
 
-def mpi_rates(kind, steps=20, batch=32):
+def mpi_rates(kind, steps=None, batch=32):
     """Under mpirun: (sequences/second of the job, step seconds, allreduce seconds per step)."""
     from mpi4py import MPI
 
@@ -65,6 +65,7 @@ def mpi_rates(kind, steps=20, batch=32):
     comm = MPI.COMM_WORLD
     fastrnn.set_num_threads(1)
     I, H, T = MODELS[kind]
+    steps = (40 if kind == "small" else 8) if steps is None else steps
     model = fastrnn.Sequential([fastrnn.LSTM(I, H, seed=0, return_sequences=False),
                                 fastrnn.Dense(H, 1, seed=1)])
     rng = np.random.default_rng(comm.Get_rank())
@@ -95,9 +96,15 @@ def mpi_rates(kind, steps=20, batch=32):
 
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "dask"
-    if mode == "dask":
-        for workers in (1, 2):
-            print(f"dask workers={workers}: {dask_rate(workers):.0f} sequences/s")
+    if mode == "dask":          # interleaved rounds (shared machines drift), medians
+        rates = {1: [], 2: []}
+        for r in range(int(sys.argv[2]) if len(sys.argv) > 2 else 3):
+            for workers in (1, 2) if r % 2 == 0 else (2, 1):
+                rates[workers].append(dask_rate(workers))
+                print(f"dask workers={workers}: {rates[workers][-1]:.0f} sequences/s",
+                      flush=True)
+        one, two = (float(np.median(rates[w])) for w in (1, 2))
+        print(f"medians: 1 worker {one:.0f}, 2 workers {two:.0f} sequences/s ({two / one:.2f}x)")
     else:
         from mpi4py import MPI
 
