@@ -743,7 +743,7 @@ class Sequential(_Model):
             if running is not None:
                 self._score(out, yw, lw, None, named, running)
             self._backward(grad.astype(out.dtype, copy=False))
-            update(value)
+            update(value, _loss_weight(out, lw))
             return value, finals
 
         def check_targets(x, y):
@@ -1034,6 +1034,15 @@ class _Means:
     def clear(self):
         """Forget every value."""
         self.values.clear()
+
+
+def _loss_weight(out, lengths):
+    """The positions a batch's loss averages over: valid steps of a sequence output, rows
+    otherwise (the weight of its mean in a mean over several batches, as data-parallel
+    training takes)."""
+    if out.ndim == 3 and lengths is not None:
+        return int(lengths.sum())
+    return int(np.prod(out.shape[:2 if out.ndim == 3 else 1]))
 
 
 def _is_classifier(loss):

@@ -101,6 +101,11 @@ class _Progress:
 class _Model:
     """What every model shares: parameters by name, the training loop, the fit state."""
 
+    #: data-parallel training (:mod:`fastrnn.distributed`) sets this on the instance:
+    #: ``reduce_gradients(grads, loss, weight) -> loss`` averages the gradients (in the dict,
+    #: in place or by replacing its values) and returns the global loss; None: one process
+    _reduce_gradients = None
+
     def __init__(self):
         self.loss = None
         self.optimizer = None
@@ -233,8 +238,10 @@ class _Model:
 
         ``batches(epoch)`` gives the batches of an epoch (closed at the epoch's end when it has
         a ``close``); ``train_batch(batch, update)`` runs forward and backward, calls
-        ``update(loss)`` after each backward (which checks that the loss and the gradients are
-        finite, clips and steps the optimizer) and returns ``(batch loss, sequences)``;
+        ``update(loss, weight)`` after each backward (which averages the gradients across
+        ranks in data-parallel training, ``weight`` being the number of loss terms the
+        batch's mean divides by; then checks that the loss and the gradients are finite,
+        clips and steps the optimizer) and returns ``(batch loss, sequences)``;
         ``steps`` is the number of batches of an epoch, None if unknown. This loop also
         reports and calls back.
 
@@ -257,8 +264,10 @@ class _Model:
         params = self.parameters()
         where = {}
 
-        def update(loss):
+        def update(loss, weight=1):
             grads = self.grads()
+            if self._reduce_gradients is not None:      # data parallel: average across ranks
+                loss = self._reduce_gradients(grads, loss, weight)
             what = _nonfinite(loss, grads)
             if what is not None:
                 where["skipped"] = where.get("skipped", 0) + 1
