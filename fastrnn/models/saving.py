@@ -69,8 +69,7 @@ def save_model(model, path):
         meta["optimizer"] = {"class": type(model.optimizer).__name__,
                              "state": _arrays_out(model.optimizer.state_dict(), "optimizer",
                                                   arrays)}
-    callbacks = (model.callback_states if model._callbacks is None
-                 else model._callbacks.state())
+    callbacks = model.callbacks_state_dict()
     if callbacks:
         meta["callbacks"] = _arrays_out(callbacks, "callbacks", arrays)
     save_bundle(path, arrays, meta)

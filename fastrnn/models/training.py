@@ -176,9 +176,21 @@ class _Model:
         return {f"{prefix}.{name}": g for prefix, layer in self._named_layers()
                 for name, g in layer.grads.items()}
 
+    def callbacks_state_dict(self):
+        """The callbacks' state a model file keeps: that of the callbacks of the running or
+        last ``fit``, or before any, the states loaded with the model (``callback_states``).
+
+        Returns
+        -------
+        list of dict or None
+            ``{"class": class name, "state": the callback's state_dict()}`` for each callback
+            with a non-empty state, in the callbacks' order.
+        """
+        return self.callback_states if self._callbacks is None else self._callbacks.state()
+
     def save(self, path):
         """Write the model to one file: architecture, weights, loss, optimizer state, epochs
-        trained and ``info``.
+        trained, ``info`` and the state of the last ``fit``'s callbacks.
 
         Parameters
         ----------
