@@ -274,7 +274,7 @@ class EarlyStopping(_Monitor):
                           f"no epoch is trained with it; to train on, pass a new "
                           f"EarlyStopping (after load_model, set model.callback_states = "
                           f"None before fit, or the saved state goes into it)", UserWarning,
-                          stacklevel=4)
+                          stacklevel=5)
 
     def on_epoch_end(self, model, epoch, logs):
         """Count epochs without improvement; stop the model after ``patience`` of them."""

@@ -21,7 +21,7 @@ import numpy as np
 from .. import losses as losses_module
 from .. import optim as optim_module
 from ..callbacks import CallbackList
-from .._validation import (as_float_array, as_list, as_rng, check_bool, check_choice, check_int,
+from .._validation import (as_float_array, as_rng, check_bool, check_choice, check_int,
                            check_mapping, check_positive_int, check_real)
 
 #: what ``fit`` does on a non-finite loss or gradient (``on_nonfinite``)

@@ -70,7 +70,8 @@ class LRScheduler(Configurable):
         return lr
 
     def _closed_form_lr(self):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} has no closed form: SequentialLR "
+                                  f"cannot restart it at a milestone")
 
     def get_last_lr(self):
         """The learning rate set by the last :meth:`step` (the initial one before any).
@@ -385,8 +386,8 @@ class SequentialLR(LRScheduler):
                                           config["schedulers"], "schedule configs")):
             check_mapping(f"state_dict['config']['schedulers'][{i}]", child)
             child = dict(child)
-            schedulers.append(schedule_class(child.pop("name", None))._from_config(optimizer,
-                                                                                     child))
+            child_class = _schedule_class(child.pop("name", None))
+            schedulers.append(child_class._from_config(optimizer, child))
         return cls(optimizer, schedulers, config["milestones"])
 
     def _state(self):
@@ -528,7 +529,7 @@ class ReduceLROnPlateau(LRScheduler):
                                           low=0)
 
 
-def schedule_class(name):
+def _schedule_class(name):
     """The schedule class of :mod:`fastrnn.optim` named ``name``; else ValueError."""
     cls = globals().get(name) if isinstance(name, str) else None
     if not (isinstance(cls, type) and issubclass(cls, LRScheduler) and cls is not LRScheduler):

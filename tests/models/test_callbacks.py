@@ -292,8 +292,9 @@ def test_model_file_keeps_callback_states_and_fit_gives_them_back(tmp_path, rng)
         def on_train_begin(self, model, logs):
             restored.extend((f.wait, f.best) for f in fresh)
 
-    with pytest.warns(UserWarning, match=r"not given: LearningRateScheduler \(1\)"):
+    with pytest.warns(UserWarning, match=r"not given: LearningRateScheduler \(1\)") as caught:
         loaded.fit(x, y, lengths=lengths, epochs=3, verbose=0, callbacks=[*fresh, Probe()])
+    assert caught[0].filename == __file__
     assert restored == [(stops[0].wait, stops[0].best), (7, stops[1].best)]
     assert loaded.callback_states is None   # given once
 
@@ -371,6 +372,7 @@ def test_resuming_from_every_epoch_ends_where_uninterrupted_training_ends(tmp_pa
         else:                               # nothing left to train, and fit says why
             reason = "EarlyStopping stopped training" if kind == "plateau" else "trained no"
             assert len(messages) == 1 and reason in messages[0], messages
+            assert caught[0].filename == __file__          # where fit was called
         assert resumed.epochs_trained == trained
         for name, p in resumed.parameters().items():
             np.testing.assert_array_equal(p, final[name], err_msg=f"from epoch {epoch}: {name}")
