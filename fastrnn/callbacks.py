@@ -23,8 +23,9 @@ Checkpoints and resuming: a model file holds the state of the callbacks of the m
 :func:`fastrnn.load_model` keeps it in ``model.callback_states``, and the next ``fit`` gives it
 back to its callbacks of the same classes, in the same order among those of a class (the
 second EarlyStopping gets the second's state); then training resumed from any epoch's
-checkpoint ends bit for bit where uninterrupted training ends. Set ``model.callback_states =
-None`` before ``fit`` to start the callbacks fresh instead.
+checkpoint ends bit for bit where uninterrupted training ends (on the same number of engine
+threads: see :func:`fastrnn.set_num_threads`). Set ``model.callback_states = None`` before
+``fit`` to start the callbacks fresh instead.
 """
 import math
 import warnings
