@@ -1,8 +1,10 @@
 """The example scripts under ``examples/`` (the lecture's sequence mappings, attention on long
 inputs, an LSTM against a transformer encoder), each trained on small generated data to a stated
-accuracy."""
+accuracy; and JapaneseVowels, a real data set that sktime ships, against PyTorch."""
 import importlib.util
+import sys
 
+import pytest
 
 from conftest import ROOT
 
@@ -66,3 +68,25 @@ def test_lstm_and_transformer_both_learn_which_event_came_first():
             assert r["train_s_per_epoch"] > 0 and r["infer_ms_per_batch"] > 0
         lstm, transformer = models["lstm"]["parameters"], models["transformer"]["parameters"]
         assert abs(lstm - transformer) <= 0.05 * lstm
+
+
+def test_japanese_vowels_trains_fastrnn_and_torch_from_the_same_weights():
+    """The README's JapaneseVowels comparison in a short mode (3 epochs, about 20 s on one
+    core): both models, from the same initial weights on the same batches, well above chance
+    (1/9) and close to each other."""
+    pytest.importorskip("sktime", reason="the example's data set ships with sktime")
+    pytest.importorskip("torch", reason="the example compares with PyTorch")
+    result = load("japanese_vowels").run(epochs=3, verbose=0)
+    assert set(result) == {"fastrnn", "torch"}
+    for name, r in result.items():
+        assert r["accuracy"] >= 0.85, (name, r)
+        assert 0 < r["s_per_epoch"] <= r["train_s"]
+    assert abs(result["fastrnn"]["accuracy"] - result["torch"]["accuracy"]) <= 0.03
+
+
+def test_japanese_vowels_without_its_extras_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sktime", None)        # import sktime raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        load("japanese_vowels").main([])
+    assert "needs sktime (the data set) and torch" in str(exit_info.value)
+    assert 'pip install sktime "torch==2.13.0"' in str(exit_info.value)

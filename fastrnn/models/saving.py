@@ -4,8 +4,9 @@
 :meth:`fastrnn.EncoderDecoder.save` run) writes the architecture (a Sequential's layers, each
 by its class and ``get_config()``; an EncoderDecoder's ``get_config()``), the weights, the
 loss, the optimizer state, the dropout generators' ``rng_state`` (Dropout layers and recurrent
-layers), the epochs trained, the model's ``info`` and a classifier's ``classes_``;
-:func:`load_model` reads it back. The file
+layers), the state of the callbacks of the last ``fit`` (a learning-rate schedule's, early
+stopping's: see :mod:`fastrnn.callbacks`), the epochs trained, the model's ``info`` and a
+classifier's ``classes_``; :func:`load_model` reads it back. The file
 format itself (atomic writes, checks of corrupt or foreign files) is :mod:`fastrnn.io`'s.
 """
 import numpy as np
@@ -68,6 +69,9 @@ def save_model(model, path):
         meta["optimizer"] = {"class": type(model.optimizer).__name__,
                              "state": _arrays_out(model.optimizer.state_dict(), "optimizer",
                                                   arrays)}
+    callbacks = model.callbacks_state_dict()
+    if callbacks:
+        meta["callbacks"] = _arrays_out(callbacks, "callbacks", arrays)
     save_bundle(path, arrays, meta)
 
 
@@ -116,8 +120,10 @@ def load_model(path, *, max_bytes=None, max_inflation=None):
     Returns
     -------
     Sequential or EncoderDecoder
-        The model with its weights, loss, optimizer state, epochs trained, ``info`` and (a
-        classifier trained on labels) ``classes_``.
+        The model with its weights, loss, optimizer state, epochs trained, ``info``, (a
+        classifier trained on labels) ``classes_`` and ``callback_states``: the state of the
+        callbacks of the ``fit`` that wrote the file, which the next ``fit`` gives to its
+        callbacks of the same classes (see :mod:`fastrnn.callbacks`).
 
     Nothing is unpickled: only the model, layer, loss and optimizer classes of fastrnn can be
     named by a file, built from their JSON configuration.
@@ -164,11 +170,24 @@ def load_model(path, *, max_bytes=None, max_inflation=None):
             cls = _named(optim_module, meta["optimizer"]["class"], optim_module.Optimizer)
             model.optimizer = cls.from_state_dict(
                 _arrays_in(meta["optimizer"]["state"], arrays, path))
+        if "callbacks" in meta:
+            model.callback_states = _callback_states(_arrays_in(meta["callbacks"], arrays,
+                                                                path))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path}: not a valid fastrnn model file ({exc!r})") from None
     except ValueError as exc:
         raise ValueError(f"{path}: not a valid fastrnn model file: {exc}") from None
     return model
+
+
+def _callback_states(states):
+    """The callbacks' states of a file, checked to be a list of ``{"class", "state"}``."""
+    if not isinstance(states, list) or not all(
+            isinstance(e, dict) and set(e) == {"class", "state"} and isinstance(e["class"], str)
+            and isinstance(e["state"], dict) for e in states):
+        raise ValueError("its callbacks' states are not a list of {'class': name, 'state': "
+                         "{...}} entries")
+    return states
 
 
 def _build_sequential(meta):

@@ -660,7 +660,12 @@ class Sequential(_Model):
         clip_norm, clip_value : float, optional
             Clip the gradients by their global L2 norm, or elementwise, before each update.
         callbacks : sequence
-            Objects with ``on_epoch_end(model, epoch, logs)`` (see :mod:`fastrnn.callbacks`).
+            Objects with some of Keras's hooks (``on_epoch_end(model, epoch, logs)``,
+            ``on_train_batch_end(model, batch, logs)``, ...; see :mod:`fastrnn.callbacks`): a
+            learning-rate schedule goes in as ``LearningRateScheduler(schedule)``. Their
+            state is saved in the model files written during and after this call, and a
+            ``fit`` after :func:`fastrnn.load_model` restores it into its callbacks of the
+            same kinds (``callback_states``).
         verbose : {0, 1, 2}
             0 silent, 1 a progress bar, 2 one line per epoch.
         metrics : sequence of str

@@ -20,7 +20,8 @@ import numpy as np
 
 from .. import losses as losses_module
 from .. import optim as optim_module
-from .._validation import (as_float_array, as_list, as_rng, check_bool, check_choice, check_int,
+from ..callbacks import CallbackList
+from .._validation import (as_float_array, as_rng, check_bool, check_choice, check_int,
                            check_mapping, check_positive_int, check_real)
 
 #: what ``fit`` does on a non-finite loss or gradient (``on_nonfinite``)
@@ -111,6 +112,9 @@ class _Model:
         self.optimizer = None
         self.epochs_trained = 0
         self.stop_training = False
+        #: the callbacks' states read from a model file, given to the next fit's callbacks
+        self.callback_states = None
+        self._callbacks = None          # the CallbackList of the running or last fit
         #: JSON-able facts about the model's data (a vocabulary, a scaling), saved with it
         self.info = {}
 
@@ -177,9 +181,21 @@ class _Model:
         return {f"{prefix}.{name}": g for prefix, layer in self._named_layers()
                 for name, g in layer.grads.items()}
 
+    def callbacks_state_dict(self):
+        """The callbacks' state a model file keeps: that of the callbacks of the running or
+        last ``fit``, or before any, the states loaded with the model (``callback_states``).
+
+        Returns
+        -------
+        list of dict or None
+            ``{"class": class name, "state": the callback's state_dict()}`` for each callback
+            with a non-empty state, in the callbacks' order.
+        """
+        return self.callback_states if self._callbacks is None else self._callbacks.state()
+
     def save(self, path):
         """Write the model to one file: architecture, weights, loss, optimizer state, epochs
-        trained and ``info``.
+        trained, ``info`` and the state of the last ``fit``'s callbacks.
 
         Parameters
         ----------
@@ -243,7 +259,8 @@ class _Model:
         batch's mean divides by; then checks that the loss and the gradients are finite,
         clips and steps the optimizer) and returns ``(batch loss, sequences)``;
         ``steps`` is the number of batches of an epoch, None if unknown. This loop also
-        reports and calls back.
+        reports and calls back (after giving the callbacks the states of
+        ``callback_states``, which a model file brought).
 
         A non-finite loss or gradient never reaches the weights: with ``on_nonfinite="raise"``
         training stops with a FloatingPointError (the weights are those of the last good step),
@@ -256,7 +273,7 @@ class _Model:
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
-        callbacks = check_callbacks(callbacks)
+        callbacks = CallbackList(callbacks)
         for name, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
             if value is not None:
                 check_real(name, value, 0.0, math.inf, low_open=True, high_open=True)
@@ -288,6 +305,10 @@ class _Model:
         progress = _Progress(verbose, epochs, steps)
         history = History()
         self.stop_training = False
+        callbacks.restore(self.callback_states)
+        self.callback_states, self._callbacks = None, callbacks
+        callbacks.call("on_train_begin", self, {})
+        logs = {}
         if start >= epochs:
             since = " (by default the epochs this model has already trained)" \
                 if initial_epoch is None else ""
@@ -297,6 +318,9 @@ class _Model:
                 f"train {epochs} more epochs, pass epochs={start + epochs}", UserWarning,
                 stacklevel=3)
         for epoch in range(start, epochs):
+            if self.stop_training:
+                break
+            callbacks.call("on_epoch_begin", self, epoch, {})
             progress.start_epoch(epoch)
             where.update(epoch=epoch, skipped=0)
             pulled = 0
@@ -305,9 +329,14 @@ class _Model:
                 for step, batch in enumerate(epoch_batches):
                     where["step"], pulled = step, step + 1
                     skipped = where["skipped"]
+                    callbacks.call("on_train_batch_begin", self, step, {})
                     value, size = train_batch(batch, update)
                     if where["skipped"] == skipped:
                         progress.update(step + 1, size, float(value))
+                    callbacks.call("on_train_batch_end", self, step,
+                                   {"loss": float(value), "size": size})
+                    if self.stop_training:
+                        break
             finally:
                 if hasattr(epoch_batches, "close"):
                     epoch_batches.close()
@@ -326,10 +355,10 @@ class _Model:
             self.epochs_trained = epoch + 1
             history.append(epoch, logs)
             progress.end_epoch(logs)
-            for callback in callbacks:
-                callback.on_epoch_end(self, epoch, logs)
+            callbacks.call("on_epoch_end", self, epoch, logs)
             if self.stop_training:
                 break
+        callbacks.call("on_train_end", self, logs)
         return history
 
 
@@ -462,17 +491,6 @@ def _is_bias(name):
 
 def _shape_str(shape):
     return "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"
-
-
-def check_callbacks(callbacks):
-    """``callbacks`` as a list, each with a callable ``on_epoch_end``; else TypeError (before
-    training, not after its first epoch)."""
-    callbacks = as_list("callbacks", callbacks, "callback objects")
-    for i, callback in enumerate(callbacks):
-        if not callable(getattr(callback, "on_epoch_end", None)):
-            raise TypeError(f"callbacks[{i}] has no on_epoch_end(model, epoch, logs) method: "
-                            f"{callback!r}")
-    return callbacks
 
 
 def _nonfinite(loss, grads):

@@ -18,9 +18,11 @@ importable from here.
 """
 from .clipping import clip_grad_norm, clip_grad_value
 from .optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, get
-from .schedulers import ExponentialLR, LRScheduler, ReduceLROnPlateau, StepLR
+from .schedulers import (CosineAnnealingLR, ExponentialLR, LinearLR, LRScheduler,
+                         ReduceLROnPlateau, SequentialLR, StepLR)
 
 __all__ = [
-    "SGD", "Adagrad", "Adam", "AdamW", "ExponentialLR", "LRScheduler", "Optimizer", "RMSprop",
-    "ReduceLROnPlateau", "StepLR", "clip_grad_norm", "clip_grad_value", "get",
+    "SGD", "Adagrad", "Adam", "AdamW", "CosineAnnealingLR", "ExponentialLR", "LRScheduler",
+    "LinearLR", "Optimizer", "RMSprop", "ReduceLROnPlateau", "SequentialLR", "StepLR",
+    "clip_grad_norm", "clip_grad_value", "get",
 ]

@@ -7,8 +7,8 @@ import pytest
 
 from fastrnn import optim
 from fastrnn.optim import (
-    SGD, Adagrad, Adam, AdamW, ExponentialLR, ReduceLROnPlateau, RMSprop, StepLR,
-    clip_grad_norm, clip_grad_value,
+    SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, ExponentialLR, LinearLR, ReduceLROnPlateau,
+    RMSprop, SequentialLR, StepLR, clip_grad_norm, clip_grad_value,
 )
 
 #: (fastrnn class, torch.optim class name, options); every option of every optimizer.
@@ -313,6 +313,10 @@ SCHEDULES = [
     ("ReduceLROnPlateau", dict(mode="max", factor=0.5, patience=0, cooldown=2, min_lr=0.02),
      PLATEAU),
     ("ReduceLROnPlateau", dict(patience=1, threshold=0.5, threshold_mode="abs"), PLATEAU),
+    ("LinearLR", dict(), [None] * 14),
+    ("LinearLR", dict(start_factor=0.1, end_factor=0.9, total_iters=4), [None] * 14),
+    ("CosineAnnealingLR", dict(T_max=10), [None] * 35),        # past T_max: climbs back
+    ("CosineAnnealingLR", dict(T_max=3, eta_min=0.01), [None] * 14),
 ]
 
 
@@ -329,6 +333,100 @@ def test_schedules_match_torch(name, kwargs, metrics):
     assert sched.get_last_lr() == got[-1]
 
 
+def torch_warmup_cosine(torch, opt, warmup, total, eta_min, factor):
+    """PyTorch's LinearLR warm-up then CosineAnnealingLR, combined by SequentialLR."""
+    lr_scheduler = torch.optim.lr_scheduler
+    return lr_scheduler.SequentialLR(
+        opt, [lr_scheduler.LinearLR(opt, start_factor=factor, total_iters=warmup),
+              lr_scheduler.CosineAnnealingLR(opt, T_max=total - warmup, eta_min=eta_min)],
+        milestones=[warmup])
+
+
+def warmup_cosine(opt, warmup, total, eta_min, factor):
+    return SequentialLR(opt, [LinearLR(opt, start_factor=factor, total_iters=warmup),
+                              CosineAnnealingLR(opt, T_max=total - warmup, eta_min=eta_min)],
+                        milestones=[warmup])
+
+
+@pytest.mark.parametrize("warmup, total, eta_min, factor", [(3, 12, 0.0, 0.1), (5, 9, 1e-3, 0.25),
+                                                            (1, 20, 0.0, 0.5)])
+def test_warmup_then_cosine_matches_torch_exactly(warmup, total, eta_min, factor):
+    """SequentialLR(LinearLR, CosineAnnealingLR): the learning rate of every epoch, including
+    epoch 0 (set when the schedule is built) and the restart at the milestone, equals
+    PyTorch's float for float."""
+    torch = pytest.importorskip("torch")
+    t_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    t_sched = torch_warmup_cosine(torch, t_opt, warmup, total, eta_min, factor)
+    t_opt.step()
+    opt = SGD(lr=0.1)
+    sched = warmup_cosine(opt, warmup, total, eta_min, factor)
+    assert opt.lr == t_opt.param_groups[0]["lr"]
+    assert lr_sequence(sched, [None] * (total + 4)) == lr_sequence(t_sched, [None] * (total + 4))
+
+
+@pytest.mark.parametrize("name, kwargs", [("LinearLR", dict(start_factor=0.2)),
+                                          ("CosineAnnealingLR", dict(T_max=4)),
+                                          ("StepLR", dict(step_size=2)),
+                                          ("ExponentialLR", dict(gamma=0.5))])
+def test_sequential_restarts_each_schedule_as_torch_does(name, kwargs):
+    """A schedule after a milestone restarts from base_lr (PyTorch's closed form at epoch 0),
+    whatever its kind; a schedule first in the list starts like a lone one."""
+    torch = pytest.importorskip("torch")
+    t_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    lr_scheduler = torch.optim.lr_scheduler
+    t_sched = lr_scheduler.SequentialLR(
+        t_opt, [getattr(lr_scheduler, name)(t_opt, **kwargs),
+                lr_scheduler.ExponentialLR(t_opt, gamma=0.9),
+                getattr(lr_scheduler, name)(t_opt, **kwargs)], milestones=[3, 6])
+    t_opt.step()
+    opt = SGD(lr=0.1)
+    sched = SequentialLR(opt, [getattr(optim, name)(opt, **kwargs), ExponentialLR(opt, 0.9),
+                               getattr(optim, name)(opt, **kwargs)], milestones=[3, 6])
+    assert opt.lr == t_opt.param_groups[0]["lr"]
+    assert lr_sequence(sched, [None] * 12) == lr_sequence(t_sched, [None] * 12)
+
+
+def test_warmup_and_cosine_hand_worked():
+    opt = SGD(lr=1.0)
+    warmup = LinearLR(opt, start_factor=0.25, total_iters=3)
+    assert opt.lr == 0.25 and warmup.base_lr == 1.0 and warmup.get_last_lr() == 0.25
+    assert lr_sequence(warmup, [None] * 4) == pytest.approx([0.5, 0.75, 1.0, 1.0])
+    cosine = CosineAnnealingLR(SGD(lr=1.0), T_max=4, eta_min=0.0)
+    assert lr_sequence(cosine, [None] * 8) == pytest.approx(
+        [(1 + math.cos(math.pi * t / 4)) / 2 for t in range(1, 9)], abs=1e-15)
+    opt = SGD(lr=1.0)
+    both = warmup_cosine(opt, warmup=2, total=6, eta_min=0.0, factor=0.5)
+    assert opt.lr == 0.5
+    assert lr_sequence(both, [None] * 6) == pytest.approx(
+        [0.75, 1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2,
+         0.0], abs=1e-15)
+
+
+def test_sequential_state_round_trip_resumes_exactly():
+    """A SequentialLR saved mid-way (during the warm-up, at the milestone, in the decay) and
+    restored on a fresh optimizer and fresh schedules goes on with the same floats; building
+    the fresh ones changed nothing of what was restored."""
+    expected = lr_sequence(warmup_cosine(SGD(lr=0.1), 4, 12, 1e-3, 0.1), [None] * 14)
+    for stop in (0, 2, 4, 5, 13):
+        first_opt = SGD(lr=0.1)
+        first = warmup_cosine(first_opt, 4, 12, 1e-3, 0.1)
+        lr_sequence(first, [None] * stop)
+        saved = json.loads(json.dumps(first.state_dict()))
+        opt = SGD(lr=0.1)
+        opt.load_state_dict(first_opt.state_dict())
+        lr = opt.lr
+        resumed = warmup_cosine(opt, 4, 12, 1e-3, 0.1)     # sets opt.lr
+        resumed.load_state_dict(saved)                      # ... which is not touched
+        assert opt.lr != lr or stop == 0
+        opt.lr = resumed.get_last_lr()
+        assert lr == opt.lr and resumed.last_epoch == stop
+        assert lr_sequence(resumed, [None] * (14 - stop)) == expected[stop:]
+        other = SequentialLR.from_state_dict(SGD(lr=0.5), saved)
+        assert other.get_config() == first.get_config()
+        assert [s.last_epoch for s in other.schedulers] == [s.last_epoch for s in
+                                                           first.schedulers]
+
+
 def test_schedules_hand_worked():
     opt = SGD(lr=1.0)
     sched = StepLR(opt, step_size=2, gamma=0.1)
@@ -341,7 +439,8 @@ def test_schedules_hand_worked():
 
 
 OTHER_ARGS = {"StepLR": dict(step_size=1), "ExponentialLR": dict(gamma=0.99),
-              "ReduceLROnPlateau": dict()}
+              "ReduceLROnPlateau": dict(), "LinearLR": dict(total_iters=2),
+              "CosineAnnealingLR": dict(T_max=2)}
 
 
 @pytest.mark.parametrize("name, kwargs, metrics", SCHEDULES)
@@ -352,8 +451,8 @@ def test_schedule_state_round_trip(name, kwargs, metrics):
     lr_sequence(first, metrics[:5])
     saved = json.loads(json.dumps(first.state_dict()))
     opt = SGD(lr=0.1)
-    opt.load_state_dict(first_opt.state_dict())
-    resumed = getattr(optim, name)(opt, **OTHER_ARGS[name])
+    resumed = getattr(optim, name)(opt, **OTHER_ARGS[name])   # (LinearLR sets opt.lr) ...
+    opt.load_state_dict(first_opt.state_dict())               # ... so load this after
     resumed.load_state_dict(saved)
     assert resumed.last_epoch == 5 and resumed.get_config() == first.get_config()
     assert lr_sequence(resumed, metrics[5:]) == expected[5:]
@@ -374,3 +473,30 @@ def test_schedule_errors():
         ReduceLROnPlateau(SGD()).step("0.5")
     with pytest.raises(ValueError, match="StepLR"):
         ExponentialLR(SGD(), 0.5).load_state_dict(StepLR(SGD(), 2).state_dict())
+    with pytest.raises(ValueError, match="start_factor"):
+        LinearLR(SGD(), start_factor=0.0)
+    with pytest.raises(ValueError, match="end_factor"):
+        LinearLR(SGD(), end_factor=1.5)
+    with pytest.raises(ValueError, match="total_iters"):
+        LinearLR(SGD(), total_iters=0)
+    with pytest.raises(ValueError, match="T_max"):
+        CosineAnnealingLR(SGD(), T_max=0)
+    with pytest.raises(ValueError, match="eta_min"):
+        CosineAnnealingLR(SGD(), T_max=3, eta_min=-1.0)
+    opt = SGD()
+    with pytest.raises(ValueError, match="milestones must hold one epoch fewer"):
+        SequentialLR(opt, [LinearLR(opt), CosineAnnealingLR(opt, 5)], milestones=[])
+    with pytest.raises(ValueError, match="milestones must increase"):
+        SequentialLR(opt, [LinearLR(opt), StepLR(opt, 2), StepLR(opt, 2)], milestones=[3, 3])
+    with pytest.raises(ValueError, match=r"schedulers\[1\].*another optimizer"):
+        SequentialLR(opt, [LinearLR(opt), CosineAnnealingLR(SGD(), 5)], milestones=[2])
+    with pytest.raises(TypeError, match=r"schedulers\[0\].*ReduceLROnPlateau"):
+        SequentialLR(opt, [ReduceLROnPlateau(opt), CosineAnnealingLR(opt, 5)], milestones=[2])
+    with pytest.raises(ValueError, match="unknown schedule class 'Foo'"):
+        SequentialLR.from_state_dict(opt, {"config": {"name": "SequentialLR", "milestones": [2],
+                                                      "schedulers": [{"name": "Foo"}]},
+                                           "state": {}})
+    with pytest.raises(ValueError, match="keys"):
+        LinearLR(opt).load_state_dict({"config": {"name": "LinearLR", "start_factor": 0.5,
+                                                  "end_factor": 1.0, "total_iters": 5},
+                                       "state": {"last_epoch": 1}})
