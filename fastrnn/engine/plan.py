@@ -46,11 +46,19 @@ DOT_KERNEL_H_PER_ROW = 8
 STEP_PARALLEL_MIN_WORK = 1 << 18   # measured: LSTM H=256 3x faster on 2 threads, H=128 not
 #: fewest batch rows per thread for which BPTT's threads take independent batch blocks
 ITEM_MIN_ROWS = 4
-#: fewest rows per batch block from which each step projects its own input (x_t @ W_ih^T
-#: inside the time loop) instead of one projection GEMM before it.  Measured on one core of
-#: an AVX2 Zen 4 (LSTM, per work item): 16 rows H=64 -12%, 32 rows H=128 -11%, 8 rows H=128
-#: -6%, 32 rows I=H=256 -7%, 32 rows I=H=512 (one of two unit blocks) -2%; 4 rows even.
+#: rows per batch block for which each step projects its own input (x_t @ W_ih^T inside the
+#: time loop) instead of one projection GEMM before it: from INPUT_IN_STEP_MIN_ROWS to
+#: INPUT_IN_STEP_MAX_ROWS.  Measured on an AVX2 Zen 4, LSTM, interleaved: one core, per work
+#: item, 16 rows H=64 -12%, 32 rows H=128 -11%, 8 rows H=128 -6%, 4 rows even; two threads
+#: (whole calls) 16 rows a block (F2) -15%, but 32 rows a block +5% (F3), +8% (GRU F6), +9%
+#: (P1pad): beside a projection GEMM that both cores run at their peak, the steps' own
+#: projections pay once a block has as many rows as fill the kernel's tiles.
 INPUT_IN_STEP_MIN_ROWS = 8
+INPUT_IN_STEP_MAX_ROWS = 16
+#: rows per thread from which a forward splits the batch (not the hidden units) over the
+#: threads whatever H: no barrier at each step, and each block reads all of W_hh (measured,
+#: two threads, LSTM B=32 T=50: I=H=512 -3%, I=H=256 -4%, I=H=255 -6% against unit blocks)
+BATCH_SPLIT_MIN_ROWS = 16
 
 #: recurrent GEMM modes
 MODE_PANEL, MODE_DOT = 0, 1
@@ -208,22 +216,25 @@ def forward_plan(B, T, I, H, G, D, nthreads):
     * batch blocks: independent sequences per thread, no synchronisation; each core reads all
       of W_hh, so it suits small H with enough batch rows;
     * unit blocks: each core owns a slice of the hidden units (and of W_hh, which then stays in
-      its own L2) and the threads meet at one barrier per step; for large H or small B.
+      its own L2) and the threads meet at one barrier per step; for large H with a small
+      batch (fewer than :data:`BATCH_SPLIT_MIN_ROWS` rows a thread), or a batch too small to
+      split.
 
     The input projection runs inside the steps (``input_in_step``) for the panel kernel when
-    each batch block has :data:`INPUT_IN_STEP_MIN_ROWS` rows or more: a step's GEMM then has
-    rows enough to run at the kernel's speed, and the projection (B*T*G*H values) never goes
-    through memory.  Below that, one GEMM over all B*T rows before the time loop is faster.
+    each batch block has :data:`INPUT_IN_STEP_MIN_ROWS` to :data:`INPUT_IN_STEP_MAX_ROWS`
+    rows: a step's GEMM then has rows enough to run at the kernel's speed, and the
+    projection (B*T*G*H values) never goes through memory.  With fewer rows, and with more
+    (on two threads), one GEMM over all B*T rows before the time loop is faster.
     """
     few_rows = B * T * DOT_KERNEL_H_PER_ROW < H
     mode = MODE_DOT if H >= DOT_KERNEL_MIN_H and few_rows else MODE_PANEL
     proj = nthreads if B * T * max(I, H * D) * G * H >= MIN_PARALLEL_PROJ_WORK else 1
     if nthreads <= 1 or B * G * H * H < MIN_PARALLEL_STEP_WORK:
         nb, nu = 1, 1
-    elif H >= 256 or B < 4 * nthreads:
-        nb, nu = 1, nthreads
-    else:
+    elif B >= BATCH_SPLIT_MIN_ROWS * nthreads or (H < 256 and B >= 4 * nthreads):
         nb, nu = nthreads, 1
+    else:
+        nb, nu = 1, nthreads
     nb, nu = clamp_work_items(nb, nu, B, H)
     return ForwardPlan(nb, nu, mode, proj, in_step_fits(B, nb, mode))
 
@@ -231,7 +242,8 @@ def forward_plan(B, T, I, H, G, D, nthreads):
 def in_step_fits(B, nb, mode):
     """Whether a forward of batch B in ``nb`` batch blocks projects the input in each step
     (see :func:`forward_plan`)."""
-    return mode == MODE_PANEL and -(-B // nb) >= INPUT_IN_STEP_MIN_ROWS
+    return mode == MODE_PANEL and (INPUT_IN_STEP_MIN_ROWS <= -(-B // nb)
+                                   <= INPUT_IN_STEP_MAX_ROWS)
 
 
 def clamp_work_items(nb, nu, B, H):

@@ -527,8 +527,9 @@ def test_large_steppers_split_units():
 def _plan(B, H, G, nthreads, T):
     """(batch blocks, unit blocks, mode) that the planner picks for a one-layer forward."""
     p = engine_plan.forward_plan(B, T, H, H, G, 1, nthreads)
-    assert p.input_in_step == (p.mode == engine_plan.MODE_PANEL
-                               and -(-B // p.batch_blocks) >= engine_plan.INPUT_IN_STEP_MIN_ROWS)
+    rows = -(-B // p.batch_blocks)
+    assert p.input_in_step == (p.mode == engine_plan.MODE_PANEL and engine_plan.INPUT_IN_STEP_MIN_ROWS
+                               <= rows <= engine_plan.INPUT_IN_STEP_MAX_ROWS)
     return p.batch_blocks, p.unit_blocks, p.mode
 
 
@@ -541,10 +542,15 @@ def test_plan_choices():
     assert _plan(1, 512, 4, 2, 10) == (1, 2, engine_plan.MODE_DOT)      # no packing
     assert _plan(2, 1024, 4, 2, 30) == (1, 2, engine_plan.MODE_DOT)
     assert _plan(64, 512, 4, 1, 50) == (1, 1, engine_plan.MODE_PANEL)   # one thread
-    # the input projected in each step from 8 rows a batch block, else one GEMM before
-    assert engine_plan.forward_plan(32, 50, 512, 512, 4, 1, 2).input_in_step
+    # large H, 16 rows a thread or more: batch blocks (no barrier a step)
+    assert _plan(32, 512, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
+    assert _plan(32, 256, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
+    assert _plan(16, 512, 4, 2, 50) == (1, 2, engine_plan.MODE_PANEL)
+    # the input projected in each step for 8 to 16 rows a batch block, else one GEMM before
+    assert engine_plan.forward_plan(32, 50, 512, 512, 4, 1, 2).input_in_step    # 2 x 16 rows
     assert engine_plan.forward_plan(16, 50, 32, 64, 4, 1, 2).input_in_step      # 2 x 8 rows
     assert not engine_plan.forward_plan(14, 50, 32, 64, 4, 1, 2).input_in_step  # 2 x 7
+    assert not engine_plan.forward_plan(64, 50, 128, 128, 4, 1, 2).input_in_step  # 2 x 32
     assert not engine_plan.forward_plan(1, 150, 256, 256, 4, 1, 2).input_in_step
 
 
