@@ -5,12 +5,17 @@ from here: their names, codes (the integers the compiled kernels switch on; the 
 ``enum { FR_RNN_TANH, ... }`` in ``fastrnn/engine/kernels/fr_kernels.h``), gate counts and
 gate names (the order in which the gates are stacked in ``weight_ih`` / ``weight_hh``, as in
 PyTorch), and the names of a layer's parameters.
+
+The LSTM's projection (PyTorch's ``proj_size``) is not a cell of its own: the gate math is the
+LSTM's, only the state's width and one GEMM after the gates differ, so it is an attribute of a
+layer's weights, next to the hidden size: an LSTM whose weights hold ``weight_hr_l0``
+(:func:`projection_name`) is projected, and :func:`state_sizes` reads both sizes from them.
 """
 from dataclasses import dataclass
 
 __all__ = ["Cell", "CELLS", "GATES", "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "RNN_LEAKY_RELU",
            "LSTM_PEEPHOLE", "GRU_RESET_BEFORE", "LEAKY_RELU_SLOPE", "cell_spec", "peephole_name",
-           "parameter_names", "layer_parameter_names"]
+           "projection_name", "state_sizes", "parameter_names", "layer_parameter_names"]
 
 #: cell codes, as the compiled kernels know them
 RNN_TANH, RNN_RELU, LSTM, GRU, RNN_LEAKY_RELU, LSTM_PEEPHOLE, GRU_RESET_BEFORE = range(7)
@@ -121,6 +126,23 @@ def peephole_name(layer, direction):
     the diagonal weights ``p_i, p_f, p_o`` of the cell state in the input, forget and output
     gates (not a PyTorch parameter: PyTorch's LSTM has no peepholes)."""
     return f"weight_peephole_l{layer}" + ("_reverse" if direction else "")
+
+
+def projection_name(layer, direction):
+    """Name of the projection of one layer and direction of an LSTM with ``proj_size > 0``
+    (PyTorch's): ``weight_hr_l{layer}`` (suffix ``_reverse`` for direction 1), shape
+    ``(proj_size, hidden_size)``; ``h_t = (o * tanh(c_t)) W_hr^T``."""
+    return f"weight_hr_l{layer}" + ("_reverse" if direction else "")
+
+
+def state_sizes(weights):
+    """``(hidden, state)`` of a layer's weights (PyTorch's names): the cell's units (the
+    width of the gates and of an LSTM's ``c``) and the width of ``h`` (the outputs and
+    ``h0`` / ``h_n``), which is the projection's ``proj_size`` when the weights hold
+    ``weight_hr_l0`` and ``hidden`` otherwise."""
+    state = weights["weight_hh_l0"].shape[1]
+    w_hr = weights.get(projection_name(0, 0))
+    return (state if w_hr is None else w_hr.shape[1]), state
 
 
 def layer_parameter_names(num_layers, num_directions, bias=True):

@@ -42,7 +42,7 @@ def hidden_gradient_norms(layer, x, dy=None, dstate=None, state=None, lengths=No
     h0, c0 = layer.check_state(state, batch)
     if dy is not None:
         dy = as_float_array("dy", dy, layer.dtype,
-                            (batch, timesteps, layer.num_directions * layer.hidden_size))
+                            (batch, timesteps, layer.num_directions * layer.state_size))
     dh_n, dc_n = layer.check_dstate(dstate, batch)
     if dy is None and dh_n is None and dc_n is None:
         raise ValueError("hidden_gradient_norms() needs dy or dstate; both are None")

@@ -21,9 +21,10 @@ from .._validation import (
     check_choice,
     check_dtype,
     check_fraction,
+    check_int,
     check_positive_int,
 )
-from ..cell_table import GATES, cell_spec, parameter_names, peephole_name
+from ..cell_table import GATES, cell_spec, parameter_names, peephole_name, projection_name
 from .base import _compiled_engine, _LayerBase, _resolve_backend, constant_params, uniform_params
 
 
@@ -73,6 +74,9 @@ class Recurrent(_LayerBase):
                      "dtype", "backend", "return_sequences", "learn_initial_state", "dropout",
                      "recurrent_dropout")
 
+    #: units of the LSTM's projection (PyTorch's ``proj_size``); 0: none (RNN, GRU, LSTM)
+    proj_size = 0
+
     def __init__(self, cell, input_size, hidden_size, num_layers, bias, bidirectional, dtype,
                  seed, backend, return_sequences, learn_initial_state=False, dropout=0.0,
                  recurrent_dropout=0.0):
@@ -100,9 +104,9 @@ class Recurrent(_LayerBase):
         params = uniform_params(self._param_shapes(), 1.0 / np.sqrt(self.hidden_size),
                                 self.dtype, seed)
         if self.learn_initial_state:    # after PyTorch's parameters, starting at zeros
-            shape = (self.num_layers * self.num_directions, self.hidden_size)
-            names = INITIAL_STATE_NAMES[:2 if self._has_c else 1]
-            params.update(constant_params([(name, shape) for name in names], 0.0, self.dtype))
+            rows = self.num_layers * self.num_directions
+            shapes = [("h0", (rows, self.state_size)), ("c0", (rows, self.hidden_size))]
+            params.update(constant_params(shapes[:2 if self._has_c else 1], 0.0, self.dtype))
         super().__init__(params)
 
     _runtime_names = _LayerBase._runtime_names + ("_stepper", "_packing", "_weights_version",
@@ -121,14 +125,17 @@ class Recurrent(_LayerBase):
         """``(name, shape)`` of every parameter in PyTorch's order (made one at a time, so
         that a budget stops a huge ``num_layers`` early)."""
         gates_h = GATES[self.cell] * self.hidden_size
+        state = self.state_size
         for layer in range(self.num_layers):
-            layer_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            layer_in = self.input_size if layer == 0 else state * self.num_directions
             for direction in range(self.num_directions):
                 names = parameter_names(layer, direction, self.bias)
-                sizes = [(gates_h, layer_in), (gates_h, self.hidden_size), (gates_h,), (gates_h,)]
+                sizes = [(gates_h, layer_in), (gates_h, state), (gates_h,), (gates_h,)]
                 yield from zip(names, sizes)
                 if cell_spec(self.cell).has_peepholes:
                     yield peephole_name(layer, direction), (3 * self.hidden_size,)
+                if self.proj_size:
+                    yield projection_name(layer, direction), (state, self.hidden_size)
 
     def parameters(self):
         """See :meth:`Layer.parameters`; PyTorch's names, and edits to the arrays change the
@@ -153,18 +160,28 @@ class Recurrent(_LayerBase):
 
     # ------------------------------------------------------------------ input checks
 
-    def _state_shape(self, batch):
-        return (self.num_layers * self.num_directions, batch, self.hidden_size)
+    @property
+    def state_size(self):
+        """Width of ``h`` (the outputs of each direction, ``h0`` and ``h_n``): ``proj_size``
+        for an LSTM with a projection, else ``hidden_size`` (an LSTM's ``c`` always has
+        ``hidden_size``)."""
+        return self.proj_size or self.hidden_size
+
+    def _state_shape(self, batch, c=False):
+        """The shape of ``h`` (``c=True``: of an LSTM's ``c``) for a batch."""
+        width = self.hidden_size if c else self.state_size
+        return (self.num_layers * self.num_directions, batch, width)
 
     def _initial_state(self, batch):
         """``(h, c)``: zeros, or the learned initial state repeated over the batch (``c`` is
         None unless LSTM)."""
-        shape = self._state_shape(batch)
         if not self.learn_initial_state:
-            zeros = np.zeros(shape, self.dtype)
-            return zeros, (zeros.copy() if self._has_c else None)
+            return (np.zeros(self._state_shape(batch), self.dtype),
+                    np.zeros(self._state_shape(batch, c=True), self.dtype) if self._has_c
+                    else None)
 
         def repeat(name):
+            shape = self._state_shape(batch, c=name == "c0")
             return np.ascontiguousarray(np.broadcast_to(self._params[name][:, None], shape))
 
         return repeat("h0"), (repeat("c0") if self._has_c else None)
@@ -180,7 +197,8 @@ class Recurrent(_LayerBase):
                 raise TypeError(f"{name} must be a tuple (h, c) for an LSTM, got "
                                 f"{type(state).__name__}")
             h = as_float_array(f"{name}[0] (h)", state[0], self.dtype, shape)
-            c = as_float_array(f"{name}[1] (c)", state[1], self.dtype, shape)
+            c = as_float_array(f"{name}[1] (c)", state[1], self.dtype,
+                               self._state_shape(batch, c=True))
             return h, c
         if isinstance(state, (tuple, list)):
             raise TypeError(f"{name} must be an array h of shape {shape}, got "
@@ -260,7 +278,7 @@ class Recurrent(_LayerBase):
         """``{"layer_masks": ..., "recurrent_masks": ...}`` of one training call: fresh masks
         (zeros and ``1 / (1 - p)``) between the stacked layers and on ``h_{t-1}`` where
         ``W_hh`` reads it, one per sequence (None where the rate is 0)."""
-        D, H = self.num_directions, self.hidden_size
+        D, H = self.num_directions, self.state_size
 
         def draw(p, shape):
             return ((self._rng.random(shape) >= p) / (1.0 - p)).astype(self.dtype)
@@ -307,7 +325,7 @@ class Recurrent(_LayerBase):
         the other rows, and the empty ones get their initial state as final state and 0
         outputs. ``(y, h_n, c_n, workspace, (rows, x, h0, c0 of the rows run))``."""
         rows = np.flatnonzero(lengths)
-        y = np.zeros((*x.shape[:2], self.num_directions * self.hidden_size), self.dtype)
+        y = np.zeros((*x.shape[:2], self.num_directions * self.state_size), self.dtype)
         h_n, c_n = h0.copy(), (None if c0 is None else c0.copy())
         if rows.size == 0:
             return y, h_n, c_n, None, (rows, None, None, None)
@@ -373,7 +391,7 @@ class Recurrent(_LayerBase):
         """
         cache = self._training_cache("a forward call")
         batch, timesteps, _ = cache[0].shape
-        y_shape = (batch, timesteps, self.num_directions * self.hidden_size)
+        y_shape = (batch, timesteps, self.num_directions * self.state_size)
         if dy is not None:
             dy = as_float_array("dy", dy, self.dtype, y_shape)
         dh_n, dc_n = self._check_dstate(dstate, batch)
@@ -419,8 +437,9 @@ class Recurrent(_LayerBase):
         rows, x_r, h0_r, c0_r = cache.part
         shape = self._state_shape(cache.x.shape[0])
         dh0 = np.zeros(shape, self.dtype) if dh_n is None else dh_n.copy()
-        dc0 = None if cache.c0 is None else (np.zeros(shape, self.dtype) if dc_n is None
-                                              else dc_n.copy())
+        dc0 = None if cache.c0 is None else (
+            np.zeros(self._state_shape(cache.x.shape[0], c=True), self.dtype) if dc_n is None
+            else dc_n.copy())
         dx = np.zeros(cache.x.shape, self.dtype) if input_grad else None
         if rows.size == 0:
             grads = {name: np.zeros_like(p) for name, p in self._params.items()
@@ -447,7 +466,8 @@ class Recurrent(_LayerBase):
                 raise TypeError(f"dstate must be a tuple (dh, dc) for an LSTM, got "
                                 f"{type(dstate).__name__}")
             return tuple(
-                None if d is None else as_float_array(f"dstate[{i}]", d, self.dtype, shape)
+                None if d is None else as_float_array(f"dstate[{i}]", d, self.dtype,
+                                                      self._state_shape(batch, c=i == 1))
                 for i, d in enumerate(dstate)
             )
         return as_float_array("dstate", dstate, self.dtype, shape), None
@@ -554,8 +574,9 @@ class Recurrent(_LayerBase):
 
     def output_shape(self, input_shape):
         """See :meth:`Layer.output_shape`: ``(batch, timesteps, width)``, or ``(batch, width)``
-        with ``return_sequences=False``, where ``width = num_directions * hidden_size``."""
-        width = self.num_directions * self.hidden_size
+        with ``return_sequences=False``, where ``width = num_directions * state_size``
+        (``state_size``: ``proj_size`` for a projected LSTM, else ``hidden_size``)."""
+        width = self.num_directions * self.state_size
         return (*input_shape[:2], width) if self.return_sequences else (input_shape[0], width)
 
     def model_forward(self, x, lengths=None, *, state=None, training=False):
@@ -594,22 +615,22 @@ class Recurrent(_LayerBase):
 
         Parameters
         ----------
-        dy : array_like, shape (batch, num_directions * hidden_size)
+        dy : array_like, shape (batch, num_directions * state_size)
 
         Returns
         -------
         dstate : ndarray or tuple
-            ``dh_n`` of shape ``(num_layers * num_directions, batch, hidden_size)`` (zero but
+            ``dh_n`` of shape ``(num_layers * num_directions, batch, state_size)`` (zero but
             in the last layer's rows), for an LSTM ``(dh_n, None)``: a ``dstate`` for
             :meth:`backward`.
         """
-        dy = as_float_array("dy", dy, self.dtype, (None, self.num_directions * self.hidden_size))
+        dy = as_float_array("dy", dy, self.dtype, (None, self.num_directions * self.state_size))
         return self._pack_state(self._last_step_grad(dy), None)
 
     def _last_step_grad(self, dy):
         dh_n = np.zeros(self._state_shape(dy.shape[0]), self.dtype)
         for d in range(self.num_directions):
-            dh_n[-self.num_directions + d] = dy[:, d * self.hidden_size:(d + 1) * self.hidden_size]
+            dh_n[-self.num_directions + d] = dy[:, d * self.state_size:(d + 1) * self.state_size]
         return dh_n
 
     def check_state(self, state, batch, name="state"):
@@ -653,6 +674,8 @@ class Recurrent(_LayerBase):
 
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if isinstance(self, RNN) else ""
+        if self.proj_size:
+            extra += f", proj_size={self.proj_size}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
                 f"bidirectional={self.bidirectional}, dtype={self.dtype.name!r}, "
@@ -740,14 +763,35 @@ class LSTM(Recurrent):
         ``(3 * hidden_size,)`` (``p_i, p_f, p_o``), one per layer and direction after its
         PyTorch parameters. PyTorch's LSTM has none: load this layer's ``state_dict()`` into
         one only without them.
+    proj_size : int
+        PyTorch's LSTM with projections (Sak et al., 2014), if > 0: ``h_t = (o * tanh(c_t))
+        W_hr^T`` with ``weight_hr_l{k}`` of shape ``(proj_size, hidden_size)``, one per layer
+        and direction after its PyTorch parameters (PyTorch's names, order and shapes), so
+        ``h`` (the outputs, ``h0`` and ``h_n``) has ``proj_size`` units while ``c`` keeps
+        ``hidden_size``; ``weight_hh_l{k}`` is ``(4 * hidden_size, proj_size)`` and a stacked
+        layer reads ``num_directions * proj_size`` features.  0 (default): no projection;
+        else ``0 < proj_size < hidden_size``.  Not with ``peepholes`` (PyTorch has none), and
+        not exportable to ONNX (its LSTM operator has no projection).
     """
 
-    _config_names = Recurrent._config_names + ("peepholes",)
+    _config_names = Recurrent._config_names + ("peepholes", "proj_size")
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
                  dtype="float32", seed=None, backend=None, return_sequences=True,
-                 learn_initial_state=False, dropout=0.0, recurrent_dropout=0.0, peepholes=False):
+                 learn_initial_state=False, dropout=0.0, recurrent_dropout=0.0, peepholes=False,
+                 proj_size=0):
         self.peepholes = check_bool("peepholes", peepholes)
+        self.proj_size = check_int("proj_size", proj_size)
+        if self.proj_size < 0:
+            raise ValueError("proj_size must be 0 (no projection) or a positive integer, got "
+                             f"{self.proj_size}")
+        if self.proj_size and self.proj_size >= check_positive_int("hidden_size", hidden_size):
+            raise ValueError(f"proj_size must be smaller than hidden_size, got proj_size="
+                             f"{self.proj_size} and hidden_size={hidden_size}")
+        if self.proj_size and self.peepholes:
+            raise ValueError("an LSTM has peepholes or a projection (proj_size > 0), not "
+                             "both: PyTorch's projected LSTM has no peepholes, and fastrnn "
+                             "does not combine them")
         super().__init__("lstm_peephole" if self.peepholes else "lstm", input_size,
                          hidden_size, num_layers, bias, bidirectional, dtype, seed, backend,
                          return_sequences, learn_initial_state, dropout, recurrent_dropout)

@@ -257,6 +257,32 @@ def gru_reset_before_backward(dh_new, dc_new, cache, params):
     return dx, dh, None, grads
 
 
+# -------------------------------------------------------------------------- LSTM projection
+
+def projected(cell):
+    """The ``(forward, backward)`` of ``cell`` (the LSTM's) with a projection, PyTorch's
+    ``proj_size``: the cell's output ``m = o * tanh(c')`` (``H`` units) is projected to the
+    state ``h'`` (``P`` units) by ``W_hr`` (``params[-1]``, ``(P, H)``), and ``W_hh`` reads
+    ``h`` (``(4H, P)``); ``c`` keeps its ``H`` units::
+
+        h' = m W_hr^T
+    """
+    cell_forward, cell_backward = cell
+
+    def forward(x, h, c, params, m=None):
+        w_hr = params[-1]
+        out, c_new, cache = cell_forward(x, h, c, params[:-1], m)
+        return out @ w_hr.T, c_new, (cache, out)
+
+    def backward(dh_new, dc_new, cache, params):
+        w_hr = params[-1]
+        cell_cache, out = cache
+        dx, dh, dc_prev, grads = cell_backward(dh_new @ w_hr, dc_new, cell_cache, params[:-1])
+        return dx, dh, dc_prev, grads + (dh_new.T @ out,)
+
+    return forward, backward
+
+
 def _rnn_cell(nonlinearity):
     def forward(x, h, c, params, m=None):
         return rnn_forward(x, h, c, params, nonlinearity, m)

@@ -21,23 +21,40 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..cell_table import cell_spec, parameter_names, peephole_name
-from .cells import CELLS
+from ..cell_table import cell_spec, parameter_names, peephole_name, projection_name, state_sizes
+from .cells import CELLS, projected
+
+
+def _cell_functions(cell, projection):
+    """``(forward, backward)`` of one step of ``cell``, with the LSTM's projection if
+    ``projection``."""
+    return projected(CELLS[cell]) if projection else CELLS[cell]
 
 
 def _cell_params(cell, weights, layer, direction):
     """``(w_ih, w_hh, b_ih, b_hh)`` of one layer and direction (and the peepholes of a
-    peephole LSTM); biases are ``None`` if absent."""
-    return tuple(weights.get(name) for name in _param_names(cell, layer, direction))
+    peephole LSTM, then the projection ``W_hr`` of a projected LSTM); biases are ``None`` if
+    absent."""
+    return tuple(weights.get(name) for name in _param_names(cell, weights, layer, direction))
 
 
-def _param_names(cell, layer, direction):
+def _param_names(cell, weights, layer, direction):
     """The names of :func:`_cell_params`' parameters, in their order."""
     names = parameter_names(layer, direction, bias=True)
-    return names + [peephole_name(layer, direction)] if cell_spec(cell).has_peepholes else names
+    if cell_spec(cell).has_peepholes:
+        names.append(peephole_name(layer, direction))
+    if _projected(weights):
+        names.append(projection_name(layer, direction))
+    return names
 
 
-def unroll(cell, x, params, h0, c0, lengths, reverse=False, recurrent_mask=None):
+def _projected(weights):
+    """True for the weights of an LSTM with a projection (``proj_size > 0``)."""
+    return projection_name(0, 0) in weights
+
+
+def unroll(cell, x, params, h0, c0, lengths, reverse=False, recurrent_mask=None,
+           projection=False):
     """Run one recurrent layer in one direction over a batch of sequences.
 
     Parameters
@@ -46,15 +63,19 @@ def unroll(cell, x, params, h0, c0, lengths, reverse=False, recurrent_mask=None)
         ``"rnn_tanh"``, ``"rnn_relu"``, ``"lstm"`` or ``"gru"``.
     x : ndarray, shape (batch, timesteps, input_size)
     params : tuple
-        ``(w_ih, w_hh, b_ih, b_hh)``, biases may be ``None``.
+        ``(w_ih, w_hh, b_ih, b_hh)``, biases may be ``None`` (then the peepholes, then
+        ``W_hr`` with ``projection``).
     h0, c0 : ndarray, shape (batch, hidden_size)
-        Initial states (``c0`` is ``None`` unless the cell is an LSTM).
+        Initial states (``c0`` is ``None`` unless the cell is an LSTM; with ``projection``
+        ``h0`` has ``proj_size`` columns).
     lengths : ndarray of int, shape (batch,)
         Valid timesteps of each sequence.
     reverse : bool
         Walk from each sequence's last valid step down to step 0.
     recurrent_mask : ndarray, shape (batch, hidden_size), optional
         Recurrent dropout: ``W_hh`` reads ``h * recurrent_mask``.
+    projection : bool
+        An LSTM with a projection (PyTorch's ``proj_size``): ``params[-1]`` is ``W_hr``.
 
     Returns
     -------
@@ -65,7 +86,7 @@ def unroll(cell, x, params, h0, c0, lengths, reverse=False, recurrent_mask=None)
     steps : list
         ``(t, active_rows, cell_cache)`` for each computed step, in the order computed.
     """
-    forward_cell, _ = CELLS[cell]
+    forward_cell, _ = _cell_functions(cell, projection)
     batch, timesteps, _ = x.shape
     h = h0.copy()
     c = None if c0 is None else c0.copy()
@@ -87,7 +108,7 @@ def unroll(cell, x, params, h0, c0, lengths, reverse=False, recurrent_mask=None)
     return y, h, c, steps
 
 
-def unroll_backward(cell, steps, params, x_shape, dy, dh, dc, dh_seq=None):
+def unroll_backward(cell, steps, params, x_shape, dy, dh, dc, dh_seq=None, projection=False):
     """BPTT through one layer and direction: the steps of :func:`unroll`, walked backwards.
 
     Parameters
@@ -105,6 +126,8 @@ def unroll_backward(cell, steps, params, x_shape, dy, dh, dc, dh_seq=None):
         Gradient with respect to the final states (``dc`` is ``None`` unless LSTM).
     dh_seq : ndarray, shape (batch, timesteps, hidden_size), optional
         If given, receives ``dL/dh_t`` at every computed step (for diagnostics).
+    projection : bool
+        As given to :func:`unroll`.
 
     Returns
     -------
@@ -115,7 +138,7 @@ def unroll_backward(cell, steps, params, x_shape, dy, dh, dc, dh_seq=None):
         Gradients of ``(w_ih, w_hh, b_ih, b_hh)`` summed over all timesteps (``None`` for an
         absent bias).
     """
-    _, backward_cell = CELLS[cell]
+    _, backward_cell = _cell_functions(cell, projection)
     dh = dh.copy()
     dc = None if dc is None else dc.copy()
     dx = np.zeros(x_shape, dtype=dy.dtype)
@@ -164,7 +187,9 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, b
         Parameters in PyTorch's names and shapes (see :func:`parameter_names`).
     h0, c0 : ndarray, shape (num_layers * num_directions, batch, hidden_size), optional
         Initial states, index ``layer * num_directions + direction``; ``None`` means zeros.
-        ``c0`` is for the LSTM only.
+        ``c0`` is for the LSTM only.  An LSTM with a projection (``weight_hr_l0`` in
+        ``weights``, PyTorch's ``proj_size``) has ``h`` of ``proj_size`` columns, here and in
+        ``y``, ``h_n`` and the masks that multiply ``h``.
     lengths : ndarray of int, shape (batch,), optional
         Valid timesteps of each sequence, each in ``1..timesteps``; ``None`` means all.
     num_layers : int
@@ -186,17 +211,18 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, b
     """
     batch, timesteps, _ = x.shape
     num_directions = 2 if bidirectional else 1
-    hidden = weights["weight_hh_l0"].shape[1]
-    state_shape = (num_layers * num_directions, batch, hidden)
+    hidden, state = state_sizes(weights)
+    state_shape = (num_layers * num_directions, batch, state)
+    c_shape = (num_layers * num_directions, batch, hidden)
     if lengths is None:
         lengths = np.full(batch, timesteps)
     if h0 is None:
         h0 = np.zeros(state_shape, dtype=x.dtype)
     has_c = cell_spec(cell).has_cell_state
     if has_c and c0 is None:
-        c0 = np.zeros(state_shape, dtype=x.dtype)
+        c0 = np.zeros(c_shape, dtype=x.dtype)
     h_n = np.empty(state_shape, dtype=x.dtype)
-    c_n = np.empty(state_shape, dtype=x.dtype) if has_c else None
+    c_n = np.empty(c_shape, dtype=x.dtype) if has_c else None
 
     cache = ForwardCache(cell, num_layers, num_directions, weights, layer_masks=layer_masks)
     layer_input = x
@@ -209,6 +235,7 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1, b
                 cell, layer_input, _cell_params(cell, weights, layer, direction),
                 h0[k], None if c_n is None else c0[k], lengths, reverse=direction == 1,
                 recurrent_mask=None if recurrent_masks is None else recurrent_masks[k],
+                projection=_projected(weights),
             )
             outputs.append(y)
             h_n[k] = h
@@ -247,16 +274,17 @@ def backward(cache, dy=None, dh_n=None, dc_n=None, hidden_grads=None):
     is_lstm = cell_spec(cache.cell).has_cell_state
     x = cache.layer_inputs[0]
     dtype = x.dtype
-    hidden = cache.weights["weight_hh_l0"].shape[1]
+    hidden, state = state_sizes(cache.weights)
     D = cache.num_directions
-    state_shape = (cache.num_layers * D, x.shape[0], hidden)
-    top_shape = (x.shape[0], x.shape[1], D * hidden)
+    state_shape = (cache.num_layers * D, x.shape[0], state)
+    c_shape = (cache.num_layers * D, x.shape[0], hidden)
+    top_shape = (x.shape[0], x.shape[1], D * state)
     d_out = np.zeros(top_shape, dtype) if dy is None else dy
     dh_n = np.zeros(state_shape, dtype) if dh_n is None else dh_n
     if is_lstm and dc_n is None:
-        dc_n = np.zeros(state_shape, dtype)
+        dc_n = np.zeros(c_shape, dtype)
     dh0 = np.empty(state_shape, dtype)
-    dc0 = np.empty(state_shape, dtype) if is_lstm else None
+    dc0 = np.empty(c_shape, dtype) if is_lstm else None
 
     grads = {}
     for layer in reversed(range(cache.num_layers)):
@@ -267,18 +295,20 @@ def backward(cache, dy=None, dh_n=None, dc_n=None, hidden_grads=None):
             params = _cell_params(cache.cell, cache.weights, layer, direction)
             dh_seq = None
             if hidden_grads is not None:
-                dh_seq = hidden_grads[layer, direction] = np.zeros(top_shape[:2] + (hidden,),
+                dh_seq = hidden_grads[layer, direction] = np.zeros(top_shape[:2] + (state,),
                                                                    dtype)
             dx, dh, dc, param_grads = unroll_backward(
                 cache.cell, cache.steps[layer, direction], params, layer_input.shape,
-                d_out[:, :, direction * hidden:(direction + 1) * hidden],
+                d_out[:, :, direction * state:(direction + 1) * state],
                 dh_n[k], dc_n[k] if is_lstm else None, dh_seq,
+                projection=_projected(cache.weights),
             )
             d_in += dx
             dh0[k] = dh
             if is_lstm:
                 dc0[k] = dc
-            for name, g in zip(_param_names(cache.cell, layer, direction), param_grads):
+            for name, g in zip(_param_names(cache.cell, cache.weights, layer, direction),
+                               param_grads):
                 if g is not None:
                     grads[name] = g
         d_out = d_in if cache.layer_masks is None or layer == 0 else \
