@@ -59,22 +59,24 @@ cdef void _projection(const fr_kernels_t* kt, Py_ssize_t R, Py_ssize_t K, Py_ssi
 
 cdef void _step_item(
         const fr_kernels_t* kt,                  # IN  the kernels
-        int cell, bint reverse, Py_ssize_t s, Py_ssize_t T, Py_ssize_t H, Py_ssize_t G,
+        int cell, bint reverse, Py_ssize_t s, Py_ssize_t T, Py_ssize_t H,
+        Py_ssize_t P,                            #     width of h: H, or the LSTM's proj_size
+        Py_ssize_t G,
         Py_ssize_t p0, Py_ssize_t na,            # first sorted position of the block, active rows
         Py_ssize_t u0, Py_ssize_t nj,            # unit block
         const floating* xp, Py_ssize_t LX,       # IN  input projection (caller rows), dir offset applied
         const floating* bx,                      # IN  (G*H) bias added to xp (GRU n: b_in)
         const floating* bhn,                     # IN  (H)  GRU b_hn
         const floating* whh,                     # IN  recurrent weights: mode 0: W_hh^T block
-                                                 #     (H, G*nj) of this unit block, panel-packed;
-                                                 #     mode 1: weight_hh (G*H, H) as given
+                                                 #     (P, G*nj) of this unit block, panel-packed;
+                                                 #     mode 1: weight_hh (G*H, P) as given
         int mode,                                #     GEMM: 0 panel kernel, 1 dot kernel
         const int64_t* order, const int64_t* lengths,  # IN
-        const floating* cur,                     # IN  (na, H) previous h, rows of the block
-        floating* nxt,                           # OUT (na, H) new h (only units u0..u0+nj)
+        const floating* cur,                     # IN  (na, P) previous h, rows of the block
+        floating* nxt,                           # OUT (na, P) new h (only units u0..u0+nj)
         floating* cst,                           # INOUT (na, H) LSTM cell state (units of block)
         floating* y, Py_ssize_t LY,              # OUT y rows (caller rows), dir offset applied
-        floating* hN, floating* cN,              # OUT (B, H) final states, caller rows
+        floating* hN, floating* cN,              # OUT (B, P), (B, H) final states, caller rows
         floating* rec,                           # scratch (na, ldr)
         Py_ssize_t ldr,
         bint store, floating* wg, floating* wc, floating* whn,  # OUT workspace (caller rows)
@@ -83,18 +85,22 @@ cdef void _step_item(
         const floating* wx2=NULL,                    #     block; GRU: r,z in wx1, n in wx2)
         const int64_t* xrow=NULL,                    # IN  row of (b, t=0) in xp (compacted
                                                      #     variable-length input), else b*T
-        const floating* hmask=NULL,                  # IN  (B, H) recurrent dropout mask, caller
-        floating* hm=NULL,                           #     rows; scratch (na, H): h_prev * mask
-        const floating* peep=NULL                    # IN  (3H) peephole LSTM: p_i, p_f, p_o
+        const floating* hmask=NULL,                  # IN  (B, P) recurrent dropout mask, caller
+        floating* hm=NULL,                           #     rows; scratch (na, P): h_prev * mask
+        const floating* peep=NULL,                   # IN  (3H) peephole LSTM: p_i, p_f, p_o
+        const floating* whr=NULL                     # IN  projected LSTM: W_hr^T (H, P) packed
         ) noexcept nogil:
     """One timestep of one work item: prefill, recurrent GEMM, gate math, outputs.
 
     Forward mode: ``xp`` holds the precomputed input projection.  Streaming mode (``xp`` NULL):
     the prefill is the bias only and ``rec += xin @ W_ih^T[block]`` is done here with the panel
     kernel, before the recurrent GEMM.  With ``hmask`` (recurrent dropout) the recurrent GEMM
-    reads ``h_prev * mask`` (the gate math still reads ``h_prev``).
+    reads ``h_prev * mask`` (the gate math still reads ``h_prev``).  With ``whr`` (an LSTM
+    with a projection, all H units in one block) the gate math writes ``m = o * tanh(c)`` into
+    the fifth slot of each ``rec`` row and ``h = m @ W_hr^T`` (P units) is one more GEMM.
     """
     cdef Py_ssize_t r, k, j, b, t, L, row, GH = G * H, N = G * nj
+    cdef Py_ssize_t nw = P if whr != NULL else nj     # units of h this item writes
     cdef floating* rr
     cdef const floating* xr
     cdef const floating* hp
@@ -142,8 +148,8 @@ cdef void _step_item(
     if hmask != NULL:
         for r in range(na):
             b = order[p0 + r]
-            for j in range(H):
-                hm[r * H + j] = cur[r * H + j] * hmask[b * H + j]
+            for j in range(P):
+                hm[r * P + j] = cur[r * P + j] * hmask[b * P + j]
         hr = hm
     if cell == FR_GRU_RESET_BEFORE:
         _reset_before_gemms(kt, na, H, hr, whh, mode, rec, ldr)
@@ -153,20 +159,19 @@ cdef void _step_item(
                 t = (lengths[b] - 1 - s) if reverse else s
                 memcpy(whn + (b * T + t) * H, rec + r * ldr + 4 * H, H * sizeof(floating))
     elif mode == 0:
-        _gemm_acc(kt, na, N, H, hr, H, whh, rec, ldr)
+        _gemm_acc(kt, na, N, P, hr, P, whh, rec, ldr)
     else:
         # per gate k: rows k*H + u0 .. k*H + u0 + nj of W_hh feed rec columns k*nj ..
         for k in range(G):
-            _dot_gemm_acc(kt, na, nj, H, hr, H, whh + (k * H + u0) * H, H, rec + k * nj, ldr)
-    # 3. gate math, state update, outputs
+            _dot_gemm_acc(kt, na, nj, P, hr, P, whh + (k * H + u0) * P, P, rec + k * nj, ldr)
+    # 3. gate math, state update (a projected LSTM: m into rec's fifth slot)
     for r in range(na):
         b = order[p0 + r]
-        L = lengths[b]
-        t = (L - 1 - s) if reverse else s
+        t = (lengths[b] - 1 - s) if reverse else s
         row = b * T + t
         rr = rec + r * ldr
-        hp = cur + r * H + u0
-        hq = nxt + r * H + u0
+        hp = cur + r * P + u0
+        hq = nxt + r * P + u0 if whr == NULL else rr + G * H
         cr = cst + r * H + u0
         _gates(kt, cell, rr, nj, hp, cr, hq,
                whn + row * H + u0 if store and cell == FR_GRU else NULL,
@@ -179,9 +184,21 @@ cdef void _step_item(
             else:
                 for k in range(G):
                     memcpy(wg + row * GH + k * H + u0, rr + k * nj, nj * sizeof(floating))
-        memcpy(y + row * LY + u0, hq, nj * sizeof(floating))
+    # 4. the projection: h = m @ W_hr^T
+    if whr != NULL:
+        for r in range(na):
+            memset(nxt + r * P, 0, P * sizeof(floating))
+        _gemm_acc(kt, na, P, H, rec + G * H, ldr, whr, nxt, P)
+    # 5. outputs
+    for r in range(na):
+        b = order[p0 + r]
+        L = lengths[b]
+        t = (L - 1 - s) if reverse else s
+        row = b * T + t
+        hq = nxt + r * P + u0
+        memcpy(y + row * LY + u0, hq, nw * sizeof(floating))
         if s == L - 1:
-            memcpy(hN + b * H + u0, hq, nj * sizeof(floating))
+            memcpy(hN + b * P + u0, hq, nw * sizeof(floating))
             if _has_c(cell):
                 memcpy(cN + b * H + u0, cst + r * H + u0, nj * sizeof(floating))
 
@@ -223,21 +240,30 @@ cdef inline Py_ssize_t _active(Py_ssize_t na, Py_ssize_t s, Py_ssize_t p0,
 
 
 cdef inline void _pack_unit_block(const fr_kernels_t* kt, int cell, const floating* w_src,
-                                  Py_ssize_t H, Py_ssize_t G, const int64_t* ublk,
+                                  Py_ssize_t H, Py_ssize_t P, Py_ssize_t G, const int64_t* ublk,
                                   Py_ssize_t w, floating* whh,   # OUT its block of whh
                                   Py_ssize_t pfirst=0, Py_ssize_t pstep=1) noexcept nogil:
-    """Pack unit block ``w`` of W_hh (rows of its units in every gate) into its place in the
-    array of separately packed blocks (only panels pfirst, pfirst + pstep, ...).  The
-    reset-before GRU (one block of all units) packs its r, z rows and its n rows apart: its
+    """Pack unit block ``w`` of W_hh ((G*H, P): rows of its units in every gate) into its
+    place in the array of separately packed blocks (only panels pfirst, pfirst + pstep, ...).
+    The reset-before GRU (one block of all units) packs its r, z rows and its n rows apart: its
     step multiplies them by different operands."""
     cdef Py_ssize_t u0 = ublk[w], nj = ublk[w + 1] - ublk[w]
-    cdef floating* out = whh + w * _hh_block_size(kt, cell, H, G, ublk[1], sizeof(floating))
+    cdef floating* out = whh + w * _hh_block_size(kt, cell, P, G, ublk[1], sizeof(floating))
     if cell == FR_GRU_RESET_BEFORE:
         _pack_panels(kt, w_src, H, 2, H, u0, nj, out, pfirst, pstep)
         _pack_panels(kt, w_src + 2 * H * H, H, 1, H, u0, nj,
                      out + _packed_size(kt, H, 2 * nj, sizeof(floating)), pfirst, pstep)
     else:
-        _pack_panels(kt, w_src, H, G, H, u0, nj, out, pfirst, pstep)
+        _pack_panels(kt, w_src, P, G, H, u0, nj, out, pfirst, pstep)
+
+
+cdef inline void _pack_projection(const fr_kernels_t* kt, const floating* w_hr, Py_ssize_t H,
+                                  Py_ssize_t P,
+                                  floating* out,      # OUT W_hr^T (H, P) panel-packed
+                                  Py_ssize_t pfirst=0, Py_ssize_t pstep=1) noexcept nogil:
+    """Pack a projected LSTM's W_hr ((P, H), PyTorch's layout) as the step's projection GEMM
+    ``h = m @ W_hr^T`` reads it (only panels pfirst, pfirst + pstep, ...)."""
+    _pack_panels(kt, w_hr, H, 1, P, 0, P, out, pfirst, pstep)
 
 
 cdef struct _InStep:
@@ -295,7 +321,7 @@ cdef inline floating* _gather_inputs(const _InStep* xs, Py_ssize_t w, bint rever
 
 
 cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint reverse, Py_ssize_t T, Py_ssize_t tmax,
-                  Py_ssize_t B, Py_ssize_t H, Py_ssize_t G,
+                  Py_ssize_t B, Py_ssize_t H, Py_ssize_t P, Py_ssize_t G,
                   const floating* xp, Py_ssize_t LX, const floating* bx, const floating* bhn,
                   const floating* whh, int mode,
                   const int64_t* ublk, Py_ssize_t nu, const int64_t* bblk, Py_ssize_t nb,
@@ -305,7 +331,8 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                   Py_ssize_t ldr, bint store, floating* wg, floating* wc, floating* whn,
                   fr_barrier_t* bar, const floating* w_src,
                   const int64_t* xrow, int* next_item, const _InStep* xs,
-                  const _RecDropout* rd, const floating* peep) noexcept nogil:
+                  const _RecDropout* rd, const floating* peep,
+                  const floating* whr) noexcept nogil:
     """Thread ``tid`` of ``nth``: (mode 0, ``w_src`` given) first pack W_hh into ``whh``
     (each thread its own unit blocks, or a share of the panels of the single block), then run
     work items over time: independent batch blocks (one unit block) claimed one at a time from
@@ -321,7 +348,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
     cdef const floating* wx1 = NULL
     cdef const floating* wx2 = NULL
     cdef fr_member_t me
-    cdef Py_ssize_t BH = B * H
+    cdef Py_ssize_t BP = B * P
     cdef const floating* wblk
     cdef floating* cur
     cdef floating* nxt
@@ -334,10 +361,10 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
         if nu > 1:
             w = tid
             while w < nu:
-                _pack_unit_block(kt, cell, w_src, H, G, ublk, w, <floating*>whh)
+                _pack_unit_block(kt, cell, w_src, H, P, G, ublk, w, <floating*>whh)
                 w += nth
         else:
-            _pack_unit_block(kt, cell, w_src, H, G, ublk, 0, <floating*>whh, tid, nth)
+            _pack_unit_block(kt, cell, w_src, H, P, G, ublk, 0, <floating*>whh, tid, nth)
     if xs != NULL and xs.w_ih != NULL:
         w = tid if nu > 1 else 0
         while w < nu:
@@ -360,16 +387,16 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                 na = _active(na, s, p0, order, lengths)
                 if na == 0:
                     break
-                cur = hbuf + (s & 1) * BH + p0 * H
-                nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
+                cur = hbuf + (s & 1) * BP + p0 * P
+                nxt = hbuf + ((s + 1) & 1) * BP + p0 * P
                 if xs != NULL:
                     xin = _gather_inputs(xs, w, reverse, s, T, p0, na, order, lengths, cur)
                 if rd != NULL:
                     hm = <floating*>rd.hm + w * rd.hm_stride
-                _step_item(kt, cell, reverse, s, T, H, G, p0, na, 0, H, xp, LX, bx, bhn, whh,
-                           mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
+                _step_item(kt, cell, reverse, s, T, H, P, G, p0, na, 0, H, xp, LX, bx, bhn,
+                           whh, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
                            scratch + w * scr_stride, ldr, store, wg, wc, whn,
-                           xin, Kx, wx1, wx2, xrow, hmask, hm, peep)
+                           xin, Kx, wx1, wx2, xrow, hmask, hm, peep, whr)
             w = fr_claim(next_item)
     else:
         for s in range(tmax):
@@ -383,22 +410,22 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                 if na > 0:
                     u0 = ublk[uj]
                     nj = ublk[uj + 1] - u0
-                    cur = hbuf + (s & 1) * BH + p0 * H
-                    nxt = hbuf + ((s + 1) & 1) * BH + p0 * H
-                    wblk = (whh + uj * _hh_block_size(kt, cell, H, G, ublk[1], sizeof(floating))
+                    cur = hbuf + (s & 1) * BP + p0 * P
+                    nxt = hbuf + ((s + 1) & 1) * BP + p0 * P
+                    wblk = (whh + uj * _hh_block_size(kt, cell, P, G, ublk[1], sizeof(floating))
                             if mode == 0 else whh)
                     if xs != NULL:
                         xin = _gather_inputs(xs, w, reverse, s, T, p0, na, order, lengths, cur)
                     if rd != NULL:
                         hm = <floating*>rd.hm + w * rd.hm_stride
-                    _step_item(kt, cell, reverse, s, T, H, G, p0, na, u0, nj, xp, LX, bx, bhn,
+                    _step_item(kt, cell, reverse, s, T, H, P, G, p0, na, u0, nj, xp, LX, bx, bhn,
                                wblk, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY,
                                hN, cN, scratch + w * scr_stride, ldr, store, wg, wc, whn,
                                xin, Kx,
                                wx1 + _block_offset(kt, Kx, n1, u0, ublk[1], sizeof(floating))
                                if xs != NULL else NULL,
                                wx2 + _block_offset(kt, Kx, 1, u0, ublk[1], sizeof(floating))
-                               if wx2 != NULL else NULL, xrow, hmask, hm, peep)
+                               if wx2 != NULL else NULL, xrow, hmask, hm, peep, whr)
                 w += nth
             fr_barrier_wait(bar, nth, &me)
     fr_team_leave(bar, nth, &me)        # the join (see _threads)
@@ -406,6 +433,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
 
 
 cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
+                      Py_ssize_t P,                           # width of h (H, or proj_size)
                       Py_ssize_t G, Py_ssize_t tmax,
                       const floating* xp, Py_ssize_t LX,      # IN  input projection, dir offset applied
                       const floating* bx, const floating* bhn,  # IN biases (see _step_item)
@@ -413,10 +441,10 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
                       const int64_t* ublk, Py_ssize_t nu,     # IN  unit blocks
                       const int64_t* bblk, Py_ssize_t nb,     # IN  batch blocks (sorted positions)
                       const int64_t* order, const int64_t* lengths,  # IN
-                      floating* hbuf,                         # INOUT (2, B, H), hbuf[0] = h0 sorted
+                      floating* hbuf,                         # INOUT (2, B, P), hbuf[0] = h0 sorted
                       floating* cbuf,                         # INOUT (B, H) LSTM c0 sorted
                       floating* y, Py_ssize_t LY,             # OUT outputs, dir offset applied
-                      floating* hN, floating* cN,             # OUT (B, H) final states
+                      floating* hN, floating* cN,             # OUT (B, P), (B, H) final states
                       floating* scratch, Py_ssize_t scr_stride, Py_ssize_t ldr,
                       bint store, floating* wg, floating* wc, floating* whn,  # OUT workspace
                       int nthreads,
@@ -424,7 +452,8 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
                       const int64_t* xrow=NULL,     # IN xp row of (b, 0)
                       const _InStep* xs=NULL,       # IN input projected in steps
                       const _RecDropout* rd=NULL,   # IN recurrent dropout
-                      const floating* peep=NULL) noexcept nogil:  # IN (3H) peepholes
+                      const floating* peep=NULL,    # IN (3H) peepholes
+                      const floating* whr=NULL) noexcept nogil:  # IN packed W_hr^T (projection)
     """Run one layer-direction over time, on min(nthreads, nb*nu) threads."""
     cdef int tid, nth
     cdef int next_item = 0
@@ -436,16 +465,17 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
         nthreads = <int>(nb * nu)
     nthreads = _threads(nthreads)
     if nthreads <= 1:
-        _worker(kt, 0, 1, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk, nu,
-                bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
-                store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd, peep)
+        _worker(kt, 0, 1, cell, reverse, T, tmax, B, H, P, G, xp, LX, bx, bhn, whh, mode, ublk,
+                nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
+                store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd, peep, whr)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
         nth = openmp.omp_get_num_threads()
-        _worker(kt, tid, nth, cell, reverse, T, tmax, B, H, G, xp, LX, bx, bhn, whh, mode, ublk,
-                nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride,
-                ldr, store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd, peep)
+        _worker(kt, tid, nth, cell, reverse, T, tmax, B, H, P, G, xp, LX, bx, bhn, whh, mode,
+                ublk, nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch,
+                scr_stride, ldr, store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd, peep,
+                whr)
     fr_team_done(&bar)
 
 
@@ -498,12 +528,13 @@ cdef int _check_index(cnp.ndarray a, str name, Py_ssize_t n, Py_ssize_t lo,
     return 0
 
 
-cdef Py_ssize_t _hh_packed_size(const fr_kernels_t* kt, int cell, Py_ssize_t H, Py_ssize_t G,
+cdef Py_ssize_t _hh_packed_size(const fr_kernels_t* kt, int cell, Py_ssize_t K, Py_ssize_t G,
                                 cnp.ndarray ublk_arr, Py_ssize_t elsize):
-    """Elements of W_hh packed as the unit blocks ``ublk_arr`` (each block separately)."""
+    """Elements of W_hh (rows of K: the width of h) packed as the unit blocks ``ublk_arr``
+    (each block separately)."""
     cdef const int64_t* ublk = <const int64_t*>_ptr(ublk_arr)
     cdef Py_ssize_t nu = cnp.PyArray_DIM(ublk_arr, 0) - 1
-    return nu * _hh_block_size(kt, cell, H, G, ublk[1] - ublk[0], elsize)
+    return nu * _hh_block_size(kt, cell, K, G, ublk[1] - ublk[0], elsize)
 
 
 cdef Py_ssize_t _in_packed_size(const fr_kernels_t* kt, Py_ssize_t K, Py_ssize_t n,
@@ -521,15 +552,18 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                           cnp.ndarray ublk_arr, bint partial,
                           Py_ssize_t L, Py_ssize_t D, bint training, int nthreads, int mode,
                           int proj_threads, object packed, bint in_step,
-                          list layer_masks, object recurrent_masks, list peepholes):
+                          list layer_masks, object recurrent_masks, list peepholes,
+                          list w_hr):
     cdef int typenum = cnp.NPY_FLOAT64 if floating is double else cnp.NPY_FLOAT32
     cdef Py_ssize_t B = cnp.PyArray_DIM(x, 0), T = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t I = cnp.PyArray_DIM(x, 2)
-    cdef Py_ssize_t H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
     cdef Py_ssize_t G = 4 if _has_c(cell) else (3 if _is_gru(cell) else 1)
-    cdef Py_ssize_t GH = G * H, BH = B * H, BT = B * T
+    # the width of h: W_hh's columns (a projected LSTM's proj_size, else H)
+    cdef Py_ssize_t P = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
+    cdef Py_ssize_t H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 0) // G
+    cdef Py_ssize_t GH = G * H, BH = B * H, BP = B * P, BT = B * T
     cdef Py_ssize_t layer, d, idx, i, p, b, tmax, rows, max_nj, ldr, step, I_l
-    cdef Py_ssize_t nitems, LX, GHp
+    cdef Py_ssize_t nitems, LX, GHp, whr_size = 0
     cdef Py_ssize_t nb = cnp.PyArray_DIM(bblk_arr, 0) - 1, nu = cnp.PyArray_DIM(ublk_arr, 0) - 1
     cdef bint store
     cdef int64_t* lens
@@ -563,19 +597,25 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef _RecDropout rdrop
     cdef _RecDropout* rd_p = NULL
     cdef const floating* peep_p = NULL
-    cdef Py_ssize_t Kmax = max(I, D * H), n1 = 2 if _is_gru(cell) else G
+    cdef const floating* whr_p = NULL
+    cdef Py_ssize_t Kmax = max(I, D * P), n1 = 2 if _is_gru(cell) else G
 
     # cheap guards against memory errors (the layers validate, the planner plans beforehand)
+    if (w_hr is not None) != (P != H) or (w_hr is not None and not _has_c(cell)):
+        raise ValueError("a projection (w_hr) is given for an LSTM whose W_hh has proj_size "
+                         "columns, and only for it")
     for layer in range(L):
         for d in range(D):
             idx = layer * D + d
-            _check_arr(w_ih[idx], f"w_ih[{idx}]", 2, GH, I if layer == 0 else D * H, 0,
+            _check_arr(w_ih[idx], f"w_ih[{idx}]", 2, GH, I if layer == 0 else D * P, 0,
                        floating is double)
-            _check_arr(w_hh[idx], f"w_hh[{idx}]", 2, GH, H, 0, floating is double)
+            _check_arr(w_hh[idx], f"w_hh[{idx}]", 2, GH, P, 0, floating is double)
             _check_arr(bx[idx], f"bx[{idx}]", 1, GH, 0, 0, floating is double)
             _check_arr(bhn[idx], f"bhn[{idx}]", 1, H, 0, 0, floating is double)
+            if w_hr is not None:
+                _check_arr(w_hr[idx], f"w_hr[{idx}]", 2, P, H, 0, floating is double)
     if h0 is not None:
-        _check_arr(h0, "h0", 3, L * D, B, H, floating is double)
+        _check_arr(h0, "h0", 3, L * D, B, P, floating is double)
     if c0 is not None and _has_c(cell):
         _check_arr(c0, "c0", 3, L * D, B, H, floating is double)
     if layer_masks is not None:
@@ -583,10 +623,10 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             raise ValueError(f"one layer mask between each two layers expected ({L - 1}), got "
                              f"{len(layer_masks)}")
         for layer in range(L - 1):
-            _check_arr(layer_masks[layer], f"layer_masks[{layer}]", 3, B, T, D * H,
+            _check_arr(layer_masks[layer], f"layer_masks[{layer}]", 3, B, T, D * P,
                        floating is double)
     if recurrent_masks is not None:
-        _check_arr(recurrent_masks, "recurrent_masks", 3, L * D, B, H, floating is double)
+        _check_arr(recurrent_masks, "recurrent_masks", 3, L * D, B, P, floating is double)
     if (peepholes is not None) != (cell == FR_LSTM_PEEPHOLE):
         raise ValueError("peepholes are given for the peephole LSTM, and only for it")
     for idx in range(L * D if peepholes is not None else 0):
@@ -597,6 +637,9 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     _check_index(ublk_arr, "unit blocks", nu + 1, 0, H)
     if not 1 <= nb * nu <= 64:            # at most 64 work items (see _worker)
         raise ValueError(f"at most 64 work items, got {nb} x {nu}")
+    if (cell == FR_GRU_RESET_BEFORE or w_hr is not None) and nu != 1:
+        raise ValueError("the reset-before GRU and the projected LSTM run their units in one "
+                         "block")
     cdef list packed_ih = None, packed_hh = None, packed_ihb = None
     cdef bint same_blocks
     # packed for the kernels in use (else ignored), W_hh and the input blocks of W_ih for
@@ -613,13 +656,13 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                 (packed_ihb is not None and len(packed_ihb) != 2 * L * D):
             raise ValueError("one packed weight per layer and direction expected")
         for idx in range(L * D):
-            I_l = I if idx < D else D * H
+            I_l = I if idx < D else D * P
             if packed_ih is not None:
                 _check_arr(packed_ih[idx], f"packed w_ih[{idx}]", 1,
                            _packed_size(kt, I_l, GH, sizeof(floating)), 0, 0, floating is double)
             if packed_hh is not None:
                 _check_arr(packed_hh[idx], f"packed w_hh[{idx}]", 1,
-                           _hh_packed_size(kt, cell, H, G, ublk_arr, sizeof(floating)), 0, 0,
+                           _hh_packed_size(kt, cell, P, G, ublk_arr, sizeof(floating)), 0, 0,
                            floating is double)
             if packed_ihb is not None:
                 _check_arr(packed_ihb[2 * idx], f"packed input blocks [{2 * idx}]", 1,
@@ -641,24 +684,32 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     step = ublk_p[1] - ublk_p[0]          # every unit block but the last is this wide
     max_nj = step
     # rec rows: the gates (GRUs: a fourth slot, x's part of n; the reset-before GRU: a fifth,
-    # r * h_prev)
-    ldr = (G + (1 if _is_gru(cell) else 0) + (1 if cell == FR_GRU_RESET_BEFORE else 0)) * max_nj
-    ldr = ((ldr + 15) // 16) * 16         # scratch rows start on 64-byte lines
+    # r * h_prev; the projected LSTM: a fifth, m = o * tanh(c))
+    ldr = _rec_width(cell, G, max_nj, w_hr is not None)
     nitems = nb * nu
-    h_n = _new(3, L * D, B, H, 0, typenum, False)
+    h_n = _new(3, L * D, B, P, 0, typenum, False)
     c_n = _new(3, L * D, B, H, 0, typenum, False) if _has_c(cell) else None
     cN_dummy = _new(1, BH if BH > 0 else 1, 0, 0, 0, typenum, False)
-    hbuf = _new(1, 2 * BH, 0, 0, 0, typenum, False)
+    hbuf = _new(1, 2 * BP, 0, 0, 0, typenum, False)
     cbuf = _new(1, BH if BH > 0 else 1, 0, 0, 0, typenum, False)
     scratch = _new(1, nitems * rows * ldr, 0, 0, 0, typenum, False)
-    wpk = (_new(1, _hh_packed_size(kt, cell, H, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
+    wpk = (_new(1, _hh_packed_size(kt, cell, P, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
                 False) if mode == 0 and packed_hh is None else None)
+    whr_pk = None
+    if w_hr is not None:      # W_hr^T of every layer and direction, packed once per call
+        whr_size = _packed_size(kt, H, P, sizeof(floating))
+        whr_pk = _new(1, L * D * whr_size, 0, 0, 0, typenum, False)
+        for idx in range(L * D):
+            src = <const floating*>_ptr(w_hr[idx])
+            wpi_p = <floating*>_ptr(whr_pk) + idx * whr_size
+            with nogil:
+                _pack_projection(kt, src, H, P, wpi_p)
     wpi = (_new(1, _packed_size(kt, Kmax, GH, sizeof(floating)), 0, 0, 0, typenum,
                 False) if packed_ih is None and not in_step else None)
     if recurrent_masks is not None:
-        hm_buf = _new(1, nitems * rows * H, 0, 0, 0, typenum, False)
+        hm_buf = _new(1, nitems * rows * P, 0, 0, 0, typenum, False)
         rdrop.hm = _ptr(hm_buf)
-        rdrop.hm_stride = rows * H
+        rdrop.hm_stride = rows * P
         rd_p = &rdrop
     if in_step:
         xg = _new(1, nitems * rows * Kmax, 0, 0, 0, typenum, False)
@@ -682,7 +733,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
         for b in range(B):
             xrow[b] = R
             R += lens[b]
-        xc = _new(1, R * max(I, D * H), 0, 0, 0, typenum, False)
+        xc = _new(1, R * max(I, D * P), 0, 0, 0, typenum, False)
         xc_p = <floating*>_ptr(xc)
     # rows of the projection (and each direction's block) start on 64-byte lines: the GEMM's
     # vector stores then never straddle two lines
@@ -700,13 +751,13 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
               "recurrent_masks": recurrent_masks}
     inp = x
     for layer in range(L):
-        I_l = I if layer == 0 else D * H
+        I_l = I if layer == 0 else D * P
         inp_p = <floating*>_ptr(inp)
         if partial and not in_step:
             for b in range(B):
                 memcpy(xc_p + xrow[b] * I_l, inp_p + b * T * I_l, lens[b] * I_l * sizeof(floating))
             inp_p = xc_p
-        y = _new(3, B, T, D * H, 0, typenum, partial)
+        y = _new(3, B, T, D * P, 0, typenum, partial)
         y_p = <floating*>_ptr(y)
         wg_p = wc_p = whn_p = NULL
         if training:
@@ -735,11 +786,11 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             bhn_p = <floating*>_ptr(bhn[idx])
             # initial state, gathered into sorted order
             if h0 is None:
-                memset(hb, 0, BH * sizeof(floating))
+                memset(hb, 0, BP * sizeof(floating))
             else:
-                src = <const floating*>_ptr(h0) + idx * BH
+                src = <const floating*>_ptr(h0) + idx * BP
                 for p in range(B):
-                    memcpy(hb + p * H, src + order[p] * H, H * sizeof(floating))
+                    memcpy(hb + p * P, src + order[p] * P, P * sizeof(floating))
             if _has_c(cell):
                 if c0 is None:
                     memset(cb, 0, BH * sizeof(floating))
@@ -757,11 +808,13 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                 whh_p = <floating*>_ptr(wpk)
             store = training and _has_gates(cell)
             cN_p = <floating*>_ptr(c_n) + idx * BH if _has_c(cell) else <floating*>_ptr(cN_dummy)
-            hN_p = <floating*>_ptr(h_n) + idx * BH
+            hN_p = <floating*>_ptr(h_n) + idx * BP
             scr_p = <floating*>_ptr(scratch)
             if rd_p != NULL:
-                rdrop.mask = <const floating*>_ptr(recurrent_masks) + idx * BH
+                rdrop.mask = <const floating*>_ptr(recurrent_masks) + idx * BP
             peep_p = <const floating*>_ptr(peepholes[idx]) if peepholes is not None else NULL
+            if whr_pk is not None:
+                whr_p = <const floating*>_ptr(whr_pk) + idx * whr_size
             if in_step:
                 xs.src = inp_p
                 xs.K = I_l
@@ -774,14 +827,14 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                     xs.wx1 = _ptr(packed_ihb[2 * idx])
                     xs.wx2 = _ptr(packed_ihb[2 * idx + 1])
             with nogil:
-                _recurrence(kt, cell, d == 1, B, T, H, G, tmax,
+                _recurrence(kt, cell, d == 1, B, T, H, P, G, tmax,
                             xp_p + d * GHp if not in_step else NULL, LX, bx_p, bhn_p,
                             whh_p, mode, ublk_p, nu, bblk_p, nb, order, lens, hb, cb,
-                            y_p + d * H, D * H, hN_p, cN_p, scr_p, rows * ldr, ldr, store,
+                            y_p + d * P, D * P, hN_p, cN_p, scr_p, rows * ldr, ldr, store,
                             wg_p + d * BT * GH if wg_p != NULL else NULL,
                             wc_p + d * BT * H if wc_p != NULL else NULL,
                             whn_p + d * BT * H if whn_p != NULL else NULL, nthreads, wsrc_p,
-                            xrow, xs_p, rd_p, peep_p)
+                            xrow, xs_p, rd_p, peep_p, whr_p)
         inp = y if layer_masks is None or layer == L - 1 else y * layer_masks[layer]
     return inp, h_n, c_n, ws
 
@@ -792,7 +845,8 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
                   cnp.ndarray unit_blocks not None, bint partial, Py_ssize_t num_layers,
                   Py_ssize_t num_directions, bint training, int nthreads, int mode,
                   int proj_threads, object packed=None, bint input_in_step=False,
-                  list layer_masks=None, object recurrent_masks=None, list peepholes=None):
+                  list layer_masks=None, object recurrent_masks=None, list peepholes=None,
+                  list w_hr=None):
     """Stacked (bi)directional forward in one call, on a plan made by
     ``fastrnn.engine.plan`` (see ``fastrnn.engine.forward.forward``).
 
@@ -812,6 +866,8 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
     (B, T, D*H)) multiply each layer's output but the last before it feeds the next layer;
     ``recurrent_masks`` (L*D, B, H) multiply h_{t-1} where W_hh reads it.  ``peepholes``: the
     peephole LSTM's (3H,) weights (p_i, p_f, p_o) per layer and direction (None otherwise).
+    ``w_hr``: a projected LSTM's (P, H) projections per layer and direction (None otherwise;
+    then ``w_hh`` are (4H, P), h, y and the masks on h have P columns, one unit block).
     Returns (y, h_n, c_n, workspace-or-None).
     """
     if mode not in (0, 1):
@@ -826,11 +882,11 @@ def forward_stack(int cell, cnp.ndarray x not None, list w_ih, list w_hh, list b
         return _forward_impl(<double>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
                              batch_blocks, unit_blocks, partial, num_layers, num_directions,
                              training, nthreads, mode, proj_threads, packed, input_in_step,
-                             layer_masks, recurrent_masks, peepholes)
+                             layer_masks, recurrent_masks, peepholes, w_hr)
     return _forward_impl(<float>0, cell, x, w_ih, w_hh, bx, bhn, h0, c0, lengths, order,
                          batch_blocks, unit_blocks, partial, num_layers, num_directions,
                          training, nthreads, mode, proj_threads, packed, input_in_step,
-                         layer_masks, recurrent_masks, peepholes)
+                         layer_masks, recurrent_masks, peepholes, w_hr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -844,7 +900,7 @@ cdef object _pack_weights_impl(floating tag, int cell, list w_ih, list w_hh, Py_
     cdef int typenum = cnp.NPY_FLOAT64 if floating is double else cnp.NPY_FLOAT32
     cdef const int64_t* ublk = <const int64_t*>_ptr(ublk_arr)
     cdef Py_ssize_t nu = cnp.PyArray_DIM(ublk_arr, 0) - 1
-    cdef Py_ssize_t idx, w, K, GH, H
+    cdef Py_ssize_t idx, w, K, GH, H, P
     cdef const floating* src
     cdef floating* dst
     cdef Py_ssize_t n1 = 2 if _is_gru(cell) else G
@@ -861,21 +917,22 @@ cdef object _pack_weights_impl(floating tag, int cell, list w_ih, list w_hh, Py_
         with nogil:
             _pack_panels(kt, src, K, 1, GH, 0, GH, dst)
         ih.append(out)
+    if w_hh:    # (W_hh is (G*H, P): P the width of h, a projected LSTM's proj_size)
+        H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 0) // G
+        P = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
     if recurrent_weights and w_hh:
-        H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
         _check_index(ublk_arr, "unit blocks", nu + 1, 0, H)
     for idx in range(len(w_hh) if recurrent_weights else 0):
-        _check_arr(w_hh[idx], f"w_hh[{idx}]", 2, G * H, H, 0, floating is double)
-        out = _new(1, _hh_packed_size(kt, cell, H, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
+        _check_arr(w_hh[idx], f"w_hh[{idx}]", 2, G * H, P, 0, floating is double)
+        out = _new(1, _hh_packed_size(kt, cell, P, G, ublk_arr, sizeof(floating)), 0, 0, 0, typenum,
                    False)
         src = <const floating*>_ptr(w_hh[idx])
         dst = <floating*>_ptr(out)
         with nogil:
             for w in range(nu):
-                _pack_unit_block(kt, cell, src, H, G, ublk, w, dst)
+                _pack_unit_block(kt, cell, src, H, P, G, ublk, w, dst)
         hh.append(out)
     if input_blocks and w_hh:
-        H = cnp.PyArray_DIM(<cnp.ndarray>w_hh[0], 1)
         _check_index(ublk_arr, "unit blocks", nu + 1, 0, H)
     for idx in range(len(w_ih) if input_blocks else 0):
         K = cnp.PyArray_DIM(<cnp.ndarray>w_ih[idx], 1)
@@ -918,3 +975,25 @@ def pack_forward_weights(list w_ih, list w_hh, Py_ssize_t gates, cnp.ndarray uni
                                   input_weights, recurrent_weights, input_blocks)
     return _pack_weights_impl(<float>0, cell, w_ih, w_hh, gates, unit_blocks, input_weights,
                               recurrent_weights, input_blocks)
+
+
+def pack_projection(cnp.ndarray w_hr not None):
+    """A projected LSTM's W_hr ((P, H), C-contiguous float32 or float64) packed for the
+    kernels in use as a step's projection GEMM reads it (W_hr^T panels), for
+    :class:`StepKernel`."""
+    if cnp.PyArray_TYPE(w_hr) == cnp.NPY_FLOAT64:
+        return _pack_projection_impl(<double>0, w_hr)
+    return _pack_projection_impl(<float>0, w_hr)
+
+
+cdef object _pack_projection_impl(floating tag, cnp.ndarray w_hr):
+    cdef const fr_kernels_t* kt = g_kt
+    cdef int typenum = cnp.NPY_FLOAT64 if floating is double else cnp.NPY_FLOAT32
+    cdef Py_ssize_t P = cnp.PyArray_DIM(w_hr, 0), H = cnp.PyArray_DIM(w_hr, 1)
+    _check_arr(w_hr, "w_hr", 2, P, H, 0, floating is double)
+    out = _new(1, _packed_size(kt, H, P, sizeof(floating)), 0, 0, 0, typenum, False)
+    cdef const floating* src = <const floating*>_ptr(w_hr)
+    cdef floating* dst = <floating*>_ptr(out)
+    with nogil:
+        _pack_projection(kt, src, H, P, dst)
+    return out

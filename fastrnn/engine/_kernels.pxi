@@ -167,14 +167,26 @@ cdef inline bint _is_gru(int cell) noexcept nogil:
     return cell == FR_GRU or cell == FR_GRU_RESET_BEFORE
 
 
-cdef inline Py_ssize_t _hh_block_size(const fr_kernels_t* kt, int cell, Py_ssize_t H,
+cdef inline Py_ssize_t _hh_block_size(const fr_kernels_t* kt, int cell, Py_ssize_t K,
                                       Py_ssize_t G, Py_ssize_t step,
                                       Py_ssize_t elsize) noexcept nogil:
-    """Elements of one packed unit block of W_hh (the reset-before GRU: its r, z panels and
-    its n panels apart)."""
+    """Elements of one packed unit block of W_hh, whose rows have ``K`` columns (the width of
+    h: the hidden size, or a projected LSTM's proj_size); the reset-before GRU: its r, z
+    panels and its n panels apart."""
     if cell == FR_GRU_RESET_BEFORE:
-        return _packed_size(kt, H, 2 * step, elsize) + _packed_size(kt, H, step, elsize)
-    return _packed_size(kt, H, G * step, elsize)
+        return _packed_size(kt, K, 2 * step, elsize) + _packed_size(kt, K, step, elsize)
+    return _packed_size(kt, K, G * step, elsize)
+
+
+cdef inline Py_ssize_t _rec_width(int cell, Py_ssize_t G, Py_ssize_t nj,
+                                  bint projected) noexcept nogil:
+    """Columns of a work item's scratch rows (``rec``) for unit blocks of ``nj`` units: the
+    gates (GRUs: a fourth slot, x's part of n; the reset-before GRU: a fifth, r * h_prev; a
+    projected LSTM: a fifth, m = o * tanh(c)), rounded up so that rows start on 64-byte
+    lines."""
+    cdef Py_ssize_t slots = G + (1 if _is_gru(cell) else 0) + (
+        1 if cell == FR_GRU_RESET_BEFORE or projected else 0)
+    return ((slots * nj + 15) // 16) * 16
 
 
 cdef inline void _gates(const fr_kernels_t* kt, int cell, floating* rec, Py_ssize_t nj,

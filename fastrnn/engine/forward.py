@@ -7,7 +7,8 @@ buffer once and runs kernels that never allocate in the time loop.  A caller who
 not change between calls can pass a :class:`PackedWeights`: the weights are then packed for
 the kernels once, not in every call (what ONNX Runtime does when it loads a model).
 """
-from ..cell_table import GRU_RESET_BEFORE, cell_spec, parameter_names, peephole_name
+from ..cell_table import (GRU_RESET_BEFORE, cell_spec, parameter_names, peephole_name,
+                          projection_name, state_sizes)
 from . import _compiled, plan, runtime
 
 __all__ = ["PackedWeights", "forward"]
@@ -83,6 +84,9 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     weights : dict of ndarray
         PyTorch names and layouts: ``weight_ih_l{k}`` (G*H, I_k), ``weight_hh_l{k}`` (G*H, H),
         optional ``bias_ih_l{k}``, ``bias_hh_l{k}`` (G*H,), ``_reverse`` suffix for direction 1.
+        An LSTM with a projection (PyTorch's ``proj_size`` P) also has ``weight_hr_l{k}``
+        (P, H), and its ``weight_hh_l{k}`` is (4H, P): then h (h0, h_n, y, the masks on h,
+        the workspace's outputs) has P columns where the others have H.
     h0, c0 : ndarray (num_layers*D, B, H) or None (zeros); c0 only for LSTM
     lengths : int64 ndarray (B,) with values in 1..T, any order, or None (all T)
     num_layers, bidirectional : stacking / directions (D = 2 if bidirectional)
@@ -110,6 +114,7 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
         the real time index t, zeros at t >= lengths[b]; direction d = 0 forward, 1 reverse)::
 
             "cell", "num_layers", "num_directions", "hidden_size": as given
+            "proj_size": the width of h (a projected LSTM's P; else hidden_size)
             "lengths":  int64 (B,)
             "layer_masks", "recurrent_masks": the call's dropout masks (or None)
             "x", "h0", "c0": the call's input and initial states (references, not copies;
@@ -130,15 +135,16 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     G = spec.gates
     B, T, I = x.shape
     D = 2 if bidirectional else 1
-    H = weights["weight_hh_l0"].shape[1]
+    H, P = state_sizes(weights)
+    projected = P != H or projection_name(0, 0) in weights
     nthreads = runtime.get_num_threads()
     p = plan.forward_plan(B, T, I, H, G, D, nthreads)
     if _plan_override is None:
         nb, nu, mode, in_step = p.batch_blocks, p.unit_blocks, p.mode, p.input_in_step
     else:
         nb, nu, mode, in_step = (tuple(_plan_override) + (False,))[:4]
-    if spec.code == GRU_RESET_BEFORE:
-        nu = 1      # (its n gate reads r of every unit: one unit block)
+    if spec.code == GRU_RESET_BEFORE or projected:
+        nu = 1      # (its n gate reads r of every unit; the projection reads m of every unit)
     nb, nu = plan.clamp_work_items(nb, nu, B, H)
     layout = plan.batch_layout(lengths, B, T, nb)
     units = plan.unit_blocks(H, nu)
@@ -154,12 +160,14 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
                                     spec.code)
     peepholes = ([weights[peephole_name(layer, d)] for layer in range(num_layers)
                   for d in range(D)] if spec.has_peepholes else None)
+    w_hr = ([weights[projection_name(layer, d)] for layer in range(num_layers)
+             for d in range(D)] if projected else None)
     y, h_n, c_n, ws = _compiled.forward_stack(
         spec.code, x, w_ih, w_hh, bx, bhn, h0, c0, layout.lengths, layout.order,
         layout.blocks, units, layout.partial, num_layers, D, training, nthreads, int(mode),
         p.projection_threads, packed_arg, bool(in_step), layer_masks, recurrent_masks,
-        peepholes)
+        peepholes, w_hr)
     if ws is not None:
         ws.update(cell=cell, num_layers=num_layers, num_directions=D, hidden_size=H,
-                  x=x, h0=h0, c0=c0 if spec.has_cell_state else None)
+                  proj_size=P, x=x, h0=h0, c0=c0 if spec.has_cell_state else None)
     return y, h_n, c_n, ws

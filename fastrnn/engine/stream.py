@@ -1,7 +1,7 @@
 """Streaming: a stacked unidirectional RNN / LSTM / GRU advanced one timestep per call."""
 import numpy as np
 
-from ..cell_table import GRU_RESET_BEFORE, cell_spec, peephole_name
+from ..cell_table import GRU_RESET_BEFORE, cell_spec, peephole_name, projection_name, state_sizes
 from . import _compiled, plan
 
 __all__ = ["Stepper", "make_stepper"]
@@ -18,7 +18,8 @@ class Stepper:
     ``y_t, h_new, c_new = stepper.step(x_t, h=None, c=None)``
 
     * ``x_t`` (B, I); ``h``, ``c`` (num_layers, B, H) C-contiguous of the weights' dtype, or
-      None for zeros (``c`` is ignored unless LSTM).
+      None for zeros (``c`` is ignored unless LSTM); a projected LSTM's ``h`` (and ``y_t``)
+      has proj_size columns (``weight_hr_l{k}`` in the weights).
     * returns newly allocated ``y_t`` (B, H) (a copy of ``h_new[-1]``), ``h_new`` and
       ``c_new`` (for LSTM, else None).  The inputs are never modified, so the previous state
       stays valid.
@@ -47,7 +48,8 @@ class Stepper:
         # so that packed_from compares with exactly what the kernel holds
         self._copies = {name: np.array(w, order="C", copy=True) for name, w in weights.items()}
         weights = self._copies
-        H = weights["weight_hh_l0"].shape[1]
+        H, P = state_sizes(weights)
+        projected = projection_name(0, 0) in weights
         I = weights["weight_ih_l0"].shape[1]
         dtype = weights["weight_hh_l0"].dtype
         w_ih, w_hh, bxs, bhns = [], [], [], []
@@ -61,14 +63,19 @@ class Stepper:
         self.cell = cell
         self.num_layers = num_layers
         self.hidden_size = H
+        self.state_size = P
         self.dtype = dtype
         self.checked = None
-        units = plan.unit_blocks(H, 1 if spec.code == GRU_RESET_BEFORE   # (n reads r of every unit)
+        # one unit block for the reset-before GRU (n reads r of every unit) and the projected
+        # LSTM (h reads m of every unit)
+        units = plan.unit_blocks(H, 1 if spec.code == GRU_RESET_BEFORE or projected
                                  else plan.step_unit_count(I, H, spec.gates))
         peepholes = ([weights[peephole_name(layer, 0)] for layer in range(num_layers)]
                      if spec.has_peepholes else None)
+        w_hr = ([weights[projection_name(layer, 0)] for layer in range(num_layers)]
+                if projected else None)
         self._kernel = _compiled.StepKernel(spec.code, w_ih, w_hh, bxs, bhns, units,
-                                            plan.STEP_PARALLEL_MIN_WORK, peepholes)
+                                            plan.STEP_PARALLEL_MIN_WORK, peepholes, w_hr)
         self.step = self._kernel.step   # bound C method: no Python wrapper frame per call
 
     def step(self, x_t, h=None, c=None):  # pragma: no cover - replaced per instance in __init__
