@@ -46,6 +46,13 @@ A dict, arrays in the caller's batch order, indexed by the real time index ``t``
                (LSTM i, f, g, o; GRU r, z, n); None for the plain RNN
     "c"        LSTM: list over layers of (D, B, T, H) cell state after step t
     "hn"       GRU: list over layers of (D, B, T, H), h_prev W_hn^T + b_hn
+    "proj_size"  the width P of h (optional; default H): an LSTM with a projection
+               (``weight_hr_l{k}`` in the weights) has ``outputs``, ``h0``, ``dy``, ``dh_n``
+               and the recurrent masks of P columns where the above says H
+
+A projected LSTM's BPTT needs ``m_t = o_t * tanh(c_t)`` (what W_hr read) for ``dW_hr``: it is
+recomputed from the gates and cell states the workspace holds (the step needs ``tanh(c_t)``
+anyway, and the training forward then keeps no more than the plain LSTM's).
 
 This is ``fastrnn.engine.forward``'s documented training workspace, plus the entries marked ``[*]``
 which :func:`backward` also accepts as keyword arguments (``x=``, ``h0=``, ``c0=``).
@@ -58,7 +65,8 @@ Gradient clipping lives in :mod:`fastrnn.optim` (``clip_grad_norm``, ``clip_grad
 import numpy as np
 
 from ..cell_table import (GRU, GRU_RESET_BEFORE, LEAKY_RELU_SLOPE, RNN_LEAKY_RELU, RNN_RELU,
-                          cell_spec, parameter_names, peephole_name)
+                          cell_spec, parameter_names, peephole_name, projection_name,
+                          state_sizes)
 from . import _compiled, plan, runtime
 from .gemm import SWAP_MAX_N, matmul
 
@@ -163,6 +171,14 @@ def _dw_ih_hh(da3, x2, y3, d, D, H, GH, h0d, lengths):
     return np.ascontiguousarray(w[:I].T), np.ascontiguousarray(w[I:].T)
 
 
+def _dw_hr(dg, mo, d, P, H):
+    """``dW_hr`` (P, H) of direction ``d``: ``sum_(b,t) g[b,t]^T m[b,t]`` as one GEMM (both
+    zero at the steps not computed)."""
+    B, T = dg.shape[0], dg.shape[1]
+    return matmul(dg.reshape(B * T, -1)[:, d * P:(d + 1) * P],
+                  mo.reshape(B * T, -1)[:, d * H:(d + 1) * H], trans_a=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # Public entry
 # ----------------------------------------------------------------------------------------------
@@ -205,7 +221,11 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
                          "has no 'x' entry)")
     from . import bptt_kernels  # imports Numba: only the first backward pays for it
     code, G = spec.code, spec.gates
-    kernel = bptt_kernels.KERNELS[code]
+    projected = projection_name(0, 0) in weights
+    if projected and code not in bptt_kernels.PROJECTED_KERNELS:
+        raise ValueError(f"backward: a projection (weight_hr_l0) is for the LSTM, not "
+                         f"{cell!r}")
+    kernel = (bptt_kernels.PROJECTED_KERNELS if projected else bptt_kernels.KERNELS)[code]
     ws = workspace
     if x is None:
         x = ws["x"]
@@ -217,6 +237,7 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
     L = int(ws["num_layers"])
     D = int(ws["num_directions"])
     H = int(ws["hidden_size"])
+    P = int(ws.get("proj_size", H))       # the width of h
     GH = G * H
     B, T = x.shape[0], x.shape[1]
     dtype = x.dtype
@@ -231,11 +252,12 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         """An array the call has not: its leading dimensions, rows of length 0, never read."""
         return np.empty(leading + (0,), dtype=dtype)
 
-    dh0 = np.empty((L * D, B, H), dtype=dtype)
+    dh0 = np.empty((L * D, B, P), dtype=dtype)
     dc0 = np.empty((L * D, B, H), dtype=dtype) if has_c else None
     dhn_all = None if dh_n is None else c_(dh_n)
     dcn_all = None if (dc_n is None or not has_c) else c_(dc_n)
-    zstate = np.zeros((D, B, H), dtype=dtype)
+    zstate = np.zeros((D, B, P), dtype=dtype)
+    zc = np.zeros((D, B, H), dtype=dtype)
     init_all = c0 if has_c else h0                     # the state before the first step
     grads = {}
     dout = None if dy is None else c_(dy)
@@ -253,7 +275,7 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
         rmask = None if rmasks is None else c_(rmasks[sl])
         # W_hh read h_{t-1} * mask: the states its gradient pairs with dA
         y3r = y3 if rmask is None else np.concatenate(
-            [y3[:, :, d * H:(d + 1) * H] * rmask[d][:, None, :] for d in range(D)], axis=2)
+            [y3[:, :, d * P:(d + 1) * P] * rmask[d][:, None, :] for d in range(D)], axis=2)
         sfx = [parameter_names(layer, d)[0][len("weight_ih"):] for d in range(D)]
         wl = [np.ascontiguousarray(weights["weight_hh" + s], dtype=dtype) for s in sfx]
         if code == GRU_RESET_BEFORE:    # W_hr, W_hz panels, then W_hn's (two GEMMs a step)
@@ -264,9 +286,17 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
                 _compiled.pack_rows(np.ascontiguousarray(wl[d][2 * H:]), wpk[d, split:])
         else:
             split = 0
-            wpk = np.empty((D, _compiled.packed_size(GH, H, dtype)), dtype=dtype)
+            wpk = np.empty((D, _compiled.packed_size(GH, P, dtype)), dtype=dtype)
             for d in range(D):
-                _compiled.pack_rows(wl[d], wpk[d])     # W_hh as (GH, H) panels
+                _compiled.pack_rows(wl[d], wpk[d])     # W_hh as (GH, P) panels
+        if projected:                                  # W_hr as (P, H) panels: dm = g W_hr
+            whr = [np.ascontiguousarray(weights[projection_name(layer, d)], dtype=dtype)
+                   for d in range(D)]
+            whr_pk = np.empty((D, _compiled.packed_size(P, H, dtype)), dtype=dtype)
+            for d in range(D):
+                _compiled.pack_rows(whr[d], whr_pk[d])
+            dg = np.zeros((B, T, D * P), dtype=dtype)   # the kernel writes the valid steps
+            mo = np.zeros((B, T, D * H), dtype=dtype)   # (zero elsewhere: a GEMM reads them)
         da = np.empty((B, T, D * GH), dtype=dtype)      # the kernels zero the unused steps
         dah = np.empty((B, T, D * GH), dtype=dtype) if code == GRU else da
         dbias = np.empty((len(items), GH if code != GRU else 4 * H), dtype=np.float64)
@@ -283,7 +313,7 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
             has_init=init_all is not None,
             dy=dout if dout is not None else absent(B, T), has_dy=dout is not None,
             dh_n=dhn_all[sl] if dhn_all is not None else zstate,
-            dc_n=dcn_all[sl] if dcn_all is not None else zstate,
+            dc_n=dcn_all[sl] if dcn_all is not None else zc,
             w_packed=wpk, is32=dtype == np.float32, gemm_threads=gemm_threads,
             zeros=np.zeros(H, dtype=dtype),
             rmask=rmask if rmask is not None else absent(D, B), has_rmask=rmask is not None,
@@ -291,7 +321,9 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
                   if spec.has_peepholes else absent(D)),
             w_split=split,
             da=da, dah=dah, dh0=dh0[sl], dc0=dc0[sl] if has_c else absent(D, B),
-            dbias=dbias, dpeep=dpeep)
+            dbias=dbias, dpeep=dpeep, P=P,
+            w_hr=whr_pk if projected else absent(D),
+            dg=dg if projected else absent(B, T), mo=mo if projected else absent(B, T))
         _run_items(kernel, items, cfg, item_threads)
 
         # dense parts: all timesteps at once
@@ -331,7 +363,9 @@ def backward(cell, weights, workspace, dy=None, dh_n=None, dc_n=None, *, x=None,
                 grads["weight_hh" + s] = dw
             else:
                 grads["weight_ih" + s], grads["weight_hh" + s] = _dw_ih_hh(
-                    da, x2, y3r, d, D, H, GH, h0d, lengths)
+                    da, x2, y3r, d, D, P, GH, h0d, lengths)
+            if projected:      # dW_hr = sum_(b,t) g^T m (zero at the steps not computed)
+                grads[projection_name(layer, d)] = _dw_hr(dg, mo, d, P, H)
             if has_bih:
                 grads["bias_ih" + s] = dbx[d].astype(dtype)
             if has_bhh:
@@ -360,23 +394,26 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
     spec = cell_spec(cell)
     code, G = spec.code, spec.gates
     L, D = cache.num_layers, cache.num_directions
-    H = cache.weights["weight_hh_l0"].shape[1]
+    H, P = state_sizes(cache.weights)
+    projected = projection_name(0, 0) in cache.weights
     B, T = x.shape[0], x.shape[1]
     dtype = x.dtype
     lengths = np.zeros(B, dtype=np.int64)
     for t, active, _ in cache.steps[0, 0]:
         lengths[active] = np.maximum(lengths[active], t + 1)
     ws = {"cell": cell, "num_layers": L, "num_directions": D, "hidden_size": H,
-          "lengths": lengths, "x": x, "h0": h0, "c0": c0 if spec.has_cell_state else None,
+          "proj_size": P, "lengths": lengths, "x": x, "h0": h0, "c0": c0 if spec.has_cell_state else None,
           "outputs": [], "gates": [] if spec.has_gates else None,
           "c": [] if spec.has_cell_state else None, "hn": [] if spec.is_gru else None}
     for layer in range(L):
-        out = np.zeros((B, T, D * H), dtype=dtype)
+        out = np.zeros((B, T, D * P), dtype=dtype)
         gates = np.zeros((D, B, T, G * H), dtype=dtype)
         cs = np.zeros((D, B, T, H), dtype=dtype)
         hn = np.zeros((D, B, T, H), dtype=dtype)
         for d in range(D):
             for t, active, cc in cache.steps[layer, d]:
+                if projected:   # the LSTM's cache, and its output m that W_hr projects
+                    cc, _ = cc
                 if not spec.has_gates:
                     h_new = cc[-1]
                 elif spec.has_cell_state:
@@ -390,7 +427,9 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
                     gates[d, active, t] = np.concatenate([r, z, n], axis=1)
                     hn[d, active, t] = h_n
                     h_new = (1 - z) * n + z * h_prev
-                out[active, t, d * H:(d + 1) * H] = h_new
+                if projected:
+                    h_new = h_new @ cache.weights[projection_name(layer, d)].T
+                out[active, t, d * P:(d + 1) * P] = h_new
         ws["outputs"].append(out)
         if spec.has_gates:
             ws["gates"].append(gates)

@@ -84,7 +84,7 @@ BpttConfig = namedtuple("BpttConfig", [
     "one", "H", "GH", "relu", "slope", "order", "lengths",
     "outputs", "gates", "cells", "hn", "init", "has_init", "dy", "has_dy", "dh_n", "dc_n",
     "w_packed", "is32", "gemm_threads", "zeros", "rmask", "has_rmask", "peep", "w_split",
-    "da", "dah", "dh0", "dc0", "dbias", "dpeep",
+    "da", "dah", "dh0", "dc0", "dbias", "dpeep", "P", "w_hr", "dg", "mo",
 ])
 BpttConfig.__doc__ = """Everything one layer's BPTT kernel reads and writes.
 
@@ -127,6 +127,12 @@ da, dah, dh0, dc0, dbias
 dpeep
     OUT: float64 (items, 3H) the peephole LSTM's peephole-gradient sums per work item
     ((items, 0) for other cells).
+P, w_hr, dg, mo
+    The width of h (the outputs, dy, dh_n, dh0, rmask): H, or a projected LSTM's proj_size;
+    then also (D, packed) W_hr (P, H) packed by ``_compiled.pack_rows`` (``dm = g @ W_hr``),
+    and OUT the operands of ``dW_hr = dg^T mo``: (B, T, D*P) the gradient on h_t (dy + what
+    comes back from step t+1) and (B, T, D*H) ``m_t = o_t * tanh(c_t)``, recomputed from the
+    workspace's gates and cell states (placeholders for the other cells).
 """
 
 
@@ -330,7 +336,7 @@ def _gru_step(one, H, relu, slope, h, gate, hn, prev, dy, dh, dc, da_row, dx_row
 # per step pushes dh through W_hh for exactly those rows.
 # ----------------------------------------------------------------------------------------------
 
-def make_kernel(step, reads, carries_c=False, direct_dh=False):
+def make_kernel(step, reads, carries_c=False, direct_dh=False, projected=False):
     """The BPTT kernel of one cell from its gate function.
 
     Parameters
@@ -347,6 +353,12 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
     direct_dh : bool
         The gate function also writes a gradient on ``h_{t-1}`` outside W_hh (into ``dc``),
         added to the GEMM's result, and a recurrent-side ``dA`` of its own, ``dah`` (GRU).
+    projected : bool
+        An LSTM with a projection (``h_t = m_t W_hr^T``, ``P`` units): each step first forms
+        the gradient ``g`` on ``h_t`` (kept in ``dg``) and ``dm = g @ W_hr`` (one more GEMM),
+        recomputes ``m_t = o_t * tanh(c_t)`` (kept in ``mo``) and hands the gate function
+        ``dm`` and ``m_t`` where it reads ``dh + dy`` and ``h_t``; W_hh's GEMM gives ``dh``
+        of ``P`` units.
 
     Returns
     -------
@@ -366,7 +378,7 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
     def kernel(items, one, H, GH, relu, slope, order, lengths,
                outputs, gates, cells, hn, init, has_init, dy, has_dy, dh_n, dc_n,
                w_packed, is32, gemm_threads, zeros, rmask, has_rmask, peep, w_split,
-               da, dah, dh0, dc0, dbias, dpeep):
+               da, dah, dh0, dc0, dbias, dpeep, P, w_hr, dg, mo):
         csr = _ext_ftz_on()          # denormals flushed to zero, as in the forward
         for w in range(items.shape[0]):
             d, p0, p1, slot = items[w, 0], items[w, 1], items[w, 2], items[w, 3]
@@ -376,16 +388,18 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
             pacc[:] = 0
             n = p1 - p0
             rev = d == 1
-            xo, ho = d * GH, d * H
-            dhb = np.empty(n * H, dtype=da.dtype)      # dh of each row
+            xo, ho, mh = d * GH, d * P, d * H
+            dhb = np.empty(n * P, dtype=da.dtype)      # dh of each row
             dcb = np.empty(n * H, dtype=da.dtype)      # dc of each row (see the gate functions)
             dab = np.empty(n * GH, dtype=da.dtype)     # the step's GEMM operand, row by row
             dxr = np.empty(GH, dtype=da.dtype)         # scratch row
+            gb = np.empty(n * P if projected else 0, dtype=da.dtype)    # dh + dy of each row
+            dmb = np.empty(n * H if projected else 0, dtype=da.dtype)   # dm = (dh + dy) W_hr
             lens = np.empty(n, dtype=np.int64)
             for r in range(n):
                 b = order[p0 + r]
                 lens[r] = lengths[b]
-                dhb[r * H:(r + 1) * H] = dh_n[d, b]
+                dhb[r * P:(r + 1) * P] = dh_n[d, b]
                 if carries_c:
                     dcb[r * H:(r + 1) * H] = dc_n[d, b]
                 _zero_tail(da, b, lens[r], xo, GH)
@@ -397,6 +411,15 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
                 t = s if rev else tmax - 1 - s
                 nact = _active(rev, t, n, nact, lens)
                 tn = t + 1 if rev else t - 1     # the step before t, walked next
+                if projected and nact > 0:       # g = dh + dy, dm = g W_hr
+                    for r in range(nact):
+                        b = order[p0 + r]
+                        gr = dg[b, t, ho:ho + P]
+                        for j in range(P):
+                            gr[j] = dhb[r * P + j] + dy[b, t, ho + j] if has_dy else \
+                                dhb[r * P + j]
+                        gb[r * P:(r + 1) * P] = gr
+                    _dh_gemm(is32, nact, H, P, gb, w_hr[d], dmb, 0, gemm_threads)
                 for r in range(nact):
                     b = order[p0 + r]
                     if 0 <= tn < lens[r]:        # prefetch its rows; prev is the state after it
@@ -404,7 +427,7 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
                             _prefetch(gates[d, b, tn], 0)
                         if reads_hn:
                             _prefetch(hn[d, b, tn], 0)
-                        if reads_h:
+                        if reads_h and not projected:
                             _prefetch(outputs[b, tn, ho:ho + H], 0)
                         _prefetch(da[b, tn, xo:xo + GH], 1)
                         if direct_dh:
@@ -415,7 +438,7 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
                                 _prefetch(cells[d, b, tc] if carries_c
                                           else outputs[b, tc, ho:ho + H], 0)
                         if has_dy:
-                            _prefetch(dy[b, tn, ho:ho + H], 0)
+                            _prefetch(dy[b, tn, ho:ho + P], 0)
                     if not reads_prev:
                         prev = zeros
                     elif 0 <= tn < lens[r]:
@@ -424,23 +447,34 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
                         prev = init[d, b]
                     else:
                         prev = zeros
-                    step(one, H, relu, slope, outputs[b, t, ho:ho + H], gates[d, b, t], hn[d, b, t],
-                         prev, dy[b, t, ho:ho + H] if has_dy else zeros, dhb[r * H:(r + 1) * H],
-                         dcb[r * H:(r + 1) * H], dab[r * GH:(r + 1) * GH], dxr,
-                         da[b, t, xo:xo + GH], dah[b, t, xo:xo + GH], acc,
-                         peep[d], cells[d, b, t] if carries_c else zeros, pacc)
+                    if projected:                # m_t = o_t * tanh(c_t), what W_hr read
+                        m = mo[b, t, mh:mh + H]
+                        gate, ct = gates[d, b, t], cells[d, b, t]
+                        for j in range(H):
+                            m[j] = gate[3 * H + j] * np.tanh(ct[j])
+                        step(one, H, relu, slope, m, gate, hn[d, b, t], prev, zeros,
+                             dmb[r * H:(r + 1) * H], dcb[r * H:(r + 1) * H],
+                             dab[r * GH:(r + 1) * GH], dxr, da[b, t, xo:xo + GH],
+                             dah[b, t, xo:xo + GH], acc, peep[d], ct, pacc)
+                    else:
+                        step(one, H, relu, slope, outputs[b, t, ho:ho + H], gates[d, b, t],
+                             hn[d, b, t], prev, dy[b, t, ho:ho + H] if has_dy else zeros,
+                             dhb[r * H:(r + 1) * H], dcb[r * H:(r + 1) * H],
+                             dab[r * GH:(r + 1) * GH], dxr, da[b, t, xo:xo + GH],
+                             dah[b, t, xo:xo + GH], acc, peep[d],
+                             cells[d, b, t] if carries_c else zeros, pacc)
                 if nact > 0 and not has_rmask:
                     if direct_dh:
-                        dhb[:nact * H] = dcb[:nact * H]
-                    _dh_gemm(is32, nact, H, GH, dab, w_packed[d], dhb, accumulate, gemm_threads)
+                        dhb[:nact * P] = dcb[:nact * P]
+                    _dh_gemm(is32, nact, P, GH, dab, w_packed[d], dhb, accumulate, gemm_threads)
                 elif nact > 0:          # recurrent dropout: the GEMM's part through the mask
-                    _dh_gemm(is32, nact, H, GH, dab, w_packed[d], dhb, 0, gemm_threads)
+                    _dh_gemm(is32, nact, P, GH, dab, w_packed[d], dhb, 0, gemm_threads)
                     for r in range(nact):
-                        _mask_row(dhb[r * H:(r + 1) * H], rmask[d, order[p0 + r]],
-                                  dcb[r * H:(r + 1) * H], direct_dh)
+                        _mask_row(dhb[r * P:(r + 1) * P], rmask[d, order[p0 + r]],
+                                  dcb[r * P:(r + 1) * P], direct_dh)
             for r in range(n):
                 b = order[p0 + r]
-                dh0[d, b] = dhb[r * H:(r + 1) * H]
+                dh0[d, b] = dhb[r * P:(r + 1) * P]
                 if carries_c:
                     dc0[d, b] = dcb[r * H:(r + 1) * H]
         _ext_ftz_off(csr)
@@ -452,7 +486,7 @@ def make_kernel(step, reads, carries_c=False, direct_dh=False):
 def _gru_reset_before_kernel(items, one, H, GH, relu, slope, order, lengths,
                              outputs, gates, cells, hn, init, has_init, dy, has_dy, dh_n, dc_n,
                              w_packed, is32, gemm_threads, zeros, rmask, has_rmask, peep,
-                             w_split, da, dah, dh0, dc0, dbias, dpeep):
+                             w_split, da, dah, dh0, dc0, dbias, dpeep, P, w_hr, dg, mo):
     """BPTT of the reset-before GRU (``n = tanh(x_n + (r * h) W_hn^T + b_hn)``): two GEMMs a
     step, as the reset gate sits between ``W_hn`` and ``h``. ``dn`` first gives
     ``d(r * h) = dn W_hn``, which ``dr`` needs; then ``[dr, dz] [W_hr; W_hz]`` and
@@ -533,6 +567,10 @@ def _gru_reset_before_kernel(items, one, H, GH, relu, slope, order, lengths,
 
 
 _rnn_kernel = make_kernel(_rnn_step, reads={"h"})
+#: the LSTM with a projection (PyTorch's proj_size), by the code of its cell
+PROJECTED_KERNELS = {
+    LSTM: make_kernel(_lstm_step, reads={"gates", "prev"}, carries_c=True, projected=True),
+}
 _KERNEL_OF = {
     RNN_TANH: _rnn_kernel,
     RNN_RELU: _rnn_kernel,
