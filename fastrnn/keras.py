@@ -31,8 +31,9 @@ Refused, with an error that names the layer and the option (the result would not
 a GRU whose ``reset_after`` differs from the fastrnn GRU's, ``activation`` / ``recurrent_activation`` other than the defaults (``tanh`` / ``sigmoid``; a
 SimpleRNN may use ``relu``), ``go_backwards=True`` outside ``Bidirectional``, ``Bidirectional``
 with a ``merge_mode`` other than ``"concat"``, ``return_sequences``, ``use_bias``,
-``mask_zero``, ``stateful`` or sizes that differ from the fastrnn layer's, ``Masking`` layers
-(pass ``lengths`` to fastrnn instead) and any other layer. A fastrnn layer with
+``mask_zero``, ``stateful`` or sizes that differ from the fastrnn layer's, a fastrnn LSTM with
+``proj_size > 0`` (Keras's LSTM has no projection), ``Masking`` layers (pass ``lengths`` to
+fastrnn instead) and any other layer. A fastrnn layer with
 ``learn_initial_state=True`` gets zero initial states, which is what Keras runs.
 
 Only reading a Keras model needs Keras (``pip install fastrnn[keras]``, with any backend: its
@@ -158,6 +159,9 @@ def _recurrent_weights(layer, fast, direction, index, stateful):
                        "the backward layer of a Bidirectional must have go_backwards=True")
     if config.get("return_state"):
         _refuse(layer, "return_state=True does not fit a fastrnn Sequential")
+    if getattr(fast, "proj_size", 0):
+        _refuse(layer, f"Keras's {expected} has no projection, but {fast!r} has proj_size="
+                       f"{fast.proj_size}")
     if config.get("units") != fast.hidden_size:
         _refuse(layer, f"units={config.get('units')} differs from hidden_size="
                        f"{fast.hidden_size} of {fast!r}")
@@ -283,7 +287,8 @@ def load_weights(model, keras_model):
         Keras model uses an option whose outputs fastrnn does not compute: ``GRU(
         reset_after=False)``, activations other than the defaults (a SimpleRNN may use
         ``"relu"``), ``go_backwards=True`` outside ``Bidirectional``, a ``merge_mode`` other
-        than ``"concat"``, ``Masking`` layers (pass ``lengths`` to fastrnn instead).
+        than ``"concat"``, ``Masking`` layers (pass ``lengths`` to fastrnn instead); or a
+        fastrnn LSTM with ``proj_size > 0`` (Keras's LSTM has no projection).
     TypeError
         If ``model`` is not a Sequential or ``keras_model`` not a Keras model or path.
     ImportError

@@ -199,7 +199,8 @@ def export(model, path, *, lengths=False, opset=DEFAULT_OPSET):
     ImportError
         Without the ``onnx`` package.
     TypeError, ValueError
-        For a layer or a stack of layers the export does not cover.
+        For a layer or a stack of layers the export does not cover (among them an LSTM with
+        ``proj_size > 0``: ONNX's LSTM operator has no projection).
 
     Warns
     -----
@@ -222,6 +223,9 @@ def export(model, path, *, lengths=False, opset=DEFAULT_OPSET):
         if getattr(layer, "learn_initial_state", False):
             raise ValueError(f"export does not cover a learned initial state "
                              f"(learn_initial_state=True): {layer!r}")
+        if getattr(layer, "proj_size", 0):
+            raise ValueError(f"export does not cover an LSTM with a projection (proj_size="
+                             f"{layer.proj_size}): ONNX's LSTM operator has none: {layer!r}")
         if getattr(layer, "cell", None) in _OPENVINO_MISSES:
             warnings.warn(f"{layer!r}: {_OPENVINO_MISSES[layer.cell]}; ONNX Runtime runs "
                           f"the exported graph right", UserWarning, stacklevel=2)

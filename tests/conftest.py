@@ -11,14 +11,41 @@ import numpy as np
 import pytest
 
 from fastrnn.cell_table import CELLS as CELL_TABLE
-from fastrnn.cell_table import GATES, parameter_names, peephole_name
+from fastrnn.cell_table import GATES as CELL_GATES
+from fastrnn.cell_table import parameter_names, peephole_name, projection_name
 
 #: the root of the checkout (README.md, pyproject.toml, examples/)
 ROOT = Path(__file__).resolve().parent.parent
 #: every cell name
 CELLS = tuple(CELL_TABLE)
-__all__ = ["CELLS", "GATES", "ROOT", "has_c", "isa", "make_layer", "make_weights", "numerical_gradient",
-           "rel_err", "rng", "state_arrays"]
+#: the LSTM with a projection (PyTorch's proj_size), under a name of its own in the tests:
+#: fastrnn's cell is "lstm" and the projection is in its weights (weight_hr_l{k}); the tests
+#: give it :func:`proj_size` units
+LSTM_PROJ = "lstm_proj"
+#: every cell name, and the projected LSTM's
+VARIANTS = CELLS + (LSTM_PROJ,)
+#: gate blocks of each name of VARIANTS
+GATES = {**CELL_GATES, LSTM_PROJ: 4}
+__all__ = ["CELLS", "GATES", "LSTM_PROJ", "ROOT", "VARIANTS", "engine_cell", "has_c", "isa",
+           "make_layer", "make_weights", "numerical_gradient", "proj_size", "rel_err", "rng",
+           "state_arrays", "state_size"]
+
+
+def proj_size(hidden):
+    """The projection the tests give an LSTM of ``hidden`` units (``LSTM_PROJ``): two thirds,
+    rounded down (odd sizes for many H); none for ``hidden = 1`` (a projection is smaller)."""
+    return (2 * hidden) // 3 if hidden > 1 else 0
+
+
+def state_size(cell, hidden):
+    """The width of ``h`` of a test cell of ``hidden`` units: its projection's for
+    ``LSTM_PROJ``, else ``hidden``."""
+    return (proj_size(hidden) or hidden) if cell == LSTM_PROJ else hidden
+
+
+def engine_cell(cell):
+    """The name the engines know a test cell by (``LSTM_PROJ`` is the ``"lstm"``)."""
+    return "lstm" if cell == LSTM_PROJ else cell
 
 
 def make_layer(cell, input_size, hidden_size, **kwargs):
@@ -31,12 +58,14 @@ def make_layer(cell, input_size, hidden_size, **kwargs):
         return fastrnn.LSTM(input_size, hidden_size, peepholes=True, **kwargs)
     if cell == "gru_reset_before":
         return fastrnn.GRU(input_size, hidden_size, reset_after=False, **kwargs)
+    if cell == LSTM_PROJ:
+        return fastrnn.LSTM(input_size, hidden_size, proj_size=proj_size(hidden_size), **kwargs)
     return {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell](input_size, hidden_size, **kwargs)
 
 
 def has_c(cell):
     """True for the cells whose state is ``(h, c)`` (the LSTMs)."""
-    return CELL_TABLE[cell].has_cell_state
+    return CELL_TABLE[engine_cell(cell)].has_cell_state
 
 
 def make_weights(cell, input_size, hidden, num_layers, D, bias, dtype, rng, scale=1.0,
@@ -45,21 +74,26 @@ def make_weights(cell, input_size, hidden, num_layers, D, bias, dtype, rng, scal
 
     Uniform in ``[-scale / sqrt(hidden), scale / sqrt(hidden)]`` (PyTorch's default for
     ``scale=1``), or, with ``normal``, ``scale`` times standard normal draws (larger values,
-    which the gradient tests use to reach the nonlinearities' curved parts).
+    which the gradient tests use to reach the nonlinearities' curved parts).  ``LSTM_PROJ``
+    has ``weight_hr_l{k}`` of :func:`proj_size` rows (when ``hidden > 1``).
     """
     G = GATES[cell]
     k = scale / np.sqrt(hidden)
+    P = state_size(cell, hidden)
     w = {}
     for layer in range(num_layers):
-        inp = input_size if layer == 0 else D * hidden
+        inp = input_size if layer == 0 else D * P
         for d in range(D):
             names = parameter_names(layer, d, bias)
-            if CELL_TABLE[cell].has_peepholes:
+            if CELL_TABLE[engine_cell(cell)].has_peepholes:
                 names.append(peephole_name(layer, d))
+            if P != hidden:
+                names.append(projection_name(layer, d))
             for name in names:
                 kind = name.split("_l")[0]
-                shape = {"weight_ih": (G * hidden, inp), "weight_hh": (G * hidden, hidden),
-                         "weight_peephole": (3 * hidden,)}.get(kind, (G * hidden,))
+                shape = {"weight_ih": (G * hidden, inp), "weight_hh": (G * hidden, P),
+                         "weight_peephole": (3 * hidden,),
+                         "weight_hr": (P, hidden)}.get(kind, (G * hidden,))
                 draw = scale * rng.standard_normal(shape) if normal else rng.uniform(-k, k, shape)
                 w[name] = draw.astype(dtype)
     return w

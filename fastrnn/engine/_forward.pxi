@@ -602,8 +602,8 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
 
     # cheap guards against memory errors (the layers validate, the planner plans beforehand)
     if (w_hr is not None) != (P != H) or (w_hr is not None and not _has_c(cell)):
-        raise ValueError("a projection (w_hr) is given for an LSTM whose W_hh has proj_size "
-                         "columns, and only for it")
+        raise ValueError(f"w_hh of {P} columns for {H} units: a projection (w_hr) is "
+                         "given for an LSTM whose w_hh has proj_size columns, and only for it")
     for layer in range(L):
         for d in range(D):
             idx = layer * D + d

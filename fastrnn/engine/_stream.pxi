@@ -145,8 +145,9 @@ cdef class StepKernel:
         P = self.state_size = w_hh[0].shape[1]
         H = self.hidden_size = w_hh[0].shape[0] // G
         if (w_hr is not None) != (P != H) or (w_hr is not None and not _has_c(cell)):
-            raise ValueError("a projection (w_hr) is given for an LSTM whose W_hh has "
-                             "proj_size columns, and only for it")
+            raise ValueError(f"w_hh of {P} columns for {H} units: a projection (w_hr) is "
+                             "given for an LSTM whose w_hh has proj_size columns, and only for "
+                             "it")
         self.input_size = w_ih[0].shape[1]
         self.dtype = np.dtype(w_hh[0].dtype)
         self.is_double = self.dtype == np.float64

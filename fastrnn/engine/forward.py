@@ -136,7 +136,7 @@ def forward(cell, x, weights, h0=None, c0=None, lengths=None, *, num_layers=1,
     B, T, I = x.shape
     D = 2 if bidirectional else 1
     H, P = state_sizes(weights)
-    projected = P != H or projection_name(0, 0) in weights
+    projected = projection_name(0, 0) in weights
     nthreads = runtime.get_num_threads()
     p = plan.forward_plan(B, T, I, H, G, D, nthreads)
     if _plan_override is None:

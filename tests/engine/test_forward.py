@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastrnn import reference
-from fastrnn.cell_table import cell_spec
+from fastrnn.cell_table import cell_spec, state_sizes
 
 _compiled = pytest.importorskip("fastrnn.engine._compiled", reason="compiled engine not built")
 from fastrnn import engine  # noqa: E402  (only reached when the extension is built)
@@ -28,8 +28,8 @@ from fastrnn.engine.forward import forward as engine_forward  # noqa: E402,F401
 pytestmark = pytest.mark.usefixtures("isa")
 
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru", "rnn_leaky_relu", "lstm_peephole",
-         "gru_reset_before"]
-from conftest import has_c, GATES, make_weights, rel_err
+         "gru_reset_before", "lstm_proj"]
+from conftest import has_c, GATES, engine_cell, make_weights, rel_err, state_size
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 
 
@@ -43,7 +43,7 @@ def _restore_threads():
 def make_case(cell, B, T, I, H, L, D, dtype, rng, *, varlen=False, init=False, bias=True):
     w = make_weights(cell, I, H, L, D, bias, dtype, rng)
     x = rng.standard_normal((B, T, I)).astype(dtype)
-    h0 = rng.standard_normal((L * D, B, H)).astype(dtype) if init else None
+    h0 = rng.standard_normal((L * D, B, state_size(cell, H))).astype(dtype) if init else None
     c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if init and has_c(cell) else None
     lengths = None
     if varlen:
@@ -55,6 +55,7 @@ def make_case(cell, B, T, I, H, L, D, dtype, rng, *, varlen=False, init=False, b
 
 def check_against_reference(cell, x, w, h0, c0, lengths, L, D, *, plan=None, training=True):
     dtype = x.dtype.type
+    cell = engine_cell(cell)        # (the projected LSTM: "lstm" with weight_hr_l{k})
     ref = reference.forward(cell, x, w, h0, c0, lengths, num_layers=L, bidirectional=D == 2)
     out = engine_forward(cell, x, w, h0, c0, lengths, num_layers=L, bidirectional=D == 2,
                           training=training, _plan_override=plan)
@@ -82,10 +83,11 @@ def check_against_reference(cell, x, w, h0, c0, lengths, L, D, *, plan=None, tra
 def check_workspace(cell, x, w, h0, c0, lengths, L, D, y, ws):
     """The workspace is what BPTT needs, and it is self-consistent with the cell equations."""
     B, T, _ = x.shape
-    H = w["weight_hh_l0"].shape[1]
+    H, P = state_sizes(w)           # P: the width of h (a projected LSTM's proj_size)
     G = GATES[cell]
     tol = TOL[x.dtype.type] * 10
     assert ws["num_layers"] == L and ws["num_directions"] == D and ws["hidden_size"] == H
+    assert ws["proj_size"] == P
     assert ws["cell"] == cell and ws["x"] is x and ws["h0"] is h0
     assert ws["c0"] is (c0 if has_c(cell) else None)
     assert len(ws["outputs"]) == L and ws["outputs"][-1] is y
@@ -94,13 +96,13 @@ def check_workspace(cell, x, w, h0, c0, lengths, L, D, y, ws):
     inp = x
     for layer in range(L):
         out = ws["outputs"][layer]
-        assert out.shape == (B, T, D * H)
+        assert out.shape == (B, T, D * P)
         for d in range(D):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
-            hseq = out[:, :, d * H:(d + 1) * H]
+            hseq = out[:, :, d * P:(d + 1) * P]
             # previous state of every valid step: h at t-1 (forward) / t+1 (reverse), or h0
             hprev = np.zeros_like(hseq)
-            init = h0[layer * D + d] if h0 is not None else np.zeros((B, H), x.dtype)
+            init = h0[layer * D + d] if h0 is not None else np.zeros((B, P), x.dtype)
             for b in range(B):
                 n = lens[b]
                 if d == 0:
@@ -145,7 +147,10 @@ def check_workspace(cell, x, w, h0, c0, lengths, L, D, y, ws):
                 assert np.abs((gates - expect)[valid]).max() <= tol
                 assert np.all(c[~valid] == 0)
                 o = gates[..., 3 * H:]
-                assert np.abs((o * np.tanh(c) - hseq)[valid]).max() <= tol
+                m = o * np.tanh(c)
+                if P != H:                  # h = m W_hr^T
+                    m = m @ w["weight_hr" + sfx].T.astype(np.float64)
+                assert np.abs((m - hseq)[valid]).max() <= tol
                 assert ws["hn"] is None
             else:
                 hn = ws["hn"][layer][d]
@@ -201,7 +206,7 @@ PLANS = [(1, 1, 0), (1, 1, 1), (2, 1, 0), (2, 1, 1), (1, 2, 0), (1, 2, 1), (2, 2
 
 @pytest.mark.parametrize("nthreads", [1, 2])
 @pytest.mark.parametrize("plan", PLANS, ids=str)
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_relu"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_relu", "lstm_proj"])
 def test_all_plans_match_reference(cell, plan, nthreads):
     rng = np.random.default_rng(7)
     engine.set_num_threads(nthreads)
@@ -226,7 +231,7 @@ def test_prepacked_weights_give_the_same_results(cell, dtype, shape):
     for lens in (None, lengths):
         for plan in (None, (1, 1, 0), (1, 2, 0), (2, 1, 0), (1, 2, 1), (1, 1, 0, True),
                      (1, 2, 0, True), (2, 1, 1, True)):
-            args = (cell, x, w, h0, c0, lens)
+            args = (engine_cell(cell), x, w, h0, c0, lens)
             kw = {"num_layers": L, "bidirectional": D == 2, "_plan_override": plan}
             want = engine_forward(*args, **kw)
             got = engine_forward(*args, **kw, packed=packed)
@@ -291,9 +296,11 @@ def test_threads_do_not_change_results(cell, monkeypatch):
     for n in (1, 2):
         engine.set_num_threads(n)
         assert engine.get_num_threads() == n
-        outs[n] = engine_forward(cell, x, w, h0, c0, lengths, num_layers=2, bidirectional=True)
+        outs[n] = engine_forward(engine_cell(cell), x, w, h0, c0, lengths, num_layers=2,
+                                 bidirectional=True)
         # the same plan on 1 or 2 threads: bit-identical
-        fixed = engine_forward(cell, x, w, h0, c0, lengths, num_layers=2, bidirectional=True,
+        fixed = engine_forward(engine_cell(cell), x, w, h0, c0, lengths, num_layers=2,
+                               bidirectional=True,
                                 _plan_override=(2, 2, 0))
         outs[(n, "fixed")] = fixed
     for a, b in zip(outs[1][:3], outs[2][:3]):
@@ -380,17 +387,20 @@ def test_step_over_time_equals_forward(cell, dtype, B, I, H, L, init, nthreads):
     rng = np.random.default_rng(B * 100 + H)
     T = 6
     x, w, h0, c0, _ = make_case(cell, B, T, I, H, L, 1, dtype, rng, init=init)
-    y, h_n, c_n, _ = reference.forward(cell, x, w, h0, c0, num_layers=L)
-    stepper = stream.make_stepper(cell, w, L)
+    P = state_size(cell, H)
+    y, h_n, c_n, _ = reference.forward(engine_cell(cell), x, w, h0, c0, num_layers=L)
+    stepper = stream.make_stepper(engine_cell(cell), w, L)
     if GATES[cell] * H * (I + H) >= engine_plan.STEP_PARALLEL_MIN_WORK:
-        # (the reset-before GRU's n gate reads r of every unit: one block)
-        assert stepper._kernel.unit_blocks == (1 if cell == "gru_reset_before" else 2)
+        # (the reset-before GRU's n gate reads r of every unit, the projection m: one block)
+        assert stepper._kernel.unit_blocks == (1 if cell in ("gru_reset_before", "lstm_proj")
+                                               else 2)
     h0_in = None if h0 is None else h0.copy()
     h, c = h0, c0
     ys = []
     for t in range(T):
         yt, h, c = stepper.step(np.ascontiguousarray(x[:, t]), h, c)
-        assert yt.shape == (B, H) and h.shape == (L, B, H)
+        assert yt.shape == (B, P) and h.shape == (L, B, P)
+        assert c is None or c.shape == (L, B, H)
         ys.append(yt)
     assert rel_err(np.stack(ys, 1), y) <= TOL[dtype]
     assert rel_err(h, h_n) <= TOL[dtype]

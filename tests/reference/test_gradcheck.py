@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastrnn import reference
-from conftest import has_c, CELLS, make_layer, numerical_gradient
+from conftest import has_c, VARIANTS, engine_cell, make_layer, numerical_gradient
 
 B, T, I, H = 3, 5, 2, 3
 EPS = 1e-6
@@ -37,17 +37,20 @@ def _loss_and_grads(cell, num_layers, bidirectional, lengths, with_state, seed, 
             if name.startswith("bias"):
                 p += 0.5
     D = 2 if bidirectional else 1
+    P = layer.state_size        # the width of h (a projected LSTM's proj_size)
     x = rng.standard_normal((B, T, I))
-    state_shape = (num_layers * D, B, H)
+    state_shape = (num_layers * D, B, P)
+    c_shape = (num_layers * D, B, H)
     h0 = rng.standard_normal(state_shape) if with_state else None
-    c0 = rng.standard_normal(state_shape) if with_state and has_c(cell) else None
-    wy = rng.standard_normal((B, T, D * H))
+    c0 = rng.standard_normal(c_shape) if with_state and has_c(cell) else None
+    wy = rng.standard_normal((B, T, D * P))
     wh = rng.standard_normal(state_shape)
-    wc = rng.standard_normal(state_shape)
+    wc = rng.standard_normal(c_shape)
     kw = dict(num_layers=num_layers, bidirectional=bidirectional)
     if dropout:
         kw["layer_masks"], kw["recurrent_masks"] = dropout_masks(rng, num_layers, D,
-                                                                 (B, T, D * H))
+                                                                 (B, T, D * P))
+    cell = engine_cell(cell)
 
     def loss():
         y, h_n, c_n, _ = reference.forward(cell, x, weights, h0, c0, lengths, **kw)
@@ -66,7 +69,7 @@ def _loss_and_grads(cell, num_layers, bidirectional, lengths, with_state, seed, 
 
 @pytest.mark.parametrize(
     "cell, num_layers, bidirectional, variable, with_state",
-    list(itertools.product(CELLS, (1, 2), (False, True), (False, True), (False, True))),
+    list(itertools.product(VARIANTS, (1, 2), (False, True), (False, True), (False, True))),
 )
 def test_gradients_match_finite_differences(cell, num_layers, bidirectional, variable,
                                             with_state):
@@ -82,7 +85,7 @@ def test_gradients_match_finite_differences(cell, num_layers, bidirectional, var
 
 
 @pytest.mark.parametrize("cell, num_layers, bidirectional",
-                         list(itertools.product(CELLS, (1, 3), (False, True))))
+                         list(itertools.product(VARIANTS, (1, 3), (False, True))))
 def test_gradients_with_dropout_masks_match_finite_differences(cell, num_layers, bidirectional):
     """Fixed dropout masks between the layers and on the recurrent input h_{t-1}."""
     lengths = np.array([T, 2, 4])
