@@ -95,6 +95,8 @@ def make_weights(cell, input_size, hidden, num_layers, D, bias, dtype, rng, scal
                          "weight_peephole": (3 * hidden,),
                          "weight_hr": (P, hidden)}.get(kind, (G * hidden,))
                 draw = scale * rng.standard_normal(shape) if normal else rng.uniform(-k, k, shape)
+                if normal and kind == "weight_hr":  # h = m W_hr^T of the size of m (an LSTM's
+                    draw /= np.sqrt(hidden)         # h): large h makes a chaotic recurrence
                 w[name] = draw.astype(dtype)
     return w
 

@@ -194,6 +194,8 @@ def _refusal(keras_layers, fast_layers, match, stateful=False, error=ValueError)
      r"return_sequences=True differs"),
     (lambda: L.LSTM(5), lambda: fastrnn.LSTM(3, 4), r"units=5 differs from hidden_size=4"),
     (lambda: L.LSTM(4, use_bias=False), lambda: fastrnn.LSTM(3, 4), r"use_bias=False"),
+    (lambda: L.LSTM(4), lambda: fastrnn.LSTM(3, 4, proj_size=2),
+     r"Keras's LSTM has no projection.*proj_size=2"),
 ])
 def test_refusals_name_the_option(keras_layer, fast_layer, match):
     _refusal([keras.Input((5, 3)), keras_layer()], [fast_layer()], match)

@@ -116,4 +116,7 @@ def test_what_export_refuses(tmp_path):
                                    fastrnn.GRU(4, 2)]), tmp_path / "m.onnx")
     with pytest.raises(TypeError, match="lengths must be True or False"):
         export(fastrnn.LSTM(3, 4), tmp_path / "m.onnx", lengths="yes")
+    with pytest.raises(ValueError, match=r"projection \(proj_size=2\): ONNX's LSTM operator"):
+        export(fastrnn.Sequential([fastrnn.LSTM(3, 4, proj_size=2, return_sequences=False),
+                                   fastrnn.Dense(2, 1)]), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()

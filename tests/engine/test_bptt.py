@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import has_c, CELLS, make_weights, rel_err
+from conftest import has_c, VARIANTS, engine_cell, make_weights, rel_err, state_size
+
+CELLS = VARIANTS            # the cells, and the projected LSTM
 from fastrnn import reference
 
 try:
@@ -59,13 +61,14 @@ def run_case(cell, B, T, I, H, L, D, bias, dtype, lengths, states, mode, source,
     w = make_weights(cell, I, H, L, D, bias, dtype, rng, scale=0.5, normal=True)
     x = rng.standard_normal((B, T, I)).astype(dtype)
     is_lstm = has_c(cell)
-    h0 = rng.standard_normal((L * D, B, H)).astype(dtype) if states else None
+    h0 = rng.standard_normal((L * D, B, state_size(cell, H))).astype(dtype) if states else None
     c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if states and is_lstm else None
+    cell = engine_cell(cell)
     y, h_n, c_n, cache = reference.forward(cell, x, w, h0, c0, lengths, num_layers=L,
                                            bidirectional=D == 2)
     dy = rng.standard_normal(y.shape).astype(dtype) if mode in ("dy", "both") else None
     dh_n = rng.standard_normal(h_n.shape).astype(dtype) if mode in ("dstate", "both") else None
-    dc_n = (rng.standard_normal(h_n.shape).astype(dtype)
+    dc_n = (rng.standard_normal(c_n.shape).astype(dtype)
             if mode in ("dstate", "both") and is_lstm else None)
     want = reference.backward(cache, dy, dh_n, dc_n)
     if source == "engine":
@@ -174,7 +177,7 @@ def test_kernels_take_the_config_fields_in_order():
     import inspect
 
     from fastrnn.engine import bptt_kernels
-    for kernel in set(bptt_kernels.KERNELS):
+    for kernel in set(bptt_kernels.KERNELS) | set(bptt_kernels.PROJECTED_KERNELS.values()):
         params = list(inspect.signature(kernel.py_func).parameters)
         assert params == ["items", *bptt_kernels.BpttConfig._fields]
 
@@ -209,11 +212,12 @@ def test_dy_past_lengths_is_ignored_and_workspace_untouched(cell):
     w = make_weights(cell, I, H, 2, 2, True, dtype, rng, scale=0.5, normal=True)
     x = rng.standard_normal((B, T, I))
     lengths = np.array([2, 6, 1, 4], dtype=np.int64)
+    P, cell = state_size(cell, H), engine_cell(cell)
     _, _, _, cache = reference.forward(cell, x, w, lengths=lengths, num_layers=2,
                                        bidirectional=True)
     ws = bptt.workspace_from_reference(cache, x)
     before = [a.copy() for a in ws["outputs"]]
-    dy = rng.standard_normal((B, T, 2 * H))
+    dy = rng.standard_normal((B, T, 2 * P))
     mask = np.arange(T)[None, :, None] < lengths[:, None, None]
     g1 = bptt.backward(cell, w, ws, dy)
     g2 = bptt.backward(cell, w, ws, dy * mask)
@@ -233,15 +237,16 @@ def test_engine_workspace_matches_layout(cell):
     rng = np.random.default_rng(11)
     w = make_weights(cell, 3, 4, 2, 2, True, np.float64, rng, scale=0.5, normal=True)
     x = rng.standard_normal((3, 5, 3))
-    h0 = rng.standard_normal((4, 3, 4))
+    h0 = rng.standard_normal((4, 3, state_size(cell, 4)))
     c0 = rng.standard_normal((4, 3, 4)) if has_c(cell) else None
     lengths = np.array([5, 2, 3], dtype=np.int64)
+    cell = engine_cell(cell)
     _, _, _, cache = reference.forward(cell, x, w, h0, c0, lengths, num_layers=2,
                                        bidirectional=True)
     want = bptt.workspace_from_reference(cache, x, h0, c0)
     _, _, _, got = engine_forward(cell, x, w, h0, c0, lengths, num_layers=2,
                                    bidirectional=True, training=True)
-    for key in ("cell", "num_layers", "num_directions", "hidden_size"):
+    for key in ("cell", "num_layers", "num_directions", "hidden_size", "proj_size"):
         assert got[key] == want[key]
     np.testing.assert_array_equal(got["lengths"], want["lengths"])
     for key in ("outputs", "gates", "c", "hn"):
@@ -388,11 +393,12 @@ def test_dropout_masks_compiled_match_reference(cell, dtype, B, T, I, H, L, D, p
     x = rng.standard_normal((B, T, I)).astype(dtype)
     lengths = rng.integers(1, T + 1, B)
     lengths[0] = T
-    h0 = rng.standard_normal((L * D, B, H)).astype(dtype)
-    c0 = h0[::-1].copy() if has_c(cell) else None
+    P, cell = state_size(cell, H), engine_cell(cell)
+    h0 = rng.standard_normal((L * D, B, P)).astype(dtype)
+    c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if has_c(cell) else None
     p = 0.3
-    lmasks = [((rng.random((B, T, D * H)) >= p) / (1 - p)).astype(dtype) for _ in range(L - 1)]
-    rmasks = ((rng.random((L * D, B, H)) >= p) / (1 - p)).astype(dtype)
+    lmasks = [((rng.random((B, T, D * P)) >= p) / (1 - p)).astype(dtype) for _ in range(L - 1)]
+    rmasks = ((rng.random((L * D, B, P)) >= p) / (1 - p)).astype(dtype)
     kw = dict(num_layers=L, bidirectional=D == 2, layer_masks=lmasks, recurrent_masks=rmasks)
     y, h_n, c_n, cache = reference.forward(cell, x, w, h0, c0, lengths, **kw)
     got = engine_forward(cell, x, w, h0, c0, lengths, training=True, _plan_override=plan, **kw)
