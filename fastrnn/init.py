@@ -235,7 +235,10 @@ def apply(layer, weight_ih=None, weight_hh=None, bias=None, forget_bias=None, se
     """Re-initialise a recurrent layer's parameters in place.
 
     Every layer and direction is done, in the order of ``layer.parameters()``; an argument left
-    at None leaves those parameters as they are.
+    at None leaves those parameters as they are.  The peephole weights of a peephole LSTM and
+    the projection ``weight_hr_l{k}`` of an LSTM with ``proj_size > 0`` are left as they are
+    (``weight_hh`` of a projected LSTM is ``(4 * hidden, proj_size)``: its gate blocks are
+    ``(hidden, proj_size)``).
 
     Parameters
     ----------

@@ -70,6 +70,21 @@ def test_apply_orthogonal_recurrent_blocks(cell):
             assert not p.any()
 
 
+def test_apply_leaves_the_projection_alone():
+    """A projected LSTM: W_hh's gate blocks are (hidden, proj_size) (orthogonal columns), and
+    weight_hr_l{k} keeps its values."""
+    layer = make_layer("lstm_proj", 3, 6, num_layers=2, dtype="float64", seed=0)
+    hr = {k: v.copy() for k, v in layer.parameters().items() if k.startswith("weight_hr")}
+    assert sorted(hr) == ["weight_hr_l0", "weight_hr_l1"]
+    apply(layer, weight_hh=orthogonal, bias=0.0, forget_bias=1.0, seed=0)
+    params = layer.parameters()
+    for name, p in hr.items():
+        np.testing.assert_array_equal(params[name], p)
+    for k in range(4):
+        block = params["weight_hh_l0"][k * 6:(k + 1) * 6]          # (6, 4)
+        np.testing.assert_allclose(block.T @ block, np.eye(4), atol=1e-12)
+
+
 def test_apply_reproduces_the_layer_default_with_the_same_seed():
     layer = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=True, seed=11)
     expected = layer.state_dict()

@@ -7,7 +7,9 @@ table, and ``test_every_entry_point_has_a_parity_test`` keeps it complete."""
 import numpy as np
 import pytest
 
-from conftest import has_c, CELLS, make_weights, rel_err
+from conftest import has_c, VARIANTS, engine_cell, make_weights, rel_err, state_size
+
+CELLS = VARIANTS            # the cells, and the projected LSTM
 from fastrnn import reference
 
 _compiled = pytest.importorskip("fastrnn.engine._compiled", reason="compiled engine not built")
@@ -38,7 +40,7 @@ def case(cell, dtype, shape, seed=0):
     D = 2 if bidi else 1
     w = make_weights(cell, I, H, L, D, True, dtype, rng)
     x = rng.standard_normal((B, T, I)).astype(dtype)
-    h0 = rng.standard_normal((L * D, B, H)).astype(dtype)
+    h0 = rng.standard_normal((L * D, B, state_size(cell, H))).astype(dtype)
     c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if has_c(cell) else None
     lengths = rng.integers(1, T + 1, B).astype(np.int64) if varlen else None
     return w, x, h0, c0, lengths, dict(num_layers=L, bidirectional=bidi), rng
@@ -49,6 +51,7 @@ def case(cell, dtype, shape, seed=0):
 @pytest.mark.parametrize("cell", CELLS)
 def test_forward(cell, dtype, shape):
     w, x, h0, c0, lengths, kw, _ = case(cell, dtype, shape)
+    cell = engine_cell(cell)
     want = reference.forward(cell, x, w, h0, c0, lengths, **kw)
     packed = forward.PackedWeights()
     for how in ({}, {"packed": packed}, {"packed": packed}):  # packing, then reusing it
@@ -62,10 +65,11 @@ def test_forward(cell, dtype, shape):
 @pytest.mark.parametrize("cell", CELLS)
 def test_backward(cell, dtype, shape):
     w, x, h0, c0, lengths, kw, rng = case(cell, dtype, shape)
+    cell = engine_cell(cell)
     y, h_n, c_n, ws = forward.forward(cell, x, w, h0, c0, lengths, **kw, training=True)
     dy = rng.standard_normal(y.shape).astype(dtype)
     dh_n = rng.standard_normal(h_n.shape).astype(dtype)
-    dc_n = rng.standard_normal(h_n.shape).astype(dtype) if has_c(cell) else None
+    dc_n = rng.standard_normal(c_n.shape).astype(dtype) if has_c(cell) else None
     dx, dh0, dc0, grads = bptt.backward(cell, w, ws, dy, dh_n, dc_n)
     cache = reference.forward(cell, x, w, h0, c0, lengths, **kw)[3]
     want_dx, want_dh0, want_dc0, want_grads = reference.backward(cache, dy, dh_n, dc_n)
@@ -81,6 +85,7 @@ def test_backward(cell, dtype, shape):
 @pytest.mark.parametrize("cell", CELLS)
 def test_stream(cell, dtype):
     w, x, h0, c0, _, kw, _ = case(cell, dtype, (3, 4, 5, 7, 2, False, False))
+    cell = engine_cell(cell)
     stepper = stream.make_stepper(cell, w, kw["num_layers"])
     h, c, ys = h0, c0, []
     for t in range(x.shape[1]):

@@ -13,7 +13,8 @@ import pytest
 import fastrnn
 from fastrnn._masks import to_post_padding, to_pre_padding
 from fastrnn.optim import SGD
-from conftest import has_c, CELLS, make_layer, numerical_gradient, rel_err, state_arrays
+from conftest import (has_c, VARIANTS as CELLS, make_layer, numerical_gradient, rel_err,  # noqa
+                      state_arrays, state_size)  # (CELLS: the cells and the projected LSTM)
 
 B, T, I, H = 5, 6, 3, 4
 EMPTY_LENGTHS = np.array([0, T, 3, 0, 1])
@@ -26,7 +27,8 @@ def _pair(cell, num_layers, bidirectional, dtype, **kw):
 
 
 def _state(cell, shape, rng, dtype):
-    h = rng.standard_normal(shape).astype(dtype)
+    """A state of ``shape`` (``(..., hidden)``; ``h`` of the projection's width)."""
+    h = rng.standard_normal(shape[:-1] + (state_size(cell, shape[-1]),)).astype(dtype)
     return (h, rng.standard_normal(shape).astype(dtype)) if has_c(cell) else h
 
 
@@ -44,7 +46,7 @@ def test_empty_sequences_compiled_equals_reference(cell, num_layers, bidirection
     shape = (num_layers * D, B, H)
     x = rng.standard_normal((B, T, I)).astype(dtype)
     state = _state(cell, shape, rng, dtype)
-    dy = rng.standard_normal((B, T, D * H)).astype(dtype)
+    dy = rng.standard_normal((B, T, D * state_size(cell, H))).astype(dtype)
     dstate = _state(cell, shape, rng, dtype)
     want = _run(ref, x, state, EMPTY_LENGTHS, dy, dstate)
     got = _run(com, x, state, EMPTY_LENGTHS, dy, dstate)
@@ -93,7 +95,7 @@ def test_empty_sequences_gradients_match_finite_differences(cell, bidirectional,
     lengths = np.array([0, 4, 2])
     x = rng.standard_normal((3, 4, 2))
     state = _state(cell, (2 * D, 3, 3), rng, "float64")
-    wy = rng.standard_normal((3, 4, D * 3))
+    wy = rng.standard_normal((3, 4, D * state_size(cell, 3)))
     ws = _state(cell, (2 * D, 3, 3), rng, "float64")
 
     def loss():
@@ -127,7 +129,7 @@ def test_pre_padding_equals_post_padding_shifted(cell, num_layers, bidirectional
     x_post[np.arange(T) >= lengths[:, None]] = 7.0     # padding values never matter
     x_pre = to_pre_padding(x_post, lengths)
     state = _state(cell, (num_layers * D, B, H), rng, dtype)
-    dy_post = rng.standard_normal((B, T, D * H)).astype(dtype)
+    dy_post = rng.standard_normal((B, T, D * state_size(cell, H))).astype(dtype)
     post = _run(layer, x_post, state, lengths, dy_post, None)
     pre = _run(layer, x_pre, state, lengths, to_pre_padding(dy_post, lengths), None,
                padding="pre")

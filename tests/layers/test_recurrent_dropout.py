@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import CELLS, make_layer
+from conftest import VARIANTS as CELLS, make_layer  # (CELLS: and the projected LSTM)
 from fastrnn import engine
 
 needs_engine = pytest.mark.skipif(not engine.AVAILABLE, reason="compiled engine not built")

@@ -7,7 +7,8 @@ import pytest
 
 import fastrnn
 from fastrnn.optim import SGD, Adam
-from conftest import has_c, CELLS, make_layer, numerical_gradient, state_arrays
+from conftest import (has_c, VARIANTS as CELLS, make_layer, numerical_gradient,  # noqa
+                      state_arrays, state_size)  # (CELLS: the cells and the projected LSTM)
 
 STREAMS, T, I, H = 3, 12, 2, 4
 
@@ -16,7 +17,7 @@ def _model(cell, backend, stateful=True, num_layers=2, **kw):
     return fastrnn.Sequential([
         make_layer(cell, I, H, num_layers=num_layers, dtype="float64", seed=0, backend=backend,
                    **kw),
-        fastrnn.Dense(H, 2, dtype="float64", seed=1),
+        fastrnn.Dense(state_size(cell, H), 2, dtype="float64", seed=1),
     ], stateful=stateful)
 
 
@@ -174,13 +175,15 @@ def test_learned_initial_state_gradient_matches_finite_differences(cell, bidirec
     params = layer.parameters()
     names = ["h0", "c0"] if has_c(cell) else ["h0"]
     D = 2 if bidirectional else 1
+    P = state_size(cell, 3)     # h0 of the projection's width, c0 of the hidden size
     assert list(params)[-len(names):] == names
     for name in names:
-        assert params[name].shape == (2 * D, 3)
-        params[name][...] = rng.standard_normal((2 * D, 3))
+        width = P if name == "h0" else 3
+        assert params[name].shape == (2 * D, width)
+        params[name][...] = rng.standard_normal((2 * D, width))
     x = rng.standard_normal((4, 5, I))
     lengths = np.array([5, 0, 3, 2])
-    wy = rng.standard_normal((4, 5, D * 3))
+    wy = rng.standard_normal((4, 5, D * P))
 
     def loss():
         y, s = layer(x, lengths=lengths)
