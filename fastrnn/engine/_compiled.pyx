@@ -49,6 +49,7 @@ cdef extern from "fr_kernels.h" nogil:
         FR_GRU_RESET_BEFORE
     double FR_LEAKY_RELU_SLOPE
     ctypedef Py_ssize_t fr_idx
+    void fr_prefetch(const void* p, fr_idx nbytes)
     ctypedef struct fr_kernels_t:
         const char* name
         int vector_bytes, mr, nv

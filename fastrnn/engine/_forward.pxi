@@ -180,6 +180,11 @@ cdef void _step_item(
                 for k in range(G):
                     memcpy(wg + row * GH + k * H + u0, rr + k * nj, nj * sizeof(floating))
         memcpy(y + row * LY + u0, hq, nj * sizeof(floating))
+        if xp != NULL and s + 1 < L:
+            # this row's projection for the next step, while the next GEMMs run
+            xr = xp + ((xrow[b] if xrow != NULL else b * T) + ((L - 2 - s) if reverse else s + 1)) * LX
+            for k in range(G):
+                fr_prefetch(xr + k * H + u0, nj * sizeof(floating))
         if s == L - 1:
             memcpy(hN + b * H + u0, hq, nj * sizeof(floating))
             if _has_c(cell):
