@@ -49,14 +49,15 @@ cdef extern from "fr_kernels.h" nogil:
         FR_GRU_RESET_BEFORE
     double FR_LEAKY_RELU_SLOPE
     ctypedef Py_ssize_t fr_idx
+    void fr_prefetch(const void* p, fr_idx nbytes)
     ctypedef struct fr_kernels_t:
         const char* name
         int vector_bytes, mr, nv
         fr_idx nr_f, nr_d
-        void (*gemm_acc_f)(fr_idx M, fr_idx N, fr_idx K, const float* A, fr_idx lda,
-                           const float* Wp, float* C, fr_idx ldc) noexcept nogil
-        void (*gemm_acc_d)(fr_idx M, fr_idx N, fr_idx K, const double* A, fr_idx lda,
-                           const double* Wp, double* C, fr_idx ldc) noexcept nogil
+        void (*gemm_f)(fr_idx M, fr_idx N, fr_idx K, const float* A, fr_idx lda,
+                       const float* Wp, float* C, fr_idx ldc, int accumulate) noexcept nogil
+        void (*gemm_d)(fr_idx M, fr_idx N, fr_idx K, const double* A, fr_idx lda,
+                       const double* Wp, double* C, fr_idx ldc, int accumulate) noexcept nogil
         void (*gemm_range_f)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const float* A,
                              fr_idx lda, int trans_a, const float* Bp, float* C, fr_idx ldc,
                              int accumulate) noexcept nogil
@@ -77,12 +78,13 @@ cdef extern from "fr_kernels.h" nogil:
                             fr_idx pfirst, fr_idx pstep) noexcept nogil
         void (*pack_rows_d)(const double* B, fr_idx ldb, fr_idx K, fr_idx N, double* out,
                             fr_idx pfirst, fr_idx pstep) noexcept nogil
-        void (*gates_f)(int cell, float* rec, fr_idx nj, const float* h_prev, float* c,
-                        float* h_out, float* hn_out, const float* peep,
-                        fr_idx peep_stride) noexcept nogil
-        void (*gates_d)(int cell, double* rec, fr_idx nj, const double* h_prev, double* c,
-                        double* h_out, double* hn_out, const double* peep,
-                        fr_idx peep_stride) noexcept nogil
+        void (*gates_f)(int cell, float* rec, fr_idx nj, const float* xin, const float* bias,
+                        const float* bhn, fr_idx gs, const float* h_prev, float* c,
+                        float* h_out, float* hn_out, const float* peep) noexcept nogil
+        void (*gates_d)(int cell, double* rec, fr_idx nj, const double* xin,
+                        const double* bias, const double* bhn, fr_idx gs,
+                        const double* h_prev, double* c, double* h_out, double* hn_out,
+                        const double* peep) noexcept nogil
         void (*tanh_f)(const float* x, float* out, fr_idx n) noexcept nogil
         void (*tanh_d)(const double* x, double* out, fr_idx n) noexcept nogil
         void (*sigmoid_f)(const float* x, float* out, fr_idx n) noexcept nogil

@@ -92,7 +92,10 @@ cdef void _step_item(
         ) noexcept nogil:
     """One timestep of one work item: prefill, recurrent GEMM, gate math, outputs.
 
-    Forward mode: ``xp`` holds the precomputed input projection.  Streaming mode (``xp`` NULL):
+    Forward mode: ``xp`` holds the precomputed input projection; with the panel kernel the
+    recurrent GEMM writes ``rec`` (no prefill) and the gate math adds each row's projection
+    and bias as it reads the gates (the reset-before GRU, whose GEMMs read its reset gate, and
+    the dot kernel prefill ``rec`` with them instead).  Streaming mode (``xp`` NULL):
     the prefill is the bias only and ``rec += xin @ W_ih^T[block]`` is done here with the panel
     kernel, before the recurrent GEMM.  With ``hmask`` (recurrent dropout) the recurrent GEMM
     reads ``h_prev * mask`` (the gate math still reads ``h_prev``).  With ``whr`` (an LSTM
@@ -101,6 +104,7 @@ cdef void _step_item(
     """
     cdef Py_ssize_t r, k, j, b, t, L, row, GH = G * H, N = G * nj
     cdef Py_ssize_t nw = P if whr != NULL else nj     # units of h this item writes
+    cdef bint direct = xp != NULL and mode == 0 and cell != FR_GRU_RESET_BEFORE
     cdef floating* rr
     cdef const floating* xr
     cdef const floating* hp
@@ -124,7 +128,7 @@ cdef void _step_item(
             _gemm_acc(kt, na, nj, Kx, xin, Kx, wx2, rec + 3 * nj, ldr)
         else:
             _gemm_acc(kt, na, N, Kx, xin, Kx, wx1, rec, ldr)
-    for r in range(na if xp != NULL else 0):
+    for r in range(na if xp != NULL and not direct else 0):
         b = order[p0 + r]
         L = lengths[b]
         t = (L - 1 - s) if reverse else s
@@ -143,7 +147,7 @@ cdef void _step_item(
             for k in range(G):
                 for j in range(nj):
                     rr[k * nj + j] = xr[k * H + u0 + j] + bx[k * H + u0 + j]
-    # 2. recurrent GEMM, accumulated: rec[:, :N] += cur @ W_hh[block]^T
+    # 2. recurrent GEMM: rec[:, :N] += cur @ W_hh[block]^T (direct: rec[:, :N] = ...)
     hr = cur
     if hmask != NULL:
         for r in range(na):
@@ -159,7 +163,7 @@ cdef void _step_item(
                 t = (lengths[b] - 1 - s) if reverse else s
                 memcpy(whn + (b * T + t) * H, rec + r * ldr + 4 * H, H * sizeof(floating))
     elif mode == 0:
-        _gemm_acc(kt, na, N, P, hr, P, whh, rec, ldr)
+        _gemm_acc(kt, na, N, P, hr, P, whh, rec, ldr, not direct)
     else:
         # per gate k: rows k*H + u0 .. k*H + u0 + nj of W_hh feed rec columns k*nj ..
         for k in range(G):
@@ -173,9 +177,11 @@ cdef void _step_item(
         hp = cur + r * P + u0
         hq = nxt + r * P + u0 if whr == NULL else rr + G * H
         cr = cst + r * H + u0
-        _gates(kt, cell, rr, nj, hp, cr, hq,
+        _gates(kt, cell, rr, nj,
+               xp + ((xrow[b] if xrow != NULL else b * T) + t) * LX + u0 if direct else NULL,
+               bx + u0, bhn + u0, H, hp, cr, hq,
                whn + row * H + u0 if store and cell == FR_GRU else NULL,
-               peep + u0 if peep != NULL else NULL, H)
+               peep + u0 if peep != NULL else NULL)
         if store and _has_c(cell):
             memcpy(wc + row * H + u0, cr, nj * sizeof(floating))
         if store and _has_gates(cell):
@@ -186,9 +192,7 @@ cdef void _step_item(
                     memcpy(wg + row * GH + k * H + u0, rr + k * nj, nj * sizeof(floating))
     # 4. the projection: h = m @ W_hr^T
     if whr != NULL:
-        for r in range(na):
-            memset(nxt + r * P, 0, P * sizeof(floating))
-        _gemm_acc(kt, na, P, H, rec + G * H, ldr, whr, nxt, P)
+        _gemm_acc(kt, na, P, H, rec + G * H, ldr, whr, nxt, P, False)
     # 5. outputs
     for r in range(na):
         b = order[p0 + r]
@@ -197,6 +201,11 @@ cdef void _step_item(
         row = b * T + t
         hq = nxt + r * P + u0
         memcpy(y + row * LY + u0, hq, nw * sizeof(floating))
+        if xp != NULL and s + 1 < L:
+            # this row's projection for the next step, while the next GEMMs run
+            xr = xp + ((xrow[b] if xrow != NULL else b * T) + ((L - 2 - s) if reverse else s + 1)) * LX
+            for k in range(G):
+                fr_prefetch(xr + k * H + u0, nj * sizeof(floating))
         if s == L - 1:
             memcpy(hN + b * P + u0, hq, nw * sizeof(floating))
             if _has_c(cell):

@@ -87,12 +87,13 @@ cdef inline Py_ssize_t _block_offset(const fr_kernels_t* kt, Py_ssize_t K, Py_ss
 cdef inline void _gemm_acc(const fr_kernels_t* kt, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                            const floating* A, Py_ssize_t lda,   # IN (M, K) row-major
                            const floating* Wp,                  # IN (K, N) panel-packed
-                           floating* C, Py_ssize_t ldc) noexcept nogil:  # INOUT (M, N)
-    """C += A @ W (register-tiled kernel)."""
+                           floating* C, Py_ssize_t ldc,         # INOUT (M, N)
+                           bint accumulate=True) noexcept nogil:
+    """C += A @ W, or C = A @ W without reading C (register-tiled kernel, A as given)."""
     if floating is float:
-        kt.gemm_acc_f(M, N, K, A, lda, Wp, C, ldc)
+        kt.gemm_f(M, N, K, A, lda, Wp, C, ldc, accumulate)
     else:
-        kt.gemm_acc_d(M, N, K, A, lda, Wp, C, ldc)
+        kt.gemm_d(M, N, K, A, lda, Wp, C, ldc, accumulate)
 
 
 cdef inline void _gemm_range(const fr_kernels_t* kt, Py_ssize_t r0, Py_ssize_t r1,
@@ -190,14 +191,14 @@ cdef inline Py_ssize_t _rec_width(int cell, Py_ssize_t G, Py_ssize_t nj,
 
 
 cdef inline void _gates(const fr_kernels_t* kt, int cell, floating* rec, Py_ssize_t nj,
-                        const floating* h_prev, floating* c, floating* h_out,
-                        floating* hn_out, const floating* peep=NULL,
-                        Py_ssize_t peep_stride=0) noexcept nogil:
+                        const floating* xin, const floating* bias, const floating* bhn,
+                        Py_ssize_t gs, const floating* h_prev, floating* c, floating* h_out,
+                        floating* hn_out, const floating* peep) noexcept nogil:
     """Gate math of one row of a unit block (see fr_kernels.h)."""
     if floating is float:
-        kt.gates_f(cell, rec, nj, h_prev, c, h_out, hn_out, peep, peep_stride)
+        kt.gates_f(cell, rec, nj, xin, bias, bhn, gs, h_prev, c, h_out, hn_out, peep)
     else:
-        kt.gates_d(cell, rec, nj, h_prev, c, h_out, hn_out, peep, peep_stride)
+        kt.gates_d(cell, rec, nj, xin, bias, bhn, gs, h_prev, c, h_out, hn_out, peep)
 
 
 # ---------------------------------------------------------------------------------------------

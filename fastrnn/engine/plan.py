@@ -55,6 +55,13 @@ ITEM_MIN_ROWS = 4
 #: projections pay once a block has as many rows as fill the kernel's tiles.
 INPUT_IN_STEP_MIN_ROWS = 8
 INPUT_IN_STEP_MAX_ROWS = 16
+#: ... and only while a layer's weights (W_ih and W_hh: (I + H) * G * H elements) stay within
+#: this many elements (512 KiB of float32, half a Zen 4 core's L2): each step then reads both
+#: matrices from its core's cache.  With larger weights every step streams W_ih too, from L3:
+#: measured on the AVX2-only Zen 4, two threads, interleaved, LSTM B=32 T=50 (2 x 16 rows):
+#: I=H=512 (F8, 8 MiB) 6% faster with the projection GEMM before the loop, I=H=256 (2 MiB)
+#: even, I=H=128 (512 KiB) even.
+INPUT_IN_STEP_MAX_WEIGHTS = 1 << 17
 #: rows per thread from which a forward splits the batch (not the hidden units) over the
 #: threads whatever H: no barrier at each step, and each block reads all of W_hh (measured,
 #: two threads, LSTM B=32 T=50: I=H=512 -3%, I=H=256 -4%, I=H=255 -6% against unit blocks)
@@ -222,9 +229,11 @@ def forward_plan(B, T, I, H, G, D, nthreads):
 
     The input projection runs inside the steps (``input_in_step``) for the panel kernel when
     each batch block has :data:`INPUT_IN_STEP_MIN_ROWS` to :data:`INPUT_IN_STEP_MAX_ROWS`
-    rows: a step's GEMM then has rows enough to run at the kernel's speed, and the
-    projection (B*T*G*H values) never goes through memory.  With fewer rows, and with more
-    (on two threads), one GEMM over all B*T rows before the time loop is faster.
+    rows and the weights stay in a core's cache (:data:`INPUT_IN_STEP_MAX_WEIGHTS`): a
+    step's GEMM then has rows enough to run at the kernel's speed, and the projection
+    (B*T*G*H values) never goes through memory.  With fewer rows, with more (on two
+    threads), and with larger weights, one GEMM over all B*T rows before the time loop is
+    faster.
     """
     few_rows = B * T * DOT_KERNEL_H_PER_ROW < H
     mode = MODE_DOT if H >= DOT_KERNEL_MIN_H and few_rows else MODE_PANEL
@@ -236,14 +245,15 @@ def forward_plan(B, T, I, H, G, D, nthreads):
     else:
         nb, nu = 1, nthreads
     nb, nu = clamp_work_items(nb, nu, B, H)
-    return ForwardPlan(nb, nu, mode, proj, in_step_fits(B, nb, mode))
+    return ForwardPlan(nb, nu, mode, proj, in_step_fits(B, nb, mode, max(I, H * D), H, G))
 
 
-def in_step_fits(B, nb, mode):
-    """Whether a forward of batch B in ``nb`` batch blocks projects the input in each step
-    (see :func:`forward_plan`)."""
-    return mode == MODE_PANEL and (INPUT_IN_STEP_MIN_ROWS <= -(-B // nb)
-                                   <= INPUT_IN_STEP_MAX_ROWS)
+def in_step_fits(B, nb, mode, I, H, G):
+    """Whether a forward of batch B in ``nb`` batch blocks, with layers of at most I inputs,
+    H units and G gates, projects the input in each step (see :func:`forward_plan`)."""
+    return (mode == MODE_PANEL
+            and INPUT_IN_STEP_MIN_ROWS <= -(-B // nb) <= INPUT_IN_STEP_MAX_ROWS
+            and (I + H) * G * H <= INPUT_IN_STEP_MAX_WEIGHTS)
 
 
 def clamp_work_items(nb, nu, B, H):

@@ -48,7 +48,7 @@ static void activations(const fr_kernels_t* k) {
 }
 
 /* C (M, N) += A (M, K) @ B (K, N): gemm_range (with and without accumulate, A transposed
-   too), gemm_acc and dot_gemm_acc against a double loop */
+   too), gemm (with and without accumulate) and dot_gemm_acc against a double loop */
 static void gemm(const fr_kernels_t* k, long M, long N, long K) {
     float* A = malloc(M * K * sizeof *A);
     float* At = malloc(M * K * sizeof *At);
@@ -72,15 +72,17 @@ static void gemm(const fr_kernels_t* k, long M, long N, long K) {
     k->pack_rows_f(B, N, K, N, Bp, 0, 1);
     const double bound = 1e-6 * K;
     char what[96];
-    for (int variant = 0; variant < 5; ++variant) {
+    for (int variant = 0; variant < 6; ++variant) {
         /* without accumulate C must be written, never read: it starts as NaN */
-        double base = variant >= 2 ? 1.0 : 0.0, err = 0;
-        for (long i = 0; i < M * N; ++i) C[i] = variant >= 2 ? (float)base : NAN;
+        const int acc = variant >= 2 && variant <= 4;
+        double base = acc ? 1.0 : 0.0, err = 0;
+        for (long i = 0; i < M * N; ++i) C[i] = acc ? (float)base : NAN;
         if (variant == 0) k->gemm_range_f(0, M, N, K, A, K, 0, Bp, C, N, 0);
         if (variant == 1) k->gemm_range_f(0, M, N, K, At, M, 1, Bp, C, N, 0);
         if (variant == 2) k->gemm_range_f(0, M, N, K, A, K, 0, Bp, C, N, 1);
-        if (variant == 3) k->gemm_acc_f(M, N, K, A, K, Bp, C, N);
+        if (variant == 3) k->gemm_f(M, N, K, A, K, Bp, C, N, 1);
         if (variant == 4) k->dot_gemm_acc_f(M, N, K, A, K, Bt, K, C, N);
+        if (variant == 5) k->gemm_f(M, N, K, A, K, Bp, C, N, 0);
         for (long i = 0; i < M * N; ++i)
             err = isnan(C[i]) ? INFINITY : fmax(err, fabs(C[i] - base - E[i]));
         snprintf(what, sizeof what, "GEMM variant %d, M=%ld N=%ld K=%ld", variant, M, N, K);

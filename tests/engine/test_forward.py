@@ -539,7 +539,8 @@ def _plan(B, H, G, nthreads, T):
     p = engine_plan.forward_plan(B, T, H, H, G, 1, nthreads)
     rows = -(-B // p.batch_blocks)
     assert p.input_in_step == (p.mode == engine_plan.MODE_PANEL and engine_plan.INPUT_IN_STEP_MIN_ROWS
-                               <= rows <= engine_plan.INPUT_IN_STEP_MAX_ROWS)
+                               <= rows <= engine_plan.INPUT_IN_STEP_MAX_ROWS
+                               and 2 * H * G * H <= engine_plan.INPUT_IN_STEP_MAX_WEIGHTS)
     return p.batch_blocks, p.unit_blocks, p.mode
 
 
@@ -556,9 +557,15 @@ def test_plan_choices():
     assert _plan(32, 512, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
     assert _plan(32, 256, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
     assert _plan(16, 512, 4, 2, 50) == (1, 2, engine_plan.MODE_PANEL)
-    # the input projected in each step for 8 to 16 rows a batch block, else one GEMM before
-    assert engine_plan.forward_plan(32, 50, 512, 512, 4, 1, 2).input_in_step    # 2 x 16 rows
+    # the input projected in each step for 8 to 16 rows a batch block and weights that stay
+    # in a core's cache, else one GEMM before
+    assert engine_plan.forward_plan(32, 50, 128, 128, 4, 1, 2).input_in_step    # 2 x 16 rows
     assert engine_plan.forward_plan(16, 50, 32, 64, 4, 1, 2).input_in_step      # 2 x 8 rows
+    assert not engine_plan.forward_plan(32, 50, 512, 512, 4, 1, 2).input_in_step  # 8 MiB
+    assert not engine_plan.forward_plan(32, 50, 128, 256, 4, 1, 2).input_in_step  # 1.5 MiB
+    # a bidirectional stack's upper layers read 2H inputs
+    assert engine_plan.forward_plan(32, 50, 32, 128, 4, 1, 2).input_in_step
+    assert not engine_plan.forward_plan(32, 50, 32, 128, 4, 2, 2).input_in_step
     assert not engine_plan.forward_plan(14, 50, 32, 64, 4, 1, 2).input_in_step  # 2 x 7
     assert not engine_plan.forward_plan(64, 50, 128, 128, 4, 1, 2).input_in_step  # 2 x 32
     assert not engine_plan.forward_plan(1, 150, 256, 256, 4, 1, 2).input_in_step

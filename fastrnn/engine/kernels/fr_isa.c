@@ -203,7 +203,7 @@ static FR_INLINE double fr_sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
 #undef FR_VACT
 
 #define FR_TABLE_ENTRIES(S)                                                                      \
-    gemm_acc_##S, gemm_range_##S, dot_gemm_acc_##S, pack_panels_##S, pack_rows_##S, gates_##S,   \
+    gemm_##S, gemm_range_##S, dot_gemm_acc_##S, pack_panels_##S, pack_rows_##S, gates_##S,   \
     tanh_arr_##S, sigmoid_arr_##S
 
 const fr_kernels_t FR_CAT(fr_kernels_, FR_TARGET) = {

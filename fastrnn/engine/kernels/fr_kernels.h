@@ -28,9 +28,10 @@ enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_RNN_LEAKY_R
 #define FR_LEAKY_RELU_SLOPE 0.01
 
 #define FR_KERNEL_SIGNATURES(T, S)                                                            \
-    /* C (M, N) += A (M, K) @ W, W panel-packed */                                             \
-    void (*gemm_acc_##S)(fr_idx M, fr_idx N, fr_idx K, const T* A, fr_idx lda,                  \
-                         const T* Wp, T* C, fr_idx ldc);                                        \
+    /* C (M, N) += A (M, K) @ W, or C = A @ W (C not read) unless accumulate; W panel-packed,  \
+       A read as given (no packing, no allocation: for the small products of a time step) */   \
+    void (*gemm_##S)(fr_idx M, fr_idx N, fr_idx K, const T* A, fr_idx lda, const T* Wp, T* C,   \
+                     fr_idx ldc, int accumulate);                                              \
     /* rows r0..r1 of C (+)= op(A) @ B, B panel-packed; op(A) = A^T (A stored (K, M)) if       \
        trans_a; C rows zeroed first unless accumulate */                                        \
     void (*gemm_range_##S)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const T* A, fr_idx lda,    \
@@ -45,15 +46,18 @@ enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_RNN_LEAKY_R
     /* panel-pack B (K, N) itself (row stride ldb); panels pfirst, pfirst + pstep, ... */      \
     void (*pack_rows_##S)(const T* B, fr_idx ldb, fr_idx K, fr_idx N, T* out, fr_idx pfirst,    \
                           fr_idx pstep);                                                        \
-    /* gate math of one row of one unit block of nj units: rec holds the pre-activations       \
-       [gate 0 | gate 1 | ...] (each nj wide; GRU: r, z, h W_hn^T + b_hn, x W_in^T + b_in;   \
-       FR_GRU_RESET_BEFORE: r, z, (r * h) W_hn^T + b_hn, x W_in^T + b_in)                      \
-       and is overwritten with the activations (GRU: r, z, n); h_prev (GRU) / c (LSTM, updated \
-       in place) and h_out are the block's units; hn_out (GRU, may be NULL) receives the       \
-       h W_hn^T + b_hn term; peep (FR_LSTM_PEEPHOLE) the block's peephole weights p_i at      \
-       peep[j], p_f at peep[peep_stride + j], p_o at peep[2 * peep_stride + j] */              \
-    void (*gates_##S)(int cell, T* rec, fr_idx nj, const T* h_prev, T* c, T* h_out, T* hn_out,  \
-                      const T* peep, fr_idx peep_stride);                                      \
+    /* gate math of one row of one unit block of nj units.  With xin NULL, rec holds the       \
+       pre-activations [gate 0 | gate 1 | ...] (each nj wide; GRU: r, z, h W_hn^T + b_hn,      \
+       x W_in^T + b_in; FR_GRU_RESET_BEFORE: r, z, (r * h) W_hn^T + b_hn, x W_in^T + b_in).     \
+       With xin (the row's input projection) rec holds the recurrent products alone and gate   \
+       k's pre-activation is rec[k*nj + j] + xin[k*gs + j] + bias[k*gs + j] (GRU: the n slot    \
+       is h W_hn^T, + bhn[j]; the n input term xin[2gs + j] + bias[2gs + j]; not              \
+       FR_GRU_RESET_BEFORE).  rec is overwritten with the activations (GRU: r, z, n); h_prev   \
+       (GRU) / c (LSTM, updated in place) and h_out are the block's units; hn_out (GRU, may be \
+       NULL) receives the h W_hn^T + b_hn term; peep (FR_LSTM_PEEPHOLE) the block's peephole   \
+       weights p_i at peep[j], p_f at peep[gs + j], p_o at peep[2gs + j] */                    \
+    void (*gates_##S)(int cell, T* rec, fr_idx nj, const T* xin, const T* bias, const T* bhn,   \
+                      fr_idx gs, const T* h_prev, T* c, T* h_out, T* hn_out, const T* peep);   \
     /* the engine's activations over an array (for tests of their error bounds) */             \
     void (*tanh_##S)(const T* x, T* out, fr_idx n);                                            \
     void (*sigmoid_##S)(const T* x, T* out, fr_idx n);
@@ -70,6 +74,24 @@ typedef struct fr_kernels {
 /* elements of a (K, N) matrix panel-packed with panel width nr */
 static inline fr_idx fr_packed_size(fr_idx K, fr_idx N, fr_idx nr) {
     return K * ((N + nr - 1) / nr) * nr;
+}
+
+/* Ask for the cache lines of p[0 .. bytes) ahead of their use (a hint: no fault, no effect on
+   results).  The time loop reads each step's rows of the input projection from rows T apart,
+   too many streams for the hardware prefetcher: it asks for the next step's while the
+   recurrent GEMM of this one runs. */
+#if defined(__GNUC__) || defined(__clang__)
+#  define FR_PREFETCH_READ(p) __builtin_prefetch((p), 0, 3)
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#  include <xmmintrin.h>
+#  define FR_PREFETCH_READ(p) _mm_prefetch((const char*)(p), _MM_HINT_T0)
+#else
+#  define FR_PREFETCH_READ(p) ((void)0)
+#endif
+static inline void fr_prefetch(const void* p, fr_idx bytes) {
+    const char* c = (const char*)p;
+    for (fr_idx o = 0; o < bytes; o += 64) FR_PREFETCH_READ(c + o);
+    if (bytes > 0) FR_PREFETCH_READ(c + bytes - 1);
 }
 
 /* ---- fr_runtime.c (baseline code) ---- */

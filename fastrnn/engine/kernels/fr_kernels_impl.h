@@ -198,9 +198,12 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
     }
 }
 
-static void FN(gemm_acc)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx lda,
-                         const FR_T* Wp, FR_T* C, fr_idx ldc) {
-    if (M > 0 && N > 0 && K > 0) FN(gemm_core)(M, N, K, A, lda, 1, Wp, C, ldc, NULL, 1);
+static void FN(gemm)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx lda, const FR_T* Wp,
+                     FR_T* C, fr_idx ldc, int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    if (K > 0) FN(gemm_core)(M, N, K, A, lda, 1, Wp, C, ldc, NULL, accumulate);
+    else if (!accumulate)
+        for (fr_idx m = 0; m < M; ++m) memset(C + m * ldc, 0, N * sizeof(FR_T));
 }
 
 static void FN(gemm_range)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const FR_T* A, fr_idx lda,
@@ -359,20 +362,47 @@ static void FN(sigmoid_arr)(const FR_T* FR_RESTRICT x, FR_T* FR_RESTRICT out, fr
     for (; j < n; ++j) out[j] = FN(act_sigmoid)(x[j]);
 }
 
-static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
+/* Gate k's pre-activation at unit j (see gates in fr_kernels.h): rec alone, or rec plus the
+   row's input projection and bias (the step's GEMM then wrote rec without reading it). */
+static FR_INLINE V FN(vpre)(const FR_T* rec, fr_idx nj, const FR_T* xin, const FR_T* bias,
+                            fr_idx gs, int k, fr_idx j) {
+    V v = FN(vld)(rec + k * nj + j);
+    if (xin != NULL) v += FN(vld)(xin + k * gs + j) + FN(vld)(bias + k * gs + j);
+    return v;
+}
+static FR_INLINE FR_T FN(spre)(const FR_T* rec, fr_idx nj, const FR_T* xin, const FR_T* bias,
+                               fr_idx gs, int k, fr_idx j) {
+    FR_T v = rec[k * nj + j];
+    if (xin != NULL) v += xin[k * gs + j] + bias[k * gs + j];
+    return v;
+}
+/* The GRU's two n terms: h W_hn^T + b_hn (slot 2) and x W_in^T + b_in (slot 3, or the input) */
+#define FR_GRU_HN(P, j) (xin != NULL ? P(rec + 2 * nj + (j)) + P(bhn + (j)) : P(rec + 2 * nj + (j)))
+#define FR_GRU_XN(P, j) (xin != NULL ? P(xin + 2 * gs + (j)) + P(bias + 2 * gs + (j))        \
+                                         : P(rec + 3 * nj + (j)))
+#define FR_SLD(p) (*(p))
+
+static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj, const FR_T* FR_RESTRICT xin,
+                      const FR_T* FR_RESTRICT bias, const FR_T* FR_RESTRICT bhn, fr_idx gs,
                       const FR_T* FR_RESTRICT h_prev, FR_T* FR_RESTRICT c,
                       FR_T* FR_RESTRICT h_out, FR_T* FR_RESTRICT hn_out,
-                      const FR_T* FR_RESTRICT peep, fr_idx peep_stride) {
+                      const FR_T* FR_RESTRICT peep) {
     fr_idx j = 0;
+#define VPRE(k) FN(vpre)(rec, nj, xin, bias, gs, (k), j)
+#define SPRE(k) FN(spre)(rec, nj, xin, bias, gs, (k), j)
     switch (cell) {
     case FR_RNN_TANH:
-        FN(tanh_arr)(rec, h_out, nj);
+        FR_VLOOP(j, nj) FN(vst)(h_out + j, VTANH(VPRE(0)));
+        for (; j < nj; ++j) h_out[j] = FN(act_tanh)(SPRE(0));
         break;
     case FR_RNN_RELU:   /* written so that NaN propagates, as in the reference */
-        for (j = 0; j < nj; ++j) h_out[j] = rec[j] < 0 ? (FR_T)0 : rec[j];
+        for (j = 0; j < nj; ++j) { const FR_T v = SPRE(0); h_out[j] = v < 0 ? (FR_T)0 : v; }
         break;
     case FR_RNN_LEAKY_RELU:
-        for (j = 0; j < nj; ++j) h_out[j] = rec[j] < 0 ? (FR_T)FR_LEAKY_RELU_SLOPE * rec[j] : rec[j];
+        for (j = 0; j < nj; ++j) {
+            const FR_T v = SPRE(0);
+            h_out[j] = v < 0 ? (FR_T)FR_LEAKY_RELU_SLOPE * v : v;
+        }
         break;
     case FR_LSTM: {
         FR_T* FR_RESTRICT gi = rec;
@@ -380,16 +410,16 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
         FR_T* FR_RESTRICT gg = rec + 2 * nj;
         FR_T* FR_RESTRICT go = rec + 3 * nj;
         FR_VLOOP(j, nj) {
-            const V i = VSIGMOID(FN(vld)(gi + j)), f = VSIGMOID(FN(vld)(gf + j));
-            const V g = VTANH(FN(vld)(gg + j)), o = VSIGMOID(FN(vld)(go + j));
+            const V i = VSIGMOID(VPRE(0)), f = VSIGMOID(VPRE(1));
+            const V g = VTANH(VPRE(2)), o = VSIGMOID(VPRE(3));
             const V cn = f * FN(vld)(c + j) + i * g;
             FN(vst)(gi + j, i); FN(vst)(gf + j, f); FN(vst)(gg + j, g); FN(vst)(go + j, o);
             FN(vst)(c + j, cn);
             FN(vst)(h_out + j, o * VTANH(cn));
         }
         for (; j < nj; ++j) {
-            const FR_T i = FN(act_sigmoid)(gi[j]), f = FN(act_sigmoid)(gf[j]);
-            const FR_T g = FN(act_tanh)(gg[j]), o = FN(act_sigmoid)(go[j]);
+            const FR_T i = FN(act_sigmoid)(SPRE(0)), f = FN(act_sigmoid)(SPRE(1));
+            const FR_T g = FN(act_tanh)(SPRE(2)), o = FN(act_sigmoid)(SPRE(3));
             const FR_T cn = f * c[j] + i * g;
             gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
             c[j] = cn;
@@ -403,25 +433,25 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
         FR_T* FR_RESTRICT gg = rec + 2 * nj;
         FR_T* FR_RESTRICT go = rec + 3 * nj;
         const FR_T* FR_RESTRICT pi = peep;
-        const FR_T* FR_RESTRICT pf = peep + peep_stride;
-        const FR_T* FR_RESTRICT po = peep + 2 * peep_stride;
+        const FR_T* FR_RESTRICT pf = peep + gs;
+        const FR_T* FR_RESTRICT po = peep + 2 * gs;
         FR_VLOOP(j, nj) {
             const V cp = FN(vld)(c + j);
-            const V i = VSIGMOID(FN(vld)(gi + j) + FN(vld)(pi + j) * cp);
-            const V f = VSIGMOID(FN(vld)(gf + j) + FN(vld)(pf + j) * cp);
-            const V g = VTANH(FN(vld)(gg + j));
+            const V i = VSIGMOID(VPRE(0) + FN(vld)(pi + j) * cp);
+            const V f = VSIGMOID(VPRE(1) + FN(vld)(pf + j) * cp);
+            const V g = VTANH(VPRE(2));
             const V cn = f * cp + i * g;
-            const V o = VSIGMOID(FN(vld)(go + j) + FN(vld)(po + j) * cn);
+            const V o = VSIGMOID(VPRE(3) + FN(vld)(po + j) * cn);
             FN(vst)(gi + j, i); FN(vst)(gf + j, f); FN(vst)(gg + j, g); FN(vst)(go + j, o);
             FN(vst)(c + j, cn);
             FN(vst)(h_out + j, o * VTANH(cn));
         }
         for (; j < nj; ++j) {
-            const FR_T i = FN(act_sigmoid)(gi[j] + pi[j] * c[j]);
-            const FR_T f = FN(act_sigmoid)(gf[j] + pf[j] * c[j]);
-            const FR_T g = FN(act_tanh)(gg[j]);
+            const FR_T i = FN(act_sigmoid)(SPRE(0) + pi[j] * c[j]);
+            const FR_T f = FN(act_sigmoid)(SPRE(1) + pf[j] * c[j]);
+            const FR_T g = FN(act_tanh)(SPRE(2));
             const FR_T cn = f * c[j] + i * g;
-            const FR_T o = FN(act_sigmoid)(go[j] + po[j] * cn);
+            const FR_T o = FN(act_sigmoid)(SPRE(3) + po[j] * cn);
             gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
             c[j] = cn;
             h_out[j] = o * FN(act_tanh)(cn);
@@ -432,23 +462,25 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
         FR_T* FR_RESTRICT gr = rec;
         FR_T* FR_RESTRICT gz = rec + nj;
         FR_T* FR_RESTRICT ghn = rec + 2 * nj;
-        const FR_T* FR_RESTRICT gxn = rec + 3 * nj;
-        if (hn_out != NULL) memcpy(hn_out, ghn, nj * sizeof(FR_T));
         FR_VLOOP(j, nj) {
-            const V r = VSIGMOID(FN(vld)(gr + j)), z = VSIGMOID(FN(vld)(gz + j));
-            const V n = VTANH(FN(vld)(gxn + j) + r * FN(vld)(ghn + j));
+            const V r = VSIGMOID(VPRE(0)), z = VSIGMOID(VPRE(1));
+            const V hn = FR_GRU_HN(FN(vld), j);
+            const V n = VTANH(FR_GRU_XN(FN(vld), j) + r * hn);
+            if (hn_out != NULL) FN(vst)(hn_out + j, hn);
             FN(vst)(gr + j, r); FN(vst)(gz + j, z); FN(vst)(ghn + j, n);
             FN(vst)(h_out + j, n + z * (FN(vld)(h_prev + j) - n));
         }
         for (; j < nj; ++j) {
-            const FR_T r = FN(act_sigmoid)(gr[j]), z = FN(act_sigmoid)(gz[j]);
-            const FR_T n = FN(act_tanh)(gxn[j] + r * ghn[j]);
+            const FR_T r = FN(act_sigmoid)(SPRE(0)), z = FN(act_sigmoid)(SPRE(1));
+            const FR_T hn = FR_GRU_HN(FR_SLD, j);
+            const FR_T n = FN(act_tanh)(FR_GRU_XN(FR_SLD, j) + r * hn);
+            if (hn_out != NULL) hn_out[j] = hn;
             gr[j] = r; gz[j] = z; ghn[j] = n;
             h_out[j] = n + z * (h_prev[j] - n);
         }
         break;
     }
-    case FR_GRU_RESET_BEFORE: {   /* the reset gate is inside the n slot already */
+    case FR_GRU_RESET_BEFORE: {   /* the reset gate is inside the n slot already (xin NULL) */
         FR_T* FR_RESTRICT gr = rec;
         FR_T* FR_RESTRICT gz = rec + nj;
         FR_T* FR_RESTRICT ghn = rec + 2 * nj;
@@ -470,8 +502,13 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj,
     default:
         break;
     }
+#undef VPRE
+#undef SPRE
 }
 
+#undef FR_GRU_HN
+#undef FR_GRU_XN
+#undef FR_SLD
 #undef FR_VLOOP
 #undef VTANH
 #undef VSIGMOID
