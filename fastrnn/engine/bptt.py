@@ -402,7 +402,8 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
     for t, active, _ in cache.steps[0, 0]:
         lengths[active] = np.maximum(lengths[active], t + 1)
     ws = {"cell": cell, "num_layers": L, "num_directions": D, "hidden_size": H,
-          "proj_size": P, "lengths": lengths, "x": x, "h0": h0, "c0": c0 if spec.has_cell_state else None,
+          "proj_size": P, "lengths": lengths, "x": x, "h0": h0,
+          "c0": c0 if spec.has_cell_state else None,
           "outputs": [], "gates": [] if spec.has_gates else None,
           "c": [] if spec.has_cell_state else None, "hn": [] if spec.is_gru else None}
     for layer in range(L):
