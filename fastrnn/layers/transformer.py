@@ -245,9 +245,10 @@ class TransformerEncoderLayer(_LayerBase):
             h = x + attend(norm(self.norm1, x))
             f, u = self._feedforward(norm(self.norm2, h), training)
             return h + f, u
-        h = norm(self.norm1, x + attend(x))
+        # the residual sums are made by the norms (in their pass over the rows)
+        h = self.norm1._forward(x, training, residual=attend(x))
         f, u = self._feedforward(h, training)
-        return norm(self.norm2, h + f), u
+        return self.norm2._forward(h, training, residual=f), u
 
     def _feedforward(self, h, training):
         u = self.linear1.model_forward(h, training=training)[0]
