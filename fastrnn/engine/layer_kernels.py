@@ -328,3 +328,24 @@ def attention_softmax(r0, r1, scores, scale, lengths, causal):
                     row[s] *= inv
             for s in range(limit, Tk):
                 row[s] = zero
+
+
+@_jit()
+def attention_softmax_backward(r0, r1, dweights, weights, scale):
+    """In place, for the rows ``r0 <= r < r1`` of ``(B * heads * T, T)``: the gradient on the
+    scores (before the scale) from the gradient on the weights, ``dweights = scale * weights *
+    (dweights - sum(dweights * weights))`` (entries of weight 0, masked, get 0).
+
+    dweights (B, heads, T, T): IN/OUT; weights (B, heads, T, T): IN.
+    """
+    d = dweights.reshape(-1, dweights.shape[3])
+    w = weights.reshape(-1, weights.shape[3])
+    sc = dweights.dtype.type(scale)
+    for r in range(r0, r1):
+        g = d[r]
+        a = w[r]
+        total = dweights.dtype.type(0.0)
+        for s in range(g.shape[0]):
+            total += g[s] * a[s]
+        for s in range(g.shape[0]):
+            g[s] = sc * a[s] * (g[s] - total)

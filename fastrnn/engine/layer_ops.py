@@ -165,3 +165,19 @@ def attention_softmax(scores, scale, lengths, causal):
     _run(kernels().attention_softmax, batch * heads, t * tk, scores, float(scale), lengths,
          bool(causal))
     return scores
+
+
+def attention_softmax_backward(dweights, weights, scale):
+    """In place: ``dweights = scale * weights * (dweights - rowsum(dweights * weights))``, the
+    gradient on the scores of :func:`attention_softmax` (both ``(batch, heads, T, T)``,
+    C-contiguous).
+
+    Returns
+    -------
+    ndarray
+        ``dweights``.
+    """
+    batch, heads, t, tk = dweights.shape
+    _run(kernels().attention_softmax_backward, batch * heads * t, tk, dweights, weights,
+         float(scale))
+    return dweights

@@ -251,12 +251,24 @@ class MultiHeadAttention(_LayerBase):
         batch, timesteps, e = x.shape
         heads, d = self.num_heads, self.head_dim
         p = self._params
-        qkv = affine(x.reshape(-1, e), p["in_proj_weight"], p.get("in_proj_bias")) \
-            .reshape(batch, timesteps, 3, heads, d)
+        fast = training and layer_ops.available()
+        if training:     # the layer is this thread's until the backward pass: its buffers too
+            self._trainer.claim()
+        x2 = x.reshape(-1, e)
+        if training:
+            qkv = np.matmul(x2, p["in_proj_weight"].T,
+                            out=self._buffer("qkv", (x2.shape[0], 3 * e), x.dtype))
+            if self.bias:
+                qkv += p["in_proj_bias"]
+        else:
+            qkv = affine(x2, p["in_proj_weight"], p.get("in_proj_bias"))
+        qkv = qkv.reshape(batch, timesteps, 3, heads, d)
         q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (batch, heads, time, d)
         valid = valid_steps(lengths, timesteps)
-        weights = np.matmul(q, k.swapaxes(-1, -2))
-        if training and layer_ops.available():
+        shape = (batch, heads, timesteps, timesteps)
+        weights = np.matmul(q, k.swapaxes(-1, -2),
+                            out=self._buffer("weights", shape, x.dtype) if training else None)
+        if fast:
             # the scale, the masks and the softmax in one pass over each row of scores
             layer_ops.attention_softmax(weights, 1.0 / math.sqrt(d), lengths, self.causal)
         else:
@@ -266,7 +278,9 @@ class MultiHeadAttention(_LayerBase):
             _masked_softmax(weights, self._allowed(timesteps, valid))
             if valid is not None:
                 weights *= valid[:, None, :, None]          # padded queries attend to nothing
-        context = np.empty((batch, timesteps, heads, d), x.dtype)
+        shape = (batch, timesteps, heads, d)
+        context = self._buffer("context", shape, x.dtype) if training \
+            else np.empty(shape, x.dtype)
         np.matmul(weights, v, out=context.transpose(0, 2, 1, 3))
         context = context.reshape(batch, timesteps, e)
         y = affine(context.reshape(-1, e), p["out_proj.weight"], p.get("out_proj.bias")) \
@@ -274,7 +288,7 @@ class MultiHeadAttention(_LayerBase):
         if valid is not None:
             y *= valid[..., None]
         if training:
-            self._keep_for_backward((x, qkv, weights, context, valid))
+            self._keep_for_backward((x, qkv, weights, context, valid, fast))
         return y, weights
 
     def _backward_reads(self, cache):
@@ -290,24 +304,29 @@ class MultiHeadAttention(_LayerBase):
         dscores^T q``. ``dq, dk, dv`` are written into one ``(batch, time, 3, heads, head_dim)``
         array laid out as ``qkv``, so that the in-projection's gradients are two GEMMs.
         """
-        x, qkv, weights, context, valid = self._training_cache()
+        x, qkv, weights, context, valid, fast = self._training_cache()
         batch, timesteps, e = x.shape
         heads, d = self.num_heads, self.head_dim
         p = self._params
         if valid is not None:
             dy = dy * valid[..., None]
         dy2 = dy.reshape(-1, e)
-        dcontext = (dy2 @ p["out_proj.weight"]).reshape(batch, timesteps, heads, d) \
-            .transpose(0, 2, 1, 3)
+        dcontext = np.matmul(dy2, p["out_proj.weight"],
+                             out=self._buffer("dcontext", dy2.shape, dy.dtype)) \
+            .reshape(batch, timesteps, heads, d).transpose(0, 2, 1, 3)
         q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
-        dqkv = np.empty_like(qkv)
+        dqkv = self._buffer("dqkv", qkv.shape, qkv.dtype)
         dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
         np.matmul(weights.swapaxes(-1, -2), dcontext, out=dv)
-        dscores = np.matmul(dcontext, v.swapaxes(-1, -2))             # dweights, then dscores
+        dscores = np.matmul(dcontext, v.swapaxes(-1, -2),             # dweights, then dscores
+                            out=self._buffer("dscores", weights.shape, weights.dtype))
         # through the softmax (masked entries have weight 0, hence gradient 0), then the scale
-        dscores -= np.einsum("...i,...i->...", dscores, weights)[..., None]
-        dscores *= weights
-        dscores *= 1.0 / math.sqrt(d)
+        if fast:
+            layer_ops.attention_softmax_backward(dscores, weights, 1.0 / math.sqrt(d))
+        else:
+            dscores -= np.einsum("...i,...i->...", dscores, weights)[..., None]
+            dscores *= weights
+            dscores *= 1.0 / math.sqrt(d)
         np.matmul(dscores, k, out=dq)
         np.matmul(dscores.swapaxes(-1, -2), q, out=dk)
         dqkv2 = dqkv.reshape(-1, 3 * e)
