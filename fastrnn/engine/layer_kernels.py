@@ -349,3 +349,31 @@ def attention_softmax_backward(r0, r1, dweights, weights, scale):
             total += g[s] * a[s]
         for s in range(g.shape[0]):
             g[s] = sc * a[s] * (g[s] - total)
+
+
+# ----------------------------------------------------------------------------------------------
+# the feed-forward block's activation
+# ----------------------------------------------------------------------------------------------
+
+@_jit()
+def bias_relu(r0, r1, a, bias):
+    """In place, for the rows ``r0 <= i < r1``: ``a = relu(a + bias)`` (NaN kept, as
+    ``np.maximum``). a (N, n): IN/OUT; bias (n,): IN."""
+    zero = a.dtype.type(0.0)
+    for i in range(r0, r1):
+        row = a[i]
+        for j in range(row.shape[0]):
+            z = row[j] + bias[j]
+            row[j] = zero if z < zero else z
+
+
+@_jit()
+def relu_backward(r0, r1, da, a):
+    """In place, for the rows ``r0 <= i < r1``: ``da = da * (a > 0)``, ``a`` the relu's
+    output. da (N, n): IN/OUT; a (N, n): IN."""
+    zero = da.dtype.type(0.0)
+    for i in range(r0, r1):
+        g = da[i]
+        out = a[i]
+        for j in range(g.shape[0]):
+            g[j] = g[j] if out[j] > zero else zero

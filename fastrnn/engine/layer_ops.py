@@ -181,3 +181,29 @@ def attention_softmax_backward(dweights, weights, scale):
     _run(kernels().attention_softmax_backward, batch * heads * t, tk, dweights, weights,
          float(scale))
     return dweights
+
+
+def bias_relu(a, bias):
+    """In place: ``a = relu(a + bias)`` (``a`` ``(rows, n)`` C-contiguous; ``bias`` None: 0).
+
+    Returns
+    -------
+    ndarray
+        ``a``.
+    """
+    bias = np.zeros(a.shape[1], a.dtype) if bias is None else _c(bias)
+    _run(kernels().bias_relu, a.shape[0], a.shape[1], a, bias)
+    return a
+
+
+def relu_backward(da, a):
+    """In place: ``da = da * (a > 0)`` (both ``(rows, n)`` C-contiguous, ``a`` a relu's
+    output).
+
+    Returns
+    -------
+    ndarray
+        ``da``.
+    """
+    _run(kernels().relu_backward, da.shape[0], da.shape[1], da, a)
+    return da
