@@ -1,7 +1,7 @@
 """The training passes of the attention and normalization layers on the Numba kernels of
 :mod:`fastrnn.engine.layer_kernels` (imported on the first call here, which imports Numba):
 arrays allocated and made contiguous, the rows split over the engine's OpenMP team
-(``_compiled.run_on_team``, as the BPTT's kernels are).
+(``_compiled.run_on_team``, as the BPTT's kernels are) when :data:`USE_TEAM` (off: see there).
 
 Private: :class:`fastrnn.layers.CrossAttention` (compiled backend), :class:`fastrnn.LayerNorm`
 and :class:`fastrnn.MultiHeadAttention` call these when :func:`available`; their NumPy
@@ -31,8 +31,17 @@ def kernels():
     return _kernels
 
 
+#: split the rows over the engine's team (else every kernel runs on the calling thread). Off:
+#: measured on the AVX2-only Zen 4 (two threads, A2 = a transformer encoder layer's training
+#: step), these short kernels handed to the team between NumPy's GEMMs, whose OpenBLAS threads
+#: spin meanwhile, made the step 3x slower (57 ms of CPU against 18.6 ms on one thread)
+USE_TEAM = False
+
+
 def _threads(rows, work_per_row):
     """How many threads of the team to give ``rows`` rows of ``work_per_row`` each."""
+    if not USE_TEAM:
+        return 1
     return max(1, min(runtime.get_num_threads(), rows,
                       rows * work_per_row // MIN_WORK_PER_THREAD))
 

@@ -25,6 +25,7 @@ def threads(request, monkeypatch):
     before = engine.get_num_threads()
     engine.set_num_threads(request.param)
     monkeypatch.setattr(layer_ops, "MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(layer_ops, "USE_TEAM", True)
     yield request.param
     engine.set_num_threads(before)
 
