@@ -22,8 +22,10 @@ from .._validation import (
     check_int,
     check_positive_int,
 )
+from ..engine import layer_ops
 from ..reference.cells import affine
-from .base import _LayerBase, claim_parameter_bytes, constant_params, uniform_params
+from .base import (_LayerBase, _resolve_backend, claim_parameter_bytes, constant_params,
+                   uniform_params)
 
 
 def valid_steps(lengths, timesteps):
@@ -249,18 +251,36 @@ class MultiHeadAttention(_LayerBase):
         batch, timesteps, e = x.shape
         heads, d = self.num_heads, self.head_dim
         p = self._params
-        qkv = affine(x.reshape(-1, e), p["in_proj_weight"], p.get("in_proj_bias")) \
-            .reshape(batch, timesteps, 3, heads, d)
+        fast = training and layer_ops.available()
+        if training:     # the layer is this thread's until the backward pass: its buffers too
+            self._trainer.claim()
+        x2 = x.reshape(-1, e)
+        if training:
+            qkv = np.matmul(x2, p["in_proj_weight"].T,
+                            out=self._buffer("qkv", (x2.shape[0], 3 * e), x.dtype))
+            if self.bias:
+                qkv += p["in_proj_bias"]
+        else:
+            qkv = affine(x2, p["in_proj_weight"], p.get("in_proj_bias"))
+        qkv = qkv.reshape(batch, timesteps, 3, heads, d)
         q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (batch, heads, time, d)
         valid = valid_steps(lengths, timesteps)
-        weights = np.matmul(q, k.swapaxes(-1, -2))
-        weights *= 1.0 / math.sqrt(d)
-        if valid is not None:   # the padded queries' scores (of whatever x holds there) are
-            weights *= valid[:, None, :, None]    # not the softmax's to see (see its notes)
-        _masked_softmax(weights, self._allowed(timesteps, valid))
-        if valid is not None:
-            weights *= valid[:, None, :, None]          # padded queries attend to nothing
-        context = np.empty((batch, timesteps, heads, d), x.dtype)
+        shape = (batch, heads, timesteps, timesteps)
+        weights = np.matmul(q, k.swapaxes(-1, -2),
+                            out=self._buffer("weights", shape, x.dtype) if training else None)
+        if fast:
+            # the scale, the masks and the softmax in one pass over each row of scores
+            layer_ops.attention_softmax(weights, 1.0 / math.sqrt(d), lengths, self.causal)
+        else:
+            weights *= 1.0 / math.sqrt(d)
+            if valid is not None:   # the padded queries' scores (of whatever x holds there)
+                weights *= valid[:, None, :, None]   # are not the softmax's to see (its notes)
+            _masked_softmax(weights, self._allowed(timesteps, valid))
+            if valid is not None:
+                weights *= valid[:, None, :, None]          # padded queries attend to nothing
+        shape = (batch, timesteps, heads, d)
+        context = self._buffer("context", shape, x.dtype) if training \
+            else np.empty(shape, x.dtype)
         np.matmul(weights, v, out=context.transpose(0, 2, 1, 3))
         context = context.reshape(batch, timesteps, e)
         y = affine(context.reshape(-1, e), p["out_proj.weight"], p.get("out_proj.bias")) \
@@ -268,7 +288,7 @@ class MultiHeadAttention(_LayerBase):
         if valid is not None:
             y *= valid[..., None]
         if training:
-            self._keep_for_backward((x, qkv, weights, context, valid))
+            self._keep_for_backward((x, qkv, weights, context, valid, fast))
         return y, weights
 
     def _backward_reads(self, cache):
@@ -284,24 +304,29 @@ class MultiHeadAttention(_LayerBase):
         dscores^T q``. ``dq, dk, dv`` are written into one ``(batch, time, 3, heads, head_dim)``
         array laid out as ``qkv``, so that the in-projection's gradients are two GEMMs.
         """
-        x, qkv, weights, context, valid = self._training_cache()
+        x, qkv, weights, context, valid, fast = self._training_cache()
         batch, timesteps, e = x.shape
         heads, d = self.num_heads, self.head_dim
         p = self._params
         if valid is not None:
             dy = dy * valid[..., None]
         dy2 = dy.reshape(-1, e)
-        dcontext = (dy2 @ p["out_proj.weight"]).reshape(batch, timesteps, heads, d) \
-            .transpose(0, 2, 1, 3)
+        dcontext = np.matmul(dy2, p["out_proj.weight"],
+                             out=self._buffer("dcontext", dy2.shape, dy.dtype)) \
+            .reshape(batch, timesteps, heads, d).transpose(0, 2, 1, 3)
         q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
-        dqkv = np.empty_like(qkv)
+        dqkv = self._buffer("dqkv", qkv.shape, qkv.dtype)
         dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
         np.matmul(weights.swapaxes(-1, -2), dcontext, out=dv)
-        dscores = np.matmul(dcontext, v.swapaxes(-1, -2))             # dweights, then dscores
+        dscores = np.matmul(dcontext, v.swapaxes(-1, -2),             # dweights, then dscores
+                            out=self._buffer("dscores", weights.shape, weights.dtype))
         # through the softmax (masked entries have weight 0, hence gradient 0), then the scale
-        dscores -= np.einsum("...i,...i->...", dscores, weights)[..., None]
-        dscores *= weights
-        dscores *= 1.0 / math.sqrt(d)
+        if fast:
+            layer_ops.attention_softmax_backward(dscores, weights, 1.0 / math.sqrt(d))
+        else:
+            dscores -= np.einsum("...i,...i->...", dscores, weights)[..., None]
+            dscores *= weights
+            dscores *= 1.0 / math.sqrt(d)
         np.matmul(dscores, k, out=dq)
         np.matmul(dscores.swapaxes(-1, -2), q, out=dk)
         dqkv2 = dqkv.reshape(-1, 3 * e)
@@ -567,6 +592,12 @@ class CrossAttention(_LayerBase):
     dtype : {"float32", "float64"}
     seed : int or numpy.random.Generator, optional
         The weights are drawn uniform in ``+-1/sqrt(hidden_size)``.
+    backend : {"compiled", "reference"}, optional
+        Default: the compiled engine when it is available. With it, the additive score of a
+        call with ``training=True`` and its backward pass run on fused kernels (the engine's
+        ``tanh`` in float32; no ``(batch, query, memory, hidden)`` tensor is kept: the
+        backward pass computes the ``tanh`` values again); everything else runs as the
+        reference, on NumPy's batched matrix products.
 
     Notes
     -----
@@ -576,12 +607,13 @@ class CrossAttention(_LayerBase):
     ``"dot"`` has none.
     """
 
-    _config_names = ("hidden_size", "score", "dtype")
+    _config_names = ("hidden_size", "score", "dtype", "backend")
 
-    def __init__(self, hidden_size, score="additive", dtype="float32", seed=None):
+    def __init__(self, hidden_size, score="additive", dtype="float32", seed=None, backend=None):
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.score = check_choice("score", score, SCORES)
         self.dtype = check_dtype(dtype)
+        self.backend = _resolve_backend(backend)
         h = self.hidden_size
         shapes = {"additive": [("query_weight", (h, h)), ("key_weight", (h, h)),
                                ("bias", (h,)), ("score_weight", (h,))],
@@ -680,19 +712,23 @@ class CrossAttention(_LayerBase):
             0 at the steps that are not valid.
         """
         keys = self.keys(memory) if keys is None else keys
-        hidden = None
+        hidden = projected = None
         if self.score == "additive":
             projected = query @ self._params["query_weight"].T        # (batch, query, h)
-            hidden = projected[:, :, None, :] + keys[:, None, :, :]   # (batch, query, memory, h)
-            np.tanh(hidden, out=hidden)
-            scores = (hidden.reshape(-1, hidden.shape[-1]) @ self._params["score_weight"]) \
-                .reshape(hidden.shape[:-1])                           # (batch, query, memory)
+            if training and self.backend == "compiled":
+                # fused: v . tanh(projected + keys) for every (query, memory) pair, no 4-D array
+                scores = layer_ops.additive_scores(projected, keys, self._params["score_weight"])
+            else:
+                hidden = projected[:, :, None, :] + keys[:, None, :, :]   # (batch, query, memory, h)
+                np.tanh(hidden, out=hidden)
+                scores = (hidden.reshape(-1, hidden.shape[-1]) @ self._params["score_weight"]) \
+                    .reshape(hidden.shape[:-1])                           # (batch, query, memory)
         else:
             scores = query @ keys.swapaxes(-1, -2)
         weights = _masked_softmax(scores, None if valid is None else valid[:, None, :])
         context = weights @ memory
         if training:
-            self._keep_for_backward((query, memory, keys, hidden, weights))
+            self._keep_for_backward((query, memory, keys, hidden, weights, projected))
         return context, weights
 
     def _backward_reads(self, cache):
@@ -715,7 +751,7 @@ class CrossAttention(_LayerBase):
         -------
         dquery, dmemory : ndarray or None
         """
-        query, memory, keys, hidden, weights = self._training_cache()
+        query, memory, keys, hidden, weights, projected = self._training_cache()
         h = self.hidden_size
         p = self._params
         dweights = dcontext @ memory.swapaxes(-1, -2)
@@ -723,7 +759,10 @@ class CrossAttention(_LayerBase):
         # through the softmax (steps that are not valid have weight 0, hence gradient 0)
         dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True))
         grads = {}
-        if self.score == "additive":
+        if self.score == "additive" and hidden is None:     # the compiled backend's kernels
+            dprojected, dkeys, grads["score_weight"] = layer_ops.additive_backward(
+                projected, keys, p["score_weight"], dscores)
+        elif self.score == "additive":
             dhidden = hidden * hidden               # one array of (batch, query, memory, h)
             np.subtract(1, dhidden, out=dhidden)
             dhidden *= p["score_weight"]
@@ -731,6 +770,7 @@ class CrossAttention(_LayerBase):
             grads["score_weight"] = dscores.reshape(-1) @ hidden.reshape(-1, h)
             dprojected = dhidden.sum(axis=2)                            # (batch, query, h)
             dkeys = dhidden.sum(axis=1)                                 # (batch, memory, h)
+        if self.score == "additive":
             grads["query_weight"] = dprojected.reshape(-1, h).T @ query.reshape(-1, h)
             grads["key_weight"] = dkeys.reshape(-1, h).T @ memory.reshape(-1, h)
             grads["bias"] = dkeys.reshape(-1, h).sum(axis=0)
@@ -763,4 +803,4 @@ class CrossAttention(_LayerBase):
 
     def __repr__(self):
         return (f"CrossAttention({self.hidden_size}, score={self.score!r}, "
-                f"dtype={self.dtype.name!r})")
+                f"dtype={self.dtype.name!r}, backend={self.backend!r})")

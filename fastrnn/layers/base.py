@@ -185,7 +185,7 @@ class _LayerBase:
 
     _config_names = ()
     #: the attributes :meth:`_init_runtime` sets
-    _runtime_names = ("_cache", "_cache_thread", "_saved", "_trainer")
+    _runtime_names = ("_cache", "_cache_thread", "_saved", "_trainer", "_workspace")
 
     def __init__(self, params):
         self._params = params
@@ -198,6 +198,23 @@ class _LayerBase:
         self._cache_thread = None   # the thread that made that call
         self._saved = None          # copies of the arrays backward reads (_Saved)
         self._trainer = _Trainer(type(self).__name__)
+        self._workspace = {}        # arrays reused by training calls (_buffer)
+
+    def _buffer(self, name, shape, dtype):
+        """An array of ``shape`` and ``dtype`` that the layer's training calls reuse from one
+        call to the next (a large fresh array costs page faults at every step): the one of
+        the last call under ``name`` if it fits, else a new one (uninitialised).
+
+        Only for a training call's own arrays (what its cache keeps, its scratch), in the
+        thread that holds the layer (after ``self._trainer.claim()``, until the backward pass
+        is done): never for what a call returns (outputs, input gradients, ``grads``), which
+        the caller may keep.
+        """
+        shape = tuple(shape)
+        a = self._workspace.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._workspace[name] = np.empty(shape, dtype)
+        return a
 
     def __getstate__(self):
         return {name: value for name, value in self.__dict__.items()

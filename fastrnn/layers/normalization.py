@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from .._validation import as_float_array, check_bool, check_dtype, check_positive_int, check_real
+from ..engine import layer_ops
 from .base import _LayerBase, constant_params
 
 
@@ -25,6 +26,13 @@ class LayerNorm(_LayerBase):
     bias : bool
         With ``elementwise_affine``, whether there is a ``bias``.
     dtype : {"float32", "float64"}
+
+    Notes
+    -----
+    With the compiled engine, a call with ``training=True`` and its backward pass run on
+    fused kernels (one pass over each row; the mean and variance summed in float64, the
+    variance from the centred values), split over the engine's threads; other calls run on
+    NumPy (the same formula, in the layer's dtype).
     """
 
     _config_names = ("normalized_shape", "eps", "elementwise_affine", "bias", "dtype")
@@ -69,7 +77,13 @@ class LayerNorm(_LayerBase):
         """
         return self._forward(self.check_input(x), check_bool("training", training))
 
-    def _forward(self, x, training):
+    def _forward(self, x, training, residual=None):
+        """The normalized ``x`` (``x + residual`` if given: a residual connection's sum,
+        computed in the same pass)."""
+        if training and layer_ops.available():
+            return self._forward_kernel(x, residual)
+        if residual is not None:
+            x = x + residual
         # on the rows of x as a matrix: the means as one matrix-vector product, the variances
         # as row dot products (einsum), and the rest in place: a few passes over x in all
         n = self.normalized_shape
@@ -89,7 +103,24 @@ class LayerNorm(_LayerBase):
         else:
             y = xhat.copy() if training else xhat   # backward's xhat out of the caller's reach
         if training:
-            self._keep_for_backward((xhat, rstd, x.shape))   # xhat and rstd by rows
+            self._keep_for_backward((xhat, rstd, x.shape, False))   # xhat and rstd by rows
+        return y.reshape(x.shape)
+
+    def _affine(self, dtype):
+        """``(weight, bias)`` as the kernels take them: ones and zeros where there are none."""
+        n = self.normalized_shape
+        weight = self._params["weight"] if self.elementwise_affine else np.ones(n, dtype)
+        bias = self._params["bias"] if self.elementwise_affine and self.bias \
+            else np.zeros(n, dtype)
+        return weight, bias
+
+    def _forward_kernel(self, x, residual):
+        """:meth:`_forward` of a training call on the engine's kernels."""
+        n = self.normalized_shape
+        xhat, rstd, y = layer_ops.layer_norm_forward(
+            x.reshape(-1, n), None if residual is None else residual.reshape(-1, n),
+            *self._affine(x.dtype), self.eps)
+        self._keep_for_backward((xhat, rstd, x.shape, True))
         return y.reshape(x.shape)
 
     def _mean_vector(self, dtype):
@@ -119,10 +150,19 @@ class LayerNorm(_LayerBase):
         """``dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))`` with ``dxhat = dy *
         weight``, the means over each row (as in :meth:`_forward`: a matrix-vector product and
         row dot products, the rest in place)."""
-        xhat, rstd, _ = self._training_cache()
+        xhat, rstd, _, kernel = self._training_cache()
         n = self.normalized_shape
         dy2 = dy.reshape(-1, n)
         self.grads = {}
+        if kernel:
+            dx, dweight, dbias = layer_ops.layer_norm_backward(dy2, xhat, rstd,
+                                                               self._affine(dy.dtype)[0])
+            if self.elementwise_affine:
+                self.grads["weight"] = dweight
+                if self.bias:
+                    self.grads["bias"] = dbias
+            self._backward_done()
+            return dx.reshape(dy.shape)
         if self.elementwise_affine:
             self.grads["weight"] = np.einsum("ij,ij->j", dy2, xhat)
             if self.bias:

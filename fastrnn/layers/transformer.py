@@ -15,6 +15,7 @@ from .._validation import (
     check_positive_int,
     check_real,
 )
+from ..engine import layer_ops
 from .attention import MultiHeadAttention, valid_steps
 from .base import _LayerBase
 from .dense import Dense
@@ -245,14 +246,58 @@ class TransformerEncoderLayer(_LayerBase):
             h = x + attend(norm(self.norm1, x))
             f, u = self._feedforward(norm(self.norm2, h), training)
             return h + f, u
-        h = norm(self.norm1, x + attend(x))
+        # the residual sums are made by the norms (in their pass over the rows)
+        h = self.norm1._forward(x, training, residual=attend(x))
         f, u = self._feedforward(h, training)
-        return norm(self.norm2, h + f), u
+        return self.norm2._forward(h, training, residual=f), u
 
     def _feedforward(self, h, training):
+        """``(ff(h), what the backward pass needs)``: the pre-activation ``u``, or, for a
+        training call of a relu block on the engine, ``(rows of h, relu output)``."""
+        if training and self.activation == "relu" and layer_ops.available():
+            return self._feedforward_fused(h)
         u = self.linear1.model_forward(h, training=training)[0]
         act = FEEDFORWARD_ACTIVATIONS[self.activation][0]
         return self.linear2.model_forward(act(u), training=training)[0], u
+
+    def _feedforward_fused(self, h):
+        """:meth:`_feedforward` of a training call (relu, on the engine): the two GEMMs into
+        the layer's reused buffers, the bias and the relu in one pass; ``linear1`` and
+        ``linear2`` are not called (:meth:`_feedforward_back_fused` fills their grads)."""
+        rows = h.reshape(-1, self.d_model)
+        p1, p2 = self.linear1.parameters(), self.linear2.parameters()
+        a = np.matmul(rows, p1["weight"].T,
+                      out=self._buffer("ff_hidden", (rows.shape[0], self.dim_feedforward),
+                                       h.dtype))
+        layer_ops.bias_relu(a, p1.get("bias"))
+        f = np.matmul(a, p2["weight"].T,
+                      out=self._buffer("ff_out", rows.shape, h.dtype))
+        if self.bias:
+            f += p2["bias"]
+        return f.reshape(h.shape), (rows, a)
+
+    def _feedforward_back_fused(self, df, rows, a):
+        """The gradient on ``h`` of :meth:`_feedforward_fused` (a reused buffer) from ``df``;
+        fills the grads of ``linear1`` and ``linear2``."""
+        df2 = df.reshape(-1, self.d_model)
+        p1, p2 = self.linear1.parameters(), self.linear2.parameters()
+        self.linear2.grads = {"weight": df2.T @ a}
+        if self.bias:
+            self.linear2.grads["bias"] = df2.sum(axis=0)
+        da = np.matmul(df2, p2["weight"], out=self._buffer("ff_dhidden", a.shape, a.dtype))
+        layer_ops.relu_backward(da, a)
+        self.linear1.grads = {"weight": da.T @ rows}
+        if self.bias:
+            self.linear1.grads["bias"] = da.sum(axis=0)
+        dh = np.matmul(da, p1["weight"], out=self._buffer("ff_dh", df2.shape, df.dtype))
+        return dh.reshape(df.shape)
+
+    def _backward_reads(self, cache):
+        if not isinstance(cache[1], tuple):
+            return {}
+        # the fused feed-forward block reads these (linear1 and linear2 keep no copies then)
+        return {f"parameter '{name}'": self._params[name]
+                for name in ("linear1.weight", "linear2.weight")}
 
     def _forward(self, x, lengths, training):
         if training:
@@ -276,6 +321,8 @@ class TransformerEncoderLayer(_LayerBase):
             return layer.model_backward(d)[0]
 
         def feedforward_back(df):
+            if isinstance(u, tuple):
+                return self._feedforward_back_fused(df, *u)
             du = FEEDFORWARD_ACTIVATIONS[self.activation][1](u, back(self.linear2, df))
             return back(self.linear1, du)
 
@@ -284,7 +331,8 @@ class TransformerEncoderLayer(_LayerBase):
             dx = dh + back(self.norm1, back(self.self_attn, dh))
         else:
             dz = back(self.norm2, dy)
-            dh = dz + feedforward_back(dz)
+            dh = feedforward_back(dz)
+            dh += dz
             dw = back(self.norm1, dh)
             # the attention's input is the layer's: its gradient (a GEMM as large as the
             # in-projection's) only when the caller wants dx

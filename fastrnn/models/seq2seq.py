@@ -116,7 +116,8 @@ class EncoderDecoder(_Model):
         self.attention = self.combine = None
         if attention is not None:
             more = rng.integers(0, 2**31, size=2)    # after the five: those stay as they were
-            self.attention = CrossAttention(hidden_size, score, dtype=dtype, seed=more[0])
+            self.attention = CrossAttention(hidden_size, score, dtype=dtype, seed=more[0],
+                                            backend=backend)
             self.combine = Dense(2 * hidden_size, hidden_size, activation="tanh", bias=False,
                                  dtype=dtype, seed=more[1])
         self.bos_id, self.eos_id = int(bos_id), int(eos_id)
