@@ -57,6 +57,12 @@ cdef void _projection(const fr_kernels_t* kt, Py_ssize_t R, Py_ssize_t K, Py_ssi
 # One timestep of one work item (batch block x unit block): prefill, recurrent GEMM, gate math
 # ---------------------------------------------------------------------------------------------
 
+cdef inline const floating* _xp_row(const floating* xp, Py_ssize_t LX, const int64_t* xrow,
+                                    Py_ssize_t b, Py_ssize_t T, Py_ssize_t t) noexcept nogil:
+    """Row (b, t) of the input projection: at b*T + t, or xrow[b] + t for compacted input."""
+    return xp + ((xrow[b] if xrow != NULL else b * T) + t) * LX
+
+
 cdef void _step_item(
         const fr_kernels_t* kt,                  # IN  the kernels
         int cell, bint reverse, Py_ssize_t s, Py_ssize_t T, Py_ssize_t H,
@@ -132,7 +138,7 @@ cdef void _step_item(
         b = order[p0 + r]
         L = lengths[b]
         t = (L - 1 - s) if reverse else s
-        xr = xp + ((xrow[b] if xrow != NULL else b * T) + t) * LX
+        xr = _xp_row(xp, LX, xrow, b, T, t)
         rr = rec + r * ldr
         if _is_gru(cell):
             for j in range(nj):
@@ -178,7 +184,7 @@ cdef void _step_item(
         hq = nxt + r * P + u0 if whr == NULL else rr + G * H
         cr = cst + r * H + u0
         _gates(kt, cell, rr, nj,
-               xp + ((xrow[b] if xrow != NULL else b * T) + t) * LX + u0 if direct else NULL,
+               _xp_row(xp, LX, xrow, b, T, t) + u0 if direct else NULL,
                bx + u0, bhn + u0, H, hp, cr, hq,
                whn + row * H + u0 if store and cell == FR_GRU else NULL,
                peep + u0 if peep != NULL else NULL)
@@ -203,7 +209,7 @@ cdef void _step_item(
         memcpy(y + row * LY + u0, hq, nw * sizeof(floating))
         if xp != NULL and s + 1 < L:
             # this row's projection for the next step, while the next GEMMs run
-            xr = xp + ((xrow[b] if xrow != NULL else b * T) + ((L - 2 - s) if reverse else s + 1)) * LX
+            xr = _xp_row(xp, LX, xrow, b, T, (L - 2 - s) if reverse else s + 1)
             for k in range(G):
                 fr_prefetch(xr + k * H + u0, nj * sizeof(floating))
         if s == L - 1:
