@@ -58,10 +58,10 @@ cdef extern from "fr_kernels.h" nogil:
                        const float* Wp, float* C, fr_idx ldc, int accumulate) noexcept nogil
         void (*gemm_d)(fr_idx M, fr_idx N, fr_idx K, const double* A, fr_idx lda,
                        const double* Wp, double* C, fr_idx ldc, int accumulate) noexcept nogil
-        void (*gemm_range_f)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const float* A,
+        void (*gemm_range_f)(fr_idx M, fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const float* A,
                              fr_idx lda, int trans_a, const float* Bp, float* C, fr_idx ldc,
                              int accumulate) noexcept nogil
-        void (*gemm_range_d)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const double* A,
+        void (*gemm_range_d)(fr_idx M, fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const double* A,
                              fr_idx lda, int trans_a, const double* Bp, double* C, fr_idx ldc,
                              int accumulate) noexcept nogil
         void (*dot_gemm_acc_f)(fr_idx M, fr_idx N, fr_idx K, const float* A, fr_idx lda,

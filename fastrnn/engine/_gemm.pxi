@@ -5,6 +5,16 @@
 # GEMM on the engine's threads
 # ---------------------------------------------------------------------------------------------
 
+cdef inline void _row_share(Py_ssize_t M, Py_ssize_t mr, int tid, int nth, Py_ssize_t* r0,
+                            Py_ssize_t* r1) noexcept nogil:
+    """Thread ``tid`` of ``nth``'s rows ``r0 .. r1`` of ``M``: whole tiles of ``mr`` rows from
+    row 0, so that every row lies in the same tile on any number of threads (same bits)."""
+    cdef Py_ssize_t chunk = (M + nth - 1) // nth
+    chunk = ((chunk + mr - 1) // mr) * mr
+    r0[0] = min(tid * chunk, M)
+    r1[0] = min(r0[0] + chunk, M)
+
+
 cdef void _gemm_rows(const fr_kernels_t* kt, int tid, int nth,
                      Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* A, Py_ssize_t lda, bint trans_a,
@@ -12,21 +22,18 @@ cdef void _gemm_rows(const fr_kernels_t* kt, int tid, int nth,
                      floating* C, Py_ssize_t ldc,
                      const floating* A2=NULL, Py_ssize_t lda2=0,   # IN second operand
                      Py_ssize_t M1=0, bint accumulate=False) noexcept nogil:
-    """Thread ``tid`` of ``nth``: ``C = op(A) @ B`` for its share of the rows (multiples of the
-    tile's rows).
+    """Thread ``tid`` of ``nth``: ``C = op(A) @ B`` for its share of the rows (_row_share).
     With ``A2`` (transposed, like A): rows ``M1 ..`` of C come from ``A2`` (``C = [A | A2]^T
-    @ B``, one packing of B for both)."""
-    cdef Py_ssize_t chunk, r0, r1
-    chunk = (M + nth - 1) // nth
-    chunk = ((chunk + kt.mr - 1) // kt.mr) * kt.mr
-    r0 = min(tid * chunk, M)
-    r1 = min(r0 + chunk, M)
+    @ B``, one packing of B for both); each thread takes its share of A's rows and of A2's."""
+    cdef Py_ssize_t r0, r1
     if A2 == NULL:
-        _gemm_range(kt, r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
+        _row_share(M, kt.mr, tid, nth, &r0, &r1)
+        _gemm_range(kt, M, r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
     else:
-        _gemm_range(kt, r0, min(r1, M1), N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
-        _gemm_range(kt, max(r0, M1) - M1, r1 - M1, N, K, A2, lda2, trans_a, Bp, C + M1 * ldc,
-                    ldc, accumulate)
+        _row_share(M1, kt.mr, tid, nth, &r0, &r1)
+        _gemm_range(kt, M1, r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
+        _row_share(M - M1, kt.mr, tid, nth, &r0, &r1)
+        _gemm_range(kt, M - M1, r0, r1, N, K, A2, lda2, trans_a, Bp, C + M1 * ldc, ldc, accumulate)
 
 
 cdef void _gemm_part(const fr_kernels_t* kt, int tid, int nth,

@@ -96,17 +96,17 @@ cdef inline void _gemm_acc(const fr_kernels_t* kt, Py_ssize_t M, Py_ssize_t N, P
         kt.gemm_d(M, N, K, A, lda, Wp, C, ldc, accumulate)
 
 
-cdef inline void _gemm_range(const fr_kernels_t* kt, Py_ssize_t r0, Py_ssize_t r1,
-                             Py_ssize_t N, Py_ssize_t K,
+cdef inline void _gemm_range(const fr_kernels_t* kt, Py_ssize_t M,
+                             Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t N, Py_ssize_t K,
                              const floating* A, Py_ssize_t lda, bint trans_a,  # IN op(A)
                              const floating* Bp,                 # IN packed, shared
                              floating* C, Py_ssize_t ldc,        # OUT rows r0 .. r1
                              bint accumulate) noexcept nogil:
-    """Rows ``r0 .. r1`` of ``C (+)= op(A) @ B``."""
+    """Rows ``r0 .. r1`` of ``C (+)= op(A) @ B`` (``M`` rows in all)."""
     if floating is float:
-        kt.gemm_range_f(r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
+        kt.gemm_range_f(M, r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
     else:
-        kt.gemm_range_d(r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
+        kt.gemm_range_d(M, r0, r1, N, K, A, lda, trans_a, Bp, C, ldc, accumulate)
 
 
 cdef inline void _dot_gemm_acc(const fr_kernels_t* kt, Py_ssize_t M, Py_ssize_t N,

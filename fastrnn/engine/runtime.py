@@ -29,6 +29,10 @@ if _compiled:
 def set_num_threads(n):
     """Set the number of threads the engine uses.
 
+    The work of a call is split for ``n`` threads: results are the same to the bit for the
+    same ``n`` whatever the machine's load (while another process competes for the cores, the
+    engine runs the same split on one thread); another ``n`` may change their last bits.
+
     Parameters
     ----------
     n : int

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fr_kernels.h"
 
@@ -77,9 +78,9 @@ static void gemm(const fr_kernels_t* k, long M, long N, long K) {
         const int acc = variant >= 2 && variant <= 4;
         double base = acc ? 1.0 : 0.0, err = 0;
         for (long i = 0; i < M * N; ++i) C[i] = acc ? (float)base : NAN;
-        if (variant == 0) k->gemm_range_f(0, M, N, K, A, K, 0, Bp, C, N, 0);
-        if (variant == 1) k->gemm_range_f(0, M, N, K, At, M, 1, Bp, C, N, 0);
-        if (variant == 2) k->gemm_range_f(0, M, N, K, A, K, 0, Bp, C, N, 1);
+        if (variant == 0) k->gemm_range_f(M, 0, M, N, K, A, K, 0, Bp, C, N, 0);
+        if (variant == 1) k->gemm_range_f(M, 0, M, N, K, At, M, 1, Bp, C, N, 0);
+        if (variant == 2) k->gemm_range_f(M, 0, M, N, K, A, K, 0, Bp, C, N, 1);
         if (variant == 3) k->gemm_f(M, N, K, A, K, Bp, C, N, 1);
         if (variant == 4) k->dot_gemm_acc_f(M, N, K, A, K, Bt, K, C, N);
         if (variant == 5) k->gemm_f(M, N, K, A, K, Bp, C, N, 0);
@@ -88,13 +89,22 @@ static void gemm(const fr_kernels_t* k, long M, long N, long K) {
         snprintf(what, sizeof what, "GEMM variant %d, M=%ld N=%ld K=%ld", variant, M, N, K);
         check(err <= bound, what, err, bound);
     }
-    free(A); free(At); free(B); free(Bt); free(Bp); free(C); free(E);
+    /* rows split at a multiple of the tile (as between threads): the same bits as in one go */
+    float* C2 = malloc(M * N * sizeof *C2);
+    for (long split = k->mr; split < M; split += 7 * k->mr) {
+        k->gemm_range_f(M, 0, M, N, K, At, M, 1, Bp, C, N, 0);
+        k->gemm_range_f(M, split, M, N, K, At, M, 1, Bp, C2, N, 0);
+        k->gemm_range_f(M, 0, split, N, K, At, M, 1, Bp, C2, N, 0);
+        snprintf(what, sizeof what, "GEMM rows split at %ld, M=%ld N=%ld K=%ld", split, M, N, K);
+        check(memcmp(C, C2, M * N * sizeof *C) == 0, what, 0, 0);
+    }
+    free(A); free(At); free(B); free(Bt); free(Bp); free(C); free(C2); free(E);
 }
 
 int main(void) {
     const fr_kernels_t* k = &CAT(fr_kernels_, FR_TARGET);
     static const long shapes[][3] = {{1, 1, 1}, {1, 300, 64}, {5, 33, 130}, {9, 70, 257},
-                                     {145, 129, 600}, {300, 65, 33}};
+                                     {145, 129, 600}, {300, 65, 33}, {40, 1100, 37}};
     activations(k);
     for (unsigned s = 0; s < sizeof shapes / sizeof shapes[0]; ++s)
         gemm(k, shapes[s][0], shapes[s][1], shapes[s][2]);

@@ -106,6 +106,66 @@ def test_contended_engine_runs_on_one_thread_with_the_same_results(cell, B, H, p
     np.testing.assert_allclose(gemm.matmul(a, b), a @ b, rtol=1e-4, atol=1e-3)
 
 
+def _gemm_on(threads, a, b, trans_a, a2, c0):
+    c = c0.copy()
+    _compiled.gemm(a, b, c, trans_a, threads, a2, True)
+    return c
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,K,N,M2", [(9, 700, 33, 0), (1, 1100, 17, 0), (13, 50, 5, 0),
+                                      (301, 1030, 70, 0), (1, 600, 40, 8), (7, 513, 19, 23),
+                                      (150, 64, 100, 151)])
+def test_gemm_has_the_same_bits_on_any_number_of_threads(dtype, M, K, N, M2):
+    """Each thread's rows are whole tiles from row 0 (of A and of A2 apart) and K is blocked
+    whatever a thread's rows: the same bits on 1, 2 or 3 threads and under contention (a
+    training run must not change with the load of the machine)."""
+    rng = np.random.default_rng(M * K + N)
+    trans_a = M2 > 0 or M % 2 == 1
+    a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    a2 = rng.standard_normal((K, M2)).astype(dtype) if M2 else None
+    c0 = rng.standard_normal((M + M2, N)).astype(dtype)
+    one = _gemm_on(1, a, b, trans_a, a2, c0)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(_gemm_on(threads, a, b, trans_a, a2, c0), one)
+    _compiled.note_contention(60)
+    np.testing.assert_array_equal(_gemm_on(2, a, b, trans_a, a2, c0), one)
+    full = np.concatenate([a, a2], axis=1) if M2 else a
+    want = c0.astype(np.float64) + (full.T if trans_a else full).astype(np.float64) @ b
+    np.testing.assert_allclose(one, want, rtol=1e-4 if dtype == np.float32 else 1e-10,
+                               atol=2e-3 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("cell,bidirectional", [("lstm", False), ("gru", True),
+                                                ("rnn_tanh", False)])
+def test_training_has_the_same_bits_under_contention(cell, bidirectional):
+    """fit with a seed gives the same model whether or not another process competes for the
+    cores (scikit-learn's checks fit twice and compare; a busy machine once failed them)."""
+    import fastrnn
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((70, 11, 5)).astype(np.float32)
+    y = rng.standard_normal((70, 2)).astype(np.float32)
+    lengths = rng.integers(1, 12, 70)
+
+    def fit():
+        layer = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn_tanh": fastrnn.RNN}[cell]
+        model = fastrnn.Sequential([
+            layer(5, 19, num_layers=2, bidirectional=bidirectional, seed=1,
+                  return_sequences=False),
+            fastrnn.Dense(19 * (2 if bidirectional else 1), 2, seed=2)])
+        model.fit(X, y, lengths=lengths, epochs=2, batch_size=35, loss="mse",
+                  optimizer=fastrnn.optim.Adam(lr=0.01), verbose=0)
+        return {k: v.copy() for k, v in model.parameters().items()}
+
+    free = fit()
+    _compiled.note_contention(600)
+    busy = fit()
+    assert free.keys() == busy.keys()
+    for name in free:
+        np.testing.assert_array_equal(free[name], busy[name], err_msg=name)
+
+
 def test_contended_team_calls_run_on_the_caller():
     seen = []
     _compiled.note_contention(60)

@@ -329,19 +329,6 @@ def _callbacks(kind, optimizer, path, steps):
             checkpoint]
 
 
-@pytest.fixture
-def one_engine_thread():
-    """The engine on one thread for the test (restored after it). With two, the BPTT sums the
-    weight gradients of two batch blocks, and its fallback to one thread while another process
-    competes for the cores changes that order: the last bits of the weights then depend on the
-    machine's load, with or without a resume."""
-    threads = fastrnn.get_num_threads()
-    fastrnn.set_num_threads(1)
-    yield
-    fastrnn.set_num_threads(threads)
-
-
-@pytest.mark.usefixtures("one_engine_thread")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kind", ["warmup_cosine", "per_step", "plateau"])
 def test_resuming_from_every_epoch_ends_where_uninterrupted_training_ends(tmp_path, rng, dtype,

@@ -32,10 +32,12 @@ enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_RNN_LEAKY_R
        A read as given (no packing, no allocation: for the small products of a time step) */   \
     void (*gemm_##S)(fr_idx M, fr_idx N, fr_idx K, const T* A, fr_idx lda, const T* Wp, T* C,   \
                      fr_idx ldc, int accumulate);                                              \
-    /* rows r0..r1 of C (+)= op(A) @ B, B panel-packed; op(A) = A^T (A stored (K, M)) if       \
-       trans_a; C rows zeroed first unless accumulate */                                        \
-    void (*gemm_range_##S)(fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const T* A, fr_idx lda,    \
-                           int trans_a, const T* Bp, T* C, fr_idx ldc, int accumulate);         \
+    /* rows r0..r1 of C (M, N) (+)= op(A) @ B, B panel-packed; op(A) = A^T (A stored (K, M))  \
+       if trans_a; C rows zeroed first unless accumulate.  Each element's bits depend on M, \
+       K and its tile (rows from 0 in FR_MR), not on r0 and r1 */                              \
+    void (*gemm_range_##S)(fr_idx M, fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, const T* A,      \
+                           fr_idx lda, int trans_a, const T* Bp, T* C, fr_idx ldc,             \
+                           int accumulate);                                                     \
     /* C (M, N) += A (M, K) @ W^T, W (N, K) as given (PyTorch layout) */                       \
     void (*dot_gemm_acc_##S)(fr_idx M, fr_idx N, fr_idx K, const T* A, fr_idx lda,              \
                              const T* W, fr_idx ldw, T* C, fr_idx ldc);                         \
