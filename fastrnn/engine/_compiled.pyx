@@ -69,9 +69,10 @@ cdef extern from "fr_kernels.h" nogil:
         void (*dot_gemm_acc_d)(fr_idx M, fr_idx N, fr_idx K, const double* A, fr_idx lda,
                                const double* W, fr_idx ldw, double* C,
                                fr_idx ldc) noexcept nogil
-        void (*pack_panels_f)(const float* W, fr_idx K, fr_idx G, fr_idx H, fr_idx u0,
+        void (*pack_panels_f)(const float* W, fr_idx ldw, fr_idx K, fr_idx G, fr_idx H, fr_idx u0,
                               fr_idx nj, float* out, fr_idx pfirst, fr_idx pstep) noexcept nogil
-        void (*pack_panels_d)(const double* W, fr_idx K, fr_idx G, fr_idx H, fr_idx u0,
+        void (*pack_panels_d)(const double* W, fr_idx ldw, fr_idx K, fr_idx G, fr_idx H,
+                              fr_idx u0,
                               fr_idx nj, double* out, fr_idx pfirst,
                               fr_idx pstep) noexcept nogil
         void (*pack_rows_f)(const float* B, fr_idx ldb, fr_idx K, fr_idx N, float* out,

@@ -36,19 +36,27 @@ cdef void _gemm_rows(const fr_kernels_t* kt, int tid, int nth,
         _gemm_range(kt, M - M1, r0, r1, N, K, A2, lda2, trans_a, Bp, C + M1 * ldc, ldc, accumulate)
 
 
+#: below this many multiply-adds a product (or a batch of them) runs on one thread (a team
+#: costs ~10 us)
+PAR_WORK = 1 << 18
+
+
 cdef void _gemm_part(const fr_kernels_t* kt, int tid, int nth,
                      Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* A, Py_ssize_t lda, bint trans_a,
-                     const floating* B, Py_ssize_t ldb,
+                     const floating* B, Py_ssize_t ldb, bint trans_b,
                      floating* C, Py_ssize_t ldc, floating* bp,
                      const floating* A2, Py_ssize_t lda2, Py_ssize_t M1,
                      bint accumulate, fr_barrier_t* bar) noexcept nogil:
-    """Thread ``tid`` of ``nth`` of ``gemm``: its share of packing B, a barrier, its C rows,
+    """Thread ``tid`` of ``nth`` of ``gemm``: its share of packing op(B), a barrier, its C rows,
     the join."""
     cdef fr_member_t me
     cdef unsigned long csr = fr_ftz_enter()
     fr_member_init(&me)
-    _pack_rows(kt, B, ldb, K, N, bp, tid, nth)
+    if trans_b:     # B stored (N, K): its rows are the columns of op(B)
+        _pack_panels(kt, B, K, 1, N, 0, N, bp, tid, nth, ldb)
+    else:
+        _pack_rows(kt, B, ldb, K, N, bp, tid, nth)
     fr_barrier_wait(bar, nth, &me)
     _gemm_rows(kt, tid, nth, M, N, K, A, lda, trans_a, bp, C, ldc, A2, lda2, M1, accumulate)
     fr_team_leave(bar, nth, &me)
@@ -56,19 +64,20 @@ cdef void _gemm_part(const fr_kernels_t* kt, int tid, int nth,
 
 
 def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit column stride
-         const floating[:, :] b,     # IN  (K, N), unit column stride
-         floating[:, ::1] c,         # OUT (M, N), or (M + M2, N) with a2
+         const floating[:, :] b,     # IN  (K, N), or (N, K) if trans_b; unit column stride
+         floating[:, :] c,           # OUT (M, N), or (M + M2, N) with a2; unit column stride
          bint trans_a, int nthreads,
          const floating[:, :] a2=None,   # IN  (K, M2), transposed like a (trans_a only)
-         bint accumulate=False):
-    """``c[:] = op(a) @ b`` with the engine's own kernel on ``nthreads`` threads (``op(a)`` is
-    ``a.T`` if ``trans_a``): b panel-packed once (the threads share it), the rows of c split
-    between the threads.  Rows of ``a`` and ``b`` may be strided (column slices of a matrix).
-    With ``a2`` (``trans_a`` only): ``c = [a | a2].T @ b``, two products on one packing of b
-    (BPTT's dW_ih and dW_hh).  ``accumulate``: ``c += ...`` instead."""
+         bint accumulate=False, bint trans_b=False):
+    """``c[:] = op(a) @ op(b)`` with the engine's own kernel on ``nthreads`` threads (``op(a)``
+    is ``a.T`` if ``trans_a``, ``op(b)`` is ``b.T`` if ``trans_b``): op(b) panel-packed once
+    (the threads share it), the rows of c split between the threads.  Rows of ``a``, ``b`` and
+    ``c`` may be strided (column slices of a matrix).  With ``a2`` (``trans_a`` only): ``c =
+    [a | a2].T @ op(b)``, two products on one packing of b (BPTT's dW_ih and dW_hh).
+    ``accumulate``: ``c += ...`` instead."""
     cdef Py_ssize_t M1 = a.shape[1] if trans_a else a.shape[0]
     cdef Py_ssize_t M = c.shape[0], N = c.shape[1]
-    cdef Py_ssize_t K = b.shape[0], lda, ldb, lda2 = 0
+    cdef Py_ssize_t K = b.shape[1] if trans_b else b.shape[0], lda, ldb, ldc, lda2 = 0
     cdef const floating* a2p = NULL
     cdef int tid, nth
     if a2 is not None:
@@ -78,10 +87,13 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
             raise ValueError("gemm: a2 needs a unit column stride")
     elif M1 != M:
         raise ValueError("gemm: shapes do not match")
-    if (a.shape[0] if trans_a else a.shape[1]) != K or b.shape[1] != N:
+    if (a.shape[0] if trans_a else a.shape[1]) != K or \
+            (b.shape[0] if trans_b else b.shape[1]) != N:
         raise ValueError("gemm: shapes do not match")
     if M == 0 or N == 0:
         return
+    if c.strides[1] != sizeof(floating):
+        raise ValueError("gemm: c needs a unit column stride")
     if K == 0:
         if not accumulate:
             c[:, :] = 0
@@ -94,6 +106,7 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
         a, a2, M1 = a2, None, M
     lda = a.strides[0] // sizeof(floating)
     ldb = b.strides[0] // sizeof(floating)
+    ldc = c.strides[0] // sizeof(floating)
     if a2 is not None:
         a2p = &a2[0, 0]
         lda2 = a2.strides[0] // sizeof(floating)
@@ -104,19 +117,106 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
     cdef const floating* ap = &a[0, 0]
     cdef fr_barrier_t bar
     fr_barrier_init(&bar)
-    if nthreads > 1 and M < 8:
+    if nthreads > 1 and (M < 8 or M * N * K < PAR_WORK):
         nthreads = 1
     nthreads = _threads(nthreads)
     with nogil:
         if nthreads <= 1:
-            _gemm_part(kt, 0, 1, M, N, K, ap, lda, trans_a, &b[0, 0], ldb, &c[0, 0], N,
-                       &bp[0], a2p, lda2, M1, accumulate, &bar)
+            _gemm_part(kt, 0, 1, M, N, K, ap, lda, trans_a, &b[0, 0], ldb, trans_b, &c[0, 0],
+                       ldc, &bp[0], a2p, lda2, M1, accumulate, &bar)
         else:
             with parallel(num_threads=nthreads):
                 tid = openmp.omp_get_thread_num()
                 nth = openmp.omp_get_num_threads()
-                _gemm_part(kt, tid, nth, M, N, K, ap, lda, trans_a, &b[0, 0], ldb,
-                           &c[0, 0], N, &bp[0], a2p, lda2, M1, accumulate, &bar)
+                _gemm_part(kt, tid, nth, M, N, K, ap, lda, trans_a, &b[0, 0], ldb, trans_b,
+                           &c[0, 0], ldc, &bp[0], a2p, lda2, M1, accumulate, &bar)
+            fr_team_done(&bar)
+
+
+
+
+cdef void _bmm_part(const fr_kernels_t* kt, int tid, int nth, Py_ssize_t S1, Py_ssize_t S2,
+                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    const floating* A, Py_ssize_t as1, Py_ssize_t as2, Py_ssize_t lda,
+                    bint trans_a,
+                    const floating* B, Py_ssize_t bs1, Py_ssize_t bs2, Py_ssize_t ldb,
+                    bint trans_b,
+                    floating* C, Py_ssize_t cs1, Py_ssize_t cs2, Py_ssize_t ldc,
+                    floating* bp, bint accumulate, fr_barrier_t* bar) noexcept nogil:
+    """Thread ``tid`` of ``nth`` of ``bmm``: the products ``tid, tid + nth, ...`` (in the order
+    of the two leading indices), each op(B) packed into this thread's ``bp``; the join."""
+    cdef fr_member_t me
+    cdef unsigned long csr = fr_ftz_enter()
+    cdef Py_ssize_t s, i, j
+    fr_member_init(&me)
+    s = tid
+    while s < S1 * S2:
+        i = s // S2
+        j = s - i * S2
+        if trans_b:
+            _pack_panels(kt, B + i * bs1 + j * bs2, K, 1, N, 0, N, bp, 0, 1, ldb)
+        else:
+            _pack_rows(kt, B + i * bs1 + j * bs2, ldb, K, N, bp, 0, 1)
+        _gemm_range(kt, M, 0, M, N, K, A + i * as1 + j * as2, lda, trans_a, bp,
+                    C + i * cs1 + j * cs2, ldc, accumulate)
+        s += nth
+    fr_team_leave(bar, nth, &me)
+    fr_ftz_exit(csr)
+
+
+def bmm(const floating[:, :, :, :] a,   # IN  (S1, S2, M, K), or (S1, S2, K, M) if trans_a
+        const floating[:, :, :, :] b,   # IN  (S1, S2, K, N), or (S1, S2, N, K) if trans_b
+        floating[:, :, :, :] c,         # OUT (S1, S2, M, N)
+        bint trans_a, bint trans_b, int nthreads, bint accumulate=False):
+    """``c[i, j] = op(a[i, j]) @ op(b[i, j])`` for every ``(i, j)`` (``c +=`` with
+    ``accumulate``), the products split between ``nthreads`` threads (each packs its own
+    op(b[i, j])).  Any strides, except a unit stride along the last axis of each array (the
+    heads of attention are strided views).  A product's bits do not depend on the thread
+    count."""
+    cdef Py_ssize_t S1 = c.shape[0], S2 = c.shape[1], M = c.shape[2], N = c.shape[3]
+    cdef Py_ssize_t K = a.shape[2] if trans_a else a.shape[3]
+    cdef Py_ssize_t e = sizeof(floating), psize
+    cdef int tid, nth
+    if (a.shape[0] != S1 or a.shape[1] != S2 or b.shape[0] != S1 or b.shape[1] != S2
+            or (a.shape[3] if trans_a else a.shape[2]) != M
+            or (b.shape[3] if trans_b else b.shape[2]) != K
+            or (b.shape[2] if trans_b else b.shape[3]) != N):
+        raise ValueError("bmm: shapes do not match")
+    if S1 == 0 or S2 == 0 or M == 0 or N == 0:
+        return
+    if c.strides[3] != e:
+        raise ValueError("bmm: c needs a unit stride along its last axis")
+    if K == 0:
+        if not accumulate:
+            c[:, :, :, :] = 0
+        return
+    if a.strides[3] != e or b.strides[3] != e:
+        raise ValueError("bmm: a and b need a unit stride along their last axis")
+    cdef const fr_kernels_t* kt = g_kt
+    if S1 * S2 * M * N * K < PAR_WORK:
+        nthreads = 1
+    nthreads = _threads(<int>min(<Py_ssize_t>nthreads, S1 * S2))
+    psize = _packed_size(kt, K, N, e)
+    bp_arr = np.empty(nthreads * psize, dtype=np.float64 if floating is double else np.float32)
+    cdef floating[::1] bp = bp_arr
+    cdef fr_barrier_t bar
+    fr_barrier_init(&bar)
+    with nogil:
+        if nthreads <= 1:
+            _bmm_part(kt, 0, 1, S1, S2, M, N, K, &a[0, 0, 0, 0], a.strides[0] // e,
+                      a.strides[1] // e, a.strides[2] // e, trans_a, &b[0, 0, 0, 0],
+                      b.strides[0] // e, b.strides[1] // e, b.strides[2] // e, trans_b,
+                      &c[0, 0, 0, 0], c.strides[0] // e, c.strides[1] // e, c.strides[2] // e,
+                      &bp[0], accumulate, &bar)
+        else:
+            with parallel(num_threads=nthreads):
+                tid = openmp.omp_get_thread_num()
+                nth = openmp.omp_get_num_threads()
+                _bmm_part(kt, tid, nth, S1, S2, M, N, K, &a[0, 0, 0, 0], a.strides[0] // e,
+                          a.strides[1] // e, a.strides[2] // e, trans_a, &b[0, 0, 0, 0],
+                          b.strides[0] // e, b.strides[1] // e, b.strides[2] // e, trans_b,
+                          &c[0, 0, 0, 0], c.strides[0] // e, c.strides[1] // e,
+                          c.strides[2] // e, &bp[tid * psize], accumulate, &bar)
             fr_team_done(&bar)
 
 

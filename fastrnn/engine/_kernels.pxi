@@ -124,13 +124,17 @@ cdef inline void _dot_gemm_acc(const fr_kernels_t* kt, Py_ssize_t M, Py_ssize_t 
 cdef inline void _pack_panels(const fr_kernels_t* kt, const floating* W, Py_ssize_t K,
                               Py_ssize_t G, Py_ssize_t H, Py_ssize_t u0, Py_ssize_t nj,
                               floating* out,          # OUT (K * G*nj) panel-packed
-                              Py_ssize_t pfirst=0, Py_ssize_t pstep=1) noexcept nogil:
-    """Panel-pack W[rows]^T (K, G*nj): column g*nj + uu is row g*H + u0 + uu of W; only
-    panels pfirst, pfirst + pstep, ... (to share the work between threads)."""
+                              Py_ssize_t pfirst=0, Py_ssize_t pstep=1,
+                              Py_ssize_t ldw=0) noexcept nogil:
+    """Panel-pack W[rows]^T (K, G*nj): column g*nj + uu is row g*H + u0 + uu of W (rows
+    ``ldw`` apart, 0: K); only panels pfirst, pfirst + pstep, ... (to share the work between
+    threads)."""
+    if ldw == 0:
+        ldw = K
     if floating is float:
-        kt.pack_panels_f(W, K, G, H, u0, nj, out, pfirst, pstep)
+        kt.pack_panels_f(W, ldw, K, G, H, u0, nj, out, pfirst, pstep)
     else:
-        kt.pack_panels_d(W, K, G, H, u0, nj, out, pfirst, pstep)
+        kt.pack_panels_d(W, ldw, K, G, H, u0, nj, out, pfirst, pstep)
 
 
 cdef inline void _pack_rows(const fr_kernels_t* kt, const floating* B, Py_ssize_t ldb,

@@ -1,15 +1,21 @@
-"""The training passes of the attention and normalization layers on the Numba kernels of
+"""The model layers on the engine: their matrix products on the engine's GEMM (:func:`matmul`,
+:func:`linear`, :func:`bmm`, with NumPy's where the engine is missing), and the training
+passes of the attention and normalization layers on the Numba kernels of
 :mod:`fastrnn.engine.layer_kernels` (imported on the first call here, which imports Numba):
 arrays allocated and made contiguous, the rows split over the engine's OpenMP team
-(``_compiled.run_on_team``, as the BPTT's kernels are) when :data:`USE_TEAM` (off: see there).
+(``_compiled.run_on_team``, as the BPTT's kernels are) when :data:`USE_TEAM`.  Every part of
+a training step then runs on one thread pool.
 
-Private: :class:`fastrnn.layers.CrossAttention` (compiled backend), :class:`fastrnn.LayerNorm`
-and :class:`fastrnn.MultiHeadAttention` call these when :func:`available`; their NumPy
-formulas are what the tests hold these to.
+Private: ``Dense``, ``TransformerEncoderLayer``, :class:`fastrnn.layers.CrossAttention`
+(compiled backend), :class:`fastrnn.LayerNorm` and :class:`fastrnn.MultiHeadAttention` call
+these; the kernels when :func:`available`, their NumPy formulas being what the tests hold
+these to.
 """
 import numpy as np
 
 from . import _compiled, runtime
+if _compiled is not None:
+    from . import gemm
 
 _kernels = None
 
@@ -31,11 +37,12 @@ def kernels():
     return _kernels
 
 
-#: split the rows over the engine's team (else every kernel runs on the calling thread). Off:
-#: measured on the AVX2-only Zen 4 (two threads, A2 = a transformer encoder layer's training
-#: step), these short kernels handed to the team between NumPy's GEMMs, whose OpenBLAS threads
-#: spin meanwhile, made the step 3x slower (57 ms of CPU against 18.6 ms on one thread)
-USE_TEAM = False
+#: split the rows over the engine's team (else every kernel runs on the calling thread).  It
+#: pays once the layers' products run on the engine too (:func:`matmul`): A1, a
+#: sequence-to-sequence training step with attention, 38.8 -> 26.5 ms on two threads (AVX2-only
+#: Zen 4).  Between NumPy's products, whose OpenBLAS threads spin meanwhile, it made A2's step
+#: 3x slower.
+USE_TEAM = True
 
 
 def _threads(rows, work_per_row):
@@ -69,6 +76,79 @@ def _run(kernel, rows, work_per_row, *args):
 
 def _c(a):
     return np.ascontiguousarray(a)
+
+
+# ----------------------------------------------------------------------------------------------
+# Products: the engine's GEMM (its threads, no BLAS pool beside them) or NumPy's
+# ----------------------------------------------------------------------------------------------
+
+def _on_engine(*arrays):
+    """True if the engine's GEMM takes these arrays (compiled engine, one float dtype)."""
+    dtype = arrays[0].dtype
+    return (available() and dtype in (np.float32, np.float64)
+            and all(a.dtype == dtype for a in arrays))
+
+
+def _operand(a, trans):
+    """``(array, trans)`` with a unit stride along the last axis and the same ``op(a)``: a
+    transposed view is taken as its base with ``trans`` flipped, anything else copied."""
+    if a.strides[-1] == a.itemsize:
+        return a, trans
+    if a.strides[-2] == a.itemsize and a.shape[-2] > 1:
+        return a.swapaxes(-1, -2), not trans
+    return np.ascontiguousarray(a), trans
+
+
+def matmul(a, b, trans_a=False, trans_b=False, out=None):
+    """``op(a) @ op(b)`` of 2-D arrays (``op(x)`` is ``x.T`` when ``trans_x``), into ``out``
+    if given (overwritten).
+
+    On the engine's GEMM when it is there (:func:`available`): the model layers' products then
+    run on the same threads as the recurrent layers, where NumPy's would wake OpenBLAS's
+    threads, which spin beside the engine's and slow both (a sequence-to-sequence training
+    step with attention ran 1.5x slower on two threads than on one).
+    """
+    if not _on_engine(a, b):
+        r = np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+        return r
+    a, trans_a = _operand(a, trans_a)
+    b, trans_b = _operand(b, trans_b)
+    m = a.shape[1] if trans_a else a.shape[0]
+    n = b.shape[0] if trans_b else b.shape[1]
+    if out is None:
+        out = np.empty((m, n), a.dtype)
+    elif out.strides[-1] != out.itemsize:
+        out[...] = matmul(a, b, trans_a, trans_b)
+        return out
+    _compiled.gemm(a, b, out, trans_a, runtime.get_num_threads(), None, False, trans_b)
+    return out
+
+
+def linear(x, weight, bias=None, out=None):
+    """``x @ weight.T + bias`` over the last axis of ``x`` (any leading axes: one GEMM over all
+    rows), by :func:`matmul`; ``bias`` None for none.  Into ``out`` (x's leading shape, the
+    weight's rows) if given."""
+    rows = x.reshape(-1, x.shape[-1])
+    flat = None if out is None else out.reshape(-1, weight.shape[0])
+    y = matmul(rows, weight, trans_b=True, out=flat)
+    if bias is not None:
+        y += bias
+    return y.reshape(*x.shape[:-1], weight.shape[0]) if out is None else out
+
+
+def bmm(a, b, trans_a=False, trans_b=False, out=None):
+    """``op(a) @ op(b)`` over one or two leading axes (3-D or 4-D arrays), into ``out`` if
+    given (overwritten): the engine's batched GEMM (:func:`fastrnn.engine.gemm.bmm`) or
+    ``np.matmul``."""
+    if not _on_engine(a, b):
+        return np.matmul(a.swapaxes(-1, -2) if trans_a else a,
+                         b.swapaxes(-1, -2) if trans_b else b, out=out)
+    a, trans_a = _operand(a, trans_a)
+    b, trans_b = _operand(b, trans_b)
+    if out is not None and out.strides[-1] != out.itemsize:
+        out[...] = gemm.bmm(a, b, trans_a, trans_b)
+        return out
+    return gemm.bmm(a, b, trans_a, trans_b, out=out)
 
 
 # ----------------------------------------------------------------------------------------------

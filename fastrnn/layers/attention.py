@@ -244,9 +244,10 @@ class MultiHeadAttention(_LayerBase):
         """``(y, weights)`` of validated ``x`` and ``lengths``; keeps the cache if training.
 
         One GEMM projects every step to ``q, k, v`` (``qkv`` of shape ``(batch, time, 3,
-        heads, head_dim)``); the heads are strided views of it, which ``np.matmul`` hands to
-        BLAS as they are, and the context is written straight into the ``(batch, time, heads,
-        head_dim)`` layout that ``out_proj`` reads (no transposed copies).
+        heads, head_dim)``); the heads are strided views of it, which the batched products
+        (``layer_ops.bmm``: the engine's GEMM on its threads) take as they are, and the context
+        is written straight into the ``(batch, time, heads, head_dim)`` layout that
+        ``out_proj`` reads (no transposed copies).
         """
         batch, timesteps, e = x.shape
         heads, d = self.num_heads, self.head_dim
@@ -255,19 +256,15 @@ class MultiHeadAttention(_LayerBase):
         if training:     # the layer is this thread's until the backward pass: its buffers too
             self._trainer.claim()
         x2 = x.reshape(-1, e)
-        if training:
-            qkv = np.matmul(x2, p["in_proj_weight"].T,
-                            out=self._buffer("qkv", (x2.shape[0], 3 * e), x.dtype))
-            if self.bias:
-                qkv += p["in_proj_bias"]
-        else:
-            qkv = affine(x2, p["in_proj_weight"], p.get("in_proj_bias"))
+        qkv = layer_ops.linear(x2, p["in_proj_weight"], p.get("in_proj_bias"),
+                               out=self._buffer("qkv", (x2.shape[0], 3 * e), x.dtype)
+                               if training else None)
         qkv = qkv.reshape(batch, timesteps, 3, heads, d)
         q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (batch, heads, time, d)
         valid = valid_steps(lengths, timesteps)
         shape = (batch, heads, timesteps, timesteps)
-        weights = np.matmul(q, k.swapaxes(-1, -2),
-                            out=self._buffer("weights", shape, x.dtype) if training else None)
+        weights = layer_ops.bmm(q, k, trans_b=True,
+                                out=self._buffer("weights", shape, x.dtype) if training else None)
         if fast:
             # the scale, the masks and the softmax in one pass over each row of scores
             layer_ops.attention_softmax(weights, 1.0 / math.sqrt(d), lengths, self.causal)
@@ -281,10 +278,9 @@ class MultiHeadAttention(_LayerBase):
         shape = (batch, timesteps, heads, d)
         context = self._buffer("context", shape, x.dtype) if training \
             else np.empty(shape, x.dtype)
-        np.matmul(weights, v, out=context.transpose(0, 2, 1, 3))
+        layer_ops.bmm(weights, v, out=context.transpose(0, 2, 1, 3))
         context = context.reshape(batch, timesteps, e)
-        y = affine(context.reshape(-1, e), p["out_proj.weight"], p.get("out_proj.bias")) \
-            .reshape(batch, timesteps, e)
+        y = layer_ops.linear(context, p["out_proj.weight"], p.get("out_proj.bias"))
         if valid is not None:
             y *= valid[..., None]
         if training:
@@ -311,15 +307,15 @@ class MultiHeadAttention(_LayerBase):
         if valid is not None:
             dy = dy * valid[..., None]
         dy2 = dy.reshape(-1, e)
-        dcontext = np.matmul(dy2, p["out_proj.weight"],
-                             out=self._buffer("dcontext", dy2.shape, dy.dtype)) \
+        dcontext = layer_ops.matmul(dy2, p["out_proj.weight"],
+                                    out=self._buffer("dcontext", dy2.shape, dy.dtype)) \
             .reshape(batch, timesteps, heads, d).transpose(0, 2, 1, 3)
         q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
         dqkv = self._buffer("dqkv", qkv.shape, qkv.dtype)
         dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
-        np.matmul(weights.swapaxes(-1, -2), dcontext, out=dv)
-        dscores = np.matmul(dcontext, v.swapaxes(-1, -2),             # dweights, then dscores
-                            out=self._buffer("dscores", weights.shape, weights.dtype))
+        layer_ops.bmm(weights, dcontext, trans_a=True, out=dv)
+        dscores = layer_ops.bmm(dcontext, v, trans_b=True,           # dweights, then dscores
+                                out=self._buffer("dscores", weights.shape, weights.dtype))
         # through the softmax (masked entries have weight 0, hence gradient 0), then the scale
         if fast:
             layer_ops.attention_softmax_backward(dscores, weights, 1.0 / math.sqrt(d))
@@ -327,17 +323,18 @@ class MultiHeadAttention(_LayerBase):
             dscores -= np.einsum("...i,...i->...", dscores, weights)[..., None]
             dscores *= weights
             dscores *= 1.0 / math.sqrt(d)
-        np.matmul(dscores, k, out=dq)
-        np.matmul(dscores.swapaxes(-1, -2), q, out=dk)
+        layer_ops.bmm(dscores, k, out=dq)
+        layer_ops.bmm(dscores, q, trans_a=True, out=dk)
         dqkv2 = dqkv.reshape(-1, 3 * e)
-        grads = {"in_proj_weight": dqkv2.T @ x.reshape(-1, e)}
+        grads = {"in_proj_weight": layer_ops.matmul(dqkv2, x.reshape(-1, e), trans_a=True)}
         if self.bias:
             grads["in_proj_bias"] = dqkv2.sum(axis=0)
-        grads["out_proj.weight"] = dy2.T @ context.reshape(-1, e)
+        grads["out_proj.weight"] = layer_ops.matmul(dy2, context.reshape(-1, e), trans_a=True)
         if self.bias:
             grads["out_proj.bias"] = dy2.sum(axis=0)
         self.grads = grads
-        dx = (dqkv2 @ p["in_proj_weight"]).reshape(x.shape) if input_grad else None
+        dx = layer_ops.matmul(dqkv2, p["in_proj_weight"]).reshape(x.shape) if input_grad \
+            else None
         self._backward_done()
         return dx
 
@@ -596,8 +593,8 @@ class CrossAttention(_LayerBase):
         Default: the compiled engine when it is available. With it, the additive score of a
         call with ``training=True`` and its backward pass run on fused kernels (the engine's
         ``tanh`` in float32; no ``(batch, query, memory, hidden)`` tensor is kept: the
-        backward pass computes the ``tanh`` values again); everything else runs as the
-        reference, on NumPy's batched matrix products.
+        backward pass computes the ``tanh`` values again), and the matrix products on the
+        engine's GEMM and threads; the reference runs NumPy's.
 
     Notes
     -----
@@ -619,6 +616,24 @@ class CrossAttention(_LayerBase):
                                ("bias", (h,)), ("score_weight", (h,))],
                   "general": [("weight", (h, h))], "dot": []}[self.score]
         super().__init__(uniform_params(shapes, 1.0 / math.sqrt(h), self.dtype, seed))
+
+    # ------------------------------------------------------------------ products
+
+    def _mm(self, a, b, trans_a=False, trans_b=False):
+        """``op(a) @ op(b)`` of 2-D arrays, or over the leading axis of 3-D ones (``op(x)``:
+        ``x`` with its last two axes swapped if ``trans_x``): the engine's GEMM with the
+        compiled backend, NumPy's with the reference."""
+        if self.backend == "compiled":
+            if a.ndim == 2:
+                return layer_ops.matmul(a, b, trans_a, trans_b)
+            return layer_ops.bmm(a, b, trans_a, trans_b)
+        return np.matmul(a.swapaxes(-1, -2) if trans_a else a,
+                         b.swapaxes(-1, -2) if trans_b else b)
+
+    def _rows(self, x, w, trans_w=False):
+        """``x @ op(w)`` over the last axis of ``x`` (all rows in one GEMM)."""
+        y = self._mm(x.reshape(-1, x.shape[-1]), w, trans_b=trans_w)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
 
     # ------------------------------------------------------------------ user calls
 
@@ -685,9 +700,9 @@ class CrossAttention(_LayerBase):
         """
         p = self._params
         if self.score == "additive":
-            return affine(memory, p["key_weight"], p["bias"])
+            return self._rows(memory, p["key_weight"], trans_w=True) + p["bias"]
         if self.score == "general":
-            return affine(memory, p["weight"], None)
+            return self._rows(memory, p["weight"], trans_w=True)
         return memory
 
     def attend(self, query, memory, valid=None, *, keys=None, training=False):
@@ -714,7 +729,7 @@ class CrossAttention(_LayerBase):
         keys = self.keys(memory) if keys is None else keys
         hidden = projected = None
         if self.score == "additive":
-            projected = query @ self._params["query_weight"].T        # (batch, query, h)
+            projected = self._rows(query, self._params["query_weight"], trans_w=True)
             if training and self.backend == "compiled":
                 # fused: v . tanh(projected + keys) for every (query, memory) pair, no 4-D array
                 scores = layer_ops.additive_scores(projected, keys, self._params["score_weight"])
@@ -724,9 +739,9 @@ class CrossAttention(_LayerBase):
                 scores = (hidden.reshape(-1, hidden.shape[-1]) @ self._params["score_weight"]) \
                     .reshape(hidden.shape[:-1])                           # (batch, query, memory)
         else:
-            scores = query @ keys.swapaxes(-1, -2)
+            scores = self._mm(query, keys, trans_b=True)
         weights = _masked_softmax(scores, None if valid is None else valid[:, None, :])
-        context = weights @ memory
+        context = self._mm(weights, memory)
         if training:
             self._keep_for_backward((query, memory, keys, hidden, weights, projected))
         return context, weights
@@ -754,8 +769,8 @@ class CrossAttention(_LayerBase):
         query, memory, keys, hidden, weights, projected = self._training_cache()
         h = self.hidden_size
         p = self._params
-        dweights = dcontext @ memory.swapaxes(-1, -2)
-        dmemory = weights.swapaxes(-1, -2) @ dcontext
+        dweights = self._mm(dcontext, memory, trans_b=True)
+        dmemory = self._mm(weights, dcontext, trans_a=True)
         # through the softmax (steps that are not valid have weight 0, hence gradient 0)
         dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True))
         grads = {}
@@ -771,17 +786,20 @@ class CrossAttention(_LayerBase):
             dprojected = dhidden.sum(axis=2)                            # (batch, query, h)
             dkeys = dhidden.sum(axis=1)                                 # (batch, memory, h)
         if self.score == "additive":
-            grads["query_weight"] = dprojected.reshape(-1, h).T @ query.reshape(-1, h)
-            grads["key_weight"] = dkeys.reshape(-1, h).T @ memory.reshape(-1, h)
+            grads["query_weight"] = self._mm(dprojected.reshape(-1, h), query.reshape(-1, h),
+                                             trans_a=True)
+            grads["key_weight"] = self._mm(dkeys.reshape(-1, h), memory.reshape(-1, h),
+                                           trans_a=True)
             grads["bias"] = dkeys.reshape(-1, h).sum(axis=0)
-            dquery = dprojected @ p["query_weight"] if input_grad else None
-            dmemory += dkeys @ p["key_weight"]
+            dquery = self._rows(dprojected, p["query_weight"]) if input_grad else None
+            dmemory += self._rows(dkeys, p["key_weight"])
         else:
-            dquery = dscores @ keys if input_grad else None
-            dkeys = dscores.swapaxes(-1, -2) @ query
+            dquery = self._mm(dscores, keys) if input_grad else None
+            dkeys = self._mm(dscores, query, trans_a=True)
             if self.score == "general":
-                grads["weight"] = dkeys.reshape(-1, h).T @ memory.reshape(-1, h)
-                dmemory += dkeys @ p["weight"]
+                grads["weight"] = self._mm(dkeys.reshape(-1, h), memory.reshape(-1, h),
+                                           trans_a=True)
+                dmemory += self._rows(dkeys, p["weight"])
             else:
                 dmemory += dkeys
         self.grads = {name: grads[name] for name in p}

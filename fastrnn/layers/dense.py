@@ -8,6 +8,7 @@ from .._validation import (
     check_dtype,
     check_positive_int,
 )
+from ..engine import layer_ops
 from .base import _LayerBase, uniform_params
 
 
@@ -73,14 +74,9 @@ class Dense(_LayerBase):
         -------
         ndarray, shape (..., out_features)
         """
-        w = self._params["weight"]
-        if x.ndim > 2:   # one GEMM over every row (a stacked matmul runs one per leading index)
-            out = (x.reshape(-1, self.in_features) @ w.T).reshape(*x.shape[:-1], -1)
-        else:
-            out = x @ w.T
-        if self.bias:
-            out += self._params["bias"]
-        return out
+        # one GEMM over every row, on the engine's threads (layer_ops.matmul)
+        return layer_ops.linear(x, self._params["weight"],
+                                self._params["bias"] if self.bias else None)
 
     def __call__(self, x, training=False):
         """Apply the layer to ``x`` of shape ``(..., in_features)``; keep a cache if training.
@@ -156,10 +152,11 @@ class Dense(_LayerBase):
         da = ACTIVATIONS[self.activation][1](y, dy) if through_activation else dy
         x2 = x.reshape(-1, self.in_features)
         da2 = da.reshape(-1, self.out_features)
-        self.grads = {"weight": da2.T @ x2}
+        self.grads = {"weight": layer_ops.matmul(da2, x2, trans_a=True)}
         if self.bias:
             self.grads["bias"] = da2.sum(axis=0)
-        dx = (da2 @ self._params["weight"]).reshape(*da.shape[:-1], -1) if input_grad else None
+        dx = (layer_ops.matmul(da2, self._params["weight"]).reshape(*da.shape[:-1], -1)
+              if input_grad else None)
         self._backward_done()
         return dx
 

@@ -266,12 +266,12 @@ class TransformerEncoderLayer(_LayerBase):
         ``linear2`` are not called (:meth:`_feedforward_back_fused` fills their grads)."""
         rows = h.reshape(-1, self.d_model)
         p1, p2 = self.linear1.parameters(), self.linear2.parameters()
-        a = np.matmul(rows, p1["weight"].T,
-                      out=self._buffer("ff_hidden", (rows.shape[0], self.dim_feedforward),
-                                       h.dtype))
+        a = layer_ops.matmul(rows, p1["weight"], trans_b=True,
+                             out=self._buffer("ff_hidden", (rows.shape[0], self.dim_feedforward),
+                                              h.dtype))
         layer_ops.bias_relu(a, p1.get("bias"))
-        f = np.matmul(a, p2["weight"].T,
-                      out=self._buffer("ff_out", rows.shape, h.dtype))
+        f = layer_ops.matmul(a, p2["weight"], trans_b=True,
+                             out=self._buffer("ff_out", rows.shape, h.dtype))
         if self.bias:
             f += p2["bias"]
         return f.reshape(h.shape), (rows, a)
@@ -281,15 +281,16 @@ class TransformerEncoderLayer(_LayerBase):
         fills the grads of ``linear1`` and ``linear2``."""
         df2 = df.reshape(-1, self.d_model)
         p1, p2 = self.linear1.parameters(), self.linear2.parameters()
-        self.linear2.grads = {"weight": df2.T @ a}
+        self.linear2.grads = {"weight": layer_ops.matmul(df2, a, trans_a=True)}
         if self.bias:
             self.linear2.grads["bias"] = df2.sum(axis=0)
-        da = np.matmul(df2, p2["weight"], out=self._buffer("ff_dhidden", a.shape, a.dtype))
+        da = layer_ops.matmul(df2, p2["weight"],
+                              out=self._buffer("ff_dhidden", a.shape, a.dtype))
         layer_ops.relu_backward(da, a)
-        self.linear1.grads = {"weight": da.T @ rows}
+        self.linear1.grads = {"weight": layer_ops.matmul(da, rows, trans_a=True)}
         if self.bias:
             self.linear1.grads["bias"] = da.sum(axis=0)
-        dh = np.matmul(da, p1["weight"], out=self._buffer("ff_dh", df2.shape, df.dtype))
+        dh = layer_ops.matmul(da, p1["weight"], out=self._buffer("ff_dh", df2.shape, df.dtype))
         return dh.reshape(df.shape)
 
     def _backward_reads(self, cache):

@@ -1,8 +1,8 @@
 """One parity test per compiled entry point, against its reference twin, on every instruction
 set this CPU runs: the forward (``engine.forward.forward`` / ``reference.forward``), BPTT
 (``engine.bptt.backward`` / ``reference.backward``), streaming (``engine.stream.make_stepper``
-/ the reference forward one step at a time) and the GEMM (``engine.gemm.matmul`` /
-``numpy.matmul``). The other files of ``tests/engine`` go deeper into each; this one is the
+/ the reference forward one step at a time) and the GEMMs (``engine.gemm.matmul``,
+``engine.gemm.bmm`` / ``numpy.matmul``). The other files of ``tests/engine`` go deeper into each; this one is the
 table, and ``test_every_entry_point_has_a_parity_test`` keeps it complete."""
 import numpy as np
 import pytest
@@ -24,6 +24,7 @@ TWINS = {
     "fastrnn.engine.bptt.backward": "fastrnn.reference.backward",
     "fastrnn.engine.stream.make_stepper": "fastrnn.reference.forward, one step at a time",
     "fastrnn.engine.gemm.matmul": "numpy.matmul",
+    "fastrnn.engine.gemm.bmm": "numpy.matmul over the leading axes",
 }
 #: public names of the engine modules that are not entry points into compiled code
 NOT_ENTRY_POINTS = {"fastrnn.engine.stream.Stepper", "fastrnn.engine.gemm.SWAP_MAX_N",
@@ -122,6 +123,41 @@ def test_gemm_across_blocks(dtype, M, K, N):
     out = c0.copy()
     assert gemm.matmul(at, b, trans_a=True, out=out) is out
     assert rel_err(out, c0 + a @ b) <= tol
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M, K, N", [(1, 1, 1), (7, 33, 19), (150, 600, 70)])
+def test_gemm_transposed_b(dtype, M, K, N):
+    """``op(b) = b.T`` (the layers' ``x @ W.T``), b's rows strided, op(a) plain and
+    transposed: W^T packed from W's rows, K past one block, the ragged last panel."""
+    rng = np.random.default_rng(M + 3 * K + N)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((N, K + 5)).astype(dtype)[:, 2:K + 2]
+    tol = TOL[np.dtype(dtype)] * K
+    assert rel_err(gemm.matmul(a, b, trans_b=True), a @ b.T) <= tol
+    assert rel_err(gemm.matmul(np.ascontiguousarray(a.T), b, trans_a=True, trans_b=True),
+                   a @ b.T) <= tol
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("lead, M, K, N", [((1,), 1, 1, 1), ((3, 2), 5, 7, 9),
+                                           ((2, 4), 64, 32, 64), ((5,), 13, 600, 40)])
+def test_bmm(dtype, trans_a, trans_b, lead, M, K, N):
+    """``bmm`` = ``np.matmul`` over one or two leading axes (attention's heads), on strided
+    views (every axis but the last) and into a strided ``out``."""
+    rng = np.random.default_rng(M * K + N)
+    a = rng.standard_normal(lead + ((K, M + 3) if trans_a else (M, K + 3))).astype(dtype)
+    a = a[..., 1:M + 1] if trans_a else a[..., 1:K + 1]
+    b = rng.standard_normal(lead + ((N, K) if trans_b else (K, N))).astype(dtype)
+    b = b.swapaxes(0, 1).copy().swapaxes(0, 1) if len(lead) == 2 else b
+    want = np.matmul(a.swapaxes(-1, -2) if trans_a else a, b.swapaxes(-1, -2) if trans_b else b)
+    tol = TOL[np.dtype(dtype)] * K
+    assert rel_err(gemm.bmm(a, b, trans_a, trans_b), want) <= tol
+    out = np.full(lead + (M, N + 3), np.nan, dtype)[..., 2:N + 2]     # rows N + 3 apart
+    assert gemm.bmm(a, b, trans_a, trans_b, out=out) is out
+    assert rel_err(out, want) <= tol
 
 
 def test_every_entry_point_has_a_parity_test():

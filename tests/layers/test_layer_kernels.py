@@ -176,6 +176,45 @@ def test_bias_relu_and_its_backward_equal_numpy(dtype, threads, rng):
     np.testing.assert_array_equal(layer_ops.bias_relu(a.copy(), None), np.maximum(a, 0))
 
 
+# ---------------------------------------------------------------------- the products
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_products_equal_numpy_on_any_layout(dtype, threads, rng):
+    """``layer_ops.matmul``, ``linear`` and ``bmm`` (the layers' products on the engine's GEMM):
+    transposed views, a last axis with a stride (copied), ``out`` with strided rows or a
+    strided last axis; NumPy's product for what the engine does not take (mixed dtypes)."""
+    def close(got, want):
+        _close(got, want, dtype)
+
+    a = rng.standard_normal((37, 70)).astype(dtype)
+    w = rng.standard_normal((50, 70)).astype(dtype)
+    close(layer_ops.matmul(a, w, trans_b=True), a @ w.T)
+    close(layer_ops.matmul(a, w.T), a @ w.T)                       # a transposed view
+    close(layer_ops.matmul(a.T, w.T, trans_a=True), a @ w.T)          # both
+    close(layer_ops.matmul(a[:, ::2], w[:, ::2], trans_b=True), a[:, ::2] @ w[:, ::2].T)
+    out = np.full((37, 60), np.nan, dtype)[:, 5:55]                  # strided rows
+    assert layer_ops.matmul(a, w, trans_b=True, out=out) is out
+    close(out, a @ w.T)
+    out = np.full((50, 37), np.nan, dtype).T                          # a strided last axis
+    layer_ops.matmul(a, w, trans_b=True, out=out)
+    close(out, a @ w.T)
+    x = rng.standard_normal((3, 4, 70)).astype(dtype)
+    b = rng.standard_normal(50).astype(dtype)
+    close(layer_ops.linear(x, w, b), x @ w.T + b)
+    close(layer_ops.linear(x, w), x @ w.T)
+    q = rng.standard_normal((2, 5, 3, 9)).transpose(0, 2, 1, 3).astype(dtype)   # heads
+    k = rng.standard_normal((2, 3, 6, 9)).astype(dtype)
+    close(layer_ops.bmm(q, k, trans_b=True), q @ k.swapaxes(-1, -2))
+    out = np.full((2, 6, 3, 5), np.nan, dtype).transpose(0, 2, 3, 1)           # strided
+    layer_ops.bmm(q, k, trans_b=True, out=out)
+    close(out, q @ k.swapaxes(-1, -2))
+    close(layer_ops.bmm(k, k, trans_a=True), k.swapaxes(-1, -2) @ k)
+    other = w.astype(np.float64 if dtype == "float32" else np.float32)
+    mixed = layer_ops.matmul(a, other, trans_b=True)
+    assert mixed.dtype == np.float64
+    close(mixed, a.astype(np.float64) @ other.T.astype(np.float64))
+
+
 # ---------------------------------------------------------------------- the layers
 
 def _numpy_path(monkeypatch):

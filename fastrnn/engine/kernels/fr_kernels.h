@@ -41,10 +41,10 @@ enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_RNN_LEAKY_R
     /* C (M, N) += A (M, K) @ W^T, W (N, K) as given (PyTorch layout) */                       \
     void (*dot_gemm_acc_##S)(fr_idx M, fr_idx N, fr_idx K, const T* A, fr_idx lda,              \
                              const T* W, fr_idx ldw, T* C, fr_idx ldc);                         \
-    /* panel-pack W[rows]^T (K, G*nj): column g*nj + u is row g*H + u0 + u of W (K columns);   \
-       only panels pfirst, pfirst + pstep, ... (the threads share the work) */                  \
-    void (*pack_panels_##S)(const T* W, fr_idx K, fr_idx G, fr_idx H, fr_idx u0, fr_idx nj,     \
-                            T* out, fr_idx pfirst, fr_idx pstep);                               \
+    /* panel-pack W[rows]^T (K, G*nj): column g*nj + u is row g*H + u0 + u of W (K columns,    \
+       rows ldw apart); only panels pfirst, pfirst + pstep, ... (the threads share the work) */ \
+    void (*pack_panels_##S)(const T* W, fr_idx ldw, fr_idx K, fr_idx G, fr_idx H, fr_idx u0,    \
+                            fr_idx nj, T* out, fr_idx pfirst, fr_idx pstep);                    \
     /* panel-pack B (K, N) itself (row stride ldb); panels pfirst, pfirst + pstep, ... */      \
     void (*pack_rows_##S)(const T* B, fr_idx ldb, fr_idx K, fr_idx N, T* out, fr_idx pfirst,    \
                           fr_idx pstep);                                                        \

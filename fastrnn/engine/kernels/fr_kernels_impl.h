@@ -308,8 +308,8 @@ static FR_INLINE void FN(pack_block)(const FR_T* const* src, fr_idx k0, FR_T* ds
 #endif
 }
 
-static void FN(pack_panels)(const FR_T* W, fr_idx K, fr_idx G, fr_idx H, fr_idx u0, fr_idx nj,
-                            FR_T* out, fr_idx pfirst, fr_idx pstep) {
+static void FN(pack_panels)(const FR_T* W, fr_idx ldw, fr_idx K, fr_idx G, fr_idx H, fr_idx u0,
+                            fr_idx nj, FR_T* out, fr_idx pfirst, fr_idx pstep) {
     const fr_idx N = G * nj, kfull = (K / VL) * VL;
     const FR_T* src[NR];
     for (fr_idx p0 = pfirst * NR; p0 < N; p0 += pstep * NR) {
@@ -319,7 +319,7 @@ static void FN(pack_panels)(const FR_T* W, fr_idx K, fr_idx G, fr_idx H, fr_idx 
             for (fr_idx k = 0; k < K; ++k) memset(dst + k * NR + nr, 0, (NR - nr) * sizeof(FR_T));
         for (fr_idx c = 0; c < nr; ++c) {
             const fr_idx g = (p0 + c) / nj;
-            src[c] = W + (g * H + u0 + (p0 + c - g * nj)) * K;
+            src[c] = W + (g * H + u0 + (p0 + c - g * nj)) * ldw;
         }
         for (fr_idx k0 = 0; k0 < kfull; k0 += VL)
             for (fr_idx c = 0; c + VL <= nr; c += VL) FN(pack_block)(&src[c], k0, dst + c, NR);
