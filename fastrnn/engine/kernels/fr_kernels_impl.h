@@ -335,10 +335,15 @@ static void FN(pack_rows)(const FR_T* B, fr_idx ldb, fr_idx K, fr_idx N, FR_T* o
     for (fr_idx p0 = pfirst * NR; p0 < N; p0 += pstep * NR) {
         const fr_idx nr = N - p0 < NR ? N - p0 : NR;
         FR_T* dst = out + K * p0;
-        for (fr_idx k = 0; k < K; ++k) {
-            memcpy(dst + k * NR, B + k * ldb + p0, nr * sizeof(FR_T));
-            if (nr < NR) memset(dst + k * NR + nr, 0, (NR - nr) * sizeof(FR_T));
-        }
+        if (nr == NR)   /* whole panel rows: FR_NV vector moves each, not a call to memcpy */
+            for (fr_idx k = 0; k < K; ++k)
+                FR_UNROLL for (int j = 0; j < FR_NV; ++j)
+                    FN(vst)(dst + k * NR + j * VL, FN(vld)(B + k * ldb + p0 + j * VL));
+        else
+            for (fr_idx k = 0; k < K; ++k) {
+                memcpy(dst + k * NR, B + k * ldb + p0, nr * sizeof(FR_T));
+                memset(dst + k * NR + nr, 0, (NR - nr) * sizeof(FR_T));
+            }
     }
 }
 
