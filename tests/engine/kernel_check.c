@@ -104,7 +104,8 @@ static void gemm(const fr_kernels_t* k, long M, long N, long K) {
 int main(void) {
     const fr_kernels_t* k = &CAT(fr_kernels_, FR_TARGET);
     static const long shapes[][3] = {{1, 1, 1}, {1, 300, 64}, {5, 33, 130}, {9, 70, 257},
-                                     {145, 129, 600}, {300, 65, 33}, {40, 1100, 37}};
+                                     {145, 129, 600}, {300, 65, 33}, {40, 1100, 37},
+                                     {64, 64, 70}, {64, 32, 64}};
     activations(k);
     for (unsigned s = 0; s < sizeof shapes / sizeof shapes[0]; ++s)
         gemm(k, shapes[s][0], shapes[s][1], shapes[s][2]);
