@@ -392,7 +392,7 @@ def workspace_from_reference(cache, x, h0=None, c0=None):
     """
     cell = cache.cell
     spec = cell_spec(cell)
-    code, G = spec.code, spec.gates
+    G = spec.gates
     L, D = cache.num_layers, cache.num_directions
     H, P = state_sizes(cache.weights)
     projected = projection_name(0, 0) in cache.weights
