@@ -111,8 +111,7 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None):
     step with attention ran 1.5x slower on two threads than on one).
     """
     if not _on_engine(a, b):
-        r = np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
-        return r
+        return np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
     a, trans_a = _operand(a, trans_a)
     b, trans_b = _operand(b, trans_b)
     m = a.shape[1] if trans_a else a.shape[0]
@@ -130,6 +129,9 @@ def linear(x, weight, bias=None, out=None):
     """``x @ weight.T + bias`` over the last axis of ``x`` (any leading axes: one GEMM over all
     rows), by :func:`matmul`; ``bias`` None for none.  Into ``out`` (x's leading shape, the
     weight's rows) if given."""
+    if out is not None and not out.flags.c_contiguous:     # (its rows are not one matrix)
+        out[...] = linear(x, weight, bias)
+        return out
     rows = x.reshape(-1, x.shape[-1])
     flat = None if out is None else out.reshape(-1, weight.shape[0])
     y = matmul(rows, weight, trans_b=True, out=flat)

@@ -202,6 +202,10 @@ def test_products_equal_numpy_on_any_layout(dtype, threads, rng):
     b = rng.standard_normal(50).astype(dtype)
     close(layer_ops.linear(x, w, b), x @ w.T + b)
     close(layer_ops.linear(x, w), x @ w.T)
+    for out in (np.full((3, 4, 50), np.nan, dtype), np.full((4, 3, 50), np.nan, dtype)
+                .transpose(1, 0, 2)):                                 # one matrix, or not
+        assert layer_ops.linear(x, w, b, out=out) is out
+        close(out, x @ w.T + b)
     q = rng.standard_normal((2, 5, 3, 9)).transpose(0, 2, 1, 3).astype(dtype)   # heads
     k = rng.standard_normal((2, 3, 6, 9)).astype(dtype)
     close(layer_ops.bmm(q, k, trans_b=True), q @ k.swapaxes(-1, -2))
