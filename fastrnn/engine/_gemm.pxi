@@ -41,6 +41,17 @@ cdef void _gemm_rows(const fr_kernels_t* kt, int tid, int nth,
 PAR_WORK = 1 << 18
 
 
+cdef inline void _pack_op_b(const fr_kernels_t* kt, const floating* B, Py_ssize_t ldb,
+                            bint trans_b, Py_ssize_t K, Py_ssize_t N, floating* bp,
+                            Py_ssize_t pfirst, Py_ssize_t pstep) noexcept nogil:
+    """Panel-pack op(B) (K, N): B itself, or B^T from B stored (N, K) (its rows, ``ldb``
+    apart, are the columns of op(B)); panels pfirst, pfirst + pstep, ..."""
+    if trans_b:
+        _pack_panels(kt, B, K, 1, N, 0, N, bp, pfirst, pstep, ldb)
+    else:
+        _pack_rows(kt, B, ldb, K, N, bp, pfirst, pstep)
+
+
 cdef void _gemm_part(const fr_kernels_t* kt, int tid, int nth,
                      Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* A, Py_ssize_t lda, bint trans_a,
@@ -53,10 +64,7 @@ cdef void _gemm_part(const fr_kernels_t* kt, int tid, int nth,
     cdef fr_member_t me
     cdef unsigned long csr = fr_ftz_enter()
     fr_member_init(&me)
-    if trans_b:     # B stored (N, K): its rows are the columns of op(B)
-        _pack_panels(kt, B, K, 1, N, 0, N, bp, tid, nth, ldb)
-    else:
-        _pack_rows(kt, B, ldb, K, N, bp, tid, nth)
+    _pack_op_b(kt, B, ldb, trans_b, K, N, bp, tid, nth)
     fr_barrier_wait(bar, nth, &me)
     _gemm_rows(kt, tid, nth, M, N, K, A, lda, trans_a, bp, C, ldc, A2, lda2, M1, accumulate)
     fr_team_leave(bar, nth, &me)
@@ -133,8 +141,6 @@ def gemm(const floating[:, :] a,     # IN  (M, K), or (K, M) if trans_a; unit co
             fr_team_done(&bar)
 
 
-
-
 cdef void _bmm_part(const fr_kernels_t* kt, int tid, int nth, Py_ssize_t S1, Py_ssize_t S2,
                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                     const floating* A, Py_ssize_t as1, Py_ssize_t as2, Py_ssize_t lda,
@@ -153,10 +159,7 @@ cdef void _bmm_part(const fr_kernels_t* kt, int tid, int nth, Py_ssize_t S1, Py_
     while s < S1 * S2:
         i = s // S2
         j = s - i * S2
-        if trans_b:
-            _pack_panels(kt, B + i * bs1 + j * bs2, K, 1, N, 0, N, bp, 0, 1, ldb)
-        else:
-            _pack_rows(kt, B + i * bs1 + j * bs2, ldb, K, N, bp, 0, 1)
+        _pack_op_b(kt, B + i * bs1 + j * bs2, ldb, trans_b, K, N, bp, 0, 1)
         _gemm_range(kt, M, 0, M, N, K, A + i * as1 + j * as2, lda, trans_a, bp,
                     C + i * cs1 + j * cs2, ldc, accumulate)
         s += nth
@@ -176,6 +179,7 @@ def bmm(const floating[:, :, :, :] a,   # IN  (S1, S2, M, K), or (S1, S2, K, M) 
     cdef Py_ssize_t S1 = c.shape[0], S2 = c.shape[1], M = c.shape[2], N = c.shape[3]
     cdef Py_ssize_t K = a.shape[2] if trans_a else a.shape[3]
     cdef Py_ssize_t e = sizeof(floating), psize
+    cdef Py_ssize_t as1, as2, lda, bs1, bs2, ldb, cs1, cs2, ldc
     cdef int tid, nth
     if (a.shape[0] != S1 or a.shape[1] != S2 or b.shape[0] != S1 or b.shape[1] != S2
             or (a.shape[3] if trans_a else a.shape[2]) != M
@@ -192,6 +196,9 @@ def bmm(const floating[:, :, :, :] a,   # IN  (S1, S2, M, K), or (S1, S2, K, M) 
         return
     if a.strides[3] != e or b.strides[3] != e:
         raise ValueError("bmm: a and b need a unit stride along their last axis")
+    as1, as2, lda = a.strides[0] // e, a.strides[1] // e, a.strides[2] // e
+    bs1, bs2, ldb = b.strides[0] // e, b.strides[1] // e, b.strides[2] // e
+    cs1, cs2, ldc = c.strides[0] // e, c.strides[1] // e, c.strides[2] // e
     cdef const fr_kernels_t* kt = g_kt
     if S1 * S2 * M * N * K < PAR_WORK:
         nthreads = 1
@@ -203,20 +210,16 @@ def bmm(const floating[:, :, :, :] a,   # IN  (S1, S2, M, K), or (S1, S2, K, M) 
     fr_barrier_init(&bar)
     with nogil:
         if nthreads <= 1:
-            _bmm_part(kt, 0, 1, S1, S2, M, N, K, &a[0, 0, 0, 0], a.strides[0] // e,
-                      a.strides[1] // e, a.strides[2] // e, trans_a, &b[0, 0, 0, 0],
-                      b.strides[0] // e, b.strides[1] // e, b.strides[2] // e, trans_b,
-                      &c[0, 0, 0, 0], c.strides[0] // e, c.strides[1] // e, c.strides[2] // e,
+            _bmm_part(kt, 0, 1, S1, S2, M, N, K, &a[0, 0, 0, 0], as1, as2, lda, trans_a,
+                      &b[0, 0, 0, 0], bs1, bs2, ldb, trans_b, &c[0, 0, 0, 0], cs1, cs2, ldc,
                       &bp[0], accumulate, &bar)
         else:
             with parallel(num_threads=nthreads):
                 tid = openmp.omp_get_thread_num()
                 nth = openmp.omp_get_num_threads()
-                _bmm_part(kt, tid, nth, S1, S2, M, N, K, &a[0, 0, 0, 0], a.strides[0] // e,
-                          a.strides[1] // e, a.strides[2] // e, trans_a, &b[0, 0, 0, 0],
-                          b.strides[0] // e, b.strides[1] // e, b.strides[2] // e, trans_b,
-                          &c[0, 0, 0, 0], c.strides[0] // e, c.strides[1] // e,
-                          c.strides[2] // e, &bp[tid * psize], accumulate, &bar)
+                _bmm_part(kt, tid, nth, S1, S2, M, N, K, &a[0, 0, 0, 0], as1, as2, lda,
+                          trans_a, &b[0, 0, 0, 0], bs1, bs2, ldb, trans_b, &c[0, 0, 0, 0], cs1,
+                          cs2, ldc, &bp[tid * psize], accumulate, &bar)
             fr_team_done(&bar)
 
 

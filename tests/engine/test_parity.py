@@ -2,8 +2,9 @@
 set this CPU runs: the forward (``engine.forward.forward`` / ``reference.forward``), BPTT
 (``engine.bptt.backward`` / ``reference.backward``), streaming (``engine.stream.make_stepper``
 / the reference forward one step at a time) and the GEMMs (``engine.gemm.matmul``,
-``engine.gemm.bmm`` / ``numpy.matmul``). The other files of ``tests/engine`` go deeper into each; this one is the
-table, and ``test_every_entry_point_has_a_parity_test`` keeps it complete."""
+``engine.gemm.bmm`` / ``numpy.matmul``). The other files of ``tests/engine`` go deeper into
+each; this one is the table, and ``test_every_entry_point_has_a_parity_test`` keeps it
+complete."""
 import numpy as np
 import pytest
 

@@ -127,18 +127,30 @@ static void FN(tile_any)(int r, int nv, fr_idx k0, fr_idx k1, const FR_T* A, fr_
 #undef FR_TILE_CASE4
 }
 
+/* A product's K block: one block when its M rows are one tile (which reuses no block of W:
+   each panel streamed whole; measured: KC blocks were 6-11% slower in a forward step of 2-4
+   rows at H = 600-768, 7% in a 4-row GEMM with K = 3200), else KC.  Decided by the rows of the
+   whole product, never those of a thread's share: a block's partial sums pass through C, so
+   that would make C's bits depend on the thread count. */
+static FR_INLINE fr_idx FN(k_block)(fr_idx M, fr_idx K) { return M <= FR_MR ? K : KC; }
+
+/* A micro-panels only for K above this: below, the copy costs more than it saves (attention's
+   batched products of 64 x 64 x 32 and 64 x 32 x 64: 9-27% faster without, Zen 4 AVX2) */
+#define APACK_MIN_K 64
+
 /* ---------------------------------------------------------------------------------------------
  * Register-tiled GEMM on a panel-packed W:  C (M, N) += op(A) (M, K) @ W (K, N), or C = ...
  * unless accumulate (the first K block then writes C without reading it); K in blocks of kc.
  * Loop order: K blocks of KC rows (a KC x NR block of a panel stays in L1) > panels > tiles of
  * FR_MR rows (the rows left over: one tile of fewer rows).  Each element of C is summed in an
- * order fixed by K and its tile's shape alone: callers that split the rows between threads at
- * multiples of FR_MR get the same bits on any number of threads.  The last panel's ragged columns go
- * through a small buffer of C rows NR wide, with a tile only as many vectors wide as needed.
- * With apack (FR_MR < M <= MC, K > 64) the tiles' rows of A are first copied into FR_MR-row
- * micro-panels per K block, so that a tile reads its FR_MR values from one place instead of
- * FR_MR rows (or, transposed, columns) lda apart, which with lda a multiple of 1 KiB all fall
- * in one L1 set.  Element (m, k) of A is at A[m * ars + k * aks].
+ * order fixed by K, kc and its tile's shape alone: callers that split the rows between threads
+ * at multiples of FR_MR get the same bits on any number of threads.  The last panel's ragged
+ * columns go through a small buffer of C rows NR wide, with a tile only as many vectors wide as
+ * needed.
+ * With apack (FR_MR < M <= MC; gemm_range gives one when K > APACK_MIN_K) the tiles' rows of
+ * A are first copied into FR_MR-row micro-panels per K block, so that a tile reads its FR_MR
+ * values from one place instead of FR_MR rows (or, transposed, columns) lda apart, which with
+ * lda a multiple of 1 KiB all fall in one L1 set.  Element (m, k) of A is at A[m * ars + k * aks].
  * ------------------------------------------------------------------------------------------- */
 static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ars, fr_idx aks,
                           const FR_T* Wp, FR_T* C, fr_idx ldc, FR_T* apack, int accumulate,
@@ -146,9 +158,7 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
     FR_T ctile[FR_MR * NR];
     const fr_idx nfull = (N / NR) * NR, nr = N - nfull, ntile = M / FR_MR;
     const int nv_edge = (int)((nr + VL - 1) / VL);
-    /* not for K <= 64: the copy then costs more than it saves (attention's batched products
-       of 64 x 64 x 32 and 64 x 32 x 64: 9-27% faster without it, one thread, Zen 4 AVX2) */
-    const int pa = apack != NULL && M > FR_MR && M <= MC && K > 64;
+    const int pa = apack != NULL && M > FR_MR && M <= MC;
     for (fr_idx k0 = 0; k0 < K; k0 += kc) {
         const fr_idx k1 = k0 + kc < K ? k0 + kc : K, kn = k1 - k0;
         const int add_c = accumulate || k0 > 0;   /* else the first K block writes C */
@@ -205,11 +215,7 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
 static void FN(gemm)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx lda, const FR_T* Wp,
                      FR_T* C, fr_idx ldc, int accumulate) {
     if (M <= 0 || N <= 0) return;
-    /* one row tile reuses no block of W: K in one block, each panel streamed whole (measured:
-       KC blocks were 6-11% slower in a forward step of 2-4 rows at H = 600-768, 7% in a
-       4-row GEMM with K = 3200) */
-    if (K > 0) FN(gemm_core)(M, N, K, A, lda, 1, Wp, C, ldc, NULL, accumulate,
-                             M <= FR_MR ? K : KC);
+    if (K > 0) FN(gemm_core)(M, N, K, A, lda, 1, Wp, C, ldc, NULL, accumulate, FN(k_block)(M, K));
     else if (!accumulate)
         for (fr_idx m = 0; m < M; ++m) memset(C + m * ldc, 0, N * sizeof(FR_T));
 }
@@ -225,14 +231,12 @@ static void FN(gemm_range)(fr_idx M, fr_idx r0, fr_idx r1, fr_idx N, fr_idx K, c
             for (fr_idx r = r0; r < r1; ++r) memset(C + r * ldc, 0, N * sizeof(FR_T));
         return;
     }
-    if (r1 - r0 > FR_MR) apack = (FR_T*)malloc(MC * (K < KC ? K : KC) * sizeof(FR_T));
+    if (r1 - r0 > FR_MR && K > APACK_MIN_K)
+        apack = (FR_T*)malloc(MC * (K < KC ? K : KC) * sizeof(FR_T));
     for (fr_idx m0 = r0; m0 < r1; m0 += MC) {
         const fr_idx m = r1 - m0 < MC ? r1 - m0 : MC;
-        /* K in blocks as the whole product's rows M ask, not the rows of the range: a block's
-           partial sums pass through C, and blocking by the rows a thread got would make C's
-           bits depend on the thread count */
         FN(gemm_core)(m, N, K, A + m0 * ars, ars, aks, Bp, C + m0 * ldc, ldc, apack, accumulate,
-                      M <= FR_MR ? K : KC);
+                      FN(k_block)(M, K));   /* the whole product's M, not the range's */
     }
     free(apack);
 }
@@ -535,6 +539,7 @@ static void FN(gates)(int cell, FR_T* FR_RESTRICT rec, fr_idx nj, const FR_T* FR
 #undef VL
 #undef NR
 #undef KC
+#undef APACK_MIN_K
 #undef MC
 #undef FR_KSETS
 #undef FR_ACC
