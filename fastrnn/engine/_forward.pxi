@@ -75,7 +75,8 @@ cdef void _step_item(
         const floating* bhn,                     # IN  (H)  GRU b_hn
         const floating* whh,                     # IN  recurrent weights: mode 0: W_hh^T block
                                                  #     (P, G*nj) of this unit block, panel-packed;
-                                                 #     mode 1: weight_hh (G*H, P) as given
+                                                 #     mode 1: weight_hh (G*H, P) as given;
+                                                 #     NULL: h_prev is zero (no recurrent GEMM)
         int mode,                                #     GEMM: 0 panel kernel, 1 dot kernel
         const int64_t* order, const int64_t* lengths,  # IN
         const floating* cur,                     # IN  (na, P) previous h, rows of the block
@@ -107,6 +108,8 @@ cdef void _step_item(
     reads ``h_prev * mask`` (the gate math still reads ``h_prev``).  With ``whr`` (an LSTM
     with a projection, all H units in one block) the gate math writes ``m = o * tanh(c)`` into
     the fifth slot of each ``rec`` row and ``h = m @ W_hr^T`` (P units) is one more GEMM.
+    ``whh`` NULL (a first step from a zero initial state; not the reset-before GRU) skips the
+    recurrent GEMM, whose products would all be zero.
     """
     cdef Py_ssize_t r, k, j, b, t, L, row, GH = G * H, N = G * nj
     cdef Py_ssize_t nw = P if whr != NULL else nj     # units of h this item writes
@@ -155,7 +158,11 @@ cdef void _step_item(
                     rr[k * nj + j] = xr[k * H + u0 + j] + bx[k * H + u0 + j]
     # 2. recurrent GEMM: rec[:, :N] += cur @ W_hh[block]^T (direct: rec[:, :N] = ...)
     hr = cur
-    if hmask != NULL:
+    if whh == NULL:
+        if direct:      # the GEMM would have written rec: h_prev @ W_hh^T is zero
+            for r in range(na):
+                memset(rec + r * ldr, 0, N * sizeof(floating))
+    elif hmask != NULL:
         for r in range(na):
             b = order[p0 + r]
             for j in range(P):
@@ -168,6 +175,8 @@ cdef void _step_item(
                 b = order[p0 + r]
                 t = (lengths[b] - 1 - s) if reverse else s
                 memcpy(whn + (b * T + t) * H, rec + r * ldr + 4 * H, H * sizeof(floating))
+    elif whh == NULL:
+        pass
     elif mode == 0:
         _gemm_acc(kt, na, N, P, hr, P, whh, rec, ldr, not direct)
     else:
@@ -347,13 +356,14 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                   fr_barrier_t* bar, const floating* w_src,
                   const int64_t* xrow, int* next_item, const _InStep* xs,
                   const _RecDropout* rd, const floating* peep,
-                  const floating* whr) noexcept nogil:
+                  const floating* whr, bint zero_h0) noexcept nogil:
     """Thread ``tid`` of ``nth``: (mode 0, ``w_src`` given) first pack W_hh into ``whh``
     (each thread its own unit blocks, or a share of the panels of the single block), then run
     work items over time: independent batch blocks (one unit block) claimed one at a time from
     ``next_item`` (0 at the start), so that a thread that another process holds up runs fewer;
     with several unit blocks, its share of every step's items.  With ``xs`` each step
-    projects its rows' input itself (W_ih packed first when ``xs.w_ih`` is given)."""
+    projects its rows' input itself (W_ih packed first when ``xs.w_ih`` is given).
+    ``zero_h0``: the initial state is zero, so step 0 has no recurrent GEMM."""
     cdef Py_ssize_t w, s, bi, uj, p0, na, u0, nj, nitems = nb * nu
     cdef Py_ssize_t Kx = xs.K if xs != NULL else 0
     cdef Py_ssize_t n1 = 2 if _is_gru(cell) else G
@@ -369,6 +379,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
     cdef floating* nxt
     cdef unsigned long csr = fr_ftz_enter()
     fr_member_init(&me)
+    zero_h0 = zero_h0 and cell != FR_GRU_RESET_BEFORE   # (whose step GEMMs are not skipped)
     cdef Py_ssize_t na_local[64]          # per-item active counts (nitems <= 64 enforced by caller)
     for w in range(nitems):
         na_local[w] = bblk[w // nu + 1] - bblk[w // nu]
@@ -409,7 +420,7 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                 if rd != NULL:
                     hm = <floating*>rd.hm + w * rd.hm_stride
                 _step_item(kt, cell, reverse, s, T, H, P, G, p0, na, 0, H, xp, LX, bx, bhn,
-                           whh, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
+                           NULL if zero_h0 and s == 0 else whh, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
                            scratch + w * scr_stride, ldr, store, wg, wc, whn,
                            xin, Kx, wx1, wx2, xrow, hmask, hm, peep, whr)
             w = fr_claim(next_item)
@@ -429,6 +440,8 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                     nxt = hbuf + ((s + 1) & 1) * BP + p0 * P
                     wblk = (whh + uj * _hh_block_size(kt, cell, P, G, ublk[1], sizeof(floating))
                             if mode == 0 else whh)
+                    if zero_h0 and s == 0:
+                        wblk = NULL
                     if xs != NULL:
                         xin = _gather_inputs(xs, w, reverse, s, T, p0, na, order, lengths, cur)
                     if rd != NULL:
@@ -468,7 +481,8 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
                       const _InStep* xs=NULL,       # IN input projected in steps
                       const _RecDropout* rd=NULL,   # IN recurrent dropout
                       const floating* peep=NULL,    # IN (3H) peepholes
-                      const floating* whr=NULL) noexcept nogil:  # IN packed W_hr^T (projection)
+                      const floating* whr=NULL,     # IN packed W_hr^T (projection)
+                      bint zero_h0=False) noexcept nogil:  # IN hbuf[0] (h0) is all zeros
     """Run one layer-direction over time, on min(nthreads, nb*nu) threads."""
     cdef int tid, nth
     cdef int next_item = 0
@@ -482,7 +496,7 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
     if nthreads <= 1:
         _worker(kt, 0, 1, cell, reverse, T, tmax, B, H, P, G, xp, LX, bx, bhn, whh, mode, ublk,
                 nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch, scr_stride, ldr,
-                store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd, peep, whr)
+                store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd, peep, whr, zero_h0)
         return
     with parallel(num_threads=nthreads):
         tid = openmp.omp_get_thread_num()
@@ -490,7 +504,7 @@ cdef void _recurrence(const fr_kernels_t* kt, int cell, bint reverse, Py_ssize_t
         _worker(kt, tid, nth, cell, reverse, T, tmax, B, H, P, G, xp, LX, bx, bhn, whh, mode,
                 ublk, nu, bblk, nb, order, lengths, hbuf, cbuf, y, LY, hN, cN, scratch,
                 scr_stride, ldr, store, wg, wc, whn, &bar, w_src, xrow, &next_item, xs, rd, peep,
-                whr)
+                whr, zero_h0)
     fr_team_done(&bar)
 
 
@@ -510,6 +524,15 @@ cdef int _check_arr(cnp.ndarray a, str name, int ndim, Py_ssize_t d0, Py_ssize_t
                          f"{'float64' if is_double else 'float32'} array of shape "
                          f"{(d0, d1, d2)[:ndim]}, got {(<object>a).dtype} {(<object>a).shape}")
     return 0
+
+
+cdef inline bint _all_zero(const floating* a, Py_ssize_t n) noexcept nogil:
+    """Whether the n values at ``a`` are all zero (NaN is not)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if a[i] != 0:
+            return False
+    return True
 
 
 cdef inline void* _ptr(object a):
@@ -580,7 +603,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
     cdef Py_ssize_t layer, d, idx, i, p, b, tmax, rows, max_nj, ldr, step, I_l
     cdef Py_ssize_t nitems, LX, GHp, whr_size = 0
     cdef Py_ssize_t nb = cnp.PyArray_DIM(bblk_arr, 0) - 1, nu = cnp.PyArray_DIM(ublk_arr, 0) - 1
-    cdef bint store
+    cdef bint store, zero_h0
     cdef int64_t* lens
     cdef int64_t* order
     cdef int64_t* bblk_p
@@ -800,12 +823,14 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
             bx_p = <floating*>_ptr(bx[idx])     # folded by the planner
             bhn_p = <floating*>_ptr(bhn[idx])
             # initial state, gathered into sorted order
-            if h0 is None:
+            zero_h0 = h0 is None
+            if zero_h0:
                 memset(hb, 0, BP * sizeof(floating))
             else:
                 src = <const floating*>_ptr(h0) + idx * BP
                 for p in range(B):
                     memcpy(hb + p * P, src + order[p] * P, P * sizeof(floating))
+                zero_h0 = _all_zero(hb, BP)     # (the layers pass zeros for "no state")
             if _has_c(cell):
                 if c0 is None:
                     memset(cb, 0, BH * sizeof(floating))
@@ -849,7 +874,7 @@ cdef object _forward_impl(floating tag, int cell, cnp.ndarray x, list w_ih, list
                             wg_p + d * BT * GH if wg_p != NULL else NULL,
                             wc_p + d * BT * H if wc_p != NULL else NULL,
                             whn_p + d * BT * H if whn_p != NULL else NULL, nthreads, wsrc_p,
-                            xrow, xs_p, rd_p, peep_p, whr_p)
+                            xrow, xs_p, rd_p, peep_p, whr_p, zero_h0)
         inp = y if layer_masks is None or layer == L - 1 else y * layer_masks[layer]
     return inp, h_n, c_n, ws
 
