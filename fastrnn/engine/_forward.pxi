@@ -158,25 +158,23 @@ cdef void _step_item(
                     rr[k * nj + j] = xr[k * H + u0 + j] + bx[k * H + u0 + j]
     # 2. recurrent GEMM: rec[:, :N] += cur @ W_hh[block]^T (direct: rec[:, :N] = ...)
     hr = cur
-    if whh == NULL:
-        if direct:      # the GEMM would have written rec: h_prev @ W_hh^T is zero
-            for r in range(na):
-                memset(rec + r * ldr, 0, N * sizeof(floating))
-    elif hmask != NULL:
+    if hmask != NULL and whh != NULL:
         for r in range(na):
             b = order[p0 + r]
             for j in range(P):
                 hm[r * P + j] = cur[r * P + j] * hmask[b * P + j]
         hr = hm
-    if cell == FR_GRU_RESET_BEFORE:
+    if whh == NULL:     # h_prev is zero, so is the product; direct mode's GEMM would write rec
+        if direct:
+            for r in range(na):
+                memset(rec + r * ldr, 0, N * sizeof(floating))
+    elif cell == FR_GRU_RESET_BEFORE:
         _reset_before_gemms(kt, na, H, hr, whh, mode, rec, ldr)
         if store:
             for r in range(na):
                 b = order[p0 + r]
                 t = (lengths[b] - 1 - s) if reverse else s
                 memcpy(whn + (b * T + t) * H, rec + r * ldr + 4 * H, H * sizeof(floating))
-    elif whh == NULL:
-        pass
     elif mode == 0:
         _gemm_acc(kt, na, N, P, hr, P, whh, rec, ldr, not direct)
     else:
@@ -419,8 +417,9 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                     xin = _gather_inputs(xs, w, reverse, s, T, p0, na, order, lengths, cur)
                 if rd != NULL:
                     hm = <floating*>rd.hm + w * rd.hm_stride
+                wblk = NULL if zero_h0 and s == 0 else whh
                 _step_item(kt, cell, reverse, s, T, H, P, G, p0, na, 0, H, xp, LX, bx, bhn,
-                           NULL if zero_h0 and s == 0 else whh, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
+                           wblk, mode, order, lengths, cur, nxt, cbuf + p0 * H, y, LY, hN, cN,
                            scratch + w * scr_stride, ldr, store, wg, wc, whn,
                            xin, Kx, wx1, wx2, xrow, hmask, hm, peep, whr)
             w = fr_claim(next_item)
@@ -438,10 +437,12 @@ cdef void _worker(const fr_kernels_t* kt, int tid, int nth, int cell, bint rever
                     nj = ublk[uj + 1] - u0
                     cur = hbuf + (s & 1) * BP + p0 * P
                     nxt = hbuf + ((s + 1) & 1) * BP + p0 * P
-                    wblk = (whh + uj * _hh_block_size(kt, cell, P, G, ublk[1], sizeof(floating))
-                            if mode == 0 else whh)
                     if zero_h0 and s == 0:
                         wblk = NULL
+                    else:
+                        wblk = (whh + uj * _hh_block_size(kt, cell, P, G, ublk[1],
+                                                          sizeof(floating))
+                                if mode == 0 else whh)
                     if xs != NULL:
                         xin = _gather_inputs(xs, w, reverse, s, T, p0, na, order, lengths, cur)
                     if rd != NULL:

@@ -246,7 +246,6 @@ def test_zero_initial_state_skips_only_a_zero_product(cell, plan, nthreads):
                 np.testing.assert_array_equal(a, b)
 
 
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("shape", SHAPES[2:], ids=lambda s: "B{}T{}I{}H{}L{}D{}".format(*s[:6]))
