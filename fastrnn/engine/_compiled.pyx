@@ -101,6 +101,7 @@ cdef extern from "fr_kernels.h" nogil:
         int sense
         int stalled
         int preempted
+        int late
         double t_start
     ctypedef struct fr_member_t:
         int sense
@@ -113,6 +114,7 @@ cdef extern from "fr_kernels.h" nogil:
     void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m)
     double fr_now()
     int fr_team_done(const fr_barrier_t* b)
+    int fr_region_waking(const fr_barrier_t* b)
     int fr_contended()
     void fr_note_contention(double hold_seconds)
     double FR_CONTENDED_WAIT

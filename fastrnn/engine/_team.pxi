@@ -67,7 +67,9 @@ def _team_probe(double delay, bint preempted=True, double start_late=0.0):
     contention detector's test (the preemption count of the region is set, not measured, so
     that a stray preemption on an idle machine cannot decide it).  ``start_late``: the second
     thread's share begins that many seconds after the region (as if it had waited for a
-    core).  Returns (team size, whether the region counted as contended)."""
+    core).  Returns (team size, whether the region counted as contended, whether it began
+    in the waking window after an idle pause, where no region counts, whether a share began
+    late: by ``start_late`` or because the OS ran a thread late)."""
     cdef int tid, nth
     cdef int team[1]
     cdef fr_barrier_t bar
@@ -80,7 +82,8 @@ def _team_probe(double delay, bint preempted=True, double start_late=0.0):
             team[0] = nth
         _probe_part(tid, nth, delay, start_late, &bar)
     bar.preempted = preempted       # what the OS would have counted, made deterministic
-    return team[0], bool(fr_team_done(&bar))
+    counted = bool(fr_team_done(&bar))
+    return team[0], counted, bool(fr_region_waking(&bar)), bool(bar.late)
 
 
 

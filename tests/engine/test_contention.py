@@ -5,6 +5,7 @@ preempted is contended; a few contended regions in a row make the engine run on 
 a while, with the same results.  Regions right after an idle pause never count (the cores are
 waking up then), nor, where the OS counts preemptions, stalls without one.
 """
+import functools
 import threading
 import time
 
@@ -28,6 +29,12 @@ def _forget_contention():
     _compiled.note_contention(0)
 
 
+class _Interrupted(Exception):
+    """The machine broke a probe's premise: the region began in the waking window after an idle
+    pause (this process had not run for a while) or a thread's share began late without being
+    asked to (it waited for a core)."""
+
+
 def _busy():
     """Parallel regions back to back for longer than the waking window after an idle pause."""
     if _compiled._team_probe(0.0, False)[0] < 2:
@@ -37,39 +44,66 @@ def _busy():
         _compiled._team_probe(0.0, False)   # never counts: no team mate was preempted
 
 
+def _probe(delay, preempted=True, start_late=0.0):
+    """``_team_probe`` on a machine that kept to its premise: (team size, whether the region
+    counted as contended)."""
+    team, counted, waking, late = _compiled._team_probe(delay, preempted, start_late)
+    if waking or (late and start_late < _compiled.CONTENDED_WAIT):
+        raise _Interrupted
+    return team, counted
+
+
+def _uninterrupted(test):
+    """Run ``test`` again (from ``_busy``) when the machine broke a probe's premise; on a shared
+    machine a pause of a few milliseconds now and then is no fault of the detector."""
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        for _ in range(5):
+            _compiled.note_contention(0)
+            try:
+                return test(*args, **kwargs)
+            except _Interrupted:
+                pass
+        pytest.fail("the machine interrupted every try")
+    return run
+
+
+@_uninterrupted
 def test_contended_regions_in_a_row_mean_contention():
     n = _compiled.CONTENDED_REGIONS
     _busy()
     for _ in range(n - 1):
-        assert _compiled._team_probe(LATE) == (2, True)
+        assert _probe(LATE) == (2, True)
     assert not _compiled.contended()                  # fewer in a row are not contention
-    assert _compiled._team_probe(0.0) == (2, False)   # ... and a clean region resets the count
+    assert _probe(0.0) == (2, False)                  # ... and a clean region resets the count
     for _ in range(n - 1):
-        assert _compiled._team_probe(LATE) == (2, True)
+        assert _probe(LATE) == (2, True)
     assert not _compiled.contended()
-    assert _compiled._team_probe(LATE) == (2, True)
+    assert _probe(LATE) == (2, True)
     assert _compiled.contended()
     _compiled.note_contention(0)
     assert not _compiled.contended()
 
 
+@_uninterrupted
 def test_a_stall_without_preemption_is_no_contention():
     if not _compiled.preemptions_known():
         pytest.skip("this OS does not count preemptions per thread")
     _busy()
     for _ in range(3 * _compiled.CONTENDED_REGIONS):
-        assert _compiled._team_probe(LATE, preempted=False) == (2, False)
+        assert _probe(LATE, preempted=False) == (2, False)
     assert not _compiled.contended()
 
 
+@_uninterrupted
 def test_a_team_mate_that_starts_late_is_contention_without_preemption():
     """Beside a busy process a short region is held up by a team mate waiting for a core (no
     preemption counted): a share that begins late marks the region, a stall alone does not."""
     _busy()
-    assert _compiled._team_probe(LATE, preempted=False, start_late=LATE) == (2, True)
-    assert _compiled._team_probe(LATE, preempted=False, start_late=0.0) == (2, False)
+    assert _probe(LATE, preempted=False, start_late=LATE) == (2, True)
+    assert _probe(LATE, preempted=False, start_late=0.0) == (2, False)
     for _ in range(_compiled.CONTENDED_REGIONS):
-        _compiled._team_probe(LATE, preempted=False, start_late=LATE)
+        _probe(LATE, preempted=False, start_late=LATE)
     assert _compiled.contended()
 
 
@@ -77,8 +111,10 @@ def test_regions_after_an_idle_pause_do_not_count():
     _busy()
     time.sleep(2 * _compiled.IDLE)
     t0 = time.perf_counter()
-    for _ in range(_compiled.CONTENDED_REGIONS):
-        _compiled._team_probe(LATE)
+    assert _compiled._team_probe(LATE)[:3] == (2, False, True)   # the first one: waking
+    for _ in range(_compiled.CONTENDED_REGIONS - 1):
+        # (counted, waking): a region in the waking window never counts
+        assert _compiled._team_probe(LATE)[1:3] in ((False, True), (True, False))
     if time.perf_counter() - t0 < _compiled.WAKING:   # still in the waking window
         assert not _compiled.contended()
 

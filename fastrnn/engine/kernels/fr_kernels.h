@@ -151,6 +151,8 @@ void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m);
 double fr_now(void);               /* monotonic clock, seconds */
 long fr_thread_preemptions(void);  /* this thread's involuntary context switches, or -1 */
 int fr_team_done(const fr_barrier_t* b);
+/* after fr_team_done: whether the region began in the waking window after an idle pause */
+int fr_region_waking(const fr_barrier_t* b);
 int fr_contended(void);
 void fr_note_contention(double hold_seconds);
 

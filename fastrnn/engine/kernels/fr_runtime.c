@@ -241,6 +241,8 @@ int fr_team_done(const fr_barrier_t* b) {
     return counts;
 }
 
+int fr_region_waking(const fr_barrier_t* b) { return b->t_start < fr_waking_until; }
+
 int fr_claim(int* next) { return fr_fetch_add(next, 1) - 1; }
 
 void fr_member_init(fr_member_t* m) {
