@@ -53,6 +53,25 @@ def test_quick_run_writes_the_json_of_the_results_files(tmp_path, capsys):
         assert list(old["rows"][0]) == list(got["rows"][0]), path
 
 
+def test_sustained_pass_times_every_contender_and_reports_its_ratio(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "out.json"
+    assert cli.main(QUICK + ["--only", "S1", "--sustained", "--skip", "onnx,ref",
+                             "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "# sustained calls: each sample after" in table
+    got = json.loads(out.read_text())
+    row = got["rows"][0]
+    assert got["meta"]["sustained"] and set(row["sustained_s"]) == {"fastrnn", "torch"}
+    assert all(t > 0 for t in row["sustained_s"].values()) and row["loaded_s"] == {}
+    assert row["best_peer_over_fastrnn_sustained"] == pytest.approx(
+        row["sustained_s"]["torch"] / row["sustained_s"]["fastrnn"])
+    line = next(ln for ln in table.splitlines()[table.splitlines().index(
+        next(ln for ln in table.splitlines() if ln.startswith("# sustained calls: each"))):]
+        if ln.startswith("S1 "))
+    assert f"{row['best_peer_over_fastrnn_sustained']:.2f}x" in line
+
+
 def test_a_wrong_contender_exits_1(monkeypatch, capsys):
     fastrnn, na = contenders.fastrnn_backends()
     if fastrnn is None or na:

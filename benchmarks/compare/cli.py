@@ -17,7 +17,7 @@ from .configs import ALL_CONFIGS, select_configs
 from .contenders import fastrnn_backends, fastrnn_can_train, fastrnn_isas, import_peers, set_threads
 from .machine import cpu_flags, cpu_model, engine_config, loadavg, measure_engine_gemm, measure_sgemm
 from .run import Session, run_config
-from .timing import FULL, QUICK
+from .timing import FULL, QUICK, SUSTAINED_WARM_S
 
 
 def parse_args(argv=None):
@@ -39,10 +39,16 @@ def parse_args(argv=None):
     ap.add_argument("--isa", metavar="NAMES",
                     help="instruction sets to run fastrnn on: comma-separated (the first is the "
                          "'fastrnn' column), or 'all' that this CPU can run (default: the one in use)")
+    ap.add_argument("--sustained", action="store_true",
+                    help="also time every row in sustained calls (each sample after "
+                         f"{SUSTAINED_WARM_S:g} s of untimed calls of the same contender, as a "
+                         "server sees them) and report those ratios")
     ap.add_argument("--load", type=int, default=0, metavar="N",
-                    help="also time every row beside N busy processes and report the slowdowns")
+                    help="also time every row beside N busy processes and report the slowdowns "
+                         "(implies --sustained: the slowdowns are of sustained calls)")
     ap.add_argument("--list", action="store_true", help="list the configurations and exit")
     args = ap.parse_args(argv)
+    args.sustained = args.sustained or args.load > 0
     if args.gap is None:
         args.gap = 0.01 if args.quick else 0.05
     return args
@@ -99,6 +105,7 @@ def setup(args, tmpdir: str, t_start: float) -> tuple:
         "engine": engine_config(fastrnn),
         "isas": isas,
         "load_processes": args.load,
+        "sustained": args.sustained,
         "threads": {"requested": args.threads, "torch": torch_threads, "fastrnn": fr_threads,
                     "onnxruntime_intra_op": args.threads or os.cpu_count()},
         "versions": _versions(fastrnn, torch, ort),
@@ -139,7 +146,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="fastrnn-bench-") as tmpdir:
         s, meta = setup(args, tmpdir, t_start)
         configs, train_skipped = _training_rows(args, select_configs(args.only, args.training), s)
-        report.print_header(meta, s.plan, args.load, train_skipped)
+        report.print_header(meta, s.plan, args.sustained, args.load, train_skipped)
         sgemm_samples = [meta["sgemm_gflops"]]
         rows = run_rows(s, configs, sgemm_samples, failures, notes)
     # The GEMM ceiling: the best rate seen (start, before each configuration, end).
@@ -150,7 +157,7 @@ def main(argv=None) -> int:
     meta["sgemm_gflops_ceiling"] = max(sgemm_samples + ([engine_gemm] if engine_gemm else []))
     report.print_table(rows, meta["sgemm_gflops_ceiling"], s.isas)
     notes.extend(report.derived_notes(rows))
-    report.print_legend(meta, args.stat, args.load, rows)
+    report.print_legend(meta, args.stat, args.sustained, args.load, rows)
     report.print_notes(notes, rows, meta, s.skip)
     return _finish(s, meta, rows, failures, notes)
 

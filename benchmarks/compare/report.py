@@ -10,7 +10,7 @@ from typing import Optional
 
 from .configs import Config
 from .contenders import PEERS, fastrnn_name
-from .timing import LOAD_WARM_S
+from .timing import SUSTAINED_WARM_S
 
 COLS = ("fastrnn", "ref", "torch", "onnx")
 ODD_NAMES = ("N127", "N128", "N129", "N255", "N256", "N257")
@@ -39,7 +39,7 @@ def _over(a: Optional[float], b: Optional[float]) -> Optional[float]:
 # ---------------------------------------------------------------------------- header
 
 
-def print_header(meta: dict, plan, load: int, train_skipped: Optional[str]) -> None:
+def print_header(meta: dict, plan, sustained: bool, load: int, train_skipped: Optional[str]) -> None:
     sgemm, isas = meta["sgemm_gflops"], meta["isas"]
     by_isa, engine_gemm = meta["engine_gemm_gflops_by_isa"], meta["engine_gemm_gflops"]
     print(f"# fastrnn comparison  {meta['date']}")
@@ -54,8 +54,9 @@ def print_header(meta: dict, plan, load: int, train_skipped: Optional[str]) -> N
           + (f"; fastrnn's own GEMM kernel: " + ", ".join(f"{g:.1f} ({i})" for i, g in by_isa.items() if g)
              + " GFLOP/s" if any(by_isa.values()) else
              (f"; fastrnn's own GEMM kernel: {engine_gemm:.1f} GFLOP/s" if engine_gemm else "")))
-    if load:
-        print(f"# under load: every row is timed again beside {load} busy process(es)")
+    if sustained:
+        print(f"# sustained calls: every row is timed again, each sample after {SUSTAINED_WARM_S:g} s "
+              "of untimed calls" + (f", alone and beside {load} busy process(es)" if load else ""))
     th = meta["threads"]
     print(f"# threads: torch {th['torch']}, onnxruntime intra_op {th['onnxruntime_intra_op']}, "
           f"fastrnn {th['fastrnn'] if th['fastrnn'] is not None else 'default'}")
@@ -75,11 +76,10 @@ def print_header(meta: dict, plan, load: int, train_skipped: Optional[str]) -> N
 
 def row_record(cfg: Config, res: dict, stat: str, isas: list) -> dict:
     """The JSON record of a row from ``run.run_config``'s result."""
-    runners, med, steady, loaded = res["runners"], res["times"], res["steady"], res["loaded"]
+    runners, med, sustained, loaded = res["runners"], res["times"], res["sustained"], res["loaded"]
     fr = med.get("fastrnn")
     ratios = {p: _over(med.get(p), fr) for p in PEERS}
-    valid_peers = [t for t in (med.get(p) for p in PEERS) if t]
-    best = min(valid_peers) if valid_peers else None
+    best = _best_peer(med)
     fr_names = [fastrnn_name(isas, i) for i in isas] or ["fastrnn"]
     return {
         "config": cfg.name,
@@ -97,15 +97,22 @@ def row_record(cfg: Config, res: dict, stat: str, isas: list) -> dict:
         "fastrnn_gflops": cfg.flops() / fr / 1e9 if fr else None,
         "best_peer_over": {n: _over(best, med.get(n)) for n in fr_names},
         "gflops": {n: (cfg.flops() / med[n] / 1e9 if med.get(n) else None) for n in fr_names},
-        "steady_s": steady,
+        "sustained_s": sustained,
+        "best_peer_over_fastrnn_sustained": _over(_best_peer(sustained), sustained.get("fastrnn")),
         "loaded_s": loaded,
-        "slowdown": {n: _over(loaded.get(n), steady.get(n)) for n in loaded},
+        "slowdown": {n: _over(loaded.get(n), sustained.get(n)) for n in loaded},
         "fastrnn_sgemm_fraction": None,  # filled in at the end, against the best sgemm seen
         "na": res["na"],
         "oracle": res["oracle"],
         "single_sample": res["late"],
         "notes": [r.note for r in runners if r.note],
     }
+
+
+def _best_peer(times: dict) -> Optional[float]:
+    """The faster peer's time among ``times`` (contender -> time), or None."""
+    valid = [t for t in (times.get(p) for p in PEERS) if t]
+    return min(valid) if valid else None
 
 
 def _cells(row: dict, cols: tuple, stream: bool) -> list:
@@ -148,15 +155,41 @@ def format_row(row: dict, stream: bool, header: bool, isas: tuple = ()) -> str:
     return "\n".join(lines)
 
 
-def format_slowdowns(rows: list, n: int) -> str:
-    """The table of slowdown factors under load (``--load``): loaded time / unloaded time."""
+def _contenders(rows: list, key: str) -> list:
+    """The contenders named in the rows' ``key`` dictionaries, in order of appearance."""
     who = []
     for row in rows:
-        for k in row.get("slowdown", {}):
+        for k in row.get(key, {}):
             if k not in who:
                 who.append(k)
+    return who
+
+
+def format_sustained(rows: list) -> str:
+    """The table of sustained calls (``--sustained``): each contender's time and the faster
+    peer's ratio, next to that ratio after a pause (the main table's)."""
+    who = _contenders(rows, "sustained_s")
+    h = (f"# sustained calls: each sample after {SUSTAINED_WARM_S:g} s of untimed calls of the "
+         f"same contender\n{'config':6s} " + " ".join(f"{k:>15s}" for k in who)
+         + f" {'best/fr':>8s} {'after a pause':>14s}")
+    lines = [h, "-" * len(h.splitlines()[-1])]
+    for row in rows:
+        t = row.get("sustained_s", {})
+        if t:
+            stream = row["mode"] == "stream"
+            lines.append(f"{row['config']:6s} "
+                         + " ".join(f"{(fmt_time(t[k], stream) if t.get(k) else 'n/a'):>15s}" for k in who)
+                         + f" {fmt_ratio(row['best_peer_over_fastrnn_sustained']):>8s}"
+                         + f" {fmt_ratio(row['best_peer_over_fastrnn']):>14s}")
+    return "\n".join(lines)
+
+
+def format_slowdowns(rows: list, n: int) -> str:
+    """The table of slowdown factors under load (``--load``): loaded time / time alone, both in
+    sustained calls."""
+    who = _contenders(rows, "slowdown")
     h = (f"# slowdown beside {n} busy process(es): loaded / unloaded median, both sampled after "
-         f"{LOAD_WARM_S:g} s of untimed calls\n{'config':6s} ") + \
+         f"{SUSTAINED_WARM_S:g} s of untimed calls\n{'config':6s} ") + \
         " ".join(f"{k:>15s}" for k in who)
     lines = [h, "-" * len(h.splitlines()[-1])]
     for row in rows:
@@ -193,12 +226,16 @@ def derived_notes(rows: list) -> list:
     return notes
 
 
-def print_legend(meta: dict, stat: str, load: int, rows: list) -> None:
+def print_legend(meta: dict, stat: str, sustained: bool, load: int, rows: list) -> None:
     sg = meta["sgemm_gflops_samples"]
     engine_gemm = meta["engine_gemm_gflops"]
     print()
-    print(f"# times: {stat} per call (streaming: per step); ratios are peer time / fastrnn time"
-          " (>1: fastrnn faster); best = the faster peer")
+    print(f"# times: {stat} per call (streaming: per step), each sample after a pause and one "
+          "untimed call; ratios are peer time / fastrnn time (>1: fastrnn faster); best = the "
+          "faster peer")
+    if sustained:
+        print()
+        print(format_sustained(rows))
     if load:
         print()
         print(format_slowdowns(rows, load))

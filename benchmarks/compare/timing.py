@@ -14,9 +14,10 @@ from typing import Optional
 
 from .contenders import Runner
 
-# Under --load every sample follows this much untimed work of the same contender: a busy
-# neighbour matters for sustained work (training, serving), whose steady state this is.
-LOAD_WARM_S = 0.15
+# In the sustained pass (--sustained, --load) every sample follows this much untimed work of
+# the same contender: the steady state of sustained work (serving, training), which a busy
+# neighbour also disturbs.
+SUSTAINED_WARM_S = 0.15
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def _sample(r: Runner, rewarm: bool = False, warm_s: float = 0.0) -> float:
             r.run()   # untimed: wakes the contender's threads and caches after a pause
         t_warm = time.perf_counter()
         while time.perf_counter() - t_warm < warm_s:
-            r.run()   # untimed: the contender in its steady state (--load)
+            r.run()   # untimed: the contender in its steady state (the sustained pass)
         t0 = time.perf_counter()
         for _ in range(r.number):
             r.run()
@@ -92,7 +93,7 @@ def time_runners(runners: list, budget_s: float, min_reps: int, max_reps: int,
     after it, one untimed call before the timed ones (a call right after a pause is 2-3x slower
     on these VMs, for every contender: that measured the wake-up, not the steady state).
     ``warm_s``: before each sample, untimed calls for that long (the steady state of sustained
-    work, used under ``--load``).
+    work: the sustained pass).
     """
     if repeat == 0:
         for r in runners:
@@ -148,10 +149,11 @@ def _stats(runners: list, stat) -> dict:
 
 
 def time_row(name: str, runners: list, plan: Plan, args, late: bool, failures: list) -> tuple:
-    """Sample a row's contenders; returns their times (``args.stat``) and, under ``--load``, the
-    times of the steady-state passes alone and beside busy processes: (times, steady, loaded).
-    A crash while timing is added to ``failures``.  In --quick past the deadline (``late``): one
-    sample each, the check call."""
+    """Sample a row's contenders; returns their times (``args.stat``) and, with
+    ``--sustained`` (or ``--load``), the times of the sustained pass, and with ``--load`` those
+    of the same pass beside busy processes: (times, sustained, loaded).  A crash while timing
+    is added to ``failures``.  In --quick past the deadline (``late``): one sample each, the
+    check call."""
     try:
         time_runners(runners, plan.budget, plan.min_reps, plan.max_reps, plan.target,
                      0 if late else args.repeat, args.gap)
@@ -159,26 +161,30 @@ def time_row(name: str, runners: list, plan: Plan, args, late: bool, failures: l
         failures.append(f"{name}: crashed while timing: {type(exc).__name__}: {exc}")
         traceback.print_exc(file=sys.stderr)
     stat = statistic(args.stat)
-    loaded, steady = {}, {}
-    if args.load and not late and runners:
+    sustained, loaded = {}, {}
+    passes = [(0, sustained, "")] if args.sustained else []
+    if args.load:
+        passes.append((args.load, loaded, " under load"))
+    if passes and not late and runners:
         kept = {r.name: r.samples for r in runners}
-        try:
-            _time_under_load(runners, plan, args, stat, steady, loaded)
-        except Exception as exc:
-            failures.append(f"{name}: crashed while timing under load: {type(exc).__name__}: {exc}")
-            traceback.print_exc(file=sys.stderr)
+        for busy, into, what in passes:
+            try:
+                _time_sustained(runners, plan, args, stat, busy, into)
+            except Exception as exc:
+                failures.append(f"{name}: crashed while timing sustained calls{what}: "
+                                f"{type(exc).__name__}: {exc}")
+                traceback.print_exc(file=sys.stderr)
         for r in runners:
             r.samples = kept[r.name]
-    return _stats(runners, stat), steady, loaded
+    return _stats(runners, stat), sustained, loaded
 
 
-def _time_under_load(runners: list, plan: Plan, args, stat, steady: dict, loaded: dict) -> None:
-    """The same contenders in their steady state, alone and beside ``args.load`` busy processes
-    (both passes sample alike): fills ``steady`` and ``loaded``."""
-    for busy, into in ((0, steady), (args.load, loaded)):
-        for r in runners:
-            r.samples = []
-        with busy_processes(busy):
-            time_runners(runners, plan.budget, plan.min_reps, plan.max_reps, plan.target,
-                         args.repeat, args.gap, warm_s=LOAD_WARM_S)
-        into.update(_stats(runners, stat))
+def _time_sustained(runners: list, plan: Plan, args, stat, busy: int, into: dict) -> None:
+    """The contenders in sustained calls (each sample after ``SUSTAINED_WARM_S`` of untimed
+    calls), beside ``busy`` busy processes: fills ``into`` with their times."""
+    for r in runners:
+        r.samples = []
+    with busy_processes(busy):
+        time_runners(runners, plan.budget, plan.min_reps, plan.max_reps, plan.target,
+                     args.repeat, args.gap, warm_s=SUSTAINED_WARM_S)
+    into.update(_stats(runners, stat))
