@@ -109,6 +109,26 @@ def test_gemm(dtype, M, K, N):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M", [1, 2, 4, 6, 8])
+def test_gemm_of_one_tile_of_rows_has_the_same_bits_in_consecutive_calls(dtype, M):
+    """A thread's consecutive products of one tile of rows read the weight panels in
+    alternating order (the cache keeps the last ones read): each call is right, and two calls
+    in a row agree bit for bit (several panels and a ragged last one on every target)."""
+    rng = np.random.default_rng(M)
+    a = rng.standard_normal((M, 37)).astype(dtype)
+    b = rng.standard_normal((37, 200)).astype(dtype)
+    from fastrnn import engine
+    threads = engine.get_num_threads()
+    engine.set_num_threads(1)       # both calls on this thread
+    try:
+        first, second = gemm.matmul(a, b), gemm.matmul(a, b)
+    finally:
+        engine.set_num_threads(threads)
+    assert rel_err(first, a @ b) <= TOL[np.dtype(dtype)] * 37
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("M, K, N", [(145, 257, 33), (300, 600, 70), (433, 129, 300)])
 def test_gemm_across_blocks(dtype, M, K, N):
     """Shapes past one block of rows (128-144, by target) and of K (256-512): the packed micro-panels

@@ -33,9 +33,11 @@
 #  define FR_INLINE static __forceinline
 #  define FR_RESTRICT __restrict
 #  define FR_UNROLL
+#  define FR_THREAD_LOCAL __declspec(thread)
 #else
 #  define FR_INLINE inline __attribute__((always_inline))
 #  define FR_RESTRICT __restrict__
+#  define FR_THREAD_LOCAL _Thread_local
 #  if defined(__clang__)
 #    define FR_UNROLL _Pragma("unroll")
 #  else
