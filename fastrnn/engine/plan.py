@@ -66,6 +66,15 @@ INPUT_IN_STEP_MAX_WEIGHTS = 1 << 17
 #: threads whatever H: no barrier at each step, and each block reads all of W_hh (measured,
 #: two threads, LSTM B=32 T=50: I=H=512 -3%, I=H=256 -4%, I=H=255 -6% against unit blocks)
 BATCH_SPLIT_MIN_ROWS = 16
+#: batch blocks per thread where each keeps BATCH_SPLIT_MIN_ROWS rows: the threads claim them
+#: one at a time, so that a thread held up by the machine (another process, a virtual CPU
+#: that the host runs slower for a while) runs fewer.  Measured on a Zen 4 VM, two threads,
+#: in-process interleaved, 4 blocks of 16 rows against 2 of 32 (LSTM B=64 T=50 I=H=128 F3, GRU
+#: F6, LSTM B=64 T=100 P1pad): AVX2 kernels -2..-3% while the VM ran both CPUs at full speed,
+#: -13..-19% while one ran slower, -23% (F3) beside a busy process; AVX-512 kernels even, and
+#: +3..5% in one run while one CPU ran slower.  Blocks of 8 rows (B=32) cost the AVX2 kernels'
+#: 6-row tiles 4-9% at full speed, so smaller batches keep one block a thread.
+BLOCKS_PER_THREAD = 2
 
 #: recurrent GEMM modes
 MODE_PANEL, MODE_DOT = 0, 1
@@ -220,8 +229,9 @@ def forward_plan(B, T, I, H, G, D, nthreads):
     best for small and medium H), ``MODE_DOT`` (dot-product kernel on the weights as given: no
     per-call transpose of a large W_hh).  Two ways to use several cores:
 
-    * batch blocks: independent sequences per thread, no synchronisation; each core reads all
-      of W_hh, so it suits small H with enough batch rows;
+    * batch blocks: independent sequences, no synchronisation; each core reads all of W_hh,
+      so it suits small H with enough batch rows; :data:`BLOCKS_PER_THREAD` blocks a thread
+      (claimed one at a time) where each keeps :data:`BATCH_SPLIT_MIN_ROWS` rows, else one;
     * unit blocks: each core owns a slice of the hidden units (and of W_hh, which then stays in
       its own L2) and the threads meet at one barrier per step; for large H with a small
       batch (fewer than :data:`BATCH_SPLIT_MIN_ROWS` rows a thread), or a batch too small to
@@ -245,7 +255,11 @@ def forward_plan(B, T, I, H, G, D, nthreads):
     else:
         nb, nu = 1, nthreads
     nb, nu = clamp_work_items(nb, nu, B, H)
-    return ForwardPlan(nb, nu, mode, proj, in_step_fits(B, nb, mode, max(I, H * D), H, G))
+    # where the input is projected follows the rows of a thread, not of a block
+    in_step = in_step_fits(B, nb, mode, max(I, H * D), H, G)
+    if nu == 1 and nb > 1 and B >= BLOCKS_PER_THREAD * BATCH_SPLIT_MIN_ROWS * nb:
+        nb = clamp_work_items(BLOCKS_PER_THREAD * nb, 1, B, H)[0]
+    return ForwardPlan(nb, nu, mode, proj, in_step)
 
 
 def in_step_fits(B, nb, mode, I, H, G):

@@ -567,7 +567,7 @@ def test_large_steppers_split_units():
 def _plan(B, H, G, nthreads, T):
     """(batch blocks, unit blocks, mode) that the planner picks for a one-layer forward."""
     p = engine_plan.forward_plan(B, T, H, H, G, 1, nthreads)
-    rows = -(-B // p.batch_blocks)
+    rows = -(-B // min(p.batch_blocks, nthreads))     # a thread's rows decide the projection
     assert p.input_in_step == (p.mode == engine_plan.MODE_PANEL and engine_plan.INPUT_IN_STEP_MIN_ROWS
                                <= rows <= engine_plan.INPUT_IN_STEP_MAX_ROWS
                                and 2 * H * G * H <= engine_plan.INPUT_IN_STEP_MAX_WEIGHTS)
@@ -587,6 +587,11 @@ def test_plan_choices():
     assert _plan(32, 512, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
     assert _plan(32, 256, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
     assert _plan(16, 512, 4, 2, 50) == (1, 2, engine_plan.MODE_PANEL)
+    # two batch blocks a thread where each keeps 16 rows (claimed one at a time), else one
+    assert _plan(64, 128, 4, 2, 50) == (4, 1, engine_plan.MODE_PANEL)
+    assert _plan(63, 128, 3, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
+    assert _plan(64, 512, 4, 2, 50) == (4, 1, engine_plan.MODE_PANEL)
+    assert _plan(96, 64, 4, 3, 50) == (6, 1, engine_plan.MODE_PANEL)
     # the input projected in each step for 8 to 16 rows a batch block and weights that stay
     # in a core's cache, else one GEMM before
     assert engine_plan.forward_plan(32, 50, 128, 128, 4, 1, 2).input_in_step    # 2 x 16 rows
