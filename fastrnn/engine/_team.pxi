@@ -82,7 +82,7 @@ def _team_probe(double delay, bint preempted=True, double start_late=0.0):
             team[0] = nth
         _probe_part(tid, nth, delay, start_late, &bar)
     bar.preempted = preempted       # what the OS would have counted, made deterministic
-    counted = bool(fr_team_done(&bar))
+    counted = bool(fr_team_done(&bar))     # (first: it opens the waking window it reports)
     return team[0], counted, bool(fr_region_waking(&bar)), bool(bar.late)
 
 

@@ -166,7 +166,8 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
     const fr_idx npanels = nfull / NR + (nr != 0);
     const int nv_edge = (int)((nr + VL - 1) / VL);
     const int pa = apack != NULL && M > FR_MR && M <= MC;
-    const int reverse = M <= FR_MR && (backwards = !backwards);
+    int reverse = 0;
+    if (M <= FR_MR) reverse = backwards = !backwards;
     for (fr_idx k0 = 0; k0 < K; k0 += kc) {
         const fr_idx k1 = k0 + kc < K ? k0 + kc : K, kn = k1 - k0;
         const int add_c = accumulate || k0 > 0;   /* else the first K block writes C */
