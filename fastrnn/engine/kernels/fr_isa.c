@@ -70,6 +70,7 @@ FR_VTYPES(double, d)
 #    define FR_KEEP(v) ((void)0)
 #  endif
 #  define FR_PREFETCH(p) __builtin_prefetch((p), 1, 3)
+#  define FR_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 #  if defined(__clang__) || __GNUC__ >= 12
 #    define FR_HAVE_SHUFFLE 1
 #  else
@@ -92,6 +93,7 @@ static fr_v_d fr_vzero_fr_v_d(void) { fr_v_d v; memset(&v, 0, sizeof v); return 
 #  define FR_VLANE(v, i) ((v).e[i])
 #  define FR_KEEP(v) ((void)0)
 #  define FR_PREFETCH(p) ((void)0)
+#  define FR_PREFETCH_L2(p) ((void)0)
 #  define FR_HAVE_SHUFFLE 0
 #endif
 

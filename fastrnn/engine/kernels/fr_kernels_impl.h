@@ -166,6 +166,9 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
     const fr_idx npanels = nfull / NR + (nr != 0);
     const int nv_edge = (int)((nr + VL - 1) / VL);
     const int pa = apack != NULL && M > FR_MR && M <= MC;
+    const fr_idx tiles = (M + FR_MR - 1) / FR_MR;
+    const int prefetch_w = tiles >= FR_PREFETCH_MIN_TILES
+                           && K * npanels * NR * (fr_idx)sizeof(FR_T) > FR_PREFETCH_MIN_BYTES;
     int reverse = 0;
     if (M <= FR_MR) reverse = backwards = !backwards;
     for (fr_idx k0 = 0; k0 < K; k0 += kc) {
@@ -192,8 +195,28 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
             const fr_idx j0 = (reverse ? npanels - 1 - q : q) * NR;
             const int edge = j0 == nfull;
             const FR_T* pan = Wp + K * j0 + k0 * NR;
+            /* the block read next (the next panel's, or the next K block's first) is fetched
+               into L2 meanwhile, a share before each tile, when W is larger than an L2 (then
+               it comes from L3, and the first tile of a block would wait for it) and there are
+               tiles enough to spread the prefetches over (so M > FR_MR: panels in order) */
+            const FR_T* next = NULL;
+            fr_idx next_lines = 0, lines_done = 0, lines_per_tile = 0;
+            if (prefetch_w) {
+                if (q + 1 < npanels) {
+                    next = Wp + K * (j0 + NR) + k0 * NR;
+                    next_lines = kn * NR;
+                } else if (k1 < K) {
+                    next = Wp + k1 * NR;
+                    next_lines = ((k1 + kc < K ? k1 + kc : K) - k1) * NR;
+                }
+                next_lines = next_lines * (fr_idx)sizeof(FR_T) / 64;
+                lines_per_tile = (next_lines + tiles - 1) / tiles;
+            }
             for (fr_idx m = 0; m < M; m += FR_MR) {
                 const int r = (int)(M - m < FR_MR ? M - m : FR_MR);
+                for (const fr_idx stop = lines_done + lines_per_tile;
+                     lines_done < stop && lines_done < next_lines; ++lines_done)
+                    FR_PREFETCH_L2(next + lines_done * (64 / (fr_idx)sizeof(FR_T)));
                 const FR_T* a;
                 fr_idx lda, ak;
                 if (pa && r == FR_MR) {
