@@ -587,10 +587,17 @@ def test_plan_choices():
     assert _plan(32, 512, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
     assert _plan(32, 256, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
     assert _plan(16, 512, 4, 2, 50) == (1, 2, engine_plan.MODE_PANEL)
+    # ... unless W_hh exceeds 2^20 elements: then unit blocks whatever the batch
+    assert _plan(32, 513, 4, 2, 50) == (1, 2, engine_plan.MODE_PANEL)
+    assert _plan(256, 1024, 4, 2, 10) == (1, 2, engine_plan.MODE_PANEL)
+    assert _plan(64, 591, 3, 2, 50) == (2, 1, engine_plan.MODE_PANEL)   # GRU, 1047843
     # two batch blocks a thread where each keeps 16 rows (claimed one at a time), else one
     assert _plan(64, 128, 4, 2, 50) == (4, 1, engine_plan.MODE_PANEL)
     assert _plan(63, 128, 3, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
-    assert _plan(64, 512, 4, 2, 50) == (4, 1, engine_plan.MODE_PANEL)
+    assert _plan(64, 181, 4, 2, 50) == (4, 1, engine_plan.MODE_PANEL)   # W_hh 131044
+    # ... but one a thread for a W_hh larger than that (a block of 16 rows streams it)
+    assert _plan(64, 182, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
+    assert _plan(64, 512, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
     assert _plan(96, 64, 4, 3, 50) == (6, 1, engine_plan.MODE_PANEL)
     # the input projected in each step for 8 to 16 rows a batch block and weights that stay
     # in a core's cache, else one GEMM before
