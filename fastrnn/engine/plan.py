@@ -78,14 +78,8 @@ BLOCKS_PER_THREAD = 2
 #: ... and only while W_hh (G * H * H elements) stays within this many (512 KiB of float32): a
 #: block of 16 rows is a GEMM of 4 tiles, too few to hide streaming a larger W_hh from L3
 #: (measured on a Xeon, family 6 model 207, in-process interleaved, LSTM T=50, 4 blocks of 16
-#: rows against 2 of 32: H=128 -11%, but H=256 +8%, H=512 +7%, H=1024 (T=25) +16%)
+#: rows against 2 of 32: H=128 -11%, but H=256 +8%, H=512 +2..7%, H=1024 (T=25) +16%)
 BLOCKS_PER_THREAD_MAX_WEIGHTS = 1 << 17
-#: a W_hh of more than this many elements (4 MiB of float32) is split by units whatever the
-#: batch: each thread then streams its share of W_hh once a step for all rows, where with
-#: batch blocks each streams all of it (measured on the Xeon, LSTM, against 2 batch blocks:
-#: B=32 H=768 -28%, B=32 H=1024 -20%, B=64 H=1024 -4%, B=128 H=1024 -1%; at H=512 the unit
-#: split was 3% faster there and 3% slower on a Zen 4, whose L2 is half the Xeon's)
-BATCH_SPLIT_MAX_WEIGHTS = 1 << 20
 
 #: recurrent GEMM modes
 MODE_PANEL, MODE_DOT = 0, 1
@@ -246,9 +240,8 @@ def forward_plan(B, T, I, H, G, D, nthreads):
       small (:data:`BLOCKS_PER_THREAD_MAX_WEIGHTS`), else one;
     * unit blocks: each core owns a slice of the hidden units (and of W_hh, which then stays in
       its own L2) and the threads meet at one barrier per step; for large H with a small
-      batch (fewer than :data:`BATCH_SPLIT_MIN_ROWS` rows a thread), a batch too small to
-      split, or a W_hh too large to stream once a step per thread
-      (:data:`BATCH_SPLIT_MAX_WEIGHTS`).
+      batch (fewer than :data:`BATCH_SPLIT_MIN_ROWS` rows a thread), or a batch too small to
+      split.
 
     The input projection runs inside the steps (``input_in_step``) for the panel kernel when
     each batch block has :data:`INPUT_IN_STEP_MIN_ROWS` to :data:`INPUT_IN_STEP_MAX_ROWS`
@@ -263,8 +256,6 @@ def forward_plan(B, T, I, H, G, D, nthreads):
     proj = nthreads if B * T * max(I, H * D) * G * H >= MIN_PARALLEL_PROJ_WORK else 1
     if nthreads <= 1 or B * G * H * H < MIN_PARALLEL_STEP_WORK:
         nb, nu = 1, 1
-    elif G * H * H > BATCH_SPLIT_MAX_WEIGHTS:
-        nb, nu = 1, nthreads
     elif B >= BATCH_SPLIT_MIN_ROWS * nthreads or (H < 256 and B >= 4 * nthreads):
         nb, nu = nthreads, 1
     else:

@@ -587,10 +587,7 @@ def test_plan_choices():
     assert _plan(32, 512, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
     assert _plan(32, 256, 4, 2, 50) == (2, 1, engine_plan.MODE_PANEL)
     assert _plan(16, 512, 4, 2, 50) == (1, 2, engine_plan.MODE_PANEL)
-    # ... unless W_hh exceeds 2^20 elements: then unit blocks whatever the batch
-    assert _plan(32, 513, 4, 2, 50) == (1, 2, engine_plan.MODE_PANEL)
-    assert _plan(256, 1024, 4, 2, 10) == (1, 2, engine_plan.MODE_PANEL)
-    assert _plan(64, 591, 3, 2, 50) == (2, 1, engine_plan.MODE_PANEL)   # GRU, 1047843
+    assert _plan(32, 1024, 4, 2, 25) == (2, 1, engine_plan.MODE_PANEL)
     # two batch blocks a thread where each keeps 16 rows (claimed one at a time), else one
     assert _plan(64, 128, 4, 2, 50) == (4, 1, engine_plan.MODE_PANEL)
     assert _plan(63, 128, 3, 2, 50) == (2, 1, engine_plan.MODE_PANEL)

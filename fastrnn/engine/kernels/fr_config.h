@@ -68,13 +68,4 @@
    with fewer accumulators split the k loop into several accumulator sets */
 #define FR_CHAINS 8
 
-/* gemm_core prefetches each next block of W's panels into L2 while the tiles of the current
-   one run, when the packed W is larger than this (more than an L2 holds beside C: then W comes
-   from L3) and a block has at least FR_PREFETCH_MIN_TILES tiles to spread the prefetches
-   over.  Measured on a Xeon (family 6 model 207, 2 MiB L2), AVX-512, one thread: 2048^3 +12%,
-   1024^3 +4%, 1600 x 2048 x 512 +5%, 48-row products with a 4 MiB W +4..6%; with 4 tiles
-   (a 16-row forward step) -9%, and -1..-3% where W stays in L2 (1 MiB and less). */
-#define FR_PREFETCH_MIN_TILES 8
-#define FR_PREFETCH_MIN_BYTES (1 << 20)
-
 #endif
