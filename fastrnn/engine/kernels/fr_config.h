@@ -23,6 +23,9 @@
 #  define FR_DR 4
 #  define FR_DC 4
 #  define FR_KC_BYTES 32768
+#  define FR_MC 64     /* Xeon (family 6 model 207), with W's next block prefetched: one thread
+                          512x2048x2048 +10%, 1600x2048x512 +6%, 3200x1024x256 +6% against 128;
+                          two threads 2-5% faster, the forward even */
 #elif defined(__AVX2__) && (defined(__FMA__) || defined(_MSC_VER))   /* MSVC: /arch:AVX2 */
 /* 16 ymm: 12 accumulators + 2 weights + 1 broadcast (6 x 16 floats, BLIS's haswell sgemm) */
 #  define FR_TARGET_NAME "avx2"
