@@ -205,21 +205,22 @@ static void FN(gemm_core)(fr_idx M, fr_idx N, fr_idx K, const FR_T* A, fr_idx ar
                32 rows +15-20%, 2048^3 +9%; W in L2 even.  With one tile (then M <= FR_MR:
                kc = K, whole panels in turn) the hardware's stream prefetch serves. */
             const FR_T* next = NULL;
-            fr_idx next_lines = 0;
+            fr_idx next_rows = 0;
             if (tiles > 1) {   /* M > FR_MR: the panels in order */
                 if (q + 1 < npanels) {
                     next = Wp + K * (j0 + NR) + k0 * NR;
-                    next_lines = kn * NR * (fr_idx)sizeof(FR_T) / 64;
+                    next_rows = kn;
                 } else if (k1 < K) {
                     next = Wp + k1 * NR;
-                    next_lines = ((k1 + kc < K ? k1 + kc : K) - k1) * NR * (fr_idx)sizeof(FR_T) / 64;
+                    next_rows = (k1 + kc < K ? k1 + kc : K) - k1;
                 }
             }
+            const fr_idx next_lines = next_rows * NR / LINE;
             for (fr_idx m = 0; m < M; m += FR_MR) {
                 const int r = (int)(M - m < FR_MR ? M - m : FR_MR);
                 const fr_idx l0 = (m / FR_MR) * kn;
                 const fr_idx npf = next_lines > l0 ? (next_lines - l0 < kn ? next_lines - l0 : kn) : 0;
-                const FR_T* pf = npf > 0 ? next + l0 * LINE : pan;
+                const FR_T* pf = npf > 0 ? next + l0 * LINE : NULL;
                 const FR_T* a;
                 fr_idx lda, ak;
                 if (pa && r == FR_MR) {
