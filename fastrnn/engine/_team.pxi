@@ -7,7 +7,8 @@
 # Every thread's share of a parallel region ends with fr_team_leave (the join: a barrier of the
 # engine's own, which notices a thread that waited long and a thread that the OS preempted),
 # and fr_team_done follows the region (fr_kernels.h): after FR_CONTENDED_REGIONS contended
-# regions in a row, entry points run on one thread for a while (_threads).
+# regions within FR_CONTENDED_WINDOW seconds, entry points run on one thread for a while
+# (_threads), longer each time contention is seen again right after.
 
 cdef inline int _threads(int n) noexcept nogil:
     """The number of threads to use for a parallel part asking for ``n``: one while another
@@ -17,20 +18,30 @@ cdef inline int _threads(int n) noexcept nogil:
 
 def contended():
     """True while the engine runs on one thread because another process competes for the
-    cores (in ``CONTENDED_REGIONS`` parallel regions in a row a thread waited more than
-    ``CONTENDED_WAIT`` s for a team mate that the OS had preempted, less than
-    ``CONTENDED_HOLD`` s ago)."""
+    cores: in ``CONTENDED_REGIONS`` parallel regions within ``CONTENDED_WINDOW`` s a thread
+    waited more than ``CONTENDED_WAIT`` s for a team mate that the OS had preempted (or that
+    began late), less than :func:`contention_hold` s ago."""
     return bool(fr_contended())
 
 
+def contention_hold():
+    """Seconds of the last switch to one thread: ``CONTENDED_HOLD``, doubled (up to
+    ``CONTENDED_HOLD_MAX``) each time contention is seen again within one hold of the last
+    one's end; 0 after ``note_contention(0)``."""
+    return fr_contention_hold()
+
+
 def note_contention(double hold_seconds):
-    """Act as if contention had just been seen, for ``hold_seconds`` (0: forget it); for
-    tests."""
+    """Act as if contention had just been seen, for ``hold_seconds`` (0: forget it and the
+    last hold); for tests."""
     fr_note_contention(hold_seconds)
 
 
 CONTENDED_WAIT = FR_CONTENDED_WAIT
 CONTENDED_REGIONS = FR_CONTENDED_REGIONS
+CONTENDED_WINDOW = FR_CONTENDED_WINDOW
+CONTENDED_HOLD = FR_CONTENDED_HOLD
+CONTENDED_HOLD_MAX = FR_CONTENDED_HOLD_MAX
 #: regions starting less than WAKING s after IDLE s without one do not count
 IDLE = FR_IDLE
 WAKING = FR_WAKING
@@ -40,7 +51,6 @@ def preemptions_known():
     """True where the OS counts each thread's involuntary context switches (Linux), so that a
     stalled region is contended only if a thread was preempted."""
     return fr_thread_preemptions() >= 0
-CONTENDED_HOLD = FR_CONTENDED_HOLD
 
 
 cdef void _probe_part(int tid, int nth, double delay, double start_late,

@@ -110,9 +110,11 @@ const fr_kernels_t* fr_best_table(void);
 unsigned long fr_ftz_enter(void);
 void fr_ftz_exit(unsigned long old);
 
-/* A sense-reversing barrier for n threads: a short spin, then the core is yielded, so that a
-   waiting thread on an oversubscribed machine hands its core to the one it waits for.  Each
-   thread passes its own fr_member_t (fr_member_init once at the start of its share). */
+/* A sense-reversing barrier for n threads: a spin of FR_SPIN_WAIT seconds, then the core is
+   yielded, so that a waiting thread on an oversubscribed machine hands its core to the one it
+   waits for.  Each thread passes its own fr_member_t (fr_member_init once at the start of its
+   share). */
+#define FR_SPIN_WAIT 50e-6
 typedef struct { int count; int sense; int stalled; int preempted; int late; double t_start; } fr_barrier_t;
 typedef struct { int sense; double t_first; double t_last; long preemptions; } fr_member_t;
 void fr_barrier_init(fr_barrier_t* b);
@@ -132,20 +134,25 @@ void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m);
    marks it preempted, and a thread whose share began more than FR_CONTENDED_WAIT seconds after
    the region did (it waited for a core: short regions of ~1 ms were held up that way beside a
    busy process, with no preemption counted) marks it late.  A region stalled, and preempted or
-   late, was held up by another process;
-   after FR_CONTENDED_REGIONS such regions in a row the engine runs on one thread for
+   late, was held up by another process; after FR_CONTENDED_REGIONS such regions within
+   FR_CONTENDED_WINDOW seconds (whatever regions ran between them: a call's short regions may
+   run clean beside a busy process while its long one stalls) the engine runs on one thread for
    FR_CONTENDED_HOLD seconds (fr_contended), instead of waiting a scheduler time slice at every
-   synchronisation.  Regions that start less than FR_WAKING seconds after an idle pause (no
-   region for FR_IDLE seconds) never count: then the cores are waking up, and on these virtual
-   machines the regions of the next ~40 ms can stall for milliseconds (measured: after 20 ms or
-   more of idleness, 4 and 12 ms in the next two regions, and stalls in a training step up to
-   40 ms after the pause, the engine's threads preempting each other while the scheduler
-   spreads them over the cores).  fr_barrier_init starts a
-   region, each thread ends its share with fr_team_leave, and fr_team_done is called once
-   after the region; it returns 1 if the region counted as contended. */
+   synchronisation; when contention is seen again within one hold of the last one's end, the
+   hold doubles, up to FR_CONTENDED_HOLD_MAX (each return to two threads beside a busy process
+   costs a few slow regions).  Regions that start less than FR_WAKING seconds after an idle
+   pause (no region for FR_IDLE seconds) never count: then the cores are waking up, and on
+   these virtual machines the regions of the next ~40 ms can stall for milliseconds (measured:
+   after 20 ms or more of idleness, 4 and 12 ms in the next two regions, and stalls in a
+   training step up to 40 ms after the pause, the engine's threads preempting each other while
+   the scheduler spreads them over the cores).  fr_barrier_init starts a region, each thread
+   ends its share with fr_team_leave, and fr_team_done is called once after the region; it
+   returns 1 if the region counted as contended. */
 #define FR_CONTENDED_WAIT 2e-3
 #define FR_CONTENDED_REGIONS 3
+#define FR_CONTENDED_WINDOW 0.5
 #define FR_CONTENDED_HOLD 1.0
+#define FR_CONTENDED_HOLD_MAX 4.0
 #define FR_IDLE 5e-3
 #define FR_WAKING 60e-3
 double fr_now(void);               /* monotonic clock, seconds */
@@ -155,5 +162,6 @@ int fr_team_done(const fr_barrier_t* b);
 int fr_region_waking(const fr_barrier_t* b);
 int fr_contended(void);
 void fr_note_contention(double hold_seconds);
+double fr_contention_hold(void);   /* the hold of the last switch to one thread (0: none) */
 
 #endif

@@ -194,10 +194,23 @@ double fr_now(void) {
 
 /* until when the engine runs on one thread, in microseconds of fr_now (0: not contended) */
 static long long fr_contended_until_us = 0;
+/* the hold of the last switch to one thread, and when it ends (0: none) */
+static double fr_hold = 0, fr_hold_end = 0;
+/* the contended regions of the current window (its first began at fr_window_start), the end of
+   the last region, and until when the cores are still waking up from an idle pause (benign
+   races between callers) */
+static int fr_contended_regions = 0;
+static double fr_window_start = 0, fr_last_region_end = 0, fr_waking_until = 0;
 
 void fr_note_contention(double hold_seconds) {
-    fr_store64(&fr_contended_until_us, (long long)((fr_now() + hold_seconds) * 1e6));
+    const double now = fr_now();
+    fr_store64(&fr_contended_until_us, (long long)((now + hold_seconds) * 1e6));
+    fr_hold = hold_seconds;
+    fr_hold_end = hold_seconds > 0 ? now + hold_seconds : 0;
+    if (hold_seconds <= 0) { fr_contended_regions = 0; fr_window_start = 0; }  /* forgotten */
 }
+
+double fr_contention_hold(void) { return fr_hold; }
 
 int fr_contended(void) {
     const long long until = fr_load64(&fr_contended_until_us);
@@ -221,22 +234,28 @@ void fr_barrier_init(fr_barrier_t* b) {
     b->t_start = fr_now();
 }
 
-/* consecutive contended parallel regions, the end of the last region, and until when the
-   cores are still waking up from an idle pause (benign races between callers) */
-static int fr_contended_regions = 0;
-static double fr_last_region_end = 0, fr_waking_until = 0;
-
 int fr_team_done(const fr_barrier_t* b) {
     const int preempted = fr_load(&b->preempted);
     /* stalled, with a team mate preempted (or not known: -1) or started late */
     int counts = fr_load(&b->stalled) && (preempted != 0 || fr_load(&b->late));
+    const double now = fr_now();
     if (b->t_start - fr_last_region_end > FR_IDLE) fr_waking_until = b->t_start + FR_WAKING;
     if (b->t_start < fr_waking_until) counts = 0;
-    fr_last_region_end = fr_now();
-    if (!counts) fr_contended_regions = 0;
-    else if (++fr_contended_regions >= FR_CONTENDED_REGIONS) {
+    fr_last_region_end = now;
+    if (!counts) return 0;
+    if (now - fr_window_start > FR_CONTENDED_WINDOW) {     /* the first of a new window */
+        fr_window_start = now;
         fr_contended_regions = 0;
-        fr_note_contention(FR_CONTENDED_HOLD);
+    }
+    if (++fr_contended_regions >= FR_CONTENDED_REGIONS) {
+        /* contention again within one hold of the end of the last switch: hold twice as long */
+        const double hold = (fr_hold_end > 0 && now - fr_hold_end < fr_hold)
+                            ? (2 * fr_hold < FR_CONTENDED_HOLD_MAX ? 2 * fr_hold
+                                                                   : FR_CONTENDED_HOLD_MAX)
+                            : FR_CONTENDED_HOLD;
+        fr_contended_regions = 0;
+        fr_window_start = 0;
+        fr_note_contention(hold);
     }
     return counts;
 }
@@ -276,7 +295,9 @@ void fr_barrier_wait(fr_barrier_t* b, int n, fr_member_t* m) {
         return;
     }
     while (fr_load(&b->sense) != s) {
-        if (++spins >= 200) { fr_yield(); spins = 0; }
+        /* spin first: a team mate running on another core arrives soon, and a yield to
+           another process's thread on this core would wait for that thread's time slice */
+        if (++spins >= 200 && fr_now() - arrived > FR_SPIN_WAIT) { fr_yield(); spins = 0; }
         else fr_pause();
     }
     left = fr_now();
