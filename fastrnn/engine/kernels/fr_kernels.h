@@ -110,10 +110,10 @@ const fr_kernels_t* fr_best_table(void);
 unsigned long fr_ftz_enter(void);
 void fr_ftz_exit(unsigned long old);
 
-/* A sense-reversing barrier for n threads: a spin of FR_SPIN_WAIT seconds, then the core is
-   yielded, so that a waiting thread on an oversubscribed machine hands its core to the one it
-   waits for.  Each thread passes its own fr_member_t (fr_member_init once at the start of its
-   share). */
+/* A sense-reversing barrier for n threads: a spin of FR_SPIN_WAIT seconds (none when n is more
+   than the CPUs online), then the core is yielded, so that a waiting thread on an
+   oversubscribed machine hands its core to the one it waits for.  Each thread passes its own
+   fr_member_t (fr_member_init once at the start of its share). */
 #define FR_SPIN_WAIT 50e-6
 typedef struct { int count; int sense; int stalled; int preempted; int late; double t_start; } fr_barrier_t;
 typedef struct { int sense; double t_first; double t_last; long preemptions; } fr_member_t;

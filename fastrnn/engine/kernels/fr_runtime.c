@@ -30,6 +30,7 @@
 #else
 #  include <sched.h>
 #  include <time.h>
+#  include <unistd.h>
 #  define fr_yield() sched_yield()
 #endif
 #if defined(__linux__)
@@ -282,6 +283,22 @@ void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m) {
     fr_barrier_wait(b, n, m);
 }
 
+/* the number of CPUs online (at least 1), read once */
+static int fr_cpus(void) {
+    static int n = 0;
+    if (n == 0) {
+#if defined(_WIN32)
+        SYSTEM_INFO si;
+        GetSystemInfo(&si);
+        n = (int)si.dwNumberOfProcessors;
+#else
+        n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+#endif
+        if (n < 1) n = 1;
+    }
+    return n;
+}
+
 void fr_barrier_wait(fr_barrier_t* b, int n, fr_member_t* m) {
     int s = !m->sense, spins = 0;
     double arrived, left;
@@ -294,10 +311,12 @@ void fr_barrier_wait(fr_barrier_t* b, int n, fr_member_t* m) {
         m->t_last = arrived;
         return;
     }
+    /* spin first: a team mate running on another core arrives soon, and a yield to another
+       process's thread on this core would wait for that thread's time slice; but with more
+       threads than CPUs the team mate may be waiting for this core */
+    const double spin = n > fr_cpus() ? 0 : FR_SPIN_WAIT;
     while (fr_load(&b->sense) != s) {
-        /* spin first: a team mate running on another core arrives soon, and a yield to
-           another process's thread on this core would wait for that thread's time slice */
-        if (++spins >= 200 && fr_now() - arrived > FR_SPIN_WAIT) { fr_yield(); spins = 0; }
+        if (++spins >= 200 && fr_now() - arrived >= spin) { fr_yield(); spins = 0; }
         else fr_pause();
     }
     left = fr_now();
