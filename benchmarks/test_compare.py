@@ -2,6 +2,7 @@
 its exit status on a wrong contender."""
 import json
 import pathlib
+import time
 
 import numpy as np
 import pytest
@@ -155,3 +156,15 @@ def test_a_wrong_model_contender_exits_1(monkeypatch, capsys, what):
     monkeypatch.setattr(run, "fastrnn_runner", wrong)
     assert cli.main(QUICK + ["--only", "A2", "--skip", "onnx,ref"]) == 1
     assert "A2/fastrnn disagrees with torch" in capsys.readouterr().err
+
+
+def test_a_loaded_pass_leaves_fastrnn_off_one_thread_for_the_next_row():
+    """After the busy processes of ``--load`` the harness waits out fastrnn's switch to one
+    thread, so that the next row's unloaded samples do not run on one thread."""
+    from compare import timing
+    _compiled = pytest.importorskip("fastrnn.engine._compiled")
+    t0 = time.perf_counter()
+    with timing.busy_processes(1):
+        _compiled.note_contention(_compiled.CONTENDED_HOLD)    # as the load would have made it
+    assert time.perf_counter() - t0 >= _compiled.CONTENDED_HOLD
+    assert not _compiled.contended()

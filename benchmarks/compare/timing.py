@@ -127,7 +127,9 @@ def time_runners(runners: list, budget_s: float, min_reps: int, max_reps: int,
 
 @contextlib.contextmanager
 def busy_processes(n: int):
-    """``n`` processes spinning on the CPU for the duration of the block (``--load``)."""
+    """``n`` processes spinning on the CPU for the duration of the block (``--load``); after
+    them, a wait for fastrnn's switch to one thread under contention to run out, so that the
+    next row's unloaded samples do not inherit it."""
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
     try:
         time.sleep(0.3)   # let them start spinning
@@ -137,6 +139,18 @@ def busy_processes(n: int):
             p.kill()
         for p in procs:
             p.wait()
+        if n:
+            time.sleep(_contention_hold())
+
+
+def _contention_hold() -> float:
+    """How long fastrnn's engine stays on one thread after it last saw contention (0 without
+    the compiled engine)."""
+    try:
+        from fastrnn.engine import _compiled
+    except ImportError:
+        return 0.0
+    return float(getattr(_compiled, "CONTENDED_HOLD", 0.0)) if _compiled else 0.0
 
 
 def statistic(name: str):

@@ -117,10 +117,8 @@ cdef extern from "fr_kernels.h" nogil:
     int fr_region_waking(const fr_barrier_t* b)
     int fr_contended()
     void fr_note_contention(double hold_seconds)
-    double fr_contention_hold()
     double FR_CONTENDED_WAIT
     double FR_CONTENDED_HOLD
-    double FR_CONTENDED_HOLD_MAX
     double FR_CONTENDED_WINDOW
     int FR_CONTENDED_REGIONS
     double FR_IDLE

@@ -8,7 +8,7 @@
 # engine's own, which notices a thread that waited long and a thread that the OS preempted),
 # and fr_team_done follows the region (fr_kernels.h): after FR_CONTENDED_REGIONS contended
 # regions within FR_CONTENDED_WINDOW seconds, entry points run on one thread for a while
-# (_threads), longer each time contention is seen again right after.
+# (_threads).
 
 cdef inline int _threads(int n) noexcept nogil:
     """The number of threads to use for a parallel part asking for ``n``: one while another
@@ -20,20 +20,13 @@ def contended():
     """True while the engine runs on one thread because another process competes for the
     cores: in ``CONTENDED_REGIONS`` parallel regions within ``CONTENDED_WINDOW`` s a thread
     waited more than ``CONTENDED_WAIT`` s for a team mate that the OS had preempted (or that
-    began late), less than :func:`contention_hold` s ago."""
+    began late), less than ``CONTENDED_HOLD`` s ago."""
     return bool(fr_contended())
 
 
-def contention_hold():
-    """Seconds of the last switch to one thread: ``CONTENDED_HOLD``, doubled (up to
-    ``CONTENDED_HOLD_MAX``) each time contention is seen again within one hold of the last
-    one's end; 0 after ``note_contention(0)``."""
-    return fr_contention_hold()
-
-
 def note_contention(double hold_seconds):
-    """Act as if contention had just been seen, for ``hold_seconds`` (0: forget it and the
-    last hold); for tests."""
+    """Act as if contention had just been seen, for ``hold_seconds`` (0: forget it, and the
+    contended regions counted so far); for tests and benchmarks."""
     fr_note_contention(hold_seconds)
 
 
@@ -41,7 +34,6 @@ CONTENDED_WAIT = FR_CONTENDED_WAIT
 CONTENDED_REGIONS = FR_CONTENDED_REGIONS
 CONTENDED_WINDOW = FR_CONTENDED_WINDOW
 CONTENDED_HOLD = FR_CONTENDED_HOLD
-CONTENDED_HOLD_MAX = FR_CONTENDED_HOLD_MAX
 #: regions starting less than WAKING s after IDLE s without one do not count
 IDLE = FR_IDLE
 WAKING = FR_WAKING

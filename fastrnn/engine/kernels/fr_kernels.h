@@ -138,9 +138,7 @@ void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m);
    FR_CONTENDED_WINDOW seconds (whatever regions ran between them: a call's short regions may
    run clean beside a busy process while its long one stalls) the engine runs on one thread for
    FR_CONTENDED_HOLD seconds (fr_contended), instead of waiting a scheduler time slice at every
-   synchronisation; when contention is seen again within one hold of the last one's end, the
-   hold doubles, up to FR_CONTENDED_HOLD_MAX (each return to two threads beside a busy process
-   costs a few slow regions).  Regions that start less than FR_WAKING seconds after an idle
+   synchronisation.  Regions that start less than FR_WAKING seconds after an idle
    pause (no region for FR_IDLE seconds) never count: then the cores are waking up, and on
    these virtual machines the regions of the next ~40 ms can stall for milliseconds (measured:
    after 20 ms or more of idleness, 4 and 12 ms in the next two regions, and stalls in a
@@ -152,7 +150,6 @@ void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m);
 #define FR_CONTENDED_REGIONS 3
 #define FR_CONTENDED_WINDOW 0.5
 #define FR_CONTENDED_HOLD 1.0
-#define FR_CONTENDED_HOLD_MAX 4.0
 #define FR_IDLE 5e-3
 #define FR_WAKING 60e-3
 double fr_now(void);               /* monotonic clock, seconds */
@@ -162,6 +159,5 @@ int fr_team_done(const fr_barrier_t* b);
 int fr_region_waking(const fr_barrier_t* b);
 int fr_contended(void);
 void fr_note_contention(double hold_seconds);
-double fr_contention_hold(void);   /* the hold of the last switch to one thread (0: none) */
 
 #endif

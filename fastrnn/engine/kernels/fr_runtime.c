@@ -195,8 +195,6 @@ double fr_now(void) {
 
 /* until when the engine runs on one thread, in microseconds of fr_now (0: not contended) */
 static long long fr_contended_until_us = 0;
-/* the hold of the last switch to one thread, and when it ends (0: none) */
-static double fr_hold = 0, fr_hold_end = 0;
 /* the contended regions of the current window (its first began at fr_window_start), the end of
    the last region, and until when the cores are still waking up from an idle pause (benign
    races between callers) */
@@ -204,14 +202,9 @@ static int fr_contended_regions = 0;
 static double fr_window_start = 0, fr_last_region_end = 0, fr_waking_until = 0;
 
 void fr_note_contention(double hold_seconds) {
-    const double now = fr_now();
-    fr_store64(&fr_contended_until_us, (long long)((now + hold_seconds) * 1e6));
-    fr_hold = hold_seconds;
-    fr_hold_end = hold_seconds > 0 ? now + hold_seconds : 0;
+    fr_store64(&fr_contended_until_us, (long long)((fr_now() + hold_seconds) * 1e6));
     if (hold_seconds <= 0) { fr_contended_regions = 0; fr_window_start = 0; }  /* forgotten */
 }
-
-double fr_contention_hold(void) { return fr_hold; }
 
 int fr_contended(void) {
     const long long until = fr_load64(&fr_contended_until_us);
@@ -249,14 +242,9 @@ int fr_team_done(const fr_barrier_t* b) {
         fr_contended_regions = 0;
     }
     if (++fr_contended_regions >= FR_CONTENDED_REGIONS) {
-        /* contention again within one hold of the end of the last switch: hold twice as long */
-        const double hold = (fr_hold_end > 0 && now - fr_hold_end < fr_hold)
-                            ? (2 * fr_hold < FR_CONTENDED_HOLD_MAX ? 2 * fr_hold
-                                                                   : FR_CONTENDED_HOLD_MAX)
-                            : FR_CONTENDED_HOLD;
         fr_contended_regions = 0;
         fr_window_start = 0;
-        fr_note_contention(hold);
+        fr_note_contention(FR_CONTENDED_HOLD);
     }
     return counts;
 }
