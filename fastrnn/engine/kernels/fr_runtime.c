@@ -201,9 +201,12 @@ static long long fr_contended_until_us = 0;
 static int fr_contended_regions = 0;
 static double fr_window_start = 0, fr_last_region_end = 0, fr_waking_until = 0;
 
+/* no contended region counted: the next one opens a new window */
+static void fr_forget_regions(void) { fr_contended_regions = 0; fr_window_start = 0; }
+
 void fr_note_contention(double hold_seconds) {
     fr_store64(&fr_contended_until_us, (long long)((fr_now() + hold_seconds) * 1e6));
-    if (hold_seconds <= 0) { fr_contended_regions = 0; fr_window_start = 0; }  /* forgotten */
+    if (hold_seconds <= 0) fr_forget_regions();
 }
 
 int fr_contended(void) {
@@ -238,12 +241,11 @@ int fr_team_done(const fr_barrier_t* b) {
     fr_last_region_end = now;
     if (!counts) return 0;
     if (now - fr_window_start > FR_CONTENDED_WINDOW) {     /* the first of a new window */
+        fr_forget_regions();
         fr_window_start = now;
-        fr_contended_regions = 0;
     }
     if (++fr_contended_regions >= FR_CONTENDED_REGIONS) {
-        fr_contended_regions = 0;
-        fr_window_start = 0;
+        fr_forget_regions();
         fr_note_contention(FR_CONTENDED_HOLD);
     }
     return counts;
