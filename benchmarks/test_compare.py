@@ -1,5 +1,6 @@
 """Tests of the comparison harness itself (``compare``): its rows, its command line, its JSON and
 its exit status on a wrong contender."""
+import contextlib
 import json
 import pathlib
 import time
@@ -168,3 +169,34 @@ def test_a_loaded_pass_leaves_fastrnn_off_one_thread_for_the_next_row():
         _compiled.note_contention(_compiled.CONTENDED_HOLD)    # as the load would have made it
     assert time.perf_counter() - t0 >= _compiled.CONTENDED_HOLD
     assert not _compiled.contended()
+
+
+def test_the_loaded_pass_reports_the_mean_beside_the_median(monkeypatch, tmp_path, capsys):
+    """Under load a median hides the slow calls (a peer whose means ran 17-30% above its
+    medians looked better than it was): ``--load`` reports the slowdown of both."""
+    from compare import timing
+    busy = []
+
+    @contextlib.contextmanager
+    def fake_busy(n):
+        busy.append(n)
+        yield
+        busy.pop()
+
+    def fake_samples(runners, *args, **kwargs):
+        for r in runners:     # alone: 1, 1, 1 ms; loaded: 2, 2, 8 ms (median 2, mean 4)
+            r.samples = [2e-3, 2e-3, 8e-3] if busy and busy[-1] else [1e-3] * 3
+
+    monkeypatch.setattr(timing, "busy_processes", fake_busy)
+    monkeypatch.setattr(timing, "time_runners", fake_samples)
+    out = tmp_path / "out.json"
+    assert cli.main(QUICK + ["--only", "S1", "--load", "1", "--skip", "onnx,torch",
+                             "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["loaded_s"]["fastrnn"] == pytest.approx(2e-3)
+    assert row["loaded_mean_s"]["fastrnn"] == pytest.approx(4e-3)
+    assert row["sustained_mean_s"]["fastrnn"] == pytest.approx(1e-3)
+    assert row["slowdown"]["fastrnn"] == pytest.approx(2.0)
+    assert row["slowdown_mean"]["fastrnn"] == pytest.approx(4.0)
+    assert "2.00x / 4.00x" in next(ln for ln in table.splitlines()[::-1] if ln.startswith("S1 "))

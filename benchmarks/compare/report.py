@@ -77,6 +77,7 @@ def print_header(meta: dict, plan, sustained: bool, load: int, train_skipped: Op
 def row_record(cfg: Config, res: dict, stat: str, isas: list) -> dict:
     """The JSON record of a row from ``run.run_config``'s result."""
     runners, med, sustained, loaded = res["runners"], res["times"], res["sustained"], res["loaded"]
+    means = res["means"]
     fr = med.get("fastrnn")
     ratios = {p: _over(med.get(p), fr) for p in PEERS}
     best = _best_peer(med)
@@ -101,6 +102,10 @@ def row_record(cfg: Config, res: dict, stat: str, isas: list) -> dict:
         "best_peer_over_fastrnn_sustained": _over(_best_peer(sustained), sustained.get("fastrnn")),
         "loaded_s": loaded,
         "slowdown": {n: _over(loaded.get(n), sustained.get(n)) for n in loaded},
+        "sustained_mean_s": means["sustained"],
+        "loaded_mean_s": means["loaded"],
+        "slowdown_mean": {n: _over(means["loaded"].get(n), means["sustained"].get(n))
+                          for n in means["loaded"]},
         "fastrnn_sgemm_fraction": None,  # filled in at the end, against the best sgemm seen
         "na": res["na"],
         "oracle": res["oracle"],
@@ -186,16 +191,17 @@ def format_sustained(rows: list) -> str:
 
 def format_slowdowns(rows: list, n: int) -> str:
     """The table of slowdown factors under load (``--load``): loaded time / time alone, both in
-    sustained calls."""
+    sustained calls, of the median and of the mean."""
     who = _contenders(rows, "slowdown")
-    h = (f"# slowdown beside {n} busy process(es): loaded / unloaded median, both sampled after "
-         f"{SUSTAINED_WARM_S:g} s of untimed calls\n{'config':6s} ") + \
+    h = (f"# slowdown beside {n} busy process(es): loaded / unloaded time, both sampled after "
+         f"{SUSTAINED_WARM_S:g} s of untimed calls, of the median / of the mean\n{'config':6s} ") + \
         " ".join(f"{k:>15s}" for k in who)
     lines = [h, "-" * len(h.splitlines()[-1])]
     for row in rows:
-        s = row.get("slowdown", {})
+        s, sm = row.get("slowdown", {}), row.get("slowdown_mean", {})
         if s:
-            lines.append(f"{row['config']:6s} " + " ".join(f"{fmt_ratio(s.get(k)):>15s}" for k in who))
+            lines.append(f"{row['config']:6s} " + " ".join(
+                f"{fmt_ratio(s.get(k)) + ' / ' + fmt_ratio(sm.get(k)):>15s}" for k in who))
     return "\n".join(lines)
 
 

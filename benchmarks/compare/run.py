@@ -135,8 +135,8 @@ def limit_reference(runners: list, na: dict, plan: Plan, repeat: Optional[int]) 
 
 def run_config(cfg: Config, s: Session, failures: list) -> dict:
     """Prepare, check and time one row; returns what the report needs of it: runners, n/a
-    reasons, oracle, times (``--stat``), times in sustained calls alone and under load, and
-    whether it was late."""
+    reasons, oracle, times (``--stat``), times in sustained calls alone and under load, the
+    means of those two passes' samples, and whether it was late."""
     runners, na = prepare(cfg, s, failures)
     oracle = check(cfg, runners, na, failures)
     if any(r.name == "ref" for r in runners):
@@ -144,6 +144,7 @@ def run_config(cfg: Config, s: Session, failures: list) -> dict:
     limit_reference(runners, na, s.plan, s.args.repeat)
     # in --quick, past the deadline: one sample each, to finish in CI's time
     late = bool(s.args.quick and time.perf_counter() - s.t_start > s.plan.quick_deadline)
-    times, sustained, loaded = time_row(cfg.name, runners, s.plan, s.args, late, failures)
+    times, sustained, loaded, means = time_row(cfg.name, runners, s.plan, s.args, late,
+                                               failures)
     return dict(runners=runners, na=na, oracle=oracle, times=times, sustained=sustained,
-                loaded=loaded, late=late)
+                loaded=loaded, means=means, late=late)

@@ -165,9 +165,11 @@ def _stats(runners: list, stat) -> dict:
 def time_row(name: str, runners: list, plan: Plan, args, late: bool, failures: list) -> tuple:
     """Sample a row's contenders; returns their times (``args.stat``) and, with
     ``--sustained`` (or ``--load``), the times of the sustained pass, and with ``--load`` those
-    of the same pass beside busy processes: (times, sustained, loaded).  A crash while timing
-    is added to ``failures``.  In --quick past the deadline (``late``): one sample each, the
-    check call."""
+    of the same pass beside busy processes, and the means of both passes' samples (a mean
+    counts the slow calls that a median hides: what a stream of requests sees): (times,
+    sustained, loaded, {"sustained": means, "loaded": means}).  A crash while timing is added
+    to ``failures``.  In --quick past the deadline (``late``): one sample each, the check
+    call."""
     try:
         time_runners(runners, plan.budget, plan.min_reps, plan.max_reps, plan.target,
                      0 if late else args.repeat, args.gap)
@@ -176,29 +178,33 @@ def time_row(name: str, runners: list, plan: Plan, args, late: bool, failures: l
         traceback.print_exc(file=sys.stderr)
     stat = statistic(args.stat)
     sustained, loaded = {}, {}
-    passes = [(0, sustained, "")] if args.sustained else []
+    means = {"sustained": {}, "loaded": {}}
+    passes = [(0, sustained, means["sustained"], "")] if args.sustained else []
     if args.load:
-        passes.append((args.load, loaded, " under load"))
+        passes.append((args.load, loaded, means["loaded"], " under load"))
     if passes and not late and runners:
         kept = {r.name: r.samples for r in runners}
-        for busy, into, what in passes:
+        for busy, into, into_mean, what in passes:
             try:
-                _time_sustained(runners, plan, args, stat, busy, into)
+                _time_sustained(runners, plan, args, stat, busy, into, into_mean)
             except Exception as exc:
                 failures.append(f"{name}: crashed while timing sustained calls{what}: "
                                 f"{type(exc).__name__}: {exc}")
                 traceback.print_exc(file=sys.stderr)
         for r in runners:
             r.samples = kept[r.name]
-    return _stats(runners, stat), sustained, loaded
+    return _stats(runners, stat), sustained, loaded, means
 
 
-def _time_sustained(runners: list, plan: Plan, args, stat, busy: int, into: dict) -> None:
+def _time_sustained(runners: list, plan: Plan, args, stat, busy: int, into: dict,
+                    into_mean: dict) -> None:
     """The contenders in sustained calls (each sample after ``SUSTAINED_WARM_S`` of untimed
-    calls), beside ``busy`` busy processes: fills ``into`` with their times."""
+    calls), beside ``busy`` busy processes: fills ``into`` with their times (``stat``) and
+    ``into_mean`` with the means of their samples."""
     for r in runners:
         r.samples = []
     with busy_processes(busy):
         time_runners(runners, plan.budget, plan.min_reps, plan.max_reps, plan.target,
                      args.repeat, args.gap, warm_s=SUSTAINED_WARM_S)
     into.update(_stats(runners, stat))
+    into_mean.update(_stats(runners, statistics.mean))
