@@ -119,6 +119,7 @@ cdef extern from "fr_kernels.h" nogil:
     void fr_note_contention(double hold_seconds)
     double FR_CONTENDED_WAIT
     double FR_CONTENDED_HOLD
+    double FR_RECONTENDED_FOR
     double FR_CONTENDED_WINDOW
     int FR_CONTENDED_REGIONS
     double FR_IDLE

@@ -20,7 +20,8 @@ def contended():
     """True while the engine runs on one thread because another process competes for the
     cores: in ``CONTENDED_REGIONS`` parallel regions within ``CONTENDED_WINDOW`` s a thread
     waited more than ``CONTENDED_WAIT`` s for a team mate that the OS had preempted (or that
-    began late), less than ``CONTENDED_HOLD`` s ago."""
+    began late), less than ``CONTENDED_HOLD`` s ago; within ``RECONTENDED_FOR`` s after such a
+    hold, one such region is enough."""
     return bool(fr_contended())
 
 
@@ -34,6 +35,8 @@ CONTENDED_WAIT = FR_CONTENDED_WAIT
 CONTENDED_REGIONS = FR_CONTENDED_REGIONS
 CONTENDED_WINDOW = FR_CONTENDED_WINDOW
 CONTENDED_HOLD = FR_CONTENDED_HOLD
+#: for this many seconds after a hold, one contended region is enough to switch again
+RECONTENDED_FOR = FR_RECONTENDED_FOR
 #: regions starting less than WAKING s after IDLE s without one do not count
 IDLE = FR_IDLE
 WAKING = FR_WAKING
@@ -151,4 +154,3 @@ def set_threads(int n):
     """Set the engine's thread count as seen by the streaming kernels."""
     global g_num_threads
     g_num_threads = max(1, n)
-

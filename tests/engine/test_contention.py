@@ -100,6 +100,39 @@ def test_contended_regions_further_apart_than_the_window_are_no_contention():
 
 
 @_uninterrupted
+def test_right_after_a_hold_one_contended_region_is_contention_again():
+    """A load that made the engine switch is likely still there when the hold runs out: one
+    contended region then switches again (beside a busy process the two-thread calls until
+    three regions had counted again took 10-12% of the time)."""
+    _busy()
+    for _ in range(_compiled.CONTENDED_REGIONS):
+        _probe(LATE)
+    assert _compiled.contended()
+    _busy(_compiled.CONTENDED_HOLD + 0.05)            # the hold runs out
+    assert not _compiled.contended()
+    assert _probe(LATE) == (2, True)
+    assert _compiled.contended()
+    _compiled.note_contention(0)                      # forgotten: three are needed again
+    _busy()
+    assert _probe(LATE) == (2, True)
+    assert not _compiled.contended()
+
+
+@_uninterrupted
+def test_a_hold_on_one_thread_is_no_idle_pause():
+    """While contended the engine runs its parts on one thread (each entry point asks
+    ``contended``): the first region after the hold is no wake-up from an idle pause, whose
+    window kept the regions of a load still there from counting (beside a busy process ~25
+    stalled two-thread calls after each hold instead of three)."""
+    _busy()
+    _compiled.note_contention(0.2)
+    while _compiled.contended():      # the entry points, running their parts on one thread
+        pass
+    team, counted, waking, late = _compiled._team_probe(LATE)
+    assert (team, counted, waking) == (2, True, False)
+
+
+@_uninterrupted
 def test_a_stall_without_preemption_is_no_contention():
     if not _compiled.preemptions_known():
         pytest.skip("this OS does not count preemptions per thread")

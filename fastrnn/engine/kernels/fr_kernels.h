@@ -138,7 +138,8 @@ void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m);
    FR_CONTENDED_WINDOW seconds (whatever regions ran between them: a call's short regions may
    run clean beside a busy process while its long one stalls) the engine runs on one thread for
    FR_CONTENDED_HOLD seconds (fr_contended), instead of waiting a scheduler time slice at every
-   synchronisation.  Regions that start less than FR_WAKING seconds after an idle
+   synchronisation; for FR_RECONTENDED_FOR seconds after that hold, one contended region is
+   enough to switch again (the load that was there is likely still there).  Regions that start less than FR_WAKING seconds after an idle
    pause (no region for FR_IDLE seconds) never count: then the cores are waking up, and on
    these virtual machines the regions of the next ~40 ms can stall for milliseconds (measured:
    after 20 ms or more of idleness, 4 and 12 ms in the next two regions, and stalls in a
@@ -150,6 +151,7 @@ void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m);
 #define FR_CONTENDED_REGIONS 3
 #define FR_CONTENDED_WINDOW 0.5
 #define FR_CONTENDED_HOLD 1.0
+#define FR_RECONTENDED_FOR 2.0
 #define FR_IDLE 5e-3
 #define FR_WAKING 60e-3
 double fr_now(void);               /* monotonic clock, seconds */

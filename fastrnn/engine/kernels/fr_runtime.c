@@ -200,18 +200,30 @@ static long long fr_contended_until_us = 0;
    races between callers) */
 static int fr_contended_regions = 0;
 static double fr_window_start = 0, fr_last_region_end = 0, fr_waking_until = 0;
+/* until when one contended region is enough (FR_RECONTENDED_FOR past the last hold's end) */
+static double fr_recontended_until = 0;
 
 /* no contended region counted: the next one opens a new window */
 static void fr_forget_regions(void) { fr_contended_regions = 0; fr_window_start = 0; }
 
 void fr_note_contention(double hold_seconds) {
     fr_store64(&fr_contended_until_us, (long long)((fr_now() + hold_seconds) * 1e6));
-    if (hold_seconds <= 0) fr_forget_regions();
+    if (hold_seconds <= 0) {
+        fr_forget_regions();
+        fr_recontended_until = 0;
+    }
 }
 
 int fr_contended(void) {
     const long long until = fr_load64(&fr_contended_until_us);
-    return until != 0 && (long long)(fr_now() * 1e6) < until;
+    if (until == 0) return 0;
+    const double now = fr_now();
+    if ((long long)(now * 1e6) >= until) return 0;
+    /* a part run on one thread instead of a region: the engine is busy, not idle, so the first
+       region after the hold is no wake-up from an idle pause (whose window would keep the next
+       regions from counting while the load is still there) */
+    fr_last_region_end = now;
+    return 1;
 }
 
 /* ---- barrier ---- */
@@ -244,9 +256,10 @@ int fr_team_done(const fr_barrier_t* b) {
         fr_forget_regions();
         fr_window_start = now;
     }
-    if (++fr_contended_regions >= FR_CONTENDED_REGIONS) {
+    if (++fr_contended_regions >= (now < fr_recontended_until ? 1 : FR_CONTENDED_REGIONS)) {
         fr_forget_regions();
         fr_note_contention(FR_CONTENDED_HOLD);
+        fr_recontended_until = now + FR_CONTENDED_HOLD + FR_RECONTENDED_FOR;
     }
     return counts;
 }
