@@ -139,8 +139,9 @@ void fr_team_leave(fr_barrier_t* b, int n, fr_member_t* m);
    run clean beside a busy process while its long one stalls) the engine runs on one thread for
    FR_CONTENDED_HOLD seconds (fr_contended), instead of waiting a scheduler time slice at every
    synchronisation; for FR_RECONTENDED_FOR seconds after that hold, one contended region is
-   enough to switch again (the load that was there is likely still there).  Regions that start less than FR_WAKING seconds after an idle
-   pause (no region for FR_IDLE seconds) never count: then the cores are waking up, and on
+   enough to switch again (the load that was there is likely still there).  Regions that start
+   less than FR_WAKING seconds after an idle pause (no region for FR_IDLE seconds, the hold's
+   parts on one thread counting as regions) never count: then the cores are waking up, and on
    these virtual machines the regions of the next ~40 ms can stall for milliseconds (measured:
    after 20 ms or more of idleness, 4 and 12 ms in the next two regions, and stalls in a
    training step up to 40 ms after the pause, the engine's threads preempting each other while
