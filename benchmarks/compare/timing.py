@@ -150,7 +150,7 @@ def _contention_hold() -> float:
         from fastrnn.engine import _compiled
     except ImportError:
         return 0.0
-    return float(getattr(_compiled, "CONTENDED_HOLD", 0.0)) if _compiled else 0.0
+    return float(getattr(_compiled, "CONTENDED_HOLD", 0.0))
 
 
 def statistic(name: str):

@@ -2,8 +2,8 @@
 
 A parallel region in which a thread waited at a barrier for a team mate that the OS had
 preempted is contended; a few contended regions within a short window make the engine run on
-one thread for a while, with the same results.  Regions right after an idle pause never count (the cores are
-waking up then), nor, where the OS counts preemptions, stalls without one.
+one thread for a while, with the same results.  Regions right after an idle pause never count
+(the cores are waking up then), nor, where the OS counts preemptions, stalls without one.
 """
 import functools
 import os
